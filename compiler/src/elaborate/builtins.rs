@@ -1,0 +1,290 @@
+//! The built-in layers: their signatures (PyTorch's argument names and defaults) and the construction
+//! of an [`Op`] from checked arguments.
+
+use super::value::Value;
+use crate::ir::{AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Lrn, MaxPool2d, Op, Shape};
+
+/// Every built-in layer name.
+pub const BUILTINS: &[&str] = &[
+    "conv",
+    "linear",
+    "batchnorm",
+    "relu",
+    "maxpool",
+    "avgpool",
+    "adaptive_avgpool",
+    "global_avgpool",
+    "lrn",
+    "dropout",
+    "flatten",
+    "softmax",
+    "concat",
+];
+
+pub fn is_builtin(name: &str) -> bool {
+    BUILTINS.contains(&name)
+}
+
+/// A parameter of a built-in after the input tensor; `None` default means required.
+struct ParamSig {
+    name: &'static str,
+    default: Option<Value>,
+}
+
+const fn req(name: &'static str) -> ParamSig {
+    ParamSig { name, default: None }
+}
+
+fn opt(name: &'static str, v: Value) -> ParamSig {
+    ParamSig { name, default: Some(v) }
+}
+
+/// The parameters a built-in takes after its input, in positional order.
+fn signature(op: &str) -> Vec<ParamSig> {
+    use Value::{Bool, Float, Int, Unit};
+    match op {
+        "conv" => vec![
+            req("out"),
+            req("kernel"),
+            opt("stride", Int(1)),
+            opt("pad", Int(0)),
+            opt("dilation", Int(1)),
+            opt("groups", Int(1)),
+            opt("bias", Bool(true)),
+        ],
+        "linear" => vec![req("out"), opt("bias", Bool(true))],
+        "batchnorm" => vec![opt("eps", Float(1e-5))],
+        "maxpool" => vec![
+            req("kernel"),
+            opt("stride", Unit),
+            opt("pad", Int(0)),
+            opt("dilation", Int(1)),
+            opt("ceil_mode", Bool(false)),
+        ],
+        "avgpool" => vec![
+            req("kernel"),
+            opt("stride", Unit),
+            opt("pad", Int(0)),
+            opt("ceil_mode", Bool(false)),
+            opt("count_include_pad", Bool(true)),
+        ],
+        "adaptive_avgpool" => vec![req("size")],
+        "lrn" => vec![req("size"), opt("alpha", Float(1e-4)), opt("beta", Float(0.75)), opt("k", Float(1.0))],
+        "dropout" => vec![opt("p", Float(0.5))],
+        _ => Vec::new(),
+    }
+}
+
+/// An argument as the caller wrote it: optional name, value, and an index into the caller's spans.
+pub struct CallArg {
+    pub name: Option<String>,
+    pub value: Value,
+    pub site: usize,
+}
+
+/// Why a built-in call is wrong; the elaborator attaches the location (`site` indexes the arguments,
+/// `None` means the call itself).
+pub struct ArgError {
+    pub kind: crate::syntax::ErrorKind,
+    pub message: String,
+    pub site: Option<usize>,
+}
+
+fn err(kind: crate::syntax::ErrorKind, message: impl Into<String>, site: Option<usize>) -> ArgError {
+    ArgError { kind, message: message.into(), site }
+}
+
+/// Binds a call's arguments (after the input) to the signature: positional first, then by name.
+fn bind(op: &str, sig: &[ParamSig], args: Vec<CallArg>) -> Result<Vec<(Value, Option<usize>)>, ArgError> {
+    use crate::syntax::ErrorKind::Arity;
+    let mut slots: Vec<Option<(Value, Option<usize>)>> = sig.iter().map(|_| None).collect();
+    let mut positional = 0;
+    for arg in args {
+        let idx = match &arg.name {
+            None => {
+                if positional >= sig.len() {
+                    return Err(err(
+                        Arity,
+                        format!("`{op}` takes at most {} argument{} after its input", sig.len(), plural(sig.len())),
+                        Some(arg.site),
+                    ));
+                }
+                positional += 1;
+                positional - 1
+            }
+            Some(name) => match sig.iter().position(|p| p.name == name) {
+                Some(i) => i,
+                None => {
+                    let names: Vec<&str> = sig.iter().map(|p| p.name).collect();
+                    let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+                    return Err(err(Arity, format!("`{op}` has no argument named `{name}` (it takes: {known})"), Some(arg.site)));
+                }
+            },
+        };
+        if slots[idx].is_some() {
+            return Err(err(Arity, format!("argument `{}` of `{op}` is given twice", sig[idx].name), Some(arg.site)));
+        }
+        slots[idx] = Some((arg.value, Some(arg.site)));
+    }
+    slots
+        .into_iter()
+        .zip(sig)
+        .map(|(slot, p)| match (slot, &p.default) {
+            (Some(v), _) => Ok(v),
+            (None, Some(d)) => Ok((d.clone(), None)),
+            (None, None) => Err(err(Arity, format!("`{op}` needs argument `{}`", p.name), None)),
+        })
+        .collect()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Typed access to bound arguments.
+struct Args {
+    op: &'static str,
+    values: Vec<(Value, Option<usize>)>,
+    names: Vec<&'static str>,
+}
+
+impl Args {
+    fn type_error(&self, i: usize, want: &str) -> ArgError {
+        let (v, site) = &self.values[i];
+        err(
+            crate::syntax::ErrorKind::Type,
+            format!("argument `{}` of `{}` must be {want}, got {}", self.names[i], self.op, describe(v)),
+            *site,
+        )
+    }
+
+    fn size_error(&self, i: usize, what: String) -> ArgError {
+        err(crate::syntax::ErrorKind::Size, format!("argument `{}` of `{}` {what}", self.names[i], self.op), self.values[i].1)
+    }
+
+    /// A positive integer (sizes, channel counts, strides): at least `min`.
+    fn count(&self, i: usize, min: i64) -> Result<usize, ArgError> {
+        match self.values[i].0 {
+            Value::Int(v) if v < min => Err(self.size_error(i, format!("must be at least {min}, got {v}"))),
+            Value::Int(v) if v > crate::ir::shape::MAX_DIM as i64 => Err(self.size_error(
+                i,
+                format!("is {v}, larger than the limit of {}", crate::ir::shape::MAX_DIM),
+            )),
+            Value::Int(v) => Ok(v as usize),
+            _ => Err(self.type_error(i, "an integer")),
+        }
+    }
+
+    /// An integer or a pair `(h, w)` of integers, each at least `min`.
+    fn pair(&self, i: usize, min: i64) -> Result<[usize; 2], ArgError> {
+        match &self.values[i].0 {
+            Value::Int(_) => {
+                let v = self.count(i, min)?;
+                Ok([v, v])
+            }
+            Value::List(items) if items.len() == 2 => {
+                let mut out = [0; 2];
+                for (o, item) in out.iter_mut().zip(items) {
+                    let sub = Args { op: self.op, values: vec![(item.clone(), self.values[i].1)], names: vec![self.names[i]] };
+                    *o = sub.count(0, min)?;
+                }
+                Ok(out)
+            }
+            _ => Err(self.type_error(i, "an integer or a pair (h, w) of integers")),
+        }
+    }
+
+    fn float(&self, i: usize) -> Result<f64, ArgError> {
+        match self.values[i].0 {
+            Value::Int(v) => Ok(v as f64),
+            Value::Float(v) if v.is_finite() => Ok(v),
+            Value::Float(v) => Err(self.size_error(i, format!("must be finite, got {v}"))),
+            _ => Err(self.type_error(i, "a number")),
+        }
+    }
+
+    fn boolean(&self, i: usize) -> Result<bool, ArgError> {
+        match self.values[i].0 {
+            Value::Bool(b) => Ok(b),
+            _ => Err(self.type_error(i, "true or false")),
+        }
+    }
+
+    fn is_unit(&self, i: usize) -> bool {
+        self.values[i].0 == Value::Unit
+    }
+}
+
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Int(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Str(s) => format!("the string \"{s}\""),
+        Value::List(l) => format!("a list of {} item{}", l.len(), plural(l.len())),
+        Value::Tensor(_) => "a tensor".to_string(),
+        Value::Unit => "nothing".to_string(),
+    }
+}
+
+/// Builds the op for a call of built-in `op` on an input of shape `input` with the caller's other
+/// arguments. `concat` is handled by the elaborator (its arguments are all tensors).
+pub fn build_op(op: &str, input: &Shape, args: Vec<CallArg>) -> Result<Op, ArgError> {
+    let sig = signature(op);
+    let names: Vec<&'static str> = sig.iter().map(|p| p.name).collect();
+    let op_name: &'static str = BUILTINS.iter().find(|b| **b == op).copied().unwrap_or("op");
+    let a = Args { op: op_name, values: bind(op, &sig, args)?, names };
+    Ok(match op {
+        "conv" => {
+            let in_channels = input.dims().first().copied().unwrap_or(0);
+            Op::Conv(Conv2d {
+                in_channels,
+                out_channels: a.count(0, 1)?,
+                kernel: a.pair(1, 1)?,
+                stride: a.pair(2, 1)?,
+                padding: a.pair(3, 0)?,
+                dilation: a.pair(4, 1)?,
+                groups: a.count(5, 1)?,
+                bias: a.boolean(6)?,
+            })
+        }
+        "linear" => Op::Linear(Linear {
+            in_features: input.dims().first().copied().unwrap_or(0),
+            out_features: a.count(0, 1)?,
+            bias: a.boolean(1)?,
+        }),
+        "batchnorm" => Op::BatchNorm(BatchNorm { channels: input.dims().first().copied().unwrap_or(0), eps: a.float(0)? }),
+        "relu" => Op::Relu,
+        "flatten" => Op::Flatten,
+        "softmax" => Op::Softmax,
+        "maxpool" => {
+            let kernel = a.pair(0, 1)?;
+            Op::MaxPool(MaxPool2d {
+                kernel,
+                stride: if a.is_unit(1) { kernel } else { a.pair(1, 1)? },
+                padding: a.pair(2, 0)?,
+                dilation: a.pair(3, 1)?,
+                ceil_mode: a.boolean(4)?,
+            })
+        }
+        "avgpool" => {
+            let kernel = a.pair(0, 1)?;
+            Op::AvgPool(AvgPool2d {
+                kernel,
+                stride: if a.is_unit(1) { kernel } else { a.pair(1, 1)? },
+                padding: a.pair(2, 0)?,
+                ceil_mode: a.boolean(3)?,
+                count_include_pad: a.boolean(4)?,
+            })
+        }
+        "adaptive_avgpool" => Op::AdaptiveAvgPool(AdaptiveAvgPool2d { output: a.pair(0, 1)? }),
+        "global_avgpool" => Op::AdaptiveAvgPool(AdaptiveAvgPool2d { output: [1, 1] }),
+        "lrn" => Op::Lrn(Lrn { size: a.count(0, 1)?, alpha: a.float(1)?, beta: a.float(2)?, k: a.float(3)? }),
+        "dropout" => Op::Dropout(Dropout { p: a.float(0)? }),
+        other => unreachable!("build_op called for `{other}`"),
+    })
+}

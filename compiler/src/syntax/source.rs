@@ -1,0 +1,99 @@
+//! Source files and byte spans, and their translation to `line:col` locations.
+
+use std::path::{Path, PathBuf};
+
+/// Index of a file in a [`SourceMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId(pub u32);
+
+/// A byte range in one source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Span {
+    pub file: FileId,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(file: FileId, start: usize, end: usize) -> Span {
+        Span { file, start: start as u32, end: end as u32 }
+    }
+
+    /// The smallest span covering both `self` and `other` (same file).
+    pub fn to(self, other: Span) -> Span {
+        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
+    }
+}
+
+/// A span resolved to a human location: path, 1-based line and column, and the text of the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: String,
+    pub line: usize,
+    pub col: usize,
+    /// The whole source line the span starts on, without its newline.
+    pub line_text: String,
+    /// Width of the caret underline in characters (at least 1, at most the rest of the line).
+    pub width: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.path, self.line, self.col)
+    }
+}
+
+/// One loaded source file.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+/// Every file read while compiling one network.
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    files: Vec<SourceFile>,
+}
+
+impl SourceMap {
+    pub fn new() -> SourceMap {
+        SourceMap::default()
+    }
+
+    pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        let line_starts =
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        self.files.push(SourceFile { path: path.into(), text, line_starts });
+        FileId((self.files.len() - 1) as u32)
+    }
+
+    pub fn file(&self, id: FileId) -> &SourceFile {
+        &self.files[id.0 as usize]
+    }
+
+    pub fn find(&self, path: &Path) -> Option<FileId> {
+        self.files.iter().position(|f| f.path == path).map(|i| FileId(i as u32))
+    }
+
+    pub fn text(&self, span: Span) -> &str {
+        let text = &self.file(span.file).text;
+        text.get(span.start as usize..span.end as usize).unwrap_or("")
+    }
+
+    /// Resolves a span to path, line, column and the line's text.
+    pub fn locate(&self, span: Span) -> Location {
+        let file = self.file(span.file);
+        let start = (span.start as usize).min(file.text.len());
+        let line_index = file.line_starts.partition_point(|&s| s <= start).saturating_sub(1);
+        let line_start = file.line_starts[line_index];
+        let line_end = file.text[line_start..].find('\n').map_or(file.text.len(), |i| line_start + i);
+        let line_text = file.text[line_start..line_end].trim_end_matches('\r').to_string();
+        let col = file.text[line_start..start].chars().count() + 1;
+        let end = (span.end as usize).clamp(start, line_end);
+        let rest = line_text.chars().count().saturating_sub(col - 1);
+        let width = file.text[start..end].chars().count().clamp(1, rest.max(1));
+        Location { path: file.path.display().to_string(), line: line_index + 1, col, line_text, width }
+    }
+}

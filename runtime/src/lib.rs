@@ -1,0 +1,1 @@
+//! netc-runtime: weights, the reference interpreter, the executor and tensor I/O.

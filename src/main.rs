@@ -1,0 +1,48 @@
+//! `netc`: compile `.net` models, run them, and look inside.
+//!
+//! The binary is thin: argument parsing (clap) and printing. The work is in `netc-compiler` and
+//! `netc-runtime`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// netc - a neural-network graph compiler and runtime.
+///
+/// Describe a CNN in a `.net` file (layers, blocks, residual skips, inception branches), check it,
+/// inspect its IR and run it on torchvision weights.
+///
+/// Examples:
+///   netc check models/resnet50.net
+///   netc summary models/googlenet.net --train
+///   netc ir models/resnet18.net --format dot > resnet18.dot
+#[derive(Parser)]
+#[command(name = "netc", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Check(commands::check::Args),
+    Summary(commands::summary::Args),
+    Ir(commands::ir::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => commands::check::run(args),
+        Command::Summary(args) => commands::summary::run(args),
+        Command::Ir(args) => commands::ir::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            commands::report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
