@@ -1,1 +1,13 @@
-//! Integration tests.
+//! netc's integration tests: one binary, one module per area.
+//!
+//! Heavy numeric tests run whole models through the reference interpreter; run the suite with the
+//! optimised test profile: `cargo test --profile ci-test --workspace`.
+
+mod common;
+
+// Front end.
+mod cli_frontend;
+mod diagnostics;
+mod language;
+mod models;
+mod robustness;

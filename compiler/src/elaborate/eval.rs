@@ -83,7 +83,7 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
             _ => declared,
         };
         crate::ir::shape::check_size("input", &dims)
-            .map_err(|e| elab.error(ErrorKind::Size, format!("input `{}`: {e}", input.name.name), input.shape.span))?;
+            .map_err(|e| elab.error(ErrorKind::Size, e.to_string(), input.shape.span))?;
         if frame.vars.contains_key(&input.name.name) {
             return Err(elab.error(ErrorKind::Duplicate, format!("input `{}` is declared twice", input.name.name), input.name.span));
         }
@@ -763,7 +763,10 @@ impl Elab<'_> {
         let shapes: Vec<&Shape> = inputs.iter().map(|&v| self.graph.shape(v)).collect();
         let shape = op.infer_shape(&shapes).map_err(|e| {
             let kind = match e {
-                ShapeError::EmptyOutput { .. } | ShapeError::Overflow { .. } | ShapeError::TooLarge { .. } => ErrorKind::Size,
+                ShapeError::EmptyOutput { .. }
+                | ShapeError::Overflow { .. }
+                | ShapeError::TooLarge { .. }
+                | ShapeError::DimTooLarge { .. } => ErrorKind::Size,
                 _ => ErrorKind::Shape,
             };
             self.error(kind, e.to_string(), span)

@@ -130,8 +130,31 @@ impl Graph {
     }
 
     /// Nodes in a topological order (inputs before their consumers), or `None` if the graph has a cycle.
+    ///
+    /// Among the nodes that are ready, the earliest created comes first (Kahn's algorithm with a
+    /// min-heap), so the order is deterministic and follows the source as closely as possible.
     pub fn topo_order(&self) -> Option<Vec<NodeId>> {
-        petgraph::algo::toposort(&self.g, None).ok().map(|v| v.into_iter().map(NodeId).collect())
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut pending: std::collections::HashMap<NodeIndex, usize> = self
+            .g
+            .node_indices()
+            .map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> =
+            pending.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| Reverse(n)).collect();
+        let mut order = Vec::with_capacity(self.g.node_count());
+        while let Some(Reverse(n)) = ready.pop() {
+            order.push(NodeId(n));
+            for e in self.g.edges_directed(n, Direction::Outgoing) {
+                let d = pending.get_mut(&e.target()).expect("edge target is a node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(Reverse(e.target()));
+                }
+            }
+        }
+        (order.len() == self.g.node_count()).then_some(order)
     }
 
     /// Looks a node up by its display name.

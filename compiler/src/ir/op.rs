@@ -284,6 +284,9 @@ impl Op {
             }
         };
         check_size(name, shape.dims())?;
+        for w in self.weights() {
+            check_size(name, &w.shape)?;
+        }
         Ok(shape)
     }
 

@@ -52,8 +52,8 @@ pub fn to_text(graph: &Graph) -> String {
             }
             None => {}
         }
-        if let Some(inner) = node.instance.last() {
-            let _ = write!(out, "  in {inner}");
+        if !node.instance.is_empty() {
+            let _ = write!(out, "  in {}", node.instance.join(" > "));
         }
         if node.training_only {
             let _ = write!(out, "  [train]");

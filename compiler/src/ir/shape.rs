@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Largest size of any single dimension the compiler accepts.
-pub const MAX_DIM: usize = 1 << 24;
+pub const MAX_DIM: usize = 1 << 31;
 /// Largest number of elements of one per-sample tensor (or one weight tensor).
 pub const MAX_ELEMENTS: usize = 1 << 32;
 
@@ -75,6 +75,8 @@ pub enum ShapeError {
     Overflow { op: &'static str },
     #[error("{op}: a tensor of shape {shape} is larger than the limit of {limit} elements")]
     TooLarge { op: &'static str, shape: String, limit: usize },
+    #[error("{op}: size {size} is larger than the limit of {limit}")]
+    DimTooLarge { op: &'static str, size: usize, limit: usize },
 }
 
 /// Checks that every dimension is in `1..=MAX_DIM` and the element count is at most `MAX_ELEMENTS`.
@@ -86,7 +88,7 @@ pub fn check_size(op: &'static str, dims: &[usize]) -> Result<(), ShapeError> {
             return Err(ShapeError::Invalid { op, what: format!("shape {dims:?} has a zero dimension") });
         }
         if d > MAX_DIM {
-            return Err(too_large());
+            return Err(ShapeError::DimTooLarge { op, size: d, limit: MAX_DIM });
         }
         n = n.checked_mul(d).ok_or_else(too_large)?;
     }

@@ -46,25 +46,99 @@ fn syntax_error(sources: &SourceMap, file: FileId, e: pest::error::Error<Rule>) 
         .char_indices()
         .find(|&(i, c)| i > 0 && (c.is_whitespace() || !(c.is_alphanumeric() || c == '_')))
         .map_or(text.len(), |(i, _)| start + i);
+    let found = match text[start..].chars().next() {
+        None => "end of file".to_string(),
+        Some(_) => format!("`{}`", &text[start..token_end.max(end)]),
+    };
     let message = match &e.variant {
         pest::error::ErrorVariant::ParsingError { positives, .. } => {
             let mut expected: Vec<&str> = positives.iter().filter_map(|r| describe(*r)).collect();
             expected.sort_unstable();
             expected.dedup();
-            let found = match text[start..].chars().next() {
-                None => "end of file".to_string(),
-                Some(_) => format!("`{}`", &text[start..token_end.max(end)]),
-            };
-            if expected.is_empty() {
-                format!("unexpected {found}")
-            } else {
-                format!("expected {}, found {found}", join_or(&expected))
+            // pest reports rules, not literal tokens: when all it expected was an operator that could
+            // continue an expression, the real problem is usually an unclosed bracket.
+            let only_operators = positives.iter().all(|r| is_continuation(*r));
+            match (only_operators, innermost_open_bracket(&text[..start])) {
+                (true, Some((open, at))) => {
+                    let loc = sources.locate(Span::new(file, at, at + 1));
+                    let close = match open {
+                        '(' => ")",
+                        '[' => "]",
+                        _ => "}",
+                    };
+                    if open == '{' {
+                        format!("expected the end of the statement or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
+                    } else {
+                        format!("expected `,` or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
+                    }
+                }
+                (true, None) => format!("unexpected {found}"),
+                _ => {
+                    let expected: Vec<&str> = positives
+                        .iter()
+                        .filter(|r| !is_continuation(**r))
+                        .filter_map(|r| describe(*r))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    if expected.is_empty() {
+                        format!("unexpected {found}")
+                    } else {
+                        format!("expected {}, found {found}", join_or(&expected))
+                    }
+                }
             }
         }
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
     let span = Span::new(file, start, token_end.max(end));
     Diagnostic::new(ErrorKind::Syntax, message, Some(sources.locate(span)))
+}
+
+/// Rules that would only continue an expression already complete (operators, postfixes).
+fn is_continuation(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::pipe_op
+            | Rule::or_op
+            | Rule::and_op
+            | Rule::cmp_op
+            | Rule::range_op
+            | Rule::add_op
+            | Rule::mul_op
+            | Rule::member
+            | Rule::scope_ann
+            | Rule::shape_assert
+            | Rule::tuple_comma
+    )
+}
+
+/// The innermost bracket left open in `text` (comments and strings skipped), with its byte offset.
+fn innermost_open_bracket(text: &str) -> Option<(char, usize)> {
+    let mut stack = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => {
+                while chars.peek().is_some_and(|&(_, c)| c != '\n') {
+                    chars.next();
+                }
+            }
+            '"' => {
+                while let Some((_, c)) = chars.next() {
+                    if c == '"' || c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => stack.push((c, i)),
+            ')' | ']' | '}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.pop()
 }
 
 fn join_or(items: &[&str]) -> String {

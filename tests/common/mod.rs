@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `models/<name>.net`.
+pub fn model(name: &str) -> PathBuf {
+    root().join("models").join(format!("{name}.net"))
+}
+
+/// Every seed model name.
+pub const SEED_MODELS: &[&str] = &[
+    "alexnet",
+    "alexnet_paper",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "googlenet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "preact_resnet50",
+];
+
+/// Compiles a model file to its parsed graph, panicking with the rendered diagnostic on failure.
+pub fn compile(path: &Path) -> netc_compiler::ir::Graph {
+    netc_compiler::compile_file(path, &Default::default()).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// Compiles source text (as if it lived at `dir/name`), returning the diagnostic on failure.
+pub fn compile_text(text: &str) -> Result<netc_compiler::ir::Graph, netc_compiler::Diagnostic> {
+    netc_compiler::compile_source(Path::new("test.net"), text, &Default::default())
+}
+
+/// The `netc` binary built for this test run.
+pub fn netc() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_netc"))
+}
