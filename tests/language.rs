@@ -1,1 +1,215 @@
-//! placeholder
+//! The `.net` language, feature by feature: each test is a small network and what it must become.
+
+use crate::common::compile_text;
+use netc_compiler::ir::{Graph, Op, Shape};
+
+fn graph(text: &str) -> Graph {
+    compile_text(text).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn output_shape(g: &Graph) -> Shape {
+    g.shape(g.outputs[0].value).clone()
+}
+
+fn scopes(g: &Graph) -> Vec<String> {
+    let order = g.topo_order().expect("acyclic");
+    order.into_iter().filter_map(|id| g.node(id).scope.clone()).collect()
+}
+
+fn ops(g: &Graph) -> Vec<&'static str> {
+    g.topo_order().expect("acyclic").into_iter().map(|id| g.node(id).op.name()).collect()
+}
+
+#[test]
+fn a_pipeline_feeds_each_stage_into_the_next() {
+    let g = graph("network n(x: [3, 32, 32]) { x |> conv(8, 3, pad = 1) @c |> relu |> maxpool(2) }");
+    assert_eq!(ops(&g), ["input", "conv", "relu", "maxpool"]);
+    assert_eq!(output_shape(&g), Shape::chw(8, 16, 16));
+}
+
+#[test]
+fn named_values_and_calls_are_the_same_graph_as_pipelines() {
+    let piped = graph("network n(x: [3, 8, 8]) { x |> conv(4, 1) @c |> relu }");
+    let named = graph("network n(x: [3, 8, 8]) { y = conv(x, 4, 1) @c \n relu(y) }");
+    assert_eq!(netc_compiler::ir::print::to_text(&piped), netc_compiler::ir::print::to_text(&named));
+}
+
+#[test]
+fn blocks_take_defaults_and_named_arguments_and_own_their_weights() {
+    let g = graph(
+        "block unit(x, out, k = 3, stride = 1) { x |> conv(out, k, stride, pad = k // 2) @conv }
+         network n(x: [3, 32, 32]) {
+           a = x |> unit(8) @first
+           a |> unit(16, stride = 2, k = 5) @second
+         }",
+    );
+    assert_eq!(scopes(&g), ["first.conv", "second.conv"]);
+    assert_eq!(output_shape(&g), Shape::chw(16, 16, 16));
+    let Op::Conv(c) = &g.node(g.find("second.conv").unwrap()).op else { panic!("conv") };
+    assert_eq!((c.kernel, c.stride, c.padding), ([5, 5], [2, 2], [2, 2]));
+}
+
+#[test]
+fn a_default_may_use_earlier_parameters() {
+    let g = graph(
+        "block pool(x, k, stride = k) { x |> maxpool(k, stride) }
+         network n(x: [3, 32, 32]) { x |> pool(4) }",
+    );
+    assert_eq!(output_shape(&g), Shape::chw(3, 8, 8));
+}
+
+#[test]
+fn for_loops_give_an_index_and_a_scope_per_iteration() {
+    let g = graph(
+        "network n(x: [4, 8, 8]) {
+           for k, (c, n) in [(4, 2), (8, 1)] as stage{k + 1} {
+             for i in 0..n { x = x |> conv(c, 3, pad = 1) @{i} }
+           }
+           x
+         }",
+    );
+    assert_eq!(scopes(&g), ["stage1.0", "stage1.1", "stage2.0"]);
+}
+
+#[test]
+fn conditionals_and_arithmetic_run_at_compile_time() {
+    let g = graph(
+        "network n(x: [6, 8, 8]) {
+           half = x.c / 2
+           width = if half == 3.0 and not (x.h != 8) { x.c * 2 - 1 + 7 % 4 // 2 } else { 1 }
+           x |> conv(width, 1) @c
+         }",
+    );
+    // 6 * 2 - 1 + (7 % 4) // 2 = 11 + 1 = 12
+    assert_eq!(output_shape(&g), Shape::chw(12, 8, 8));
+}
+
+#[test]
+fn shape_queries_read_channels_height_and_width() {
+    let g = graph("network n(x: [5, 12, 7]) { x |> conv(x.c + x.h + x.w, 1) @c }");
+    assert_eq!(output_shape(&g), Shape::chw(24, 12, 7));
+}
+
+#[test]
+fn residual_plus_adds_two_values_of_one_shape() {
+    let g = graph("network n(x: [4, 8, 8]) { y = x |> conv(4, 3, pad = 1) @c \n relu(y + x) }");
+    assert_eq!(ops(&g), ["input", "conv", "add", "relu"]);
+    let add = g.find("add").unwrap();
+    assert_eq!(g.inputs(add).len(), 2);
+}
+
+#[test]
+fn concat_joins_branches_on_channels() {
+    let g = graph(
+        "network n(x: [4, 8, 8]) {
+           concat(x |> conv(2, 1) @a, x |> conv(3, 3, pad = 1) @b, x |> maxpool(3, 1, pad = 1))
+         }",
+    );
+    assert_eq!(output_shape(&g), Shape::chw(9, 8, 8));
+}
+
+#[test]
+fn sequential_numbers_every_layer_like_nn_sequential() {
+    let g = graph(
+        "network n(x: [3, 16, 16]) {
+           sequential features { x = x |> conv(4, 3) |> relu |> maxpool(2) |> conv(4, 3) |> relu }
+           x = x |> flatten
+           sequential classifier { x |> dropout |> linear(10) }
+         }",
+    );
+    assert_eq!(scopes(&g), ["features.0", "features.1", "features.2", "features.3", "features.4", "classifier.0", "classifier.1"]);
+}
+
+#[test]
+fn an_explicit_scope_inside_sequential_is_relative_and_keeps_the_count() {
+    let g = graph(
+        "network n(x: [3, 8, 8]) {
+           sequential body { x |> conv(4, 1) |> relu @act |> conv(4, 1) }
+         }",
+    );
+    assert_eq!(scopes(&g), ["body.0", "body.act", "body.1"]);
+}
+
+#[test]
+fn train_marks_auxiliary_heads_training_only_and_their_outputs_too() {
+    let g = graph(
+        "network n(x: [3, 8, 8]) {
+           y = x |> conv(4, 1) @trunk
+           train { aux = y |> flatten |> linear(10) @aux }
+           logits = y |> flatten |> linear(10) @fc
+           (logits, aux)
+         }",
+    );
+    assert!(g.node(g.find("aux").unwrap()).training_only);
+    assert!(!g.node(g.find("fc").unwrap()).training_only);
+    assert_eq!(g.outputs.iter().map(|o| o.training_only).collect::<Vec<_>>(), [false, true]);
+    assert_eq!(g.inference_outputs().count(), 1);
+}
+
+#[test]
+fn dropout_stays_in_the_ir_as_a_layer_of_the_training_graph() {
+    let g = graph("network n(x: [8]) { x |> dropout(0.3) |> linear(2) @fc }");
+    assert_eq!(ops(&g), ["input", "dropout", "linear"]);
+}
+
+#[test]
+fn shape_assertions_pass_silently_and_allow_wildcards() {
+    graph("network n(x: [3, 8, 8]) { x |> maxpool(2) : [3, 4, 4] |> flatten : [_] }");
+}
+
+#[test]
+fn the_batch_size_is_not_part_of_the_declared_shape() {
+    let g = graph("network n(x: [3, 8, 8]) { x |> flatten }");
+    assert_eq!(output_shape(&g), Shape::vector(192));
+}
+
+#[test]
+fn use_brings_blocks_from_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    std::fs::write(dir.path().join("lib/unit.net"), "# shared\nblock unit(x) { x |> conv(2, 1) @conv |> relu }\n").unwrap();
+    let main = dir.path().join("main.net");
+    std::fs::write(&main, "use \"lib/unit.net\"\nuse \"lib/unit.net\"\nnetwork n(x: [3, 4, 4]) { x |> unit @u }\n").unwrap();
+    let g = netc_compiler::compile_file(&main, &Default::default()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(scopes(&g), ["u.conv"]);
+}
+
+#[test]
+fn comments_run_to_the_end_of_the_line() {
+    graph("# a model\nnetwork n(x: [3, 8, 8]) { # the body\n  x |> relu # activation\n}\n");
+}
+
+#[test]
+fn pooling_follows_pytorch_output_size_rules() {
+    // ceil_mode keeps a last window that starts inside the input: 112 -> 56 with (3, 2, ceil).
+    let g = graph("network n(x: [1, 112, 112]) { x |> maxpool(3, 2, ceil_mode = true) }");
+    assert_eq!(output_shape(&g), Shape::chw(1, 56, 56));
+    // ...but drops one that would start in the right padding: 5 with (2, 2, pad 1, ceil) gives 3.
+    let g = graph("network n(x: [1, 5, 5]) { x |> maxpool(2, 2, pad = 1, ceil_mode = true) }");
+    assert_eq!(output_shape(&g), Shape::chw(1, 3, 3));
+    // Dilation widens the window: 10 with (3, dilation 2) gives 6.
+    let g = graph("network n(x: [1, 10, 10]) { x |> maxpool(3, 1, dilation = 2) }");
+    assert_eq!(output_shape(&g), Shape::chw(1, 6, 6));
+}
+
+#[test]
+fn convolution_handles_stride_padding_dilation_and_groups() {
+    let g = graph("network n(x: [8, 15, 9]) { x |> conv(4, (3, 1), (2, 1), pad = (2, 0), dilation = 2, groups = 4) @c }");
+    // height: (15 + 4 - 2*2 - 1) / 2 + 1 = 8; width: (9 - 0 - 1) / 1 + 1 = 9
+    assert_eq!(output_shape(&g), Shape::chw(4, 8, 9));
+    let id = g.find("c").unwrap();
+    assert_eq!(g.node(id).op.weights()[0].shape, [4, 2, 3, 1]);
+}
+
+#[test]
+fn adaptive_and_global_pooling_fix_the_output_size() {
+    let g = graph("network n(x: [3, 13, 17]) { a = x |> adaptive_avgpool((6, 4)) : [3, 6, 4] \n a |> global_avgpool }");
+    assert_eq!(output_shape(&g), Shape::chw(3, 1, 1));
+}
+
+#[test]
+fn a_network_returns_a_tuple_of_outputs_in_order() {
+    let g = graph("network n(x: [3, 4, 4]) { a = x |> relu \n b = x |> maxpool(2) \n (b, a) }");
+    let names: Vec<&str> = g.outputs.iter().map(|o| g.node(o.value.producer()).name.as_str()).collect();
+    assert_eq!(names, ["maxpool", "relu"]);
+}

@@ -20,7 +20,7 @@ pub struct Args {
     pub format: Format,
     /// Override the declared input shape, e.g. 3x299x299.
     #[arg(long, value_parser = super::parse_shape, value_name = "CxHxW")]
-    pub input: Option<Vec<usize>>,
+    pub input: Option<super::ShapeArg>,
     /// Write to this file instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,

@@ -19,18 +19,22 @@ pub fn report(e: &anyhow::Error) {
     }
 }
 
+/// A per-sample shape given on the command line (`3x224x224`).
+#[derive(Debug, Clone)]
+pub struct ShapeArg(pub Vec<usize>);
+
 /// Parses `3x224x224` (or `3,224,224`) into sizes.
-pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_shape(text: &str) -> Result<ShapeArg, String> {
     let dims: Result<Vec<usize>, _> = text.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
     match dims {
-        Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(d),
+        Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(ShapeArg(d)),
         _ => Err(format!("`{text}` is not a shape like 3x224x224 (positive sizes separated by `x`)")),
     }
 }
 
 /// Loads and elaborates a `.net` file.
-pub fn load_model(path: &Path, input: Option<Vec<usize>>) -> anyhow::Result<Graph> {
-    let options = netc_compiler::Options { input_shape: input };
+pub fn load_model(path: &Path, input: Option<ShapeArg>) -> anyhow::Result<Graph> {
+    let options = netc_compiler::Options { input_shape: input.map(|s| s.0) };
     Ok(netc_compiler::compile_file(path, &options)?)
 }
 

@@ -14,7 +14,7 @@ pub struct Args {
     pub file: PathBuf,
     /// Override the declared input shape, e.g. 3x299x299.
     #[arg(long, value_parser = super::parse_shape, value_name = "CxHxW")]
-    pub input: Option<Vec<usize>>,
+    pub input: Option<super::ShapeArg>,
     /// Include training-only parts.
     #[arg(long)]
     pub train: bool,
