@@ -13,12 +13,27 @@ use std::path::Path;
 
 /// Parses and elaborates the network in `path` (and every file it uses) into a verified-shape graph.
 pub fn compile_file(path: &Path, options: &Options) -> Result<Graph, Diagnostic> {
-    let program = loader::load(path, None)?;
-    eval::elaborate(&program, options)
+    with_deep_stack(|| eval::elaborate(&loader::load(path, None)?, options))
 }
 
 /// Like [`compile_file`] for text already in memory; `path` labels diagnostics and anchors `use`.
 pub fn compile_source(path: &Path, text: &str, options: &Options) -> Result<Graph, Diagnostic> {
-    let program = loader::load(path, Some(text.to_string()))?;
-    eval::elaborate(&program, options)
+    with_deep_stack(|| eval::elaborate(&loader::load(path, Some(text.to_string()))?, options))
+}
+
+/// Stack for the front end. Parsing and elaboration recurse over the program's nesting, which the
+/// parser bounds (bracket nesting, expression depth, block depth); this stack holds the worst case
+/// of those bounds in an unoptimised build, whatever thread the caller is on.
+const FRONT_END_STACK: usize = 256 << 20;
+
+fn with_deep_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("netc-front-end".into())
+            .stack_size(FRONT_END_STACK)
+            .spawn_scoped(s, work)
+            .expect("spawning the front-end thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }

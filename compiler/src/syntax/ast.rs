@@ -101,6 +101,69 @@ pub enum SegmentPart {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
+    /// Height of this expression tree (a literal is 1), bodies of `if` included. The parser rejects
+    /// expressions deeper than [`MAX_EXPR_DEPTH`] so that evaluating (and dropping) them cannot
+    /// exhaust the stack.
+    pub depth: u32,
+}
+
+/// The deepest expression the parser accepts.
+pub const MAX_EXPR_DEPTH: u32 = 400;
+
+impl Expr {
+    pub fn new(kind: ExprKind, span: Span) -> Expr {
+        let child = |e: &Expr| e.depth;
+        let inner = match &kind {
+            ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Bool(_) | ExprKind::Str(_) | ExprKind::Name(_) => 0,
+            ExprKind::List(items) | ExprKind::Tuple(items) => items.iter().map(child).max().unwrap_or(0),
+            ExprKind::Unary(_, e) | ExprKind::Member(e, _) | ExprKind::AssertShape(e, _) => e.depth,
+            ExprKind::Scoped(e, path) => e.depth.max(path.max_depth()),
+            ExprKind::Binary(_, a, b) | ExprKind::Range(a, b) => a.depth.max(b.depth),
+            ExprKind::Call { args, .. } => args.iter().map(|a| a.value.depth).max().unwrap_or(0),
+            ExprKind::If { cond, then, otherwise } => {
+                let other = match otherwise.as_deref() {
+                    None => 0,
+                    Some(Else::If(e)) => e.depth,
+                    Some(Else::Body(b)) => b.max_depth(),
+                };
+                cond.depth.max(then.max_depth()).max(other)
+            }
+        };
+        Expr { kind, span, depth: inner.saturating_add(1) }
+    }
+}
+
+impl ScopePath {
+    fn max_depth(&self) -> u32 {
+        self.segments
+            .iter()
+            .flatten()
+            .map(|p| match p {
+                SegmentPart::Expr(e) => e.depth,
+                SegmentPart::Text(_) => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Body {
+    /// The depth of the deepest expression among the statements (nested bodies included).
+    pub fn max_depth(&self) -> u32 {
+        self.stmts
+            .iter()
+            .map(|s| match s {
+                Stmt::Assign { value, .. } => value.depth,
+                Stmt::Expr(e) => e.depth,
+                Stmt::For { iter, scope, body, .. } => {
+                    iter.depth.max(body.max_depth()).max(scope.as_ref().map_or(0, |p| p.max_depth()))
+                }
+                Stmt::Scope { path, body } | Stmt::Sequential { path, body } => path.max_depth().max(body.max_depth()),
+                Stmt::Train { body, .. } => body.max_depth(),
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

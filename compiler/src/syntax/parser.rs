@@ -13,6 +13,14 @@ struct NetParser;
 /// Parses one file's text into a [`Module`]. Syntax errors point at the first token that does not fit.
 pub fn parse(sources: &SourceMap, file: FileId) -> Result<Module, Diagnostic> {
     let text = &sources.file(file).text;
+    if let Some(at) = too_deep_bracket(text) {
+        let span = Span::new(file, at, at + 1);
+        return Err(Diagnostic::new(
+            ErrorKind::Syntax,
+            format!("brackets nest deeper than {MAX_NESTING} levels"),
+            Some(sources.locate(span)),
+        ));
+    }
     let mut pairs = NetParser::parse(Rule::file, text).map_err(|e| syntax_error(sources, file, e))?;
     let root = pairs.next().expect("pest returns the `file` rule on success");
     let walker = Walker { sources, file };
@@ -111,6 +119,40 @@ fn is_continuation(rule: Rule) -> bool {
             | Rule::shape_assert
             | Rule::tuple_comma
     )
+}
+
+/// The deepest bracket nesting the parser accepts (the grammar is recursive; this bounds its stack).
+pub const MAX_NESTING: usize = 64;
+
+/// The offset of the first bracket that opens nesting level `MAX_NESTING + 1`, if any.
+fn too_deep_bracket(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => {
+                while chars.peek().is_some_and(|&(_, c)| c != '\n') {
+                    chars.next();
+                }
+            }
+            '"' => {
+                while let Some((_, c)) = chars.next() {
+                    if c == '"' || c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The innermost bracket left open in `text` (comments and strings skipped), with its byte offset.
@@ -354,7 +396,20 @@ impl Walker<'_> {
         Ok(ScopePath { segments, span })
     }
 
+    fn check_depth(&self, e: &Expr) -> PResult<()> {
+        if e.depth > MAX_EXPR_DEPTH {
+            return Err(self.error(e.span, format!("expression nests deeper than {MAX_EXPR_DEPTH} levels")));
+        }
+        Ok(())
+    }
+
     fn expr(&self, pair: Pair<Rule>) -> PResult<Expr> {
+        let e = self.expr_unchecked(pair)?;
+        self.check_depth(&e)?;
+        Ok(e)
+    }
+
+    fn expr_unchecked(&self, pair: Pair<Rule>) -> PResult<Expr> {
         let span = self.span(&pair);
         match pair.as_rule() {
             Rule::expr => {
@@ -363,6 +418,7 @@ impl Walker<'_> {
                 while let Some(op) = inner.next() {
                     debug_assert_eq!(op.as_rule(), Rule::pipe_op);
                     acc = self.stage(acc, inner.next().expect("stage"))?;
+                    self.check_depth(&acc)?;
                 }
                 Ok(acc)
             }
@@ -383,7 +439,8 @@ impl Walker<'_> {
                         o => unreachable!("binary operator {o}"),
                     };
                     let span = acc.span.to(rhs.span);
-                    acc = Expr { kind: ExprKind::Binary(op, Box::new(acc), Box::new(rhs)), span };
+                    acc = Expr::new(ExprKind::Binary(op, Box::new(acc), Box::new(rhs)), span);
+                    self.check_depth(&acc)?;
                 }
                 Ok(acc)
             }
@@ -401,7 +458,7 @@ impl Walker<'_> {
                     ">=" => BinOp::Ge,
                     o => unreachable!("comparison {o}"),
                 };
-                Ok(Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span })
+                Ok(Expr::new(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span))
             }
             Rule::range_expr => {
                 let mut inner = pair.into_inner();
@@ -410,7 +467,7 @@ impl Walker<'_> {
                     return Ok(lhs);
                 }
                 let rhs = self.expr(inner.next().expect("operand"))?;
-                Ok(Expr { kind: ExprKind::Range(Box::new(lhs), Box::new(rhs)), span })
+                Ok(Expr::new(ExprKind::Range(Box::new(lhs), Box::new(rhs)), span))
             }
             Rule::not_expr | Rule::unary => {
                 let mut ops = Vec::new();
@@ -424,7 +481,8 @@ impl Walker<'_> {
                 }
                 let mut acc = operand.expect("unary operand");
                 for op in ops.into_iter().rev() {
-                    acc = Expr { kind: ExprKind::Unary(op, Box::new(acc)), span };
+                    acc = Expr::new(ExprKind::Unary(op, Box::new(acc)), span);
+                    self.check_depth(&acc)?;
                 }
                 Ok(acc)
             }
@@ -433,6 +491,7 @@ impl Walker<'_> {
                 let mut acc = self.expr(inner.next().expect("primary"))?;
                 for op in inner {
                     acc = self.postfix(acc, op)?;
+                    self.check_depth(&acc)?;
                 }
                 Ok(acc)
             }
@@ -441,21 +500,21 @@ impl Walker<'_> {
                     .as_str()
                     .parse::<i64>()
                     .map_err(|_| self.error(span, format!("integer `{}` is too large", pair.as_str())))?;
-                Ok(Expr { kind: ExprKind::Int(value), span })
+                Ok(Expr::new(ExprKind::Int(value), span))
             }
             Rule::float => {
                 let value: f64 = pair.as_str().parse().expect("grammar guarantees a float literal");
                 if !value.is_finite() {
                     return Err(self.error(span, format!("number `{}` is too large", pair.as_str())));
                 }
-                Ok(Expr { kind: ExprKind::Float(value), span })
+                Ok(Expr::new(ExprKind::Float(value), span))
             }
-            Rule::bool => Ok(Expr { kind: ExprKind::Bool(pair.as_str() == "true"), span }),
-            Rule::string => Ok(Expr { kind: ExprKind::Str(string_value(pair)), span }),
-            Rule::ident => Ok(Expr { kind: ExprKind::Name(pair.as_str().to_string()), span }),
+            Rule::bool => Ok(Expr::new(ExprKind::Bool(pair.as_str() == "true"), span)),
+            Rule::string => Ok(Expr::new(ExprKind::Str(string_value(pair)), span)),
+            Rule::ident => Ok(Expr::new(ExprKind::Name(pair.as_str().to_string()), span)),
             Rule::list => {
                 let items = pair.into_inner().map(|p| self.expr(p)).collect::<PResult<_>>()?;
-                Ok(Expr { kind: ExprKind::List(items), span })
+                Ok(Expr::new(ExprKind::List(items), span))
             }
             Rule::paren => {
                 let mut inner = pair.into_inner();
@@ -467,7 +526,7 @@ impl Walker<'_> {
                         for p in inner {
                             items.push(self.expr(p)?);
                         }
-                        Ok(Expr { kind: ExprKind::Tuple(items), span })
+                        Ok(Expr::new(ExprKind::Tuple(items), span))
                     }
                 }
             }
@@ -476,7 +535,7 @@ impl Walker<'_> {
                 let mut inner = pair.into_inner();
                 let callee = self.ident(inner.next().expect("callee"));
                 let args = inner.map(|a| self.arg(a)).collect::<PResult<_>>()?;
-                Ok(Expr { kind: ExprKind::Call { callee, args }, span })
+                Ok(Expr::new(ExprKind::Call { callee, args }, span))
             }
             r => unreachable!("expr: {r:?}"),
         }
@@ -492,7 +551,7 @@ impl Walker<'_> {
             Some(p) if p.as_rule() == Rule::if_expr => Some(Box::new(Else::If(self.if_expr(p)?))),
             Some(p) => Some(Box::new(Else::Body(self.body(p)?))),
         };
-        Ok(Expr { kind: ExprKind::If { cond: Box::new(cond), then, otherwise }, span })
+        Ok(Expr::new(ExprKind::If { cond: Box::new(cond), then, otherwise }, span))
     }
 
     fn arg(&self, pair: Pair<Rule>) -> PResult<Arg> {
@@ -519,7 +578,7 @@ impl Walker<'_> {
             }
             r => unreachable!("postfix: {r:?}"),
         };
-        Ok(Expr { kind, span })
+        Ok(Expr::new(kind, span))
     }
 
     /// `value |> f(args) @scope : [shape]` becomes `f(value, args) @scope : [shape]`.
@@ -538,7 +597,7 @@ impl Walker<'_> {
             r => unreachable!("stage: {r:?}"),
         };
         args.insert(0, Arg { name: None, value: piped });
-        let mut acc = Expr { kind: ExprKind::Call { callee, args }, span: head_span };
+        let mut acc = Expr::new(ExprKind::Call { callee, args }, head_span);
         for op in inner {
             acc = self.postfix(acc, op)?;
         }
