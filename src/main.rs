@@ -29,6 +29,8 @@ enum Command {
     Check(commands::check::Args),
     Summary(commands::summary::Args),
     Ir(commands::ir::Args),
+    Init(commands::init::Args),
+    Run(commands::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Summary(args) => commands::summary::run(args),
         Command::Ir(args) => commands::ir::run(args),
+        Command::Init(args) => commands::init::run(args),
+        Command::Run(args) => commands::run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,3 +11,9 @@ mod diagnostics;
 mod language;
 mod models;
 mod robustness;
+
+// Runtime: weights, reference interpreter, input files, `netc init` / `netc run`.
+mod runtime_cli;
+mod runtime_io;
+mod runtime_reference;
+mod runtime_weights;

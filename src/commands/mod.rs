@@ -1,7 +1,9 @@
 //! One module per subcommand, plus what they share: loading a model and reporting errors.
 
 pub mod check;
+pub mod init;
 pub mod ir;
+pub mod run;
 pub mod summary;
 
 use anyhow::Context as _;

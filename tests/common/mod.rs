@@ -45,3 +45,23 @@ pub fn compile_text(text: &str) -> Result<netc_compiler::ir::Graph, netc_compile
 pub fn netc() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_netc"))
 }
+
+/// `tests/golden/pytorch/<file>`.
+pub fn golden_pytorch(file: &str) -> PathBuf {
+    root().join("tests").join("golden").join("pytorch").join(file)
+}
+
+/// The netc-fill v1 weights of every tensor `graph` expects (training-only parts included), as an
+/// in-memory safetensors file: the same values `make_golden.py` put into the PyTorch models.
+pub fn filled_weights(graph: &netc_compiler::ir::Graph) -> netc_runtime::WeightFile {
+    use netc_runtime::weights::{expected_tensors, to_bytes, OwnedTensor};
+    let mut tensors = std::collections::BTreeMap::new();
+    for e in expected_tensors(graph) {
+        let data = netc_runtime::fill::weight(&e.key, &e.shape).unwrap_or_else(|err| panic!("{err}"));
+        tensors.insert(e.key, OwnedTensor::F32 { shape: e.shape, data });
+    }
+    let bytes = to_bytes(&tensors).expect("serialise");
+    drop(tensors);
+    netc_runtime::WeightFile::from_bytes(format!("netc-fill v1 weights of {}", graph.name), bytes)
+        .expect("valid")
+}

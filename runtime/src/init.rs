@@ -1,0 +1,75 @@
+//! Deterministic He initialisation (`netc init`): the seed architectures' paper practice.
+//!
+//! * conv and linear weights: normal(0, sqrt(2 / fan_in)), `fan_in = prod(shape[1..])`
+//!   (He et al. 2015, "Delving Deep into Rectifiers");
+//! * conv and linear biases: 0;
+//! * BatchNorm: weight 1, bias 0, running_mean 0, running_var 1 (identity statistics), plus the
+//!   int64 `num_batches_tracked = 0` PyTorch keeps, so the file also loads into the equivalent
+//!   PyTorch model with `load_state_dict(strict=True)`.
+//!
+//! Every tensor draws from its own ChaCha8 stream (seed = the user's seed, stream = FNV-1a of the
+//! key), so a tensor's values depend only on the seed and its key, not on the order of the graph.
+
+use crate::fill::fnv1a64;
+use crate::weights::{expected_tensors, OwnedTensor};
+use netc_compiler::ir::{Graph, Op};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use std::collections::BTreeMap;
+
+/// He-initialised weights for every tensor of `graph` (training-only parts included), by key.
+pub fn he_init(graph: &Graph, seed: u64) -> BTreeMap<String, OwnedTensor> {
+    let mut out = BTreeMap::new();
+    for e in expected_tensors(graph) {
+        let node = graph.node(e.node);
+        let n: usize = e.shape.iter().product();
+        let suffix = e.key.rsplit('.').next().unwrap_or_default();
+        let data = match (&node.op, suffix) {
+            (Op::Conv(_) | Op::Linear(_), "weight") => {
+                let fan_in: usize = e.shape[1..].iter().product();
+                let std = (2.0 / fan_in as f64).sqrt();
+                let normal = Normal::new(0.0, std).expect("a positive, finite standard deviation");
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(fnv1a64(&e.key));
+                (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+            }
+            (Op::BatchNorm(_), "weight" | "running_var") => vec![1.0; n],
+            _ => vec![0.0; n],
+        };
+        if let Op::BatchNorm(_) = node.op {
+            if suffix == "running_var" {
+                let counter = e.key.replacen("running_var", "num_batches_tracked", 1);
+                out.insert(counter, OwnedTensor::I64 { shape: Vec::new(), data: vec![0] });
+            }
+        }
+        out.insert(e.key, OwnedTensor::F32 { shape: e.shape, data });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> Graph {
+        let src = "network tiny(x: [3, 8, 8]) {\n  x |> conv(4, 3, pad = 1) @c |> batchnorm @bn |> relu |> flatten |> linear(10) @fc\n}\n";
+        netc_compiler::compile_source(std::path::Path::new("tiny.net"), src, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn he_init_is_deterministic_and_scaled_by_fan_in() {
+        let g = graph();
+        let a = he_init(&g, 7);
+        assert_eq!(a, he_init(&g, 7));
+        assert_ne!(a, he_init(&g, 8));
+        let OwnedTensor::F32 { data, shape } = &a["c.weight"] else { panic!() };
+        assert_eq!(shape, &vec![4, 3, 3, 3]);
+        let var: f64 = data.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / data.len() as f64;
+        assert!(var > 0.5 * 2.0 / 27.0 && var < 2.0 * 2.0 / 27.0, "variance {var}");
+        assert_eq!(a["bn.running_var"], OwnedTensor::F32 { shape: vec![4], data: vec![1.0; 4] });
+        assert_eq!(a["bn.running_mean"], OwnedTensor::F32 { shape: vec![4], data: vec![0.0; 4] });
+        assert_eq!(a["bn.num_batches_tracked"], OwnedTensor::I64 { shape: vec![], data: vec![0] });
+        assert!(matches!(&a["fc.bias"], OwnedTensor::F32 { data, .. } if data.iter().all(|&v| v == 0.0)));
+    }
+}

@@ -1,0 +1,111 @@
+//! `.npy` files of f32 (`'<f4'`, C order), read and written with the `npyz` crate.
+
+use super::atomic;
+use crate::tensor::{element_count, Dims, Tensor};
+use npyz::WriterBuilder;
+use std::path::{Path, PathBuf};
+
+/// Why a `.npy` file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid .npy file: {detail}", .path.display())]
+    Format { path: PathBuf, detail: String },
+    #[error("{}: the array has dtype `{dtype}`; netc reads float32 arrays (numpy: `x.astype(np.float32)`)", .path.display())]
+    Dtype { path: PathBuf, dtype: String },
+    #[error("{}: the array is in Fortran order; save a C-ordered array (numpy: `np.ascontiguousarray(x)`)", .path.display())]
+    FortranOrder { path: PathBuf },
+    #[error(transparent)]
+    Write(#[from] atomic::WriteError),
+}
+
+/// Reads a float32 `.npy` file into a tensor of the stored shape.
+pub fn read(path: &Path) -> Result<Tensor, NpyError> {
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    from_bytes(path, &bytes)
+}
+
+/// Parses the bytes of a `.npy` file (`path` names it in errors).
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Tensor, NpyError> {
+    let format = |detail: String| NpyError::Format { path: path.to_path_buf(), detail };
+    let file = npyz::NpyFile::new(bytes).map_err(|e| format(e.to_string()))?;
+    let dtype = match file.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => other.descr().to_string(),
+    };
+    if !matches!(dtype.as_str(), "<f4" | ">f4") {
+        return Err(NpyError::Dtype { path: path.to_path_buf(), dtype });
+    }
+    if file.order() == npyz::Order::Fortran {
+        return Err(NpyError::FortranOrder { path: path.to_path_buf() });
+    }
+    let shape: Vec<usize> = file
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format(format!("dimension {d} is too large"))))
+        .collect::<Result<_, _>>()?;
+    let n = element_count(&shape).ok_or_else(|| format(format!("shape {shape:?} overflows")))?;
+    // The header could claim any size: check it against the bytes present before allocating.
+    if n.checked_mul(4).is_none_or(|b| b > bytes.len()) {
+        return Err(format(format!(
+            "the header declares {} values of shape {}, but the file has only {} bytes",
+            n,
+            Dims(&shape),
+            bytes.len()
+        )));
+    }
+    let data: Vec<f32> = file.into_vec().map_err(|e| format(format!("data: {e}")))?;
+    Tensor::new(shape, data).map_err(|e| format(e.to_string()))
+}
+
+/// The bytes of a float32 `.npy` file holding `t`.
+pub fn to_bytes(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + t.data.len() * 4);
+    let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+    let write = |out: &mut Vec<u8>| -> std::io::Result<()> {
+        let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+        w.extend(t.data.iter().copied())?;
+        w.finish()
+    };
+    write(&mut out).expect("writing to memory cannot fail");
+    out
+}
+
+/// Writes `t` as a float32 `.npy` file, atomically.
+pub fn write(path: &Path, t: &Tensor) -> Result<(), NpyError> {
+    Ok(atomic::write_bytes(path, &to_bytes(t))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let t = Tensor::new(vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-8, 7.0]).unwrap();
+        let bytes = to_bytes(&t);
+        assert_eq!(&bytes[..6], b"\x93NUMPY");
+        assert_eq!(from_bytes(Path::new("t.npy"), &bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn rejects_other_dtypes_and_lying_headers() {
+        let t = Tensor::new(vec![4], vec![1.0; 4]).unwrap();
+        let mut bytes = to_bytes(&t);
+        let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+        let mut int32 = bytes.clone();
+        int32[at + 1] = b'i';
+        let err = from_bytes(Path::new("x.npy"), &int32).unwrap_err();
+        assert!(matches!(err, NpyError::Dtype { .. }), "{err}");
+        bytes.truncate(bytes.len() - 4);
+        let err = from_bytes(Path::new("x.npy"), &bytes).unwrap_err();
+        assert!(err.to_string().starts_with("x.npy: not a valid .npy file"), "{err}");
+        let err = from_bytes(Path::new("x.npy"), b"not numpy at all").unwrap_err();
+        assert!(matches!(err, NpyError::Format { .. }), "{err}");
+    }
+}

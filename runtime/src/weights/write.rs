@@ -1,0 +1,125 @@
+//! Writing safetensors: a map of owned tensors to a file (atomically) or to a buffer in memory.
+
+use super::{Dtype, WeightError};
+use crate::io::atomic;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::View;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A tensor to write: f32 weights, or the int64 counters PyTorch keeps beside BatchNorm statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedTensor {
+    F32 { shape: Vec<usize>, data: Vec<f32> },
+    I64 { shape: Vec<usize>, data: Vec<i64> },
+}
+
+impl OwnedTensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            OwnedTensor::F32 { shape, .. } | OwnedTensor::I64 { shape, .. } => shape,
+        }
+    }
+}
+
+impl safetensors::View for &OwnedTensor {
+    fn dtype(&self) -> Dtype {
+        match self {
+            OwnedTensor::F32 { .. } => Dtype::F32,
+            OwnedTensor::I64 { .. } => Dtype::I64,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        OwnedTensor::shape(self)
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            OwnedTensor::F32 { data, .. } if cfg!(target_endian = "little") => {
+                Cow::Borrowed(bytemuck::cast_slice(data))
+            }
+            OwnedTensor::I64 { data, .. } if cfg!(target_endian = "little") => {
+                Cow::Borrowed(bytemuck::cast_slice(data))
+            }
+            OwnedTensor::F32 { data, .. } => Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            OwnedTensor::I64 { data, .. } => Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        match self {
+            OwnedTensor::F32 { data, .. } => data.len() * 4,
+            OwnedTensor::I64 { data, .. } => data.len() * 8,
+        }
+    }
+}
+
+/// The safetensors layout of `tensors`: the 8-byte header length, the JSON header (padded with spaces
+/// to a multiple of 8 bytes, so every tensor is aligned) and the tensors in the order the header
+/// lists them. The header comes from the `safetensors` crate's own `Metadata`, ordered as its
+/// `serialize` orders tensors (by dtype alignment, then name), so the bytes are the same.
+fn header(tensors: &BTreeMap<String, OwnedTensor>) -> Result<(Vec<u8>, Vec<&OwnedTensor>), String> {
+    let mut order: Vec<(&String, &OwnedTensor)> = tensors.iter().collect();
+    order.sort_by(|(a, ta), (b, tb)| tb.dtype().cmp(&ta.dtype()).then(a.cmp(b)));
+    let mut infos = Vec::with_capacity(order.len());
+    let mut offset = 0;
+    for (name, t) in &order {
+        let len = t.data_len();
+        infos.push((
+            (*name).clone(),
+            TensorInfo { dtype: t.dtype(), shape: t.shape().to_vec(), data_offsets: (offset, offset + len) },
+        ));
+        offset += len;
+    }
+    let metadata = Metadata::new(None, infos).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    Ok((out, order.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// Writes `tensors` in the safetensors format to `w`.
+fn write_to(w: &mut dyn Write, tensors: &BTreeMap<String, OwnedTensor>) -> std::io::Result<()> {
+    let (header, order) = header(tensors).map_err(std::io::Error::other)?;
+    w.write_all(&header)?;
+    for t in order {
+        w.write_all(&t.data())?;
+    }
+    Ok(())
+}
+
+/// Serialises `tensors` into a safetensors buffer.
+pub fn to_bytes(tensors: &BTreeMap<String, OwnedTensor>) -> Result<Vec<u8>, WeightError> {
+    let mut out = Vec::new();
+    write_to(&mut out, tensors)
+        .map_err(|e| WeightError::Write { path: PathBuf::from("<memory>"), detail: e.to_string() })?;
+    Ok(out)
+}
+
+/// Writes `tensors` as a safetensors file. The file appears only when complete: the data goes to a
+/// temporary file in the same directory, which is then renamed over `path`.
+pub fn write_file(path: &Path, tensors: &BTreeMap<String, OwnedTensor>) -> Result<(), WeightError> {
+    atomic::write_with(path, |w| write_to(w, tensors))
+        .map_err(|e| WeightError::Write { path: path.to_path_buf(), detail: e.detail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_same_bytes_as_the_safetensors_crate() {
+        let mut tensors = BTreeMap::new();
+        tensors.insert("b.weight".to_string(), OwnedTensor::F32 { shape: vec![2, 3], data: vec![1.5; 6] });
+        tensors.insert("a.bias".to_string(), OwnedTensor::F32 { shape: vec![3], data: vec![-1.0, 0.0, 2.0] });
+        tensors
+            .insert("bn.num_batches_tracked".to_string(), OwnedTensor::I64 { shape: vec![], data: vec![7] });
+        let ours = to_bytes(&tensors).unwrap();
+        let theirs = safetensors::serialize(tensors.iter(), None).unwrap();
+        assert_eq!(ours, theirs);
+    }
+}

@@ -1,0 +1,180 @@
+//! `netc run FILE.net --weights W.safetensors --input X...`: run a model on real inputs.
+
+use anyhow::{bail, Context as _};
+use netc_compiler::ir::Graph;
+use netc_runtime::io::{atomic, image, npy};
+use netc_runtime::tensor::Dims;
+use netc_runtime::{classes, reference, Tensor, WeightFile};
+use std::path::{Path, PathBuf};
+
+/// Run a model on images or tensors and print the top classes or save the logits.
+///
+/// Inputs are .npy float32 arrays ([N, C, H, W] or [C, H, W]) or JPEG/PNG images. Images are
+/// preprocessed like torchvision's ImageNet preset: the shorter side resized to 256 (antialiased
+/// bilinear), centre crop to the model's input size, scaled to [0, 1], normalised by the ImageNet
+/// mean and std. Several inputs form one batch, in the order given.
+///
+/// --top K prints the K most likely classes of each input with softmax probabilities and ImageNet
+/// class names (top 5 by default when there is no --output). --output writes the model's first
+/// output (the logits, [N, classes]) as .npy; the file appears only when complete.
+///
+/// Weights are a .safetensors file with PyTorch state_dict names (`netc init` writes one; a
+/// torchvision state_dict saved with safetensors.torch.save_file loads as-is, f16/bf16 included).
+///
+/// Examples:
+///   netc init models/resnet18.net -o resnet18.safetensors
+///   netc run models/resnet18.net --weights resnet18.safetensors --input models/sample/cat.jpg
+///   netc run models/vgg16.net --weights vgg16.safetensors --input a.jpg b.png --output logits.npy
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The model file.
+    pub file: PathBuf,
+    /// The weights (.safetensors).
+    #[arg(long, value_name = "W.safetensors")]
+    pub weights: PathBuf,
+    /// Input files: .npy arrays or JPEG/PNG images (several make a batch).
+    #[arg(long, short, value_name = "X", num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Write the logits [N, classes] to this .npy file.
+    #[arg(long, short, value_name = "Y.npy")]
+    pub output: Option<PathBuf>,
+    /// Print the K most likely classes of each input.
+    #[arg(long, value_name = "K", value_parser = positive)]
+    pub top: Option<usize>,
+    /// How to execute the model.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    pub backend: Backend,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter: plain loops with f64 accumulation, the oracle. Simple, not fast.
+    Reference,
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a positive integer")),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let graph = super::load_model(&args.file, None)?;
+    if let Some(out) = &args.output {
+        // Fail before the (possibly long) run, not after it.
+        atomic::check_writable(out)?;
+    }
+    let file = WeightFile::open(&args.weights)?;
+    let weights = file.bind(&graph)?;
+    let (batch, labels) = load_inputs(&graph, &args.input)?;
+
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let outputs = match args.backend {
+        Backend::Reference => {
+            reference::run_with(&graph, &weights, &[batch], &reference::Options { threads })?
+        }
+    };
+    let logits = outputs.into_iter().next().context("the model has no inference output")?;
+
+    if let Some(out) = &args.output {
+        npy::write(out, &logits)?;
+    }
+    let top = args.top.or(if args.output.is_none() { Some(5) } else { None });
+    if let Some(k) = top {
+        if logits.shape.len() != 2 {
+            bail!(
+                "--top needs logits of shape [N, classes], but model `{}` outputs {}",
+                graph.name,
+                Dims(&logits.shape)
+            );
+        }
+        print_top(&logits, &labels, k);
+    }
+    Ok(())
+}
+
+/// Reads every input into one batch, with a label per sample for printing.
+fn load_inputs(graph: &Graph, paths: &[PathBuf]) -> anyhow::Result<(Tensor, Vec<String>)> {
+    let [input] = graph.inputs[..] else {
+        bail!("`netc run` runs models with one input; `{}` has {}", graph.name, graph.inputs.len());
+    };
+    let declared = graph.shape(input).dims();
+    let input_name = &graph.node(input.producer()).name;
+    let mut parts = Vec::new();
+    let mut labels = Vec::new();
+    for path in paths {
+        let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        let t = if is_npy {
+            let t = npy::read(path)?;
+            from_npy(path, t, declared)?
+        } else {
+            let [3, h, w] = declared[..] else {
+                bail!(
+                    "{}: images can only feed a [3, H, W] input, but input `{input_name}` of `{}` is {}",
+                    path.display(),
+                    graph.name,
+                    Dims(declared)
+                );
+            };
+            image::load(path, h, w)?
+        };
+        if t.sample_shape() != declared {
+            bail!(
+                "{}: a sample of shape {} does not fit model `{}`, whose input `{input_name}` is {}",
+                path.display(),
+                Dims(t.sample_shape()),
+                graph.name,
+                Dims(declared)
+            );
+        }
+        let n = t.batch();
+        labels.extend((0..n).map(|i| {
+            if n == 1 {
+                path.display().to_string()
+            } else {
+                format!("{}[{i}]", path.display())
+            }
+        }));
+        parts.push(t);
+    }
+    Ok((Tensor::concat_batch(parts)?, labels))
+}
+
+/// A `[C, H, W]` array becomes a batch of one; `[N, C, H, W]` is taken as is.
+fn from_npy(path: &Path, mut t: Tensor, declared: &[usize]) -> anyhow::Result<Tensor> {
+    if t.shape.len() == declared.len() {
+        t.shape.insert(0, 1);
+    } else if t.shape.len() != declared.len() + 1 {
+        let expected = if declared.len() == 3 {
+            "[N, C, H, W] or [C, H, W]".to_string()
+        } else {
+            format!("rank {} or {}", declared.len() + 1, declared.len())
+        };
+        bail!("{}: expected an array of shape {expected}, got {}", path.display(), Dims(&t.shape));
+    } else if t.shape[0] == 0 {
+        bail!("{}: the array holds no samples (shape {})", path.display(), Dims(&t.shape));
+    }
+    Ok(t)
+}
+
+/// Prints the `k` most likely classes of each sample with softmax probabilities.
+fn print_top(logits: &Tensor, labels: &[String], k: usize) {
+    let classes = logits.shape[1];
+    for (n, label) in labels.iter().enumerate() {
+        let row = logits.sample(n);
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let exps: Vec<f64> = row.iter().map(|&v| (f64::from(v) - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        println!("{label}:");
+        for &c in order.iter().take(k) {
+            println!("  {:>7.4}  {:>4}  {}", exps[c] / sum, c, classes::label(c, classes));
+        }
+    }
+}
