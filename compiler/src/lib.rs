@@ -3,6 +3,8 @@
 
 pub mod elaborate;
 pub mod ir;
+pub mod lower;
+pub mod passes;
 pub mod syntax;
 
 pub use elaborate::{compile_file, compile_source, Options};

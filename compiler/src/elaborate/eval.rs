@@ -4,7 +4,7 @@
 use super::builtins::{self, describe, CallArg};
 use super::loader::Program;
 use super::value::Value;
-use crate::ir::{Graph, GraphOutput, Node, Op, Shape, ShapeError, ValueId};
+use crate::ir::{Concat, Graph, GraphOutput, Node, Op, Shape, ShapeError, ValueId, WeightExpr};
 use crate::syntax::ast::*;
 use crate::syntax::{Diagnostic, ErrorKind, Span, TraceFrame};
 use std::collections::{HashMap, HashSet};
@@ -89,6 +89,7 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         }
         let node = Node {
             op: Op::Input,
+            weights: Vec::new(),
             name: input.name.name.clone(),
             scope: None,
             instance: Vec::new(),
@@ -672,7 +673,7 @@ impl Elab<'_> {
         if explicit.is_some() {
             return Err(self.error(ErrorKind::Structure, "`concat` owns no weights and takes no scope", span));
         }
-        self.add_node(frame, Op::Concat, &inputs, None, span).map(Value::Tensor)
+        self.add_node(frame, Op::Concat(Concat { in_place: false }), &inputs, None, span).map(Value::Tensor)
     }
 
     fn block_call(&mut self, frame: &mut Frame, callee: &Ident, args: &[Arg], values: Vec<Value>, explicit: Option<Vec<String>>, span: Span) -> R<Value> {
@@ -802,8 +803,14 @@ impl Elab<'_> {
         }
         self.used_names.insert(name.clone());
         let training_only = frame.training || inputs.iter().any(|v| self.graph.node(v.producer()).training_only);
+        let weights = op
+            .weights()
+            .into_iter()
+            .map(|w| WeightExpr::param(format!("{}.{}", scope.as_deref().unwrap_or(&name), w.suffix), w.shape))
+            .collect();
         let node = Node {
             op,
+            weights,
             name,
             scope,
             instance: self.instances.iter().map(|i| i.description.clone()).collect(),

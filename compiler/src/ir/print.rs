@@ -33,7 +33,7 @@ pub fn to_text(graph: &Graph) -> String {
         if node.op == Op::Input {
             let _ = write!(out, "input \"{}\"", node.name);
         } else {
-            let _ = write!(out, "{}({})", node.op.name(), args.join(", "));
+            let _ = write!(out, "{}({})", node.op.label(), args.join(", "));
             let attrs = node.op.attrs_text();
             if !attrs.is_empty() {
                 let _ = write!(out, " {attrs}");
@@ -88,7 +88,8 @@ pub fn to_json(graph: &Graph) -> serde_json::Value {
             json!({
                 "id": index[&id],
                 "name": node.name,
-                "op": node.op.name(),
+                "op": node.op.label(),
+                "weights": node.op.weights().iter().zip(&node.weights).map(|(spec, expr)| json!({"slot": spec.suffix, "shape": spec.shape, "value": expr.to_string()})).collect::<Vec<_>>(),
                 "inputs": inputs,
                 "shape": node.shape.dims(),
                 "attrs": node.op.attrs_json(),
@@ -151,9 +152,9 @@ pub fn to_dot(graph: &Graph) -> String {
             let node = graph.node(id);
             let attrs = node.op.attrs_text();
             let label = if attrs.is_empty() {
-                format!("{}\\n{}", dot_escape(&node.name), node.op.name())
+                format!("{}\\n{}", dot_escape(&node.name), node.op.label())
             } else {
-                format!("{}\\n{} {}", dot_escape(&node.name), node.op.name(), dot_escape(&attrs))
+                format!("{}\\n{} {}", dot_escape(&node.name), node.op.label(), dot_escape(&attrs))
             };
             let style = if node.training_only { ", style=\"rounded,dashed\"" } else { "" };
             let _ = writeln!(out, "{pad}n{} [label=\"{label}\"{style}];", index[&id]);

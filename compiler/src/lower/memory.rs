@@ -1,0 +1,205 @@
+//! The static memory plan: where every activation lives in one arena.
+//!
+//! Every value is stored batch-major (`[N, C, H, W]`, C order), so a plan made per sample holds for any
+//! batch size: sizes and offsets are in floats per sample and scale by N. A value either owns a buffer
+//! or is a view into another value's buffer:
+//! - a channel slice is a view of its input (offset `start * H * W`, the input's sample stride);
+//! - `flatten` is a view of its input (same bytes, other shape);
+//! - each input of an in-place concat is a view into the concat's buffer at its channel offset, so its
+//!   producer writes there directly;
+//! - an elementwise op (ReLU, affine, add) writes over an input whose buffer dies at that op.
+//!
+//! Buffers get arena offsets by liveness: a buffer is live from the first node that writes into it to
+//! the last node that reads from it (graph outputs live to the end), and two buffers may share bytes
+//! only when their lifetimes do not overlap. Offsets are assigned greedily, largest buffer first, at the
+//! lowest offset that fits.
+
+use crate::ir::{Graph, NodeId, Op, ValueId};
+use std::collections::HashMap;
+
+/// A buffer of the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub usize);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    /// Floats per sample.
+    pub size: usize,
+    /// Offset in the arena, in floats per sample (the byte offset is `offset * N * 4`).
+    pub offset: usize,
+    /// Execution steps (positions in `MemoryPlan::order`) during which the buffer holds live data.
+    pub live: (usize, usize),
+}
+
+/// Where a value is: a buffer, an offset into it and the distance between samples (floats, per sample
+/// of the buffer: the element `(n, i)` of the value is at `buffer.offset * N + n * sample_stride + offset + i`,
+/// all in floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub buffer: BufferId,
+    pub offset: usize,
+    pub sample_stride: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPlan {
+    /// The execution order the lifetimes refer to.
+    pub order: Vec<NodeId>,
+    pub buffers: Vec<Buffer>,
+    pub values: HashMap<ValueId, Placement>,
+    /// Arena size in floats per sample.
+    pub arena: usize,
+}
+
+impl MemoryPlan {
+    /// Arena bytes for a batch of `n`.
+    pub fn arena_bytes(&self, n: usize) -> usize {
+        self.arena * n * 4
+    }
+}
+
+/// The sum of every value's size, bytes per sample: what executing without a plan would allocate.
+pub fn naive_bytes(graph: &Graph) -> usize {
+    graph.node_ids().map(|id| graph.node(id).shape.elements() * 4).sum()
+}
+
+/// How a value is stored, before offsets are known.
+#[derive(Clone, Copy)]
+enum Home {
+    Own(BufferId),
+    View { of: ValueId, offset: usize },
+}
+
+/// Plans the arena for `graph` (normally optimised), executing nodes in topological order.
+pub fn plan(graph: &Graph) -> MemoryPlan {
+    let order = graph.topo_order().expect("a verified graph is acyclic");
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut homes: HashMap<ValueId, Home> = HashMap::new();
+
+    // Views into in-place concats are decided by the concat, which comes after its inputs.
+    let mut concat_slot: HashMap<ValueId, (ValueId, usize)> = HashMap::new();
+    for &id in &order {
+        if let Op::Concat(c) = &graph.node(id).op {
+            if c.in_place {
+                let plane: usize = graph.node(id).shape.dims()[1..].iter().product();
+                let mut channel = 0;
+                for v in graph.inputs(id) {
+                    concat_slot.insert(v, (id.value(), channel * plane));
+                    channel += graph.shape(v).dims()[0];
+                }
+            }
+        }
+    }
+    // Readers left per value, to find where a buffer dies (for in-place elementwise ops).
+    let mut last_reader: HashMap<ValueId, usize> = HashMap::new();
+    for &id in &order {
+        for v in graph.inputs(id) {
+            last_reader.insert(v, position[&id]);
+        }
+    }
+    let outputs: Vec<ValueId> = graph.outputs.iter().map(|o| o.value).collect();
+
+    for &id in &order {
+        let v = id.value();
+        let node = graph.node(id);
+        let inputs = graph.inputs(id);
+        let home = match &node.op {
+            Op::Slice(s) => {
+                let plane: usize = node.shape.dims()[1..].iter().product();
+                Home::View { of: inputs[0], offset: s.start * plane }
+            }
+            Op::Flatten => Home::View { of: inputs[0], offset: 0 },
+            _ if concat_slot.contains_key(&v) => {
+                let (concat, offset) = concat_slot[&v];
+                Home::View { of: concat, offset }
+            }
+            Op::Relu | Op::Affine(_) | Op::Add => {
+                // Write over the first input whose own buffer dies here and holds exactly this value.
+                let reusable = inputs.iter().find(|&&i| {
+                    matches!(homes.get(&i), Some(Home::Own(_)))
+                        && last_reader.get(&i) == Some(&position[&id])
+                        && !outputs.contains(&i)
+                        && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
+                        && !concat_slot.contains_key(&i)
+                });
+                match reusable {
+                    Some(&i) => match homes[&i] {
+                        Home::Own(b) => Home::Own(b),
+                        Home::View { .. } => unreachable!(),
+                    },
+                    None => new_buffer(&mut sizes, node.shape.elements()),
+                }
+            }
+            _ => new_buffer(&mut sizes, node.shape.elements()),
+        };
+        homes.insert(v, home);
+    }
+    // In-place concat inputs were planned as views of the concat before the concat itself existed in
+    // `homes`; resolve every value to (root buffer, offset) now.
+    fn resolve(homes: &HashMap<ValueId, Home>, v: ValueId) -> (BufferId, usize) {
+        match homes[&v] {
+            Home::Own(b) => (b, 0),
+            Home::View { of, offset } => {
+                let (b, base) = resolve(homes, of);
+                (b, base + offset)
+            }
+        }
+    }
+    let mut values = HashMap::new();
+    let mut live: Vec<(usize, usize)> = vec![(usize::MAX, 0); sizes.len()];
+    let end = order.len();
+    for &id in &order {
+        let v = id.value();
+        let (buffer, offset) = resolve(&homes, v);
+        values.insert(v, Placement { buffer, offset, sample_stride: sizes[buffer.0] });
+        let at = position[&id];
+        let span = &mut live[buffer.0];
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
+        if let Some(&r) = last_reader.get(&v) {
+            span.1 = span.1.max(r);
+        }
+        if outputs.contains(&v) {
+            span.1 = end;
+        }
+    }
+    let mut buffers: Vec<Buffer> =
+        sizes.iter().zip(live).map(|(&size, live)| Buffer { size, offset: 0, live }).collect();
+    let arena = assign_offsets(&mut buffers);
+    MemoryPlan { order, buffers, values, arena }
+}
+
+fn new_buffer(sizes: &mut Vec<usize>, size: usize) -> Home {
+    sizes.push(size);
+    Home::Own(BufferId(sizes.len() - 1))
+}
+
+/// Greedy placement: largest first, each at the lowest offset not overlapping (in bytes) any placed
+/// buffer whose lifetime overlaps its own. Returns the arena size.
+fn assign_offsets(buffers: &mut [Buffer]) -> usize {
+    let mut by_size: Vec<usize> = (0..buffers.len()).collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(buffers[i].size), i));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena = 0;
+    for i in by_size {
+        let (lo, hi) = buffers[i].live;
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| buffers[j].live.0 <= hi && lo <= buffers[j].live.1)
+            .map(|&j| (buffers[j].offset, buffers[j].offset + buffers[j].size))
+            .collect();
+        conflicts.sort_unstable();
+        let mut offset = 0;
+        for (start, end) in conflicts {
+            if offset + buffers[i].size <= start {
+                break;
+            }
+            offset = offset.max(end);
+        }
+        buffers[i].offset = offset;
+        arena = arena.max(offset + buffers[i].size);
+        placed.push(i);
+    }
+    arena
+}
