@@ -203,3 +203,131 @@ fn assign_offsets(buffers: &mut [Buffer]) -> usize {
     }
     arena
 }
+
+impl MemoryPlan {
+    /// Checks that no value is overwritten while it is still to be read: buffers whose lifetimes overlap
+    /// occupy disjoint arena ranges, every value fits its buffer, and within a buffer no write lands on a
+    /// live value except an elementwise op writing over the input it is reading for the last time.
+    pub fn check(&self, graph: &Graph) -> Result<(), String> {
+        for (i, a) in self.buffers.iter().enumerate() {
+            for b in &self.buffers[i + 1..] {
+                let time = a.live.0 <= b.live.1 && b.live.0 <= a.live.1;
+                let space = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+                if time && space && a.size > 0 && b.size > 0 {
+                    return Err(format!("buffers {a:?} and {b:?} overlap while both are live"));
+                }
+            }
+        }
+        let position: HashMap<NodeId, usize> = self.order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let end = self.order.len();
+        let last_read = |v: ValueId| -> usize {
+            let mut last = graph.consumers(v).iter().map(|c| position[c]).max().unwrap_or(position[&v.producer()]);
+            if graph.is_output(v) {
+                last = end;
+            }
+            last
+        };
+        let range = |v: ValueId| {
+            let p = self.values[&v];
+            (p.buffer, p.offset, p.offset + graph.shape(v).elements())
+        };
+        for &id in &self.order {
+            let (buffer, start, stop) = range(id.value());
+            if stop > self.buffers[buffer.0].size {
+                return Err(format!("`{}` does not fit its buffer", graph.node(id).name));
+            }
+        }
+        // Values that own their bytes (views are checked through what they view).
+        let writes: Vec<NodeId> =
+            self.order.iter().copied().filter(|&id| !matches!(graph.node(id).op, Op::Slice(_) | Op::Flatten)).collect();
+        for &v_id in &writes {
+            let v = v_id.value();
+            let (vb, vs, ve) = range(v);
+            let (born, dies) = (position[&v_id], last_read(v));
+            for &w_id in &writes {
+                let t = position[&w_id];
+                if w_id == v_id || t <= born || t > dies {
+                    continue;
+                }
+                let (wb, ws, we) = range(w_id.value());
+                if wb == vb && ws < ve && vs < we {
+                    let in_place = t == dies
+                        && matches!(graph.node(w_id).op, Op::Relu | Op::Affine(_) | Op::Add)
+                        && graph.inputs(w_id).contains(&v);
+                    let concat_part = matches!(graph.node(w_id).op, Op::Concat(_));
+                    if !in_place && !concat_part {
+                        return Err(format!(
+                            "`{}` overwrites `{}` while it is still to be read",
+                            graph.node(w_id).name,
+                            graph.node(v_id).name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes;
+    use std::path::Path;
+
+    fn optimized(text: &str) -> Graph {
+        let mut g = crate::compile_source(Path::new("t.net"), text, &Default::default()).unwrap_or_else(|d| panic!("{d}"));
+        passes::optimize(&mut g, &passes::Options { verify_each: true, ..Default::default() }).unwrap();
+        g
+    }
+
+    #[test]
+    fn a_chain_reuses_two_buffers() {
+        let g = optimized("network n(x: [4, 8, 8]) { x |> conv(4, 3, pad = 1) @a |> conv(4, 3, pad = 1) @b |> conv(4, 3, pad = 1) @c |> conv(4, 3, pad = 1) @d }");
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        assert_eq!(p.arena, 2 * 4 * 64);
+        assert_eq!(naive_bytes(&g), 5 * 4 * 64 * 4);
+    }
+
+    #[test]
+    fn in_place_concat_inputs_are_views_of_the_concat_buffer() {
+        let g = optimized("network n(x: [4, 8, 8]) { concat(x |> conv(2, 1) @a, x |> conv(3, 3, pad = 1) @b) |> relu }");
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let concat = g.node_ids().find(|&id| matches!(g.node(id).op, Op::Concat(_))).unwrap();
+        let (a, b) = (g.find("a").unwrap().value(), g.find("b").unwrap().value());
+        let (pa, pb, pc) = (p.values[&a], p.values[&b], p.values[&concat.value()]);
+        assert_eq!((pa.buffer, pb.buffer), (pc.buffer, pc.buffer));
+        assert_eq!((pa.offset, pb.offset, pa.sample_stride), (0, 2 * 64, 5 * 64));
+    }
+
+    #[test]
+    fn slices_view_the_merged_gemm_output() {
+        let g = optimized(
+            "network n(x: [4, 8, 8]) { a = x |> conv(2, 1) @a |> conv(2, 3, pad = 1) @a2 \n b = x |> conv(3, 1) @b |> conv(2, 3, pad = 1) @b2 \n a + b }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let slices: Vec<_> = g.node_ids().filter(|&id| matches!(g.node(id).op, Op::Slice(_))).collect();
+        assert_eq!(slices.len(), 2);
+        let merged = g.inputs(slices[0])[0];
+        assert!(slices.iter().all(|s| p.values[&s.value()].buffer == p.values[&merged].buffer));
+    }
+
+    #[test]
+    fn every_seed_model_has_a_sound_plan_far_below_the_naive_sum() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        for entry in std::fs::read_dir(&models).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "net") {
+                continue;
+            }
+            let mut g = crate::compile_file(&path, &Default::default()).unwrap();
+            passes::optimize(&mut g, &passes::Options::default()).unwrap();
+            let p = plan(&g);
+            p.check(&g).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(p.arena_bytes(1) * 2 < naive_bytes(&g), "{}", path.display());
+        }
+    }
+}
