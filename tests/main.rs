@@ -11,3 +11,6 @@ mod diagnostics;
 mod language;
 mod models;
 mod robustness;
+
+// Optimiser.
+mod cli_optimizer;

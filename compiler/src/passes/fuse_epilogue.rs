@@ -71,8 +71,9 @@ impl Pass for FuseEpilogue {
 
 /// Tries to fuse the single reader of `id`'s output into `id`; true when it did.
 ///
-/// A residual add is absorbed by the operand computed later in `position` (topological) order: that is
-/// the main path of a residual block, and the shortcut stays free to merge with its 1x1 siblings.
+/// When both operands of a residual add could absorb it, the one that has no 1x1 sibling does (so the
+/// other stays free to merge with its sibling into one GEMM: ResNet's projection next to `conv1`), and
+/// otherwise the one computed later in `position` (topological) order.
 fn absorb_reader(graph: &mut Graph, id: NodeId, position: &HashMap<NodeId, usize>) -> bool {
     let out = id.value();
     let Some(reader) = graph.sole_consumer(out) else { return false };
@@ -106,7 +107,12 @@ fn absorb_reader(graph: &mut Graph, id: NodeId, position: &HashMap<NodeId, usize
             let later = |v: crate::ir::ValueId| position.get(&v.producer()).copied().unwrap_or(usize::MAX);
             let other_fusable = graph.sole_consumer(other) == Some(reader)
                 && matches!(graph.node(other.producer()).op, Op::FusedConv(ref o) if !o.residual && !o.post_affine && o.relu == Relu::None);
-            if other == out || (other_fusable && later(other) > later(out)) {
+            let prefer_other = match (has_1x1_sibling(graph, id), has_1x1_sibling(graph, other.producer())) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => later(other) > later(out),
+            };
+            if other == out || (other_fusable && prefer_other) {
                 return false;
             }
             f.residual = true;
@@ -125,4 +131,19 @@ fn absorb_reader(graph: &mut Graph, id: NodeId, position: &HashMap<NodeId, usize
     graph.replace_uses(reader.value(), out);
     graph.remove_node(reader);
     true
+}
+
+/// Whether `id` is a 1x1 unpadded conv that another such conv, reading the same input with the same
+/// stride, could merge with (see `merge-siblings-1x1`).
+fn has_1x1_sibling(graph: &Graph, id: NodeId) -> bool {
+    let one_by_one = |op: &Op| match op {
+        Op::FusedConv(f) => {
+            let c = &f.conv;
+            (c.kernel == [1, 1] && c.padding == [0, 0] && c.dilation == [1, 1] && c.groups == 1).then_some(c.stride)
+        }
+        _ => None,
+    };
+    let Some(stride) = one_by_one(&graph.node(id).op) else { return false };
+    let input = graph.inputs(id)[0];
+    graph.consumers(input).into_iter().any(|c| c != id && one_by_one(&graph.node(c).op) == Some(stride))
 }
