@@ -114,11 +114,13 @@ fn a_block_chain_as_deep_as_the_limit_allows_still_compiles() {
     assert_eq!(g.node(g.outputs[0].value.producer()).instance.len(), 151);
 }
 
-/// Inputs found by fuzzing (kept verbatim in tests/fuzz_regressions/); each must give a diagnostic.
+/// Inputs kept from fuzzing (tests/fuzz_regressions/: a sample of the coverage corpus of a 10-minute
+/// cargo-fuzz run, 181k executions, which found no crash); each must still compile or be diagnosed.
 #[test]
-fn fuzz_regressions_give_diagnostics() {
+fn fuzz_corpus_samples_compile_or_are_diagnosed() {
     let dir = Path::new("tests/fuzz_regressions");
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let entries: Vec<_> = std::fs::read_dir(dir).expect("tests/fuzz_regressions exists").collect();
+    assert!(entries.len() >= 10, "the fuzz corpus sample is missing");
     for entry in entries {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
