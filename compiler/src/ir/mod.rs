@@ -4,6 +4,7 @@ pub mod count;
 pub mod graph;
 pub mod op;
 pub mod print;
+pub mod serial;
 pub mod shape;
 pub mod verify;
 pub mod weights;

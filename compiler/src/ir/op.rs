@@ -2,10 +2,10 @@
 //! its output shape, its weight tensors, its learnable-parameter and multiply-accumulate counts.
 
 use super::shape::{check_size, window_output, Shape, ShapeError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// 2-D convolution with PyTorch's `Conv2d` semantics (cross-correlation, zero padding).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -18,14 +18,14 @@ pub struct Conv2d {
 }
 
 /// Batch normalisation at inference: `(x - running_mean) / sqrt(running_var + eps) * weight + bias`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchNorm {
     pub channels: usize,
     pub eps: f64,
 }
 
 /// Max pooling; padding is `-inf`, PyTorch's `MaxPool2d`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaxPool2d {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
@@ -36,7 +36,7 @@ pub struct MaxPool2d {
 
 /// Average pooling, PyTorch's `AvgPool2d` (`count_include_pad` counts the zero padding, never the
 /// part of a ceil-mode window that lies past the padded input).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvgPool2d {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
@@ -46,14 +46,14 @@ pub struct AvgPool2d {
 }
 
 /// Adaptive average pooling to a fixed output size (global pooling is output `[1, 1]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveAvgPool2d {
     pub output: [usize; 2],
 }
 
 /// Local response normalisation across channels, PyTorch's `LocalResponseNorm`:
 /// `b_c = a_c / (k + alpha / size * sum_{c' in window(c)} a_{c'}^2) ^ beta`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lrn {
     pub size: usize,
     pub alpha: f64,
@@ -62,7 +62,7 @@ pub struct Lrn {
 }
 
 /// Fully connected layer on a feature vector, PyTorch's `Linear` (`y = W x + b`, `W` is `[out, in]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
     pub in_features: usize,
     pub out_features: usize,
@@ -70,13 +70,13 @@ pub struct Linear {
 }
 
 /// Dropout: identity at inference, kept in the IR to document the training graph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropout {
     pub p: f64,
 }
 
 /// Which kernel family a fused convolution lowers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConvKind {
     /// A general convolution (im2col-free direct kernel).
     Direct,
@@ -87,7 +87,7 @@ pub enum ConvKind {
 }
 
 /// Which output channels a fused ReLU applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Relu {
     None,
     All,
@@ -100,7 +100,7 @@ pub enum Relu {
 /// `x' = relu?(x * pre_scale + pre_shift)` per input channel (the prologue, 1x1 unpadded convs only),
 /// `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
 /// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusedConv {
     /// Geometry; `conv.bias` says whether the bias step is present.
     pub conv: Conv2d,
@@ -114,21 +114,21 @@ pub struct FusedConv {
 }
 
 /// A fully connected layer with its ReLU fused (`linear.bias` says whether a bias is added).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusedLinear {
     pub linear: Linear,
     pub relu: bool,
 }
 
 /// A per-channel affine map `x * scale + shift` (a BatchNorm at inference), optionally followed by ReLU.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Affine {
     pub channels: usize,
     pub relu: bool,
 }
 
 /// Channels `start .. start + len` of the input: a view, no data is copied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelSlice {
     pub start: usize,
     pub len: usize,
@@ -136,13 +136,13 @@ pub struct ChannelSlice {
 
 /// Concatenation along channels. `in_place`: every input is written by its producer straight into its
 /// channel range of the output buffer, so the concat itself moves no data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Concat {
     pub in_place: bool,
 }
 
 /// Every operation a netc graph can contain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A network input; its shape is the declared per-sample shape.
     Input,
@@ -187,7 +187,7 @@ impl Arity {
 }
 
 /// Whether a weight tensor is trained (counted as a parameter) or a running statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WeightKind {
     Learnable,
     Statistic,

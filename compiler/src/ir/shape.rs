@@ -9,7 +9,7 @@ pub const MAX_DIM: usize = 1 << 31;
 pub const MAX_ELEMENTS: usize = 1 << 32;
 
 /// A per-sample shape: `[C, H, W]` for feature maps, `[F]` for feature vectors.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<usize>);
 
 impl Shape {

@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// A weight tensor, as an expression over the weight file's tensors.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WeightExpr {
     /// The tensor `key` of the weight file, with its shape.
     Param { key: String, shape: Vec<usize> },
