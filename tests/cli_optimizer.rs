@@ -4,7 +4,11 @@ use crate::common::{model, netc, SEED_MODELS};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = netc().args(args).output().expect("netc runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn optimized_json(name: &str, extra: &[&str]) -> serde_json::Value {
@@ -28,7 +32,8 @@ fn no_seed_model_keeps_a_batchnorm_dropout_or_relu_node_and_googlenet_loses_its_
             assert!(!["batchnorm", "dropout", "relu"].contains(&op.as_str()), "{name}: {op}");
         }
         if *name == "googlenet" {
-            let names: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+            let names: Vec<&str> =
+                v["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
             assert!(names.iter().all(|n| !n.starts_with("aux")), "{names:?}");
         }
     }
@@ -53,8 +58,17 @@ fn o0_and_disabled_passes_are_honoured() {
     let parsed = ops(&optimized_json("resnet18", &["-O0"]));
     assert!(parsed.contains(&"batchnorm".to_string()));
     let without_fusion = ops(&optimized_json("resnet18", &["--disable-pass", "fuse-epilogue"]));
-    assert!(without_fusion.contains(&"relu".to_string()) && !without_fusion.contains(&"batchnorm".to_string()));
-    let (code, _, err) = run(&["ir", model("resnet18").to_str().unwrap(), "--stage", "optimized", "--disable-pass", "no-such-pass"]);
+    assert!(
+        without_fusion.contains(&"relu".to_string()) && !without_fusion.contains(&"batchnorm".to_string())
+    );
+    let (code, _, err) = run(&[
+        "ir",
+        model("resnet18").to_str().unwrap(),
+        "--stage",
+        "optimized",
+        "--disable-pass",
+        "no-such-pass",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("no-such-pass"), "{err}");
 }
@@ -78,7 +92,16 @@ fn list_passes_names_the_pipeline_in_order() {
     let names: Vec<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(
         names,
-        ["dead-code", "fold-batchnorm", "fuse-epilogue", "fuse-prologue", "gemm-1x1", "merge-consecutive-1x1", "merge-siblings-1x1", "concat-in-place"]
+        [
+            "dead-code",
+            "fold-batchnorm",
+            "fuse-epilogue",
+            "fuse-prologue",
+            "gemm-1x1",
+            "merge-consecutive-1x1",
+            "merge-siblings-1x1",
+            "concat-in-place"
+        ]
     );
 }
 

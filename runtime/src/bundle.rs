@@ -52,7 +52,11 @@ fn round_up(n: usize) -> usize {
 
 /// Writes a bundle atomically (a temporary file in the same directory, renamed when complete).
 /// `manifest` is any JSON object; the blob table is added to it under `"blobs"`.
-pub fn write(path: &Path, mut manifest: serde_json::Value, blobs: &[(String, &[f32])]) -> Result<(), BundleError> {
+pub fn write(
+    path: &Path,
+    mut manifest: serde_json::Value,
+    blobs: &[(String, &[f32])],
+) -> Result<(), BundleError> {
     let io = |source| BundleError::Io { path: path.to_path_buf(), source };
     let mut table = BTreeMap::new();
     let mut offset = 0usize;
@@ -105,11 +109,13 @@ impl Bundle {
     /// Maps the file and checks magic, version, lengths, checksum and the blob table.
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
         let err_path = || path.to_path_buf();
-        let file = std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
+        let file =
+            std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
         // SAFETY: the mapping is read-only and private to this process; netc never writes to a bundle
         // it has open. A concurrent external modification of the file is outside what any reader of
         // a mapped file can defend against, and the checksum below is verified after mapping.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
         let len = map.len() as u64;
         if map.len() < HEADER {
             if map.len() >= 8 && &map[..8] != MAGIC {
@@ -130,7 +136,10 @@ impl Bundle {
         let expected = (manifest_len.div_ceil(ALIGN as u64) * ALIGN as u64)
             .checked_add(data_len)
             .and_then(|n| n.checked_add(HEADER as u64))
-            .ok_or_else(|| BundleError::Manifest { path: err_path(), what: "section lengths overflow".into() })?;
+            .ok_or_else(|| BundleError::Manifest {
+                path: err_path(),
+                what: "section lengths overflow".into(),
+            })?;
         if expected != len {
             return Err(BundleError::Truncated { path: err_path(), expected, found: len });
         }
@@ -184,7 +193,8 @@ mod tests {
         let path = dir.join("m.netc");
         let a = [1.0f32, 2.0, 3.0];
         let b = [-1.5f32; 17];
-        write(&path, serde_json::json!({"model": "m"}), &[("a".into(), &a[..]), ("b".into(), &b[..])]).unwrap();
+        write(&path, serde_json::json!({"model": "m"}), &[("a".into(), &a[..]), ("b".into(), &b[..])])
+            .unwrap();
         path
     }
 
@@ -222,7 +232,8 @@ mod tests {
         std::fs::write(&path, &v2).unwrap();
         let err = Bundle::open(&path).err().unwrap();
         assert!(err.to_string().contains("format version 2"), "{err}");
-        std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................").unwrap();
+        std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................")
+            .unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));
         std::fs::write(&path, b"NETC").unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));

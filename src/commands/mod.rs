@@ -25,7 +25,8 @@ pub struct ShapeArg(pub Vec<usize>);
 
 /// Parses `3x224x224` (or `3,224,224`) into sizes.
 pub fn parse_shape(text: &str) -> Result<ShapeArg, String> {
-    let dims: Result<Vec<usize>, _> = text.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
+    let dims: Result<Vec<usize>, _> =
+        text.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
     match dims {
         Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(ShapeArg(d)),
         _ => Err(format!("`{text}` is not a shape like 3x224x224 (positive sizes separated by `x`)")),
@@ -65,7 +66,13 @@ pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> a
     if opt.stats {
         let mut text = String::new();
         for s in &stats {
-            text += &format!("{} ({} rewrites): {} -> {} nodes\n", s.pass, s.rewrites, s.before.values().sum::<usize>(), s.after.values().sum::<usize>());
+            text += &format!(
+                "{} ({} rewrites): {} -> {} nodes\n",
+                s.pass,
+                s.rewrites,
+                s.before.values().sum::<usize>(),
+                s.after.values().sum::<usize>()
+            );
             let ops: std::collections::BTreeSet<&String> = s.before.keys().chain(s.after.keys()).collect();
             for op in ops {
                 let (b, a) = (s.before.get(op).copied().unwrap_or(0), s.after.get(op).copied().unwrap_or(0));
@@ -102,7 +109,9 @@ pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
             tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+            tmp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(())
         }
     }

@@ -82,7 +82,11 @@ fn table(s: &Summary, activations: &Activations) -> String {
     let shape_w = s.layers.iter().map(|l| l.output_shape.to_string().len()).max().unwrap_or(5).max(12);
     let mut out = String::new();
     let _ = writeln!(out, "{} (input {})", s.model, s.input);
-    let _ = writeln!(out, "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>12}  {:>15}", "layer", "op", "output shape", "params", "MACs");
+    let _ = writeln!(
+        out,
+        "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>12}  {:>15}",
+        "layer", "op", "output shape", "params", "MACs"
+    );
     for l in &s.layers {
         let _ = writeln!(
             out,

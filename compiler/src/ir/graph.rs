@@ -203,8 +203,11 @@ impl Graph {
 
     /// Makes every reader of `old` read `new` instead (graph outputs included).
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
-        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, u32)> =
-            self.g.edges_directed(old.0, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, u32)> = self
+            .g
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
         for (edge, target, port) in uses {
             self.g.remove_edge(edge);
             self.g.add_edge(new.0, target, port);

@@ -327,16 +327,36 @@ impl Op {
                 let (c, h, w) = feature_map(name, inputs[0])?;
                 check_params(name, &p.kernel, &p.stride, &p.dilation)?;
                 check_half_kernel_padding(name, &p.kernel, &p.padding)?;
-                let oh = window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], p.dilation[0], p.ceil_mode)?;
-                let ow = window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], p.dilation[1], p.ceil_mode)?;
+                let oh = window_output(
+                    name,
+                    "height",
+                    h,
+                    p.kernel[0],
+                    p.stride[0],
+                    p.padding[0],
+                    p.dilation[0],
+                    p.ceil_mode,
+                )?;
+                let ow = window_output(
+                    name,
+                    "width",
+                    w,
+                    p.kernel[1],
+                    p.stride[1],
+                    p.padding[1],
+                    p.dilation[1],
+                    p.ceil_mode,
+                )?;
                 Shape::chw(c, oh, ow)
             }
             Op::AvgPool(p) => {
                 let (c, h, w) = feature_map(name, inputs[0])?;
                 check_params(name, &p.kernel, &p.stride, &[1, 1])?;
                 check_half_kernel_padding(name, &p.kernel, &p.padding)?;
-                let oh = window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], 1, p.ceil_mode)?;
-                let ow = window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], 1, p.ceil_mode)?;
+                let oh =
+                    window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], 1, p.ceil_mode)?;
+                let ow =
+                    window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], 1, p.ceil_mode)?;
                 Shape::chw(c, oh, ow)
             }
             Op::AdaptiveAvgPool(p) => {
@@ -369,7 +389,10 @@ impl Op {
             }
             Op::Add => {
                 if inputs[0] != inputs[1] {
-                    return Err(ShapeError::AddMismatch { left: inputs[0].clone(), right: inputs[1].clone() });
+                    return Err(ShapeError::AddMismatch {
+                        left: inputs[0].clone(),
+                        right: inputs[1].clone(),
+                    });
                 }
                 inputs[0].clone()
             }
@@ -378,7 +401,11 @@ impl Op {
                 let mut channels: usize = 0;
                 for (i, s) in inputs.iter().enumerate() {
                     if s.rank() != first.rank() || s.dims()[1..] != first.dims()[1..] {
-                        return Err(ShapeError::ConcatMismatch { index: i, first: first.clone(), got: (*s).clone() });
+                        return Err(ShapeError::ConcatMismatch {
+                            index: i,
+                            first: first.clone(),
+                            got: (*s).clone(),
+                        });
                     }
                     channels = channels.checked_add(s.dims()[0]).ok_or(ShapeError::Overflow { op: name })?;
                 }
@@ -389,7 +416,10 @@ impl Op {
             Op::Slice(sl) => {
                 let c = inputs[0].dims().first().copied().unwrap_or(0);
                 if sl.len == 0 || sl.start.checked_add(sl.len).is_none_or(|end| end > c) {
-                    return Err(invalid(name, format!("channels {}..{} of {}", sl.start, sl.start + sl.len, inputs[0])));
+                    return Err(invalid(
+                        name,
+                        format!("channels {}..{} of {}", sl.start, sl.start + sl.len, inputs[0]),
+                    ));
                 }
                 let mut dims = inputs[0].0.clone();
                 dims[0] = sl.len;
@@ -407,8 +437,10 @@ impl Op {
     pub fn weights(&self) -> Vec<WeightSpec> {
         let learn = |suffix, shape| WeightSpec { suffix, shape, kind: WeightKind::Learnable };
         let conv = |c: &Conv2d| {
-            let mut w =
-                vec![learn("weight", vec![c.out_channels, c.in_channels / c.groups.max(1), c.kernel[0], c.kernel[1]])];
+            let mut w = vec![learn(
+                "weight",
+                vec![c.out_channels, c.in_channels / c.groups.max(1), c.kernel[0], c.kernel[1]],
+            )];
             if c.bias {
                 w.push(learn("bias", vec![c.out_channels]));
             }
@@ -465,12 +497,16 @@ impl Op {
     /// Multiply-accumulates per sample: conv `Cout*Hout*Wout*Cin/groups*K*K`, linear `in*out`, else 0.
     pub fn macs(&self, output: &Shape) -> u64 {
         let conv = |c: &Conv2d| {
-            output.elements() as u64 * (c.in_channels / c.groups.max(1)) as u64 * (c.kernel[0] * c.kernel[1]) as u64
+            output.elements() as u64
+                * (c.in_channels / c.groups.max(1)) as u64
+                * (c.kernel[0] * c.kernel[1]) as u64
         };
         match self {
             Op::Conv(c) => conv(c),
             Op::FusedConv(f) => conv(&f.conv),
-            Op::Linear(l) | Op::FusedLinear(FusedLinear { linear: l, .. }) => l.in_features as u64 * l.out_features as u64,
+            Op::Linear(l) | Op::FusedLinear(FusedLinear { linear: l, .. }) => {
+                l.in_features as u64 * l.out_features as u64
+            }
             _ => 0,
         }
     }
@@ -522,7 +558,8 @@ impl Op {
             Op::Slice(sl) => format!("channels={}..{}", sl.start, sl.start + sl.len),
             Op::BatchNorm(b) => format!("eps={}", b.eps),
             Op::MaxPool(p) => {
-                let mut s = format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
+                let mut s =
+                    format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
                 if p.dilation != [1, 1] {
                     s += &format!(" dilation={}", pair(p.dilation));
                 }
@@ -532,7 +569,8 @@ impl Op {
                 s
             }
             Op::AvgPool(p) => {
-                let mut s = format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
+                let mut s =
+                    format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
                 if p.ceil_mode {
                     s += " ceil_mode";
                 }
@@ -552,8 +590,13 @@ impl Op {
 
 fn conv_text(c: &Conv2d) -> String {
     let pair = |p: [usize; 2]| if p[0] == p[1] { p[0].to_string() } else { format!("{}x{}", p[0], p[1]) };
-    let mut s =
-        format!("out={} kernel={} stride={} pad={}", c.out_channels, pair(c.kernel), pair(c.stride), pair(c.padding));
+    let mut s = format!(
+        "out={} kernel={} stride={} pad={}",
+        c.out_channels,
+        pair(c.kernel),
+        pair(c.stride),
+        pair(c.padding)
+    );
     if c.dilation != [1, 1] {
         s += &format!(" dilation={}", pair(c.dilation));
     }
@@ -618,7 +661,12 @@ fn linear_shape(name: &'static str, l: &Linear, input: &Shape) -> Result<Shape, 
     Ok(Shape::vector(l.out_features))
 }
 
-fn check_params(op: &'static str, kernel: &[usize; 2], stride: &[usize; 2], dilation: &[usize; 2]) -> Result<(), ShapeError> {
+fn check_params(
+    op: &'static str,
+    kernel: &[usize; 2],
+    stride: &[usize; 2],
+    dilation: &[usize; 2],
+) -> Result<(), ShapeError> {
     if kernel.contains(&0) {
         return Err(invalid(op, "kernel size must be positive"));
     }
@@ -631,7 +679,11 @@ fn check_params(op: &'static str, kernel: &[usize; 2], stride: &[usize; 2], dila
     Ok(())
 }
 
-fn check_half_kernel_padding(op: &'static str, kernel: &[usize; 2], padding: &[usize; 2]) -> Result<(), ShapeError> {
+fn check_half_kernel_padding(
+    op: &'static str,
+    kernel: &[usize; 2],
+    padding: &[usize; 2],
+) -> Result<(), ShapeError> {
     if padding[0] > kernel[0] / 2 || padding[1] > kernel[1] / 2 {
         return Err(invalid(op, format!("padding {padding:?} must be at most half the kernel {kernel:?}")));
     }

@@ -31,7 +31,8 @@ impl SerialGraph {
     /// The graph's nodes in topological order; ids become positions in `nodes`.
     pub fn from_graph(graph: &Graph) -> SerialGraph {
         let order = graph.topo_order().expect("a verified graph is acyclic");
-        let index: HashMap<ValueId, usize> = order.iter().enumerate().map(|(i, id)| (id.value(), i)).collect();
+        let index: HashMap<ValueId, usize> =
+            order.iter().enumerate().map(|(i, id)| (id.value(), i)).collect();
         let nodes = order
             .iter()
             .map(|&id| {
@@ -64,7 +65,11 @@ impl SerialGraph {
             let inputs = n
                 .inputs
                 .iter()
-                .map(|&k| ids.get(k).copied().ok_or_else(|| format!("node {i} reads node {k}, which does not precede it")))
+                .map(|&k| {
+                    ids.get(k)
+                        .copied()
+                        .ok_or_else(|| format!("node {i} reads node {k}, which does not precede it"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let node = Node {
                 op: n.op.clone(),
@@ -77,7 +82,8 @@ impl SerialGraph {
             };
             ids.push(graph.add_node(node, &inputs).value());
         }
-        let lookup = |k: usize| ids.get(k).copied().ok_or_else(|| format!("reference to node {k} of {}", ids.len()));
+        let lookup =
+            |k: usize| ids.get(k).copied().ok_or_else(|| format!("reference to node {k} of {}", ids.len()));
         graph.inputs = self.inputs.iter().map(|&k| lookup(k)).collect::<Result<_, _>>()?;
         graph.outputs = self
             .outputs

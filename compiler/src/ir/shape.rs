@@ -70,7 +70,16 @@ pub enum ShapeError {
     #[error("{op}: {what}")]
     Invalid { op: &'static str, what: String },
     #[error("{op}: output {axis} would be {size} (input {input}, kernel {kernel}, stride {stride}, padding {pad}, dilation {dilation})")]
-    EmptyOutput { op: &'static str, axis: &'static str, size: i64, input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize },
+    EmptyOutput {
+        op: &'static str,
+        axis: &'static str,
+        size: i64,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    },
     #[error("{op}: size arithmetic overflows")]
     Overflow { op: &'static str },
     #[error("{op}: a tensor of shape {shape} is larger than the limit of {limit} elements")]

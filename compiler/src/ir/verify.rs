@@ -87,7 +87,8 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
             });
         }
         for (spec, expr) in specs.iter().zip(&node.weights) {
-            let bad = |message: String| VerifyError::BadWeight { node: label(), slot: spec.suffix.into(), message };
+            let bad =
+                |message: String| VerifyError::BadWeight { node: label(), slot: spec.suffix.into(), message };
             let shape = expr.check().map_err(bad)?;
             if shape != spec.shape {
                 return Err(bad(format!("expression gives {shape:?}, the op needs {:?}", spec.shape)));
@@ -97,7 +98,11 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
             for (key, shape) in leaves {
                 match params.get(&key) {
                     Some(first) if *first != shape => {
-                        return Err(VerifyError::WeightShapeConflict { key, first: first.clone(), second: shape })
+                        return Err(VerifyError::WeightShapeConflict {
+                            key,
+                            first: first.clone(),
+                            second: shape,
+                        })
                     }
                     _ => {
                         params.insert(key, shape);
@@ -114,7 +119,10 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         }
         if !node.training_only {
             if let Some(&leak) = inputs.iter().find(|v| graph.node(v.producer()).training_only) {
-                return Err(VerifyError::TrainingLeak { node: label(), input: graph.node(leak.producer()).name.clone() });
+                return Err(VerifyError::TrainingLeak {
+                    node: label(),
+                    input: graph.node(leak.producer()).name.clone(),
+                });
             }
         }
     }
@@ -132,7 +140,10 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         }
         let producer: NodeId = out.value.producer();
         if !out.training_only && graph.node(producer).training_only {
-            return Err(VerifyError::TrainingLeak { node: "output".into(), input: graph.node(producer).name.clone() });
+            return Err(VerifyError::TrainingLeak {
+                node: "output".into(),
+                input: graph.node(producer).name.clone(),
+            });
         }
     }
     Ok(())

@@ -147,9 +147,11 @@ impl WeightExpr {
             Ok(x.iter().zip(&y).map(|(&p, &q)| f(p, q)).collect())
         };
         Ok(match self {
-            WeightExpr::Param { key, .. } => {
-                leaf(key).ok_or_else(|| format!("weight `{key}` is not bound"))?.iter().map(|&v| v as f64).collect()
-            }
+            WeightExpr::Param { key, .. } => leaf(key)
+                .ok_or_else(|| format!("weight `{key}` is not bound"))?
+                .iter()
+                .map(|&v| v as f64)
+                .collect(),
             WeightExpr::Fill { len, value } => vec![*value; *len],
             WeightExpr::BnScale { gamma, var, eps } => {
                 let (g, v) = (gamma.eval64(leaf)?, var.eval64(leaf)?);
@@ -180,9 +182,7 @@ impl WeightExpr {
                 let (data, v) = (x.eval64(leaf)?, v.eval64(leaf)?);
                 let inner: usize = shape[2..].iter().product();
                 let row = shape[1] * inner;
-                (0..shape[0])
-                    .map(|o| (0..row).map(|j| data[o * row + j] * v[j / inner]).sum())
-                    .collect()
+                (0..shape[0]).map(|o| (0..row).map(|j| data[o * row + j] * v[j / inner]).sum()).collect()
             }
             WeightExpr::ConcatRows(parts) => {
                 let mut out = Vec::new();

@@ -218,10 +218,12 @@ impl MemoryPlan {
                 }
             }
         }
-        let position: HashMap<NodeId, usize> = self.order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let position: HashMap<NodeId, usize> =
+            self.order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
         let end = self.order.len();
         let last_read = |v: ValueId| -> usize {
-            let mut last = graph.consumers(v).iter().map(|c| position[c]).max().unwrap_or(position[&v.producer()]);
+            let mut last =
+                graph.consumers(v).iter().map(|c| position[c]).max().unwrap_or(position[&v.producer()]);
             if graph.is_output(v) {
                 last = end;
             }
@@ -238,8 +240,12 @@ impl MemoryPlan {
             }
         }
         // Values that own their bytes (views are checked through what they view).
-        let writes: Vec<NodeId> =
-            self.order.iter().copied().filter(|&id| !matches!(graph.node(id).op, Op::Slice(_) | Op::Flatten)).collect();
+        let writes: Vec<NodeId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&id| !matches!(graph.node(id).op, Op::Slice(_) | Op::Flatten))
+            .collect();
         for &v_id in &writes {
             let v = v_id.value();
             let (vb, vs, ve) = range(v);
@@ -276,7 +282,8 @@ mod tests {
     use std::path::Path;
 
     fn optimized(text: &str) -> Graph {
-        let mut g = crate::compile_source(Path::new("t.net"), text, &Default::default()).unwrap_or_else(|d| panic!("{d}"));
+        let mut g = crate::compile_source(Path::new("t.net"), text, &Default::default())
+            .unwrap_or_else(|d| panic!("{d}"));
         passes::optimize(&mut g, &passes::Options { verify_each: true, ..Default::default() }).unwrap();
         g
     }
@@ -292,7 +299,9 @@ mod tests {
 
     #[test]
     fn in_place_concat_inputs_are_views_of_the_concat_buffer() {
-        let g = optimized("network n(x: [4, 8, 8]) { concat(x |> conv(2, 1) @a, x |> conv(3, 3, pad = 1) @b) |> relu }");
+        let g = optimized(
+            "network n(x: [4, 8, 8]) { concat(x |> conv(2, 1) @a, x |> conv(3, 3, pad = 1) @b) |> relu }",
+        );
         let p = plan(&g);
         p.check(&g).unwrap();
         let concat = g.node_ids().find(|&id| matches!(g.node(id).op, Op::Concat(_))).unwrap();

@@ -27,8 +27,10 @@ impl Pass for ConcatInPlace {
     }
 
     fn run(&self, graph: &mut Graph) -> usize {
-        let concats: Vec<NodeId> =
-            graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Concat(Concat { in_place: false }))).collect();
+        let concats: Vec<NodeId> = graph
+            .node_ids()
+            .filter(|&id| matches!(graph.node(id).op, Op::Concat(Concat { in_place: false })))
+            .collect();
         let mut rewrites = 0;
         for id in concats {
             let inputs = graph.inputs(id);

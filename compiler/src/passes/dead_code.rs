@@ -24,7 +24,8 @@ impl Pass for DeadCode {
 
     fn run(&self, graph: &mut Graph) -> usize {
         let mut rewrites = 0;
-        let dropouts: Vec<NodeId> = graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Dropout(_))).collect();
+        let dropouts: Vec<NodeId> =
+            graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Dropout(_))).collect();
         for id in dropouts {
             let input = graph.inputs(id)[0];
             graph.replace_uses(id.value(), input);

@@ -22,7 +22,10 @@ pub struct FoldBatchNorm;
 pub fn bn_affine(weights: &[WeightExpr], eps: f64) -> (WeightExpr, WeightExpr) {
     let [gamma, beta, mean, var] = weights else { panic!("pass bug: batchnorm has 4 weight slots") };
     let scale = WeightExpr::BnScale { gamma: Box::new(gamma.clone()), var: Box::new(var.clone()), eps };
-    let shift = WeightExpr::Sub(Box::new(beta.clone()), Box::new(WeightExpr::Mul(Box::new(mean.clone()), Box::new(scale.clone()))));
+    let shift = WeightExpr::Sub(
+        Box::new(beta.clone()),
+        Box::new(WeightExpr::Mul(Box::new(mean.clone()), Box::new(scale.clone()))),
+    );
     (scale, shift)
 }
 
@@ -36,7 +39,8 @@ impl Pass for FoldBatchNorm {
     }
 
     fn run(&self, graph: &mut Graph) -> usize {
-        let bns: Vec<NodeId> = graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::BatchNorm(_))).collect();
+        let bns: Vec<NodeId> =
+            graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::BatchNorm(_))).collect();
         for &bn in &bns {
             let Op::BatchNorm(params) = graph.node(bn).op.clone() else { unreachable!() };
             let (scale, shift) = bn_affine(&graph.node(bn).weights, params.eps);
@@ -47,10 +51,20 @@ impl Pass for FoldBatchNorm {
             if foldable {
                 let node = graph.node_mut(producer);
                 let mut slots = slots::by_name(node);
-                let bias = slots.remove("bias").unwrap_or(WeightExpr::Fill { len: params.channels, value: 0.0 });
+                let bias =
+                    slots.remove("bias").unwrap_or(WeightExpr::Fill { len: params.channels, value: 0.0 });
                 let weight = slots.remove("weight").expect("conv/linear weight");
-                slots.insert("weight", WeightExpr::ScaleRows { x: Box::new(weight), s: Box::new(scale.clone()) });
-                slots.insert("bias", WeightExpr::Add(Box::new(WeightExpr::Mul(Box::new(bias), Box::new(scale))), Box::new(shift)));
+                slots.insert(
+                    "weight",
+                    WeightExpr::ScaleRows { x: Box::new(weight), s: Box::new(scale.clone()) },
+                );
+                slots.insert(
+                    "bias",
+                    WeightExpr::Add(
+                        Box::new(WeightExpr::Mul(Box::new(bias), Box::new(scale))),
+                        Box::new(shift),
+                    ),
+                );
                 let op = match node.op.clone() {
                     Op::Conv(mut c) => {
                         c.bias = true;

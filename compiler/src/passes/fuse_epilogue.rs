@@ -139,7 +139,8 @@ fn has_1x1_sibling(graph: &Graph, id: NodeId) -> bool {
     let one_by_one = |op: &Op| match op {
         Op::FusedConv(f) => {
             let c = &f.conv;
-            (c.kernel == [1, 1] && c.padding == [0, 0] && c.dilation == [1, 1] && c.groups == 1).then_some(c.stride)
+            (c.kernel == [1, 1] && c.padding == [0, 0] && c.dilation == [1, 1] && c.groups == 1)
+                .then_some(c.stride)
         }
         _ => None,
     };

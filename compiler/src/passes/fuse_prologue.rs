@@ -28,7 +28,8 @@ impl Pass for FusePrologue {
     }
 
     fn run(&self, graph: &mut Graph) -> usize {
-        let affines: Vec<NodeId> = graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Affine(_))).collect();
+        let affines: Vec<NodeId> =
+            graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Affine(_))).collect();
         let mut rewrites = 0;
         for id in affines {
             let out = id.value();

@@ -29,7 +29,12 @@ impl Pass for Gemm1x1 {
         for id in ids {
             if let Op::FusedConv(f) = &mut graph.node_mut(id).op {
                 let c = &f.conv;
-                if f.kind == ConvKind::Direct && c.kernel == [1, 1] && c.padding == [0, 0] && c.dilation == [1, 1] && c.groups == 1 {
+                if f.kind == ConvKind::Direct
+                    && c.kernel == [1, 1]
+                    && c.padding == [0, 0]
+                    && c.dilation == [1, 1]
+                    && c.groups == 1
+                {
                     f.kind = if c.stride == [1, 1] { ConvKind::Gemm1x1 } else { ConvKind::StridedGemm1x1 };
                     rewrites += 1;
                 }

@@ -32,10 +32,16 @@ impl Pass for MergeConsecutive1x1 {
                 continue;
             }
             let Op::FusedConv(fa) = graph.node(a).op.clone() else { continue };
-            let plain_a = is_gemm(&fa) && !fa.affine && !fa.residual && !fa.post_affine && fa.relu == Relu::None;
+            let plain_a =
+                is_gemm(&fa) && !fa.affine && !fa.residual && !fa.post_affine && fa.relu == Relu::None;
             let Some(b) = graph.sole_consumer(a.value()) else { continue };
             let Op::FusedConv(fb) = graph.node(b).op.clone() else { continue };
-            if !plain_a || !is_gemm(&fb) || fb.prologue.is_some() || graph.inputs(b)[0] != a.value() || graph.inputs(b)[1..].contains(&a.value()) {
+            if !plain_a
+                || !is_gemm(&fb)
+                || fb.prologue.is_some()
+                || graph.inputs(b)[0] != a.value()
+                || graph.inputs(b)[1..].contains(&a.value())
+            {
                 continue;
             }
             merge(graph, a, fa, b, fb);
@@ -55,7 +61,10 @@ fn merge(graph: &mut Graph, a: NodeId, fa: FusedConv, b: NodeId, fb: FusedConv) 
     let wb = sb.remove("weight").expect("weight");
     let bias_b = sb.remove("bias").unwrap_or(WeightExpr::Fill { len: fb.conv.out_channels, value: 0.0 });
     let bias = match sa.get("bias") {
-        Some(bias_a) => WeightExpr::Add(Box::new(WeightExpr::RowDot { x: Box::new(wb.clone()), v: Box::new(bias_a.clone()) }), Box::new(bias_b)),
+        Some(bias_a) => WeightExpr::Add(
+            Box::new(WeightExpr::RowDot { x: Box::new(wb.clone()), v: Box::new(bias_a.clone()) }),
+            Box::new(bias_b),
+        ),
         None => bias_b,
     };
     sb.insert("weight", WeightExpr::MatMul(Box::new(wb), Box::new(sa["weight"].clone())));

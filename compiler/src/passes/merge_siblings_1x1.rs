@@ -92,12 +92,15 @@ fn merge(graph: &mut Graph, mut members: Vec<NodeId>) {
     let op = Op::FusedConv(FusedConv { conv, relu, ..first.clone() });
     let member_slots: Vec<_> = members.iter().map(|&id| slots::by_name(graph.node(id))).collect();
     let mut merged_slots = HashMap::new();
-    merged_slots.insert("weight", WeightExpr::ConcatRows(member_slots.iter().map(|s| s["weight"].clone()).collect()));
+    merged_slots
+        .insert("weight", WeightExpr::ConcatRows(member_slots.iter().map(|s| s["weight"].clone()).collect()));
     if any_bias {
         let biases = member_slots
             .iter()
             .zip(&fused)
-            .map(|(s, f)| s.get("bias").cloned().unwrap_or(WeightExpr::Fill { len: f.conv.out_channels, value: 0.0 }))
+            .map(|(s, f)| {
+                s.get("bias").cloned().unwrap_or(WeightExpr::Fill { len: f.conv.out_channels, value: 0.0 })
+            })
             .collect();
         merged_slots.insert("bias", WeightExpr::ConcatRows(biases));
     }

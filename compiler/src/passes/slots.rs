@@ -16,7 +16,11 @@ pub fn rebuild(node: &mut Node, op: Op, mut slots: HashMap<&'static str, WeightE
     node.weights = op
         .weights()
         .iter()
-        .map(|s| slots.remove(s.suffix).unwrap_or_else(|| panic!("pass bug: no `{}` slot for {}", s.suffix, op.label())))
+        .map(|s| {
+            slots
+                .remove(s.suffix)
+                .unwrap_or_else(|| panic!("pass bug: no `{}` slot for {}", s.suffix, op.label()))
+        })
         .collect();
     node.op = op;
 }

@@ -46,11 +46,16 @@ fn dead_code_keeps_everything_an_output_needs() {
 
 #[test]
 fn batchnorm_after_a_conv_folds_into_its_weights() {
-    let g = run("network n(x: [3, 8, 8]) { x |> conv(4, 3, bias = false) @c |> batchnorm @bn }", &["fold-batchnorm"]);
+    let g = run(
+        "network n(x: [3, 8, 8]) { x |> conv(4, 3, bias = false) @c |> batchnorm @bn }",
+        &["fold-batchnorm"],
+    );
     assert_eq!(labels(&g), ["input", "conv"]);
     let conv = g.node(g.find("c").unwrap());
     assert!(matches!(&conv.op, Op::Conv(c) if c.bias));
-    assert!(conv.weights[0].to_string().starts_with("scale_rows(c.weight, bn_scale(bn.weight, bn.running_var"));
+    assert!(conv.weights[0]
+        .to_string()
+        .starts_with("scale_rows(c.weight, bn_scale(bn.weight, bn.running_var"));
 }
 
 #[test]
@@ -64,7 +69,8 @@ fn batchnorm_does_not_fold_when_the_conv_output_is_also_read_elsewhere() {
 
 #[test]
 fn batchnorm_without_a_conv_before_it_becomes_an_affine() {
-    let g = run("network n(x: [4, 8, 8]) { x |> batchnorm @bn |> relu }", &["fold-batchnorm", "fuse-epilogue"]);
+    let g =
+        run("network n(x: [4, 8, 8]) { x |> batchnorm @bn |> relu }", &["fold-batchnorm", "fuse-epilogue"]);
     assert_eq!(labels(&g), ["input", "affine+relu"]);
 }
 
@@ -76,13 +82,19 @@ fn conv_bias_and_relu_fuse() {
 
 #[test]
 fn a_relu_with_two_readers_of_the_conv_does_not_fuse() {
-    let g = run("network n(x: [3, 8, 8]) { y = x |> conv(4, 3) @c \n (y |> relu, y |> maxpool(2)) }", UPTO_EPILOGUE);
+    let g = run(
+        "network n(x: [3, 8, 8]) { y = x |> conv(4, 3) @c \n (y |> relu, y |> maxpool(2)) }",
+        UPTO_EPILOGUE,
+    );
     assert_eq!(labels(&g), ["input", "conv+bias", "relu", "maxpool"]);
 }
 
 #[test]
 fn a_relu_whose_output_has_two_readers_still_fuses_into_the_conv() {
-    let g = run("network n(x: [3, 8, 8]) { y = x |> conv(4, 3) @c |> relu \n (y |> maxpool(2), y |> avgpool(2)) }", UPTO_EPILOGUE);
+    let g = run(
+        "network n(x: [3, 8, 8]) { y = x |> conv(4, 3) @c |> relu \n (y |> maxpool(2), y |> avgpool(2)) }",
+        UPTO_EPILOGUE,
+    );
     assert_eq!(labels(&g), ["input", "conv+bias+relu", "maxpool", "avgpool"]);
 }
 
@@ -162,7 +174,8 @@ fn sibling_gemms_with_one_input_and_stride_merge_and_branches_read_slices() {
     let merged = g.node_ids().find(|&id| g.node(id).name == "a|b").expect("merged node");
     let Op::FusedConv(f) = &g.node(merged).op else { panic!() };
     assert_eq!((f.conv.out_channels, f.relu), (24, Relu::First(8)));
-    let mut slices: Vec<String> = g.consumers(merged.value()).iter().map(|&c| g.node(c).op.attrs_text()).collect();
+    let mut slices: Vec<String> =
+        g.consumers(merged.value()).iter().map(|&c| g.node(c).op.attrs_text()).collect();
     slices.sort();
     assert_eq!(slices, ["channels=0..8", "channels=8..24"]);
 }
@@ -232,7 +245,11 @@ fn the_whole_pipeline_leaves_no_batchnorm_dropout_or_relu_in_any_seed_model() {
         optimize(&mut g, &Options { verify_each: true, ..Options::default() }).unwrap();
         for id in g.node_ids() {
             let label = g.node(id).op.label();
-            assert!(!["batchnorm", "dropout", "relu"].contains(&label.as_str()), "{}: {label}", path.display());
+            assert!(
+                !["batchnorm", "dropout", "relu"].contains(&label.as_str()),
+                "{}: {label}",
+                path.display()
+            );
             assert!(!g.node(id).name.starts_with("aux"), "{}: {}", path.display(), g.node(id).name);
         }
     }

@@ -77,7 +77,10 @@ fn syntax_error(sources: &SourceMap, file: FileId, e: pest::error::Error<Rule>) 
                     if open == '{' {
                         format!("expected the end of the statement or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
                     } else {
-                        format!("expected `,` or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
+                        format!(
+                            "expected `,` or `{close}` (to close the `{open}` at {}:{}), found {found}",
+                            loc.line, loc.col
+                        )
                     }
                 }
                 (true, None) => format!("unexpected {found}"),
@@ -569,13 +572,16 @@ impl Walker<'_> {
     fn postfix(&self, base: Expr, op: Pair<Rule>) -> PResult<Expr> {
         let span = base.span.to(self.span(&op));
         let kind = match op.as_rule() {
-            Rule::member => ExprKind::Member(Box::new(base), self.ident(op.into_inner().next().expect("field"))),
+            Rule::member => {
+                ExprKind::Member(Box::new(base), self.ident(op.into_inner().next().expect("field")))
+            }
             Rule::scope_ann => {
                 ExprKind::Scoped(Box::new(base), self.scope_path(op.into_inner().next().expect("path"))?)
             }
-            Rule::shape_assert => {
-                ExprKind::AssertShape(Box::new(base), self.shape_spec(op.into_inner().next().expect("shape"))?)
-            }
+            Rule::shape_assert => ExprKind::AssertShape(
+                Box::new(base),
+                self.shape_spec(op.into_inner().next().expect("shape"))?,
+            ),
             r => unreachable!("postfix: {r:?}"),
         };
         Ok(Expr::new(kind, span))
