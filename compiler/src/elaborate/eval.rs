@@ -111,14 +111,16 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         Value::List(items) if !items.is_empty() && items.iter().all(|v| matches!(v, Value::Tensor(_))) => {
             items.iter().map(|v| if let Value::Tensor(t) = v { *t } else { unreachable!() }).collect()
         }
-        other => return Err(elab.error(
-            ErrorKind::Structure,
-            format!(
+        other => {
+            return Err(elab.error(
+                ErrorKind::Structure,
+                format!(
                 "the network must end with its output tensor (or a tuple of tensors), but it ends with {}",
                 describe(other)
             ),
-            last_span(&net.body),
-        )),
+                last_span(&net.body),
+            ))
+        }
     };
     for v in outputs {
         let training_only = elab.graph.node(v.producer()).training_only;

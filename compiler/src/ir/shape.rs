@@ -110,6 +110,7 @@ pub fn check_size(op: &'static str, dims: &[usize]) -> Result<(), ShapeError> {
 /// Output length of a sliding window: `floor((I + 2P - D(K-1) - 1) / S) + 1`, or with `ceil` instead of
 /// `floor` in ceil mode, where the last window must start inside the input or the left padding
 /// (PyTorch's rule).
+#[allow(clippy::too_many_arguments)] // the named quantities of PyTorch's formula, in its order
 pub fn window_output(
     op: &'static str,
     axis: &'static str,

@@ -234,7 +234,7 @@ impl MemoryPlan {
             (p.buffer, p.offset, p.offset + graph.shape(v).elements())
         };
         for &id in &self.order {
-            let (buffer, start, stop) = range(id.value());
+            let (buffer, _, stop) = range(id.value());
             if stop > self.buffers[buffer.0].size {
                 return Err(format!("`{}` does not fit its buffer", graph.node(id).name));
             }
