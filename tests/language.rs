@@ -117,7 +117,18 @@ fn sequential_numbers_every_layer_like_nn_sequential() {
            sequential classifier { x |> dropout |> linear(10) }
          }",
     );
-    assert_eq!(scopes(&g), ["features.0", "features.1", "features.2", "features.3", "features.4", "classifier.0", "classifier.1"]);
+    assert_eq!(
+        scopes(&g),
+        [
+            "features.0",
+            "features.1",
+            "features.2",
+            "features.3",
+            "features.4",
+            "classifier.0",
+            "classifier.1"
+        ]
+    );
 }
 
 #[test]
@@ -167,9 +178,17 @@ fn the_batch_size_is_not_part_of_the_declared_shape() {
 fn use_brings_blocks_from_another_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("lib")).unwrap();
-    std::fs::write(dir.path().join("lib/unit.net"), "# shared\nblock unit(x) { x |> conv(2, 1) @conv |> relu }\n").unwrap();
+    std::fs::write(
+        dir.path().join("lib/unit.net"),
+        "# shared\nblock unit(x) { x |> conv(2, 1) @conv |> relu }\n",
+    )
+    .unwrap();
     let main = dir.path().join("main.net");
-    std::fs::write(&main, "use \"lib/unit.net\"\nuse \"lib/unit.net\"\nnetwork n(x: [3, 4, 4]) { x |> unit @u }\n").unwrap();
+    std::fs::write(
+        &main,
+        "use \"lib/unit.net\"\nuse \"lib/unit.net\"\nnetwork n(x: [3, 4, 4]) { x |> unit @u }\n",
+    )
+    .unwrap();
     let g = netc_compiler::compile_file(&main, &Default::default()).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(scopes(&g), ["u.conv"]);
 }
@@ -203,7 +222,9 @@ fn convolution_handles_stride_padding_dilation_and_groups() {
 
 #[test]
 fn adaptive_and_global_pooling_fix_the_output_size() {
-    let g = graph("network n(x: [3, 13, 17]) { a = x |> adaptive_avgpool((6, 4)) : [3, 6, 4] \n a |> global_avgpool }");
+    let g = graph(
+        "network n(x: [3, 13, 17]) { a = x |> adaptive_avgpool((6, 4)) : [3, 6, 4] \n a |> global_avgpool }",
+    );
     assert_eq!(output_shape(&g), Shape::chw(3, 1, 1));
 }
 

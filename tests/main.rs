@@ -3,6 +3,8 @@
 //! Heavy numeric tests run whole models through the reference interpreter; run the suite with the
 //! optimised test profile: `cargo test --profile ci-test --workspace`.
 
+#![allow(clippy::result_large_err)] // test helpers return the front end's diagnostics as they are
+
 mod common;
 
 // Front end.
@@ -17,3 +19,6 @@ mod runtime_cli;
 mod runtime_io;
 mod runtime_reference;
 mod runtime_weights;
+
+// Optimiser.
+mod cli_optimizer;

@@ -129,14 +129,34 @@ fn googlenet_weight_names_and_shapes_equal_a_real_torchvision_state_dict() {
 #[test]
 fn sequential_models_use_nn_sequential_positions() {
     let keys = weight_keys(&compile(&model("alexnet")), false);
-    for k in ["features.0", "features.3", "features.6", "features.8", "features.10", "classifier.1", "classifier.4", "classifier.6"] {
+    for k in [
+        "features.0",
+        "features.3",
+        "features.6",
+        "features.8",
+        "features.10",
+        "classifier.1",
+        "classifier.4",
+        "classifier.6",
+    ] {
         assert!(keys.contains(&format!("{k}.weight")) && keys.contains(&format!("{k}.bias")), "{k}");
     }
     assert_eq!(keys.len(), 16);
     let keys = weight_keys(&compile(&model("vgg16")), false);
-    assert!(keys.contains(&"features.28.weight".to_string()) && keys.contains(&"classifier.6.bias".to_string()));
+    assert!(
+        keys.contains(&"features.28.weight".to_string()) && keys.contains(&"classifier.6.bias".to_string())
+    );
     let keys = weight_keys(&compile(&model("alexnet_paper")), false);
-    for k in ["features.0", "features.4", "features.8", "features.10", "features.12", "classifier.1", "classifier.4", "classifier.6"] {
+    for k in [
+        "features.0",
+        "features.4",
+        "features.8",
+        "features.10",
+        "features.12",
+        "classifier.1",
+        "classifier.4",
+        "classifier.6",
+    ] {
         assert!(keys.contains(&format!("{k}.weight")), "{k}");
     }
 }
@@ -192,7 +212,11 @@ fn check_golden_ir(name: &str) {
         std::fs::write(&path, &text).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(expected == text, "text IR of {name} differs from {}; rerun with NETC_BLESS=1 and review", path.display());
+    assert!(
+        expected == text,
+        "text IR of {name} differs from {}; rerun with NETC_BLESS=1 and review",
+        path.display()
+    );
 }
 
 #[test]

@@ -36,8 +36,9 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }
 
-/// Runs `models/<model>.net` on netc-fill v1 weights and a batch of `batch` netc-fill inputs and
-/// compares with `tests/golden/pytorch/<golden>.logits.npy`.
+/// Runs `models/<model>.net` on netc-fill v1 weights and a batch of `batch` netc-fill inputs, as
+/// written and after the whole optimisation pipeline (same weights: folded and merged slots are
+/// evaluated from them), and compares both with `tests/golden/pytorch/<golden>.logits.npy`.
 fn agrees_with_pytorch(model_name: &str, golden: &str, batch: usize) {
     let graph = compile(&model(model_name));
     let file = filled_weights(&graph);
@@ -45,10 +46,19 @@ fn agrees_with_pytorch(model_name: &str, golden: &str, batch: usize) {
     let mut shape = vec![batch];
     shape.extend_from_slice(graph.shape(graph.inputs[0]).dims());
     let input = Tensor::new(shape.clone(), fill::input(&shape)).unwrap();
-    let outputs = reference::run(&graph, &weights, &[input]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(outputs.len(), 1, "{model_name}: inference outputs");
     let expected = npy::read(&golden_pytorch(&format!("{golden}.logits.npy"))).unwrap();
+
+    let outputs =
+        reference::run(&graph, &weights, std::slice::from_ref(&input)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outputs.len(), 1, "{model_name}: inference outputs");
     compare(golden, &outputs[0], &expected);
+
+    let mut optimized = graph.clone();
+    let options = netc_compiler::passes::Options { verify_each: true, ..Default::default() };
+    netc_compiler::passes::optimize(&mut optimized, &options).unwrap_or_else(|e| panic!("{e}"));
+    let fused = reference::run(&optimized, &weights, &[input]).unwrap_or_else(|e| panic!("{e}"));
+    compare(&format!("{golden} (optimised)"), &fused[0], &expected);
+    compare(&format!("{golden} (optimised vs as written)"), &fused[0], &outputs[0]);
 }
 
 #[test]

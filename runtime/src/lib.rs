@@ -7,10 +7,12 @@
 //! * [`io`]: `.npy` tensors, images with torchvision's ImageNet preprocessing, atomic writes.
 //! * [`classes`]: the ImageNet class names.
 //!
-//! `unsafe` appears once, at the memory mapping of weight files ([`WeightFile::open`]).
+//! `unsafe` appears only where files are memory-mapped: weight files ([`WeightFile::open`]) and
+//! compiled bundles ([`bundle::Bundle::open`]).
 
 #![deny(unsafe_code)]
 
+pub mod bundle;
 pub mod classes;
 pub mod fill;
 pub mod init;

@@ -3,7 +3,10 @@
 use netc_compiler::ir::print;
 use std::path::PathBuf;
 
-/// Dump a model's IR.
+/// Dump a model's IR at a stage of compilation.
+///
+/// Stages: `parsed` (as written), `optimized` (after the whole pipeline; the default of every command
+/// that executes), `after:PASS` (after the pipeline up to and including PASS; see --list-passes).
 ///
 /// text: one value per line with op, inputs, attributes, shape, weight scope and block instance.
 /// dot:  Graphviz, one cluster per block instance, shapes on edges (`| dot -Tsvg > model.svg`).
@@ -11,10 +14,16 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// The model file.
-    pub file: PathBuf,
-    /// Which stage of compilation to show.
-    #[arg(long, value_enum, default_value_t = Stage::Parsed)]
+    #[arg(required_unless_present = "list_passes")]
+    pub file: Option<PathBuf>,
+    /// Which stage of compilation to show: parsed, optimized or after:PASS.
+    #[arg(long, value_parser = parse_stage, default_value = "parsed")]
     pub stage: Stage,
+    /// List the optimisation passes in pipeline order and exit.
+    #[arg(long)]
+    pub list_passes: bool,
+    #[command(flatten)]
+    pub opt: super::OptArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -26,10 +35,26 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Debug)]
 pub enum Stage {
     /// The graph as written: every layer, training-only parts included.
     Parsed,
+    /// After the whole optimisation pipeline.
+    Optimized,
+    /// After the pipeline up to and including this pass.
+    After(String),
+}
+
+fn parse_stage(text: &str) -> Result<Stage, String> {
+    match text {
+        "parsed" => Ok(Stage::Parsed),
+        "optimized" | "optimised" => Ok(Stage::Optimized),
+        _ => match text.strip_prefix("after:") {
+            Some(pass) if netc_compiler::passes::find(pass).is_some() => Ok(Stage::After(pass.to_string())),
+            Some(pass) => Err(format!("no pass named `{pass}`; `netc ir --list-passes` lists them")),
+            None => Err(format!("`{text}` is not a stage: use parsed, optimized or after:PASS")),
+        },
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -40,9 +65,19 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let graph = super::load_model(&args.file, args.input)?;
-    match args.stage {
+    if args.list_passes {
+        let mut text = String::new();
+        for pass in netc_compiler::passes::PIPELINE {
+            text += &format!("{:<24} {}\n", pass.name(), pass.summary());
+        }
+        return super::write_output(None, text.as_bytes());
+    }
+    let file = args.file.as_deref().expect("clap requires FILE unless --list-passes");
+    let mut graph = super::load_model(file, args.input)?;
+    match &args.stage {
         Stage::Parsed => {}
+        Stage::Optimized => super::optimize(&mut graph, &args.opt, None)?,
+        Stage::After(pass) => super::optimize(&mut graph, &args.opt, Some(pass))?,
     }
     let text = match args.format {
         Format::Text => print::to_text(&graph),

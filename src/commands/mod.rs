@@ -27,11 +27,65 @@ pub struct ShapeArg(pub Vec<usize>);
 
 /// Parses `3x224x224` (or `3,224,224`) into sizes.
 pub fn parse_shape(text: &str) -> Result<ShapeArg, String> {
-    let dims: Result<Vec<usize>, _> = text.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
+    let dims: Result<Vec<usize>, _> =
+        text.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
     match dims {
         Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(ShapeArg(d)),
         _ => Err(format!("`{text}` is not a shape like 3x224x224 (positive sizes separated by `x`)")),
     }
+}
+
+/// Optimisation options shared by every command that optimises.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OptArgs {
+    /// Skip an optimisation pass (repeatable); `netc ir --list-passes` lists them.
+    #[arg(long = "disable-pass", value_name = "PASS")]
+    pub disable_pass: Vec<String>,
+    /// Run no optimisation pass at all.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub level: Option<u8>,
+    /// Print node counts per op before and after each pass (to standard error).
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// Runs the optimisation pipeline as the options say, up to `stop_after` when given.
+pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> anyhow::Result<()> {
+    for name in &opt.disable_pass {
+        if netc_compiler::passes::find(name).is_none() {
+            anyhow::bail!("no pass named `{name}`; `netc ir --list-passes` lists them");
+        }
+    }
+    if opt.level == Some(0) {
+        return Ok(());
+    }
+    let options = netc_compiler::passes::Options {
+        disabled: opt.disable_pass.clone(),
+        stop_after: stop_after.map(str::to_string),
+        verify_each: true,
+    };
+    let stats = netc_compiler::passes::optimize(graph, &options)?;
+    if opt.stats {
+        let mut text = String::new();
+        for s in &stats {
+            text += &format!(
+                "{} ({} rewrites): {} -> {} nodes\n",
+                s.pass,
+                s.rewrites,
+                s.before.values().sum::<usize>(),
+                s.after.values().sum::<usize>()
+            );
+            let ops: std::collections::BTreeSet<&String> = s.before.keys().chain(s.after.keys()).collect();
+            for op in ops {
+                let (b, a) = (s.before.get(op).copied().unwrap_or(0), s.after.get(op).copied().unwrap_or(0));
+                if a != b {
+                    text += &format!("    {op:<32} {b:>5} -> {a}\n");
+                }
+            }
+        }
+        eprint!("{text}");
+    }
+    Ok(())
 }
 
 /// Loads and elaborates a `.net` file.
@@ -57,7 +111,9 @@ pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
             tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+            tmp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(())
         }
     }

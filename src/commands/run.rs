@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 /// class names (top 5 by default when there is no --output). --output writes the model's first
 /// output (the logits, [N, classes]) as .npy; the file appears only when complete.
 ///
+/// The optimised graph runs (see `netc ir --stage optimized`); -O0 runs the model as written.
+///
 /// Weights are a .safetensors file with PyTorch state_dict names (`netc init` writes one; a
 /// torchvision state_dict saved with safetensors.torch.save_file loads as-is, f16/bf16 included).
 ///
@@ -48,6 +50,8 @@ pub struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub opt: super::OptArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -64,13 +68,17 @@ fn positive(text: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let graph = super::load_model(&args.file, None)?;
+    let parsed = super::load_model(&args.file, None)?;
     if let Some(out) = &args.output {
         // Fail before the (possibly long) run, not after it.
         atomic::check_writable(out)?;
     }
+    // Weights are checked against the model as written (so a state_dict with the auxiliary heads'
+    // tensors is accepted), then read by the optimised graph, whose folded weights combine them.
     let file = WeightFile::open(&args.weights)?;
-    let weights = file.bind(&graph)?;
+    let weights = file.bind(&parsed)?;
+    let mut graph = parsed.clone();
+    super::optimize(&mut graph, &args.opt, None)?;
     let (batch, labels) = load_inputs(&graph, &args.input)?;
 
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -2,7 +2,9 @@
 //! of an [`Op`] from checked arguments.
 
 use super::value::Value;
-use crate::ir::{AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Lrn, MaxPool2d, Op, Shape};
+use crate::ir::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Lrn, MaxPool2d, Op, Shape,
+};
 
 /// Every built-in layer name.
 pub const BUILTINS: &[&str] = &[
@@ -105,7 +107,11 @@ fn bind(op: &str, sig: &[ParamSig], args: Vec<CallArg>) -> Result<Vec<(Value, Op
                 if positional >= sig.len() {
                     return Err(err(
                         Arity,
-                        format!("`{op}` takes at most {} argument{} after its input", sig.len(), plural(sig.len())),
+                        format!(
+                            "`{op}` takes at most {} argument{} after its input",
+                            sig.len(),
+                            plural(sig.len())
+                        ),
                         Some(arg.site),
                     ));
                 }
@@ -117,12 +123,20 @@ fn bind(op: &str, sig: &[ParamSig], args: Vec<CallArg>) -> Result<Vec<(Value, Op
                 None => {
                     let names: Vec<&str> = sig.iter().map(|p| p.name).collect();
                     let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-                    return Err(err(Arity, format!("`{op}` has no argument named `{name}` (it takes: {known})"), Some(arg.site)));
+                    return Err(err(
+                        Arity,
+                        format!("`{op}` has no argument named `{name}` (it takes: {known})"),
+                        Some(arg.site),
+                    ));
                 }
             },
         };
         if slots[idx].is_some() {
-            return Err(err(Arity, format!("argument `{}` of `{op}` is given twice", sig[idx].name), Some(arg.site)));
+            return Err(err(
+                Arity,
+                format!("argument `{}` of `{op}` is given twice", sig[idx].name),
+                Some(arg.site),
+            ));
         }
         slots[idx] = Some((arg.value, Some(arg.site)));
     }
@@ -163,17 +177,21 @@ impl Args {
     }
 
     fn size_error(&self, i: usize, what: String) -> ArgError {
-        err(crate::syntax::ErrorKind::Size, format!("argument `{}` of `{}` {what}", self.names[i], self.op), self.values[i].1)
+        err(
+            crate::syntax::ErrorKind::Size,
+            format!("argument `{}` of `{}` {what}", self.names[i], self.op),
+            self.values[i].1,
+        )
     }
 
     /// A positive integer (sizes, channel counts, strides): at least `min`.
     fn count(&self, i: usize, min: i64) -> Result<usize, ArgError> {
         match self.values[i].0 {
             Value::Int(v) if v < min => Err(self.size_error(i, format!("must be at least {min}, got {v}"))),
-            Value::Int(v) if v > crate::ir::shape::MAX_DIM as i64 => Err(self.size_error(
-                i,
-                format!("is {v}, larger than the limit of {}", crate::ir::shape::MAX_DIM),
-            )),
+            Value::Int(v) if v > crate::ir::shape::MAX_DIM as i64 => {
+                Err(self
+                    .size_error(i, format!("is {v}, larger than the limit of {}", crate::ir::shape::MAX_DIM)))
+            }
             Value::Int(v) => Ok(v as usize),
             _ => Err(self.type_error(i, "an integer")),
         }
@@ -189,7 +207,11 @@ impl Args {
             Value::List(items) if items.len() == 2 => {
                 let mut out = [0; 2];
                 for (o, item) in out.iter_mut().zip(items) {
-                    let sub = Args { op: self.op, values: vec![(item.clone(), self.values[i].1)], names: vec![self.names[i]] };
+                    let sub = Args {
+                        op: self.op,
+                        values: vec![(item.clone(), self.values[i].1)],
+                        names: vec![self.names[i]],
+                    };
                     *o = sub.count(0, min)?;
                 }
                 Ok(out)
@@ -257,7 +279,10 @@ pub fn build_op(op: &str, input: &Shape, args: Vec<CallArg>) -> Result<Op, ArgEr
             out_features: a.count(0, 1)?,
             bias: a.boolean(1)?,
         }),
-        "batchnorm" => Op::BatchNorm(BatchNorm { channels: input.dims().first().copied().unwrap_or(0), eps: a.float(0)? }),
+        "batchnorm" => Op::BatchNorm(BatchNorm {
+            channels: input.dims().first().copied().unwrap_or(0),
+            eps: a.float(0)?,
+        }),
         "relu" => Op::Relu,
         "flatten" => Op::Flatten,
         "softmax" => Op::Softmax,

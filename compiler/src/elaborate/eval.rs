@@ -4,7 +4,7 @@
 use super::builtins::{self, describe, CallArg};
 use super::loader::Program;
 use super::value::Value;
-use crate::ir::{Graph, GraphOutput, Node, Op, Shape, ShapeError, ValueId};
+use crate::ir::{Concat, Graph, GraphOutput, Node, Op, Shape, ShapeError, ValueId, WeightExpr};
 use crate::syntax::ast::*;
 use crate::syntax::{Diagnostic, ErrorKind, Span, TraceFrame};
 use std::collections::{HashMap, HashSet};
@@ -85,10 +85,15 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         crate::ir::shape::check_size("input", &dims)
             .map_err(|e| elab.error(ErrorKind::Size, e.to_string(), input.shape.span))?;
         if frame.vars.contains_key(&input.name.name) {
-            return Err(elab.error(ErrorKind::Duplicate, format!("input `{}` is declared twice", input.name.name), input.name.span));
+            return Err(elab.error(
+                ErrorKind::Duplicate,
+                format!("input `{}` is declared twice", input.name.name),
+                input.name.span,
+            ));
         }
         let node = Node {
             op: Op::Input,
+            weights: Vec::new(),
             name: input.name.name.clone(),
             scope: None,
             instance: Vec::new(),
@@ -109,7 +114,10 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         other => {
             return Err(elab.error(
                 ErrorKind::Structure,
-                format!("the network must end with its output tensor (or a tuple of tensors), but it ends with {}", describe(other)),
+                format!(
+                "the network must end with its output tensor (or a tuple of tensors), but it ends with {}",
+                describe(other)
+            ),
                 last_span(&net.body),
             ))
         }
@@ -162,7 +170,10 @@ impl Elab<'_> {
             .instances
             .iter()
             .rev()
-            .map(|i| TraceFrame { description: i.description.clone(), call_site: Some(self.prog.sources.locate(i.call_site)) })
+            .map(|i| TraceFrame {
+                description: i.description.clone(),
+                call_site: Some(self.prog.sources.locate(i.call_site)),
+            })
             .collect();
         d
     }
@@ -230,7 +241,11 @@ impl Elab<'_> {
                 let items = match self.expr(frame, iter)? {
                     Value::List(items) => items,
                     other => {
-                        return Err(self.error(ErrorKind::Type, format!("`for` needs a list or range, got {}", describe(&other)), iter.span))
+                        return Err(self.error(
+                            ErrorKind::Type,
+                            format!("`for` needs a list or range, got {}", describe(&other)),
+                            iter.span,
+                        ))
                     }
                 };
                 for (k, item) in items.into_iter().enumerate() {
@@ -299,7 +314,10 @@ impl Elab<'_> {
                         other => {
                             return Err(self.error(
                                 ErrorKind::Type,
-                                format!("a scope name can include integers and strings, not {}", describe(&other)),
+                                format!(
+                                    "a scope name can include integers and strings, not {}",
+                                    describe(&other)
+                                ),
                                 e.span,
                             ))
                         }
@@ -307,7 +325,11 @@ impl Elab<'_> {
                 }
             }
             if text.is_empty() || text.contains(['.', ' ']) {
-                return Err(self.error(ErrorKind::Structure, format!("`{text}` is not a valid scope segment"), path.span));
+                return Err(self.error(
+                    ErrorKind::Structure,
+                    format!("`{text}` is not a valid scope segment"),
+                    path.span,
+                ));
             }
             segments.push(text);
         }
@@ -318,14 +340,28 @@ impl Elab<'_> {
         let mut dims = Vec::new();
         for dim in &spec.dims {
             let Some(e) = dim else {
-                return Err(self.error(ErrorKind::Structure, "an input shape must give every size (no `_`)", spec.span));
+                return Err(self.error(
+                    ErrorKind::Structure,
+                    "an input shape must give every size (no `_`)",
+                    spec.span,
+                ));
             };
             match self.expr(frame, e)? {
                 Value::Int(v) if v >= 1 && v <= crate::ir::shape::MAX_DIM as i64 => dims.push(v as usize),
                 Value::Int(v) => {
-                    return Err(self.error(ErrorKind::Size, format!("input size {v} is out of range 1..={}", crate::ir::shape::MAX_DIM), e.span))
+                    return Err(self.error(
+                        ErrorKind::Size,
+                        format!("input size {v} is out of range 1..={}", crate::ir::shape::MAX_DIM),
+                        e.span,
+                    ))
                 }
-                other => return Err(self.error(ErrorKind::Type, format!("a size must be an integer, got {}", describe(&other)), e.span)),
+                other => {
+                    return Err(self.error(
+                        ErrorKind::Type,
+                        format!("a size must be an integer, got {}", describe(&other)),
+                        e.span,
+                    ))
+                }
             }
         }
         Ok(dims)
@@ -356,7 +392,11 @@ impl Elab<'_> {
                     (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
                     (op, v) => Err(self.error(
                         ErrorKind::Type,
-                        format!("`{}` cannot be applied to {}", if *op == UnOp::Neg { "-" } else { "not" }, describe(&v)),
+                        format!(
+                            "`{}` cannot be applied to {}",
+                            if *op == UnOp::Neg { "-" } else { "not" },
+                            describe(&v)
+                        ),
                         span,
                     )),
                 }
@@ -369,14 +409,22 @@ impl Elab<'_> {
                 };
                 let len = b.saturating_sub(*a).max(0);
                 if len as u64 > MAX_LIST as u64 {
-                    return Err(self.error(ErrorKind::Limit, format!("range of {len} items is longer than the limit of {MAX_LIST}"), span));
+                    return Err(self.error(
+                        ErrorKind::Limit,
+                        format!("range of {len} items is longer than the limit of {MAX_LIST}"),
+                        span,
+                    ));
                 }
                 Ok(Value::List((*a..*b).map(Value::Int).collect()))
             }
             ExprKind::If { cond, then, otherwise } => {
                 let c = self.expr(frame, cond)?;
                 let Value::Bool(c) = c else {
-                    return Err(self.error(ErrorKind::Type, format!("an `if` condition must be true or false, got {}", describe(&c)), cond.span));
+                    return Err(self.error(
+                        ErrorKind::Type,
+                        format!("an `if` condition must be true or false, got {}", describe(&c)),
+                        cond.span,
+                    ));
                 };
                 if c {
                     self.body(frame, then)
@@ -403,7 +451,11 @@ impl Elab<'_> {
             ExprKind::AssertShape(inner, spec) => {
                 let v = self.expr(frame, inner)?;
                 let Value::Tensor(t) = v else {
-                    return Err(self.error(ErrorKind::Type, format!("a shape assertion needs a tensor, got {}", describe(&v)), inner.span));
+                    return Err(self.error(
+                        ErrorKind::Type,
+                        format!("a shape assertion needs a tensor, got {}", describe(&v)),
+                        inner.span,
+                    ));
                 };
                 let actual = self.graph.shape(t).clone();
                 let mut expected = Vec::new();
@@ -417,7 +469,11 @@ impl Elab<'_> {
                                 ok &= actual.dims().get(i).is_some_and(|&a| a as i64 == n);
                             }
                             other => {
-                                return Err(self.error(ErrorKind::Type, format!("a size must be an integer, got {}", describe(&other)), e.span))
+                                return Err(self.error(
+                                    ErrorKind::Type,
+                                    format!("a size must be an integer, got {}", describe(&other)),
+                                    e.span,
+                                ))
                             }
                         },
                     }
@@ -434,7 +490,11 @@ impl Elab<'_> {
             ExprKind::Member(base, field) => {
                 let v = self.expr(frame, base)?;
                 let Value::Tensor(t) = v else {
-                    return Err(self.error(ErrorKind::Type, format!("`.{}` needs a tensor, got {}", field.name, describe(&v)), span));
+                    return Err(self.error(
+                        ErrorKind::Type,
+                        format!("`.{}` needs a tensor, got {}", field.name, describe(&v)),
+                        span,
+                    ));
                 };
                 let shape = self.graph.shape(t).clone();
                 let dims = shape.dims();
@@ -483,7 +543,11 @@ impl Elab<'_> {
         if matches!(op, BinOp::And | BinOp::Or) {
             let l = self.expr(frame, lhs)?;
             let Value::Bool(a) = l else {
-                return Err(self.error(ErrorKind::Type, format!("`{}` needs true or false, got {}", op.symbol(), describe(&l)), lhs.span));
+                return Err(self.error(
+                    ErrorKind::Type,
+                    format!("`{}` needs true or false, got {}", op.symbol(), describe(&l)),
+                    lhs.span,
+                ));
             };
             if (op == BinOp::And && !a) || (op == BinOp::Or && a) {
                 return Ok(Value::Bool(a));
@@ -491,7 +555,11 @@ impl Elab<'_> {
             let r = self.expr(frame, rhs)?;
             return match r {
                 Value::Bool(b) => Ok(Value::Bool(b)),
-                _ => Err(self.error(ErrorKind::Type, format!("`{}` needs true or false, got {}", op.symbol(), describe(&r)), rhs.span)),
+                _ => Err(self.error(
+                    ErrorKind::Type,
+                    format!("`{}` needs true or false, got {}", op.symbol(), describe(&r)),
+                    rhs.span,
+                )),
             };
         }
         let l = self.expr(frame, lhs)?;
@@ -544,7 +612,10 @@ impl Elab<'_> {
                         BinOp::Add => a.checked_add(b),
                         BinOp::Sub => a.checked_sub(b),
                         BinOp::Mul => a.checked_mul(b),
-                        BinOp::FloorDiv => a.checked_div_euclid(b).map(|q| if b < 0 && a.rem_euclid(b) != 0 { q - 1 } else { q }),
+                        BinOp::FloorDiv => {
+                            a.checked_div_euclid(b)
+                                .map(|q| if b < 0 && a.rem_euclid(b) != 0 { q - 1 } else { q })
+                        }
                         BinOp::Rem => a.checked_rem_euclid(b),
                         BinOp::Div => return Ok(Value::Float(a as f64 / b as f64)),
                         _ => unreachable!(),
@@ -570,7 +641,11 @@ impl Elab<'_> {
                         _ => unreachable!(),
                     };
                     if !v.is_finite() {
-                        return Err(self.error(ErrorKind::Size, format!("`{}` gives a non-finite number", op.symbol()), span));
+                        return Err(self.error(
+                            ErrorKind::Size,
+                            format!("`{}` gives a non-finite number", op.symbol()),
+                            span,
+                        ));
                     }
                     Ok(Value::Float(v))
                 }
@@ -581,7 +656,14 @@ impl Elab<'_> {
     // ------------------------------------------------------------------ calls and layers
 
     /// Evaluates a call of a built-in layer or a block; `explicit` is the `@scope` written after it.
-    fn call(&mut self, frame: &mut Frame, callee: &Ident, args: &[Arg], explicit: Option<Vec<String>>, span: Span) -> R<Value> {
+    fn call(
+        &mut self,
+        frame: &mut Frame,
+        callee: &Ident,
+        args: &[Arg],
+        explicit: Option<Vec<String>>,
+        span: Span,
+    ) -> R<Value> {
         self.step(span)?;
         let mut values = Vec::with_capacity(args.len());
         for a in args {
@@ -597,8 +679,10 @@ impl Elab<'_> {
         if self.prog.blocks.contains_key(name) {
             return self.block_call(frame, callee, args, values, explicit, span);
         }
-        let mut d = self.error(ErrorKind::UnknownName, format!("no layer or block named `{name}`"), callee.span);
-        let candidates = builtins::BUILTINS.iter().copied().chain(self.prog.blocks.keys().map(String::as_str));
+        let mut d =
+            self.error(ErrorKind::UnknownName, format!("no layer or block named `{name}`"), callee.span);
+        let candidates =
+            builtins::BUILTINS.iter().copied().chain(self.prog.blocks.keys().map(String::as_str));
         if let Some(s) = closest(name, candidates) {
             d = d.with_note(format!("did you mean `{s}`?"));
         }
@@ -621,10 +705,22 @@ impl Elab<'_> {
         }
     }
 
-    fn builtin(&mut self, frame: &mut Frame, callee: &Ident, args: &[Arg], values: Vec<Value>, explicit: Option<Vec<String>>, span: Span) -> R<Value> {
+    fn builtin(
+        &mut self,
+        frame: &mut Frame,
+        callee: &Ident,
+        args: &[Arg],
+        values: Vec<Value>,
+        explicit: Option<Vec<String>>,
+        span: Span,
+    ) -> R<Value> {
         let name = callee.name.as_str();
         if args.is_empty() || args[0].name.is_some() {
-            return Err(self.error(ErrorKind::Arity, format!("`{name}` needs an input tensor first: `{name}(x, ...)` or `x |> {name}(...)`"), span));
+            return Err(self.error(
+                ErrorKind::Arity,
+                format!("`{name}` needs an input tensor first: `{name}(x, ...)` or `x |> {name}(...)`"),
+                span,
+            ));
         }
         let mut values = values.into_iter();
         let input_value = values.next().expect("checked non-empty");
@@ -639,20 +735,37 @@ impl Elab<'_> {
             .iter()
             .zip(values)
             .enumerate()
-            .map(|(i, (a, value))| CallArg { name: a.name.as_ref().map(|n| n.name.clone()), value, site: i + 1 })
+            .map(|(i, (a, value))| CallArg {
+                name: a.name.as_ref().map(|n| n.name.clone()),
+                value,
+                site: i + 1,
+            })
             .collect();
         let shape = self.graph.shape(input).clone();
         let op = builtins::build_op(name, &shape, call_args).map_err(|e| {
-            let at = e.site.map_or(span, |i| args[i].value.span.to(args[i].name.as_ref().map_or(args[i].value.span, |n| n.span)));
+            let at = e.site.map_or(span, |i| {
+                args[i].value.span.to(args[i].name.as_ref().map_or(args[i].value.span, |n| n.span))
+            });
             self.error(e.kind, e.message, at)
         })?;
         let scope = Self::layer_scope(frame, explicit);
         self.add_node(frame, op, &[input], scope, span).map(Value::Tensor)
     }
 
-    fn concat(&mut self, frame: &mut Frame, args: &[Arg], values: Vec<Value>, explicit: Option<Vec<String>>, span: Span) -> R<Value> {
+    fn concat(
+        &mut self,
+        frame: &mut Frame,
+        args: &[Arg],
+        values: Vec<Value>,
+        explicit: Option<Vec<String>>,
+        span: Span,
+    ) -> R<Value> {
         if let Some(named) = args.iter().find_map(|a| a.name.as_ref()) {
-            return Err(self.error(ErrorKind::Arity, "`concat` takes tensors only, no named arguments", named.span));
+            return Err(self.error(
+                ErrorKind::Arity,
+                "`concat` takes tensors only, no named arguments",
+                named.span,
+            ));
         }
         // `concat(a, b, c)` or `concat([a, b, c])`.
         let (items, sites): (Vec<Value>, Vec<Span>) = match values.as_slice() {
@@ -666,16 +779,34 @@ impl Elab<'_> {
         for (v, site) in items.iter().zip(sites) {
             match v {
                 Value::Tensor(t) => inputs.push(*t),
-                other => return Err(self.error(ErrorKind::Type, format!("`concat` joins tensors, got {}", describe(other)), site)),
+                other => {
+                    return Err(self.error(
+                        ErrorKind::Type,
+                        format!("`concat` joins tensors, got {}", describe(other)),
+                        site,
+                    ))
+                }
             }
         }
         if explicit.is_some() {
-            return Err(self.error(ErrorKind::Structure, "`concat` owns no weights and takes no scope", span));
+            return Err(self.error(
+                ErrorKind::Structure,
+                "`concat` owns no weights and takes no scope",
+                span,
+            ));
         }
-        self.add_node(frame, Op::Concat, &inputs, None, span).map(Value::Tensor)
+        self.add_node(frame, Op::Concat(Concat { in_place: false }), &inputs, None, span).map(Value::Tensor)
     }
 
-    fn block_call(&mut self, frame: &mut Frame, callee: &Ident, args: &[Arg], values: Vec<Value>, explicit: Option<Vec<String>>, span: Span) -> R<Value> {
+    fn block_call(
+        &mut self,
+        frame: &mut Frame,
+        callee: &Ident,
+        args: &[Arg],
+        values: Vec<Value>,
+        explicit: Option<Vec<String>>,
+        span: Span,
+    ) -> R<Value> {
         let prog = self.prog;
         let (_, block) = &prog.blocks[&callee.name];
         if self.instances.iter().any(|i| i.block == callee.name) {
@@ -689,7 +820,11 @@ impl Elab<'_> {
             ));
         }
         if self.instances.len() >= MAX_BLOCK_DEPTH {
-            return Err(self.error(ErrorKind::Limit, format!("blocks nest deeper than {MAX_BLOCK_DEPTH}"), span));
+            return Err(self.error(
+                ErrorKind::Limit,
+                format!("blocks nest deeper than {MAX_BLOCK_DEPTH}"),
+                span,
+            ));
         }
         // Bind arguments: positional, then named, then defaults (evaluated in the callee with the
         // parameters bound so far).
@@ -701,7 +836,12 @@ impl Elab<'_> {
                     if positional >= block.params.len() {
                         return Err(self.error(
                             ErrorKind::Arity,
-                            format!("block `{}` takes {} argument{}", callee.name, block.params.len(), if block.params.len() == 1 { "" } else { "s" }),
+                            format!(
+                                "block `{}` takes {} argument{}",
+                                callee.name,
+                                block.params.len(),
+                                if block.params.len() == 1 { "" } else { "s" }
+                            ),
                             a.value.span,
                         ));
                     }
@@ -714,14 +854,23 @@ impl Elab<'_> {
                         let names: Vec<&str> = block.params.iter().map(|p| p.name.name.as_str()).collect();
                         return Err(self.error(
                             ErrorKind::Arity,
-                            format!("block `{}` has no parameter `{}` (it takes: {})", callee.name, n.name, names.join(", ")),
+                            format!(
+                                "block `{}` has no parameter `{}` (it takes: {})",
+                                callee.name,
+                                n.name,
+                                names.join(", ")
+                            ),
                             n.span,
                         ));
                     }
                 },
             };
             if bound[idx].is_some() {
-                return Err(self.error(ErrorKind::Arity, format!("parameter `{}` is given twice", block.params[idx].name.name), a.value.span));
+                return Err(self.error(
+                    ErrorKind::Arity,
+                    format!("parameter `{}` is given twice", block.params[idx].name.name),
+                    a.value.span,
+                ));
             }
             bound[idx] = Some(v);
         }
@@ -756,9 +905,20 @@ impl Elab<'_> {
     }
 
     /// Creates a node: infers its shape (errors at `span`), checks and records its weight scope, names it.
-    fn add_node(&mut self, frame: &Frame, op: Op, inputs: &[ValueId], scope: Option<Vec<String>>, span: Span) -> R<ValueId> {
+    fn add_node(
+        &mut self,
+        frame: &Frame,
+        op: Op,
+        inputs: &[ValueId],
+        scope: Option<Vec<String>>,
+        span: Span,
+    ) -> R<ValueId> {
         if self.graph.node_count() >= MAX_NODES {
-            return Err(self.error(ErrorKind::Limit, format!("the graph has more than {MAX_NODES} nodes"), span));
+            return Err(self.error(
+                ErrorKind::Limit,
+                format!("the graph has more than {MAX_NODES} nodes"),
+                span,
+            ));
         }
         let shapes: Vec<&Shape> = inputs.iter().map(|&v| self.graph.shape(v)).collect();
         let shape = op.infer_shape(&shapes).map_err(|e| {
@@ -777,7 +937,10 @@ impl Elab<'_> {
             let Some(s) = &scope else {
                 return Err(self.error(
                     ErrorKind::Structure,
-                    format!("`{}` owns weights, so it needs a weight scope: write `@name` after the call", op.name()),
+                    format!(
+                        "`{}` owns weights, so it needs a weight scope: write `@name` after the call",
+                        op.name()
+                    ),
                     span,
                 ));
             };
@@ -801,9 +964,18 @@ impl Elab<'_> {
             k += 1;
         }
         self.used_names.insert(name.clone());
-        let training_only = frame.training || inputs.iter().any(|v| self.graph.node(v.producer()).training_only);
+        let training_only =
+            frame.training || inputs.iter().any(|v| self.graph.node(v.producer()).training_only);
+        let weights = op
+            .weights()
+            .into_iter()
+            .map(|w| {
+                WeightExpr::param(format!("{}.{}", scope.as_deref().unwrap_or(&name), w.suffix), w.shape)
+            })
+            .collect();
         let node = Node {
             op,
+            weights,
             name,
             scope,
             instance: self.instances.iter().map(|i| i.description.clone()).collect(),

@@ -14,7 +14,13 @@ pub struct Program {
 
 /// Loads `path` (whose text is `text` when given, else read from disk) with every `use`d file.
 pub fn load(path: &Path, text: Option<String>) -> Result<Program, Diagnostic> {
-    let mut loader = Loader { sources: SourceMap::new(), blocks: HashMap::new(), networks: Vec::new(), stack: Vec::new(), loaded: HashSet::new() };
+    let mut loader = Loader {
+        sources: SourceMap::new(),
+        blocks: HashMap::new(),
+        networks: Vec::new(),
+        stack: Vec::new(),
+        loaded: HashSet::new(),
+    };
     let text = match text {
         Some(t) => t,
         None => read(path, None, &loader.sources)?,
@@ -45,7 +51,11 @@ pub fn load(path: &Path, text: Option<String>) -> Result<Program, Diagnostic> {
 
 fn read(path: &Path, site: Option<Span>, sources: &SourceMap) -> Result<String, Diagnostic> {
     std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::new(ErrorKind::Io, format!("cannot read {}: {e}", path.display()), site.map(|s| sources.locate(s)))
+        Diagnostic::new(
+            ErrorKind::Io,
+            format!("cannot read {}: {e}", path.display()),
+            site.map(|s| sources.locate(s)),
+        )
     })
 }
 
@@ -83,7 +93,10 @@ impl Loader {
                     if super::builtins::is_builtin(&block.name.name) {
                         return Err(Diagnostic::new(
                             ErrorKind::Duplicate,
-                            format!("`{}` is a built-in op and cannot be redefined as a block", block.name.name),
+                            format!(
+                                "`{}` is a built-in op and cannot be redefined as a block",
+                                block.name.name
+                            ),
                             Some(self.sources.locate(block.name.span)),
                         ));
                     }
@@ -112,7 +125,10 @@ impl Loader {
             let chain: Vec<String> = self.stack[pos..]
                 .iter()
                 .chain(std::iter::once(&key))
-                .map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+                .map(|p| {
+                    p.file_name()
+                        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+                })
                 .collect();
             return Err(Diagnostic::new(
                 ErrorKind::Recursion,

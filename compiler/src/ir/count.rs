@@ -38,7 +38,7 @@ pub fn summarize(graph: &Graph, train: bool) -> Summary {
         }
         layers.push(LayerRow {
             name: node.name.clone(),
-            op: node.op.name().to_string(),
+            op: node.op.label(),
             output_shape: node.shape.clone(),
             params: node.op.param_count(),
             macs: node.op.macs(&node.shape),

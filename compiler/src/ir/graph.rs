@@ -6,6 +6,7 @@
 
 use super::op::Op;
 use super::shape::Shape;
+use super::weights::WeightExpr;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -40,6 +41,9 @@ impl ValueId {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub op: Op,
+    /// The node's weight tensors, one per [`Op::weights`] slot and in that order, as expressions over
+    /// the weight file (plain `<scope>.<suffix>` tensors until a pass folds something in).
+    pub weights: Vec<WeightExpr>,
     /// Unique display name: the weight scope for layers that have one, else a name derived from the
     /// enclosing scope and the op (`layer1.0.relu_1`).
     pub name: String,
@@ -172,10 +176,38 @@ impl Graph {
         self.g.remove_node(id.0)
     }
 
+    /// Replaces a node's inputs with `inputs` (in port order).
+    pub fn set_inputs(&mut self, id: NodeId, inputs: &[ValueId]) {
+        let old: Vec<petgraph::stable_graph::EdgeIndex> =
+            self.g.edges_directed(id.0, Direction::Incoming).map(|e| e.id()).collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        for (port, v) in inputs.iter().enumerate() {
+            self.g.add_edge(v.0, id.0, port as u32);
+        }
+    }
+
+    /// Whether `v` is one of the graph's outputs.
+    pub fn is_output(&self, v: ValueId) -> bool {
+        self.outputs.iter().any(|o| o.value == v)
+    }
+
+    /// The only reader of `v`, if it has exactly one reader (one edge) and is not a graph output.
+    pub fn sole_consumer(&self, v: ValueId) -> Option<NodeId> {
+        match self.consumers(v)[..] {
+            [c] if !self.is_output(v) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Makes every reader of `old` read `new` instead (graph outputs included).
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
-        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, u32)> =
-            self.g.edges_directed(old.0, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeIndex, u32)> = self
+            .g
+            .edges_directed(old.0, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
         for (edge, target, port) in uses {
             self.g.remove_edge(edge);
             self.g.add_edge(new.0, target, port);

@@ -4,11 +4,17 @@ pub mod count;
 pub mod graph;
 pub mod op;
 pub mod print;
+pub mod serial;
 pub mod shape;
 pub mod verify;
+pub mod weights;
 
 pub use count::{summarize, LayerRow, Summary};
 pub use graph::{Graph, GraphOutput, Node, NodeId, ValueId};
-pub use op::{AdaptiveAvgPool2d, Arity, AvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Lrn, MaxPool2d, Op, WeightKind, WeightSpec};
+pub use op::{
+    AdaptiveAvgPool2d, Affine, Arity, AvgPool2d, BatchNorm, ChannelSlice, Concat, Conv2d, ConvKind, Dropout,
+    FusedConv, FusedLinear, Linear, Lrn, MaxPool2d, Op, Relu, WeightKind, WeightSpec,
+};
 pub use shape::{Shape, ShapeError};
 pub use verify::{verify, VerifyError};
+pub use weights::WeightExpr;

@@ -2,10 +2,10 @@
 //! its output shape, its weight tensors, its learnable-parameter and multiply-accumulate counts.
 
 use super::shape::{check_size, window_output, Shape, ShapeError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// 2-D convolution with PyTorch's `Conv2d` semantics (cross-correlation, zero padding).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -18,14 +18,14 @@ pub struct Conv2d {
 }
 
 /// Batch normalisation at inference: `(x - running_mean) / sqrt(running_var + eps) * weight + bias`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchNorm {
     pub channels: usize,
     pub eps: f64,
 }
 
 /// Max pooling; padding is `-inf`, PyTorch's `MaxPool2d`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaxPool2d {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
@@ -36,7 +36,7 @@ pub struct MaxPool2d {
 
 /// Average pooling, PyTorch's `AvgPool2d` (`count_include_pad` counts the zero padding, never the
 /// part of a ceil-mode window that lies past the padded input).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvgPool2d {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
@@ -46,14 +46,14 @@ pub struct AvgPool2d {
 }
 
 /// Adaptive average pooling to a fixed output size (global pooling is output `[1, 1]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveAvgPool2d {
     pub output: [usize; 2],
 }
 
 /// Local response normalisation across channels, PyTorch's `LocalResponseNorm`:
 /// `b_c = a_c / (k + alpha / size * sum_{c' in window(c)} a_{c'}^2) ^ beta`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lrn {
     pub size: usize,
     pub alpha: f64,
@@ -62,7 +62,7 @@ pub struct Lrn {
 }
 
 /// Fully connected layer on a feature vector, PyTorch's `Linear` (`y = W x + b`, `W` is `[out, in]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
     pub in_features: usize,
     pub out_features: usize,
@@ -70,13 +70,79 @@ pub struct Linear {
 }
 
 /// Dropout: identity at inference, kept in the IR to document the training graph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropout {
     pub p: f64,
 }
 
+/// Which kernel family a fused convolution lowers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvKind {
+    /// A general convolution (im2col-free direct kernel).
+    Direct,
+    /// A 1x1, stride-1, unpadded convolution: a GEMM over channels, no im2col.
+    Gemm1x1,
+    /// A 1x1 strided, unpadded convolution: subsample the input, then a GEMM over channels.
+    StridedGemm1x1,
+}
+
+/// Which output channels a fused ReLU applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Relu {
+    None,
+    All,
+    /// The first `n` output channels only (siblings merged into one wider GEMM where only some of them
+    /// were followed by a ReLU).
+    First(usize),
+}
+
+/// A convolution with the elementwise work around it fused in, in this order:
+/// `x' = relu?(x * pre_scale + pre_shift)` per input channel (the prologue, 1x1 unpadded convs only),
+/// `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
+/// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusedConv {
+    /// Geometry; `conv.bias` says whether the bias step is present.
+    pub conv: Conv2d,
+    pub kind: ConvKind,
+    /// `Some(relu)` when the prologue affine is present; `relu` says whether a ReLU follows it.
+    pub prologue: Option<bool>,
+    pub affine: bool,
+    pub residual: bool,
+    pub post_affine: bool,
+    pub relu: Relu,
+}
+
+/// A fully connected layer with its ReLU fused (`linear.bias` says whether a bias is added).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusedLinear {
+    pub linear: Linear,
+    pub relu: bool,
+}
+
+/// A per-channel affine map `x * scale + shift` (a BatchNorm at inference), optionally followed by ReLU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Affine {
+    pub channels: usize,
+    pub relu: bool,
+}
+
+/// Channels `start .. start + len` of the input: a view, no data is copied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelSlice {
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Concatenation along channels. `in_place`: every input is written by its producer straight into its
+/// channel range of the output buffer, so the concat itself moves no data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Concat {
+    pub in_place: bool,
+}
+
 /// Every operation a netc graph can contain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A network input; its shape is the declared per-sample shape.
     Input,
@@ -94,9 +160,14 @@ pub enum Op {
     /// Elementwise sum of two equally shaped values.
     Add,
     /// Concatenation along the first per-sample axis (channels).
-    Concat,
+    Concat(Concat),
     /// Softmax over a feature vector.
     Softmax,
+    // ---- ops produced by the optimiser
+    FusedConv(FusedConv),
+    FusedLinear(FusedLinear),
+    Affine(Affine),
+    Slice(ChannelSlice),
 }
 
 /// How many inputs an op takes.
@@ -116,7 +187,7 @@ impl Arity {
 }
 
 /// Whether a weight tensor is trained (counted as a parameter) or a running statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WeightKind {
     Learnable,
     Statistic,
@@ -154,8 +225,62 @@ impl Op {
             Op::Dropout(_) => "dropout",
             Op::Flatten => "flatten",
             Op::Add => "add",
-            Op::Concat => "concat",
+            Op::Concat(_) => "concat",
             Op::Softmax => "softmax",
+            Op::FusedConv(f) => match f.kind {
+                ConvKind::Direct => "conv",
+                ConvKind::Gemm1x1 => "gemm1x1",
+                ConvKind::StridedGemm1x1 => "subsample+gemm1x1",
+            },
+            Op::FusedLinear(_) => "linear",
+            Op::Affine(_) => "affine",
+            Op::Slice(_) => "slice",
+        }
+    }
+
+    /// The op as shown in dumps: fused ops name their parts in order (`conv+bias+add+relu`,
+    /// `affine+relu+gemm1x1+bias`); other ops are their [`Op::name`].
+    pub fn label(&self) -> String {
+        match self {
+            Op::FusedConv(f) => {
+                let mut parts = Vec::new();
+                if let Some(relu) = f.prologue {
+                    parts.push("affine");
+                    if relu {
+                        parts.push("relu");
+                    }
+                }
+                parts.push(self.name());
+                if f.conv.bias {
+                    parts.push("bias");
+                }
+                if f.affine {
+                    parts.push("affine");
+                }
+                if f.residual {
+                    parts.push("add");
+                }
+                if f.post_affine {
+                    parts.push("affine");
+                }
+                if f.relu != Relu::None {
+                    parts.push("relu");
+                }
+                parts.join("+")
+            }
+            Op::FusedLinear(l) => {
+                let mut s = "linear".to_string();
+                if l.linear.bias {
+                    s += "+bias";
+                }
+                if l.relu {
+                    s += "+relu";
+                }
+                s
+            }
+            Op::Affine(a) if a.relu => "affine+relu".to_string(),
+            Op::Concat(c) if c.in_place => "concat(in-place)".to_string(),
+            _ => self.name().to_string(),
         }
     }
 
@@ -163,7 +288,8 @@ impl Op {
         match self {
             Op::Input => Arity::Exactly(0),
             Op::Add => Arity::Exactly(2),
-            Op::Concat => Arity::AtLeast(1),
+            Op::Concat(_) => Arity::AtLeast(1),
+            Op::FusedConv(f) if f.residual => Arity::Exactly(2),
             _ => Arity::Exactly(1),
         }
     }
@@ -177,25 +303,10 @@ impl Op {
         }
         let shape = match self {
             Op::Input => return Err(invalid(name, "an input's shape is declared, not inferred")),
-            Op::Conv(c) => {
-                let (ci, h, w) = feature_map(name, inputs[0])?;
-                if ci != c.in_channels {
-                    return Err(invalid(name, format!("expects {} input channels, got {ci}", c.in_channels)));
-                }
-                if c.groups == 0 || ci % c.groups != 0 || c.out_channels % c.groups != 0 {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "groups = {} must divide both the input channels ({ci}) and the output channels ({})",
-                            c.groups, c.out_channels
-                        ),
-                    ));
-                }
-                check_params(name, &c.kernel, &c.stride, &c.dilation)?;
-                let oh = window_output(name, "height", h, c.kernel[0], c.stride[0], c.padding[0], c.dilation[0], false)?;
-                let ow = window_output(name, "width", w, c.kernel[1], c.stride[1], c.padding[1], c.dilation[1], false)?;
-                Shape::chw(c.out_channels, oh, ow)
-            }
+            Op::Conv(c) => conv_shape(name, c, inputs[0])?,
+            Op::FusedConv(f) => fused_conv_shape(name, f, inputs)?,
+            Op::Linear(l) => linear_shape(name, l, inputs[0])?,
+            Op::FusedLinear(f) => linear_shape(name, &f.linear, inputs[0])?,
             Op::BatchNorm(b) => {
                 let c = inputs[0].dims().first().copied().unwrap_or(0);
                 if c != b.channels {
@@ -206,20 +317,46 @@ impl Op {
                 }
                 inputs[0].clone()
             }
+            Op::Affine(a) => {
+                if inputs[0].dims().first() != Some(&a.channels) {
+                    return Err(invalid(name, format!("expects {} channels, got {}", a.channels, inputs[0])));
+                }
+                inputs[0].clone()
+            }
             Op::MaxPool(p) => {
                 let (c, h, w) = feature_map(name, inputs[0])?;
                 check_params(name, &p.kernel, &p.stride, &p.dilation)?;
                 check_half_kernel_padding(name, &p.kernel, &p.padding)?;
-                let oh = window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], p.dilation[0], p.ceil_mode)?;
-                let ow = window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], p.dilation[1], p.ceil_mode)?;
+                let oh = window_output(
+                    name,
+                    "height",
+                    h,
+                    p.kernel[0],
+                    p.stride[0],
+                    p.padding[0],
+                    p.dilation[0],
+                    p.ceil_mode,
+                )?;
+                let ow = window_output(
+                    name,
+                    "width",
+                    w,
+                    p.kernel[1],
+                    p.stride[1],
+                    p.padding[1],
+                    p.dilation[1],
+                    p.ceil_mode,
+                )?;
                 Shape::chw(c, oh, ow)
             }
             Op::AvgPool(p) => {
                 let (c, h, w) = feature_map(name, inputs[0])?;
                 check_params(name, &p.kernel, &p.stride, &[1, 1])?;
                 check_half_kernel_padding(name, &p.kernel, &p.padding)?;
-                let oh = window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], 1, p.ceil_mode)?;
-                let ow = window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], 1, p.ceil_mode)?;
+                let oh =
+                    window_output(name, "height", h, p.kernel[0], p.stride[0], p.padding[0], 1, p.ceil_mode)?;
+                let ow =
+                    window_output(name, "width", w, p.kernel[1], p.stride[1], p.padding[1], 1, p.ceil_mode)?;
                 Shape::chw(c, oh, ow)
             }
             Op::AdaptiveAvgPool(p) => {
@@ -235,15 +372,6 @@ impl Op {
                     return Err(invalid(name, "size must be positive"));
                 }
                 inputs[0].clone()
-            }
-            Op::Linear(l) => {
-                let [f] = inputs[0].dims() else {
-                    return Err(ShapeError::NotVector { op: name, got: inputs[0].clone() });
-                };
-                if *f != l.in_features {
-                    return Err(invalid(name, format!("expects {} input features, got {f}", l.in_features)));
-                }
-                Shape::vector(l.out_features)
             }
             Op::Dropout(d) => {
                 if !(0.0..1.0).contains(&d.p) {
@@ -261,11 +389,14 @@ impl Op {
             }
             Op::Add => {
                 if inputs[0] != inputs[1] {
-                    return Err(ShapeError::AddMismatch { left: inputs[0].clone(), right: inputs[1].clone() });
+                    return Err(ShapeError::AddMismatch {
+                        left: inputs[0].clone(),
+                        right: inputs[1].clone(),
+                    });
                 }
                 inputs[0].clone()
             }
-            Op::Concat => {
+            Op::Concat(_) => {
                 let first = inputs[0];
                 let mut channels: usize = 0;
                 for (i, s) in inputs.iter().enumerate() {
@@ -282,6 +413,18 @@ impl Op {
                 dims[0] = channels;
                 Shape(dims)
             }
+            Op::Slice(sl) => {
+                let c = inputs[0].dims().first().copied().unwrap_or(0);
+                if sl.len == 0 || sl.start.checked_add(sl.len).is_none_or(|end| end > c) {
+                    return Err(invalid(
+                        name,
+                        format!("channels {}..{} of {}", sl.start, sl.start + sl.len, inputs[0]),
+                    ));
+                }
+                let mut dims = inputs[0].0.clone();
+                dims[0] = sl.len;
+                Shape(dims)
+            }
         };
         check_size(name, shape.dims())?;
         for w in self.weights() {
@@ -293,24 +436,45 @@ impl Op {
     /// The weight tensors this op owns, with shapes (keys are `<scope>.<suffix>`).
     pub fn weights(&self) -> Vec<WeightSpec> {
         let learn = |suffix, shape| WeightSpec { suffix, shape, kind: WeightKind::Learnable };
+        let conv = |c: &Conv2d| {
+            let mut w = vec![learn(
+                "weight",
+                vec![c.out_channels, c.in_channels / c.groups.max(1), c.kernel[0], c.kernel[1]],
+            )];
+            if c.bias {
+                w.push(learn("bias", vec![c.out_channels]));
+            }
+            w
+        };
+        let linear = |l: &Linear| {
+            let mut w = vec![learn("weight", vec![l.out_features, l.in_features])];
+            if l.bias {
+                w.push(learn("bias", vec![l.out_features]));
+            }
+            w
+        };
         match self {
-            Op::Conv(c) => {
-                let mut w = vec![learn(
-                    "weight",
-                    vec![c.out_channels, c.in_channels / c.groups.max(1), c.kernel[0], c.kernel[1]],
-                )];
-                if c.bias {
-                    w.push(learn("bias", vec![c.out_channels]));
+            Op::Conv(c) => conv(c),
+            Op::Linear(l) => linear(l),
+            Op::FusedLinear(f) => linear(&f.linear),
+            Op::FusedConv(f) => {
+                let mut w = conv(&f.conv);
+                let (ci, co) = (f.conv.in_channels, f.conv.out_channels);
+                if f.prologue.is_some() {
+                    w.push(learn("pre_scale", vec![ci]));
+                    w.push(learn("pre_shift", vec![ci]));
+                }
+                if f.affine {
+                    w.push(learn("scale", vec![co]));
+                    w.push(learn("shift", vec![co]));
+                }
+                if f.post_affine {
+                    w.push(learn("post_scale", vec![co]));
+                    w.push(learn("post_shift", vec![co]));
                 }
                 w
             }
-            Op::Linear(l) => {
-                let mut w = vec![learn("weight", vec![l.out_features, l.in_features])];
-                if l.bias {
-                    w.push(learn("bias", vec![l.out_features]));
-                }
-                w
-            }
+            Op::Affine(a) => vec![learn("scale", vec![a.channels]), learn("shift", vec![a.channels])],
             Op::BatchNorm(b) => vec![
                 learn("weight", vec![b.channels]),
                 learn("bias", vec![b.channels]),
@@ -332,11 +496,17 @@ impl Op {
 
     /// Multiply-accumulates per sample: conv `Cout*Hout*Wout*Cin/groups*K*K`, linear `in*out`, else 0.
     pub fn macs(&self, output: &Shape) -> u64 {
+        let conv = |c: &Conv2d| {
+            output.elements() as u64
+                * (c.in_channels / c.groups.max(1)) as u64
+                * (c.kernel[0] * c.kernel[1]) as u64
+        };
         match self {
-            Op::Conv(c) => {
-                output.elements() as u64 * (c.in_channels / c.groups.max(1)) as u64 * (c.kernel[0] * c.kernel[1]) as u64
+            Op::Conv(c) => conv(c),
+            Op::FusedConv(f) => conv(&f.conv),
+            Op::Linear(l) | Op::FusedLinear(FusedLinear { linear: l, .. }) => {
+                l.in_features as u64 * l.out_features as u64
             }
-            Op::Linear(l) => l.in_features as u64 * l.out_features as u64,
             _ => 0,
         }
     }
@@ -352,7 +522,12 @@ impl Op {
             Op::Lrn(p) => serde_json::to_value(p),
             Op::Linear(p) => serde_json::to_value(p),
             Op::Dropout(p) => serde_json::to_value(p),
-            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Concat | Op::Softmax => {
+            Op::FusedConv(p) => serde_json::to_value(p),
+            Op::FusedLinear(p) => serde_json::to_value(p),
+            Op::Affine(p) => serde_json::to_value(p),
+            Op::Slice(p) => serde_json::to_value(p),
+            Op::Concat(p) => serde_json::to_value(p),
+            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Softmax => {
                 Ok(serde_json::Value::Object(Default::default()))
             }
         };
@@ -369,20 +544,22 @@ impl Op {
             }
         }
         match self {
-            Op::Conv(c) => {
-                let mut s = format!("out={} kernel={} stride={} pad={}", c.out_channels, pair(c.kernel), pair(c.stride), pair(c.padding));
-                if c.dilation != [1, 1] {
-                    s += &format!(" dilation={}", pair(c.dilation));
+            Op::Conv(c) => conv_text(c),
+            Op::FusedConv(f) => {
+                let mut s = conv_text(&f.conv);
+                match f.relu {
+                    Relu::First(n) => s += &format!(" relu_channels={n}"),
+                    Relu::None | Relu::All => {}
                 }
-                if c.groups != 1 {
-                    s += &format!(" groups={}", c.groups);
-                }
-                s += &format!(" bias={}", c.bias);
                 s
             }
+            Op::FusedLinear(f) => format!("out={} bias={}", f.linear.out_features, f.linear.bias),
+            Op::Affine(_) | Op::Concat(_) => String::new(),
+            Op::Slice(sl) => format!("channels={}..{}", sl.start, sl.start + sl.len),
             Op::BatchNorm(b) => format!("eps={}", b.eps),
             Op::MaxPool(p) => {
-                let mut s = format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
+                let mut s =
+                    format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
                 if p.dilation != [1, 1] {
                     s += &format!(" dilation={}", pair(p.dilation));
                 }
@@ -392,7 +569,8 @@ impl Op {
                 s
             }
             Op::AvgPool(p) => {
-                let mut s = format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
+                let mut s =
+                    format!("kernel={} stride={} pad={}", pair(p.kernel), pair(p.stride), pair(p.padding));
                 if p.ceil_mode {
                     s += " ceil_mode";
                 }
@@ -405,12 +583,90 @@ impl Op {
             Op::Lrn(l) => format!("size={} alpha={} beta={} k={}", l.size, l.alpha, l.beta, l.k),
             Op::Linear(l) => format!("out={} bias={}", l.out_features, l.bias),
             Op::Dropout(d) => format!("p={}", d.p),
-            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Concat | Op::Softmax => String::new(),
+            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Softmax => String::new(),
         }
     }
 }
 
-fn check_params(op: &'static str, kernel: &[usize; 2], stride: &[usize; 2], dilation: &[usize; 2]) -> Result<(), ShapeError> {
+fn conv_text(c: &Conv2d) -> String {
+    let pair = |p: [usize; 2]| if p[0] == p[1] { p[0].to_string() } else { format!("{}x{}", p[0], p[1]) };
+    let mut s = format!(
+        "out={} kernel={} stride={} pad={}",
+        c.out_channels,
+        pair(c.kernel),
+        pair(c.stride),
+        pair(c.padding)
+    );
+    if c.dilation != [1, 1] {
+        s += &format!(" dilation={}", pair(c.dilation));
+    }
+    if c.groups != 1 {
+        s += &format!(" groups={}", c.groups);
+    }
+    s += &format!(" bias={}", c.bias);
+    s
+}
+
+fn conv_shape(name: &'static str, c: &Conv2d, input: &Shape) -> Result<Shape, ShapeError> {
+    let (ci, h, w) = feature_map(name, input)?;
+    if ci != c.in_channels {
+        return Err(invalid(name, format!("expects {} input channels, got {ci}", c.in_channels)));
+    }
+    if c.groups == 0 || ci % c.groups != 0 || c.out_channels % c.groups != 0 {
+        return Err(invalid(
+            name,
+            format!(
+                "groups = {} must divide both the input channels ({ci}) and the output channels ({})",
+                c.groups, c.out_channels
+            ),
+        ));
+    }
+    check_params(name, &c.kernel, &c.stride, &c.dilation)?;
+    let oh = window_output(name, "height", h, c.kernel[0], c.stride[0], c.padding[0], c.dilation[0], false)?;
+    let ow = window_output(name, "width", w, c.kernel[1], c.stride[1], c.padding[1], c.dilation[1], false)?;
+    Ok(Shape::chw(c.out_channels, oh, ow))
+}
+
+fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
+    let out = conv_shape(name, &f.conv, inputs[0])?;
+    let c = &f.conv;
+    if f.prologue.is_some() && (c.padding != [0, 0] || c.groups != 1) {
+        return Err(invalid(name, "a prologue needs an unpadded, ungrouped convolution"));
+    }
+    let one_by_one = c.kernel == [1, 1] && c.padding == [0, 0] && c.dilation == [1, 1] && c.groups == 1;
+    match f.kind {
+        ConvKind::Direct => {}
+        ConvKind::Gemm1x1 if one_by_one && c.stride == [1, 1] => {}
+        ConvKind::StridedGemm1x1 if one_by_one && c.stride != [1, 1] => {}
+        _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
+    }
+    if let Relu::First(n) = f.relu {
+        if n == 0 || n >= c.out_channels {
+            return Err(invalid(name, format!("relu on the first {n} of {} channels", c.out_channels)));
+        }
+    }
+    if f.residual && inputs[1] != &out {
+        return Err(ShapeError::AddMismatch { left: out, right: inputs[1].clone() });
+    }
+    Ok(out)
+}
+
+fn linear_shape(name: &'static str, l: &Linear, input: &Shape) -> Result<Shape, ShapeError> {
+    let [f] = input.dims() else {
+        return Err(ShapeError::NotVector { op: name, got: input.clone() });
+    };
+    if *f != l.in_features {
+        return Err(invalid(name, format!("expects {} input features, got {f}", l.in_features)));
+    }
+    Ok(Shape::vector(l.out_features))
+}
+
+fn check_params(
+    op: &'static str,
+    kernel: &[usize; 2],
+    stride: &[usize; 2],
+    dilation: &[usize; 2],
+) -> Result<(), ShapeError> {
     if kernel.contains(&0) {
         return Err(invalid(op, "kernel size must be positive"));
     }
@@ -423,7 +679,11 @@ fn check_params(op: &'static str, kernel: &[usize; 2], stride: &[usize; 2], dila
     Ok(())
 }
 
-fn check_half_kernel_padding(op: &'static str, kernel: &[usize; 2], padding: &[usize; 2]) -> Result<(), ShapeError> {
+fn check_half_kernel_padding(
+    op: &'static str,
+    kernel: &[usize; 2],
+    padding: &[usize; 2],
+) -> Result<(), ShapeError> {
     if padding[0] > kernel[0] / 2 || padding[1] > kernel[1] / 2 {
         return Err(invalid(op, format!("padding {padding:?} must be at most half the kernel {kernel:?}")));
     }

@@ -23,17 +23,21 @@ fn numbering(graph: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
 pub fn to_text(graph: &Graph) -> String {
     let (order, index) = numbering(graph);
     let mut out = String::new();
-    let inputs: Vec<String> =
-        graph.inputs.iter().map(|&v| format!("{}: {}", graph.node(v.producer()).name, graph.shape(v))).collect();
+    let inputs: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|&v| format!("{}: {}", graph.node(v.producer()).name, graph.shape(v)))
+        .collect();
     let _ = writeln!(out, "network {}({})", graph.name, inputs.join(", "));
     for id in order {
         let node = graph.node(id);
-        let args: Vec<String> = graph.inputs(id).iter().map(|v| format!("%{}", index[&v.producer()])).collect();
+        let args: Vec<String> =
+            graph.inputs(id).iter().map(|v| format!("%{}", index[&v.producer()])).collect();
         let _ = write!(out, "  %{} = ", index[&id]);
         if node.op == Op::Input {
             let _ = write!(out, "input \"{}\"", node.name);
         } else {
-            let _ = write!(out, "{}({})", node.op.name(), args.join(", "));
+            let _ = write!(out, "{}({})", node.op.label(), args.join(", "));
             let attrs = node.op.attrs_text();
             if !attrs.is_empty() {
                 let _ = write!(out, " {attrs}");
@@ -88,7 +92,8 @@ pub fn to_json(graph: &Graph) -> serde_json::Value {
             json!({
                 "id": index[&id],
                 "name": node.name,
-                "op": node.op.name(),
+                "op": node.op.label(),
+                "weights": node.op.weights().iter().zip(&node.weights).map(|(spec, expr)| json!({"slot": spec.suffix, "shape": spec.shape, "value": expr.to_string()})).collect::<Vec<_>>(),
                 "inputs": inputs,
                 "shape": node.shape.dims(),
                 "attrs": node.op.attrs_json(),
@@ -142,18 +147,28 @@ pub fn to_dot(graph: &Graph) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", dot_escape(&graph.name));
     let _ = writeln!(out, "  rankdir=TB;");
-    let _ = writeln!(out, "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        out,
+        "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\"];"
+    );
     let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=10];");
     let mut counter = 0usize;
-    fn emit(graph: &Graph, index: &HashMap<NodeId, usize>, c: &Cluster, depth: usize, counter: &mut usize, out: &mut String) {
+    fn emit(
+        graph: &Graph,
+        index: &HashMap<NodeId, usize>,
+        c: &Cluster,
+        depth: usize,
+        counter: &mut usize,
+        out: &mut String,
+    ) {
         let pad = "  ".repeat(depth + 1);
         for &id in &c.nodes {
             let node = graph.node(id);
             let attrs = node.op.attrs_text();
             let label = if attrs.is_empty() {
-                format!("{}\\n{}", dot_escape(&node.name), node.op.name())
+                format!("{}\\n{}", dot_escape(&node.name), node.op.label())
             } else {
-                format!("{}\\n{} {}", dot_escape(&node.name), node.op.name(), dot_escape(&attrs))
+                format!("{}\\n{} {}", dot_escape(&node.name), node.op.label(), dot_escape(&attrs))
             };
             let style = if node.training_only { ", style=\"rounded,dashed\"" } else { "" };
             let _ = writeln!(out, "{pad}n{} [label=\"{label}\"{style}];", index[&id]);
@@ -169,7 +184,13 @@ pub fn to_dot(graph: &Graph) -> String {
     emit(graph, &index, &root, 0, &mut counter, &mut out);
     for &id in &order {
         for v in graph.inputs(id) {
-            let _ = writeln!(out, "  n{} -> n{} [label=\"{}\"];", index[&v.producer()], index[&id], graph.shape(v));
+            let _ = writeln!(
+                out,
+                "  n{} -> n{} [label=\"{}\"];",
+                index[&v.producer()],
+                index[&id],
+                graph.shape(v)
+            );
         }
     }
     for (i, v) in graph.inference_outputs().enumerate() {

@@ -9,7 +9,7 @@ pub const MAX_DIM: usize = 1 << 31;
 pub const MAX_ELEMENTS: usize = 1 << 32;
 
 /// A per-sample shape: `[C, H, W]` for feature maps, `[F]` for feature vectors.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<usize>);
 
 impl Shape {
@@ -70,7 +70,16 @@ pub enum ShapeError {
     #[error("{op}: {what}")]
     Invalid { op: &'static str, what: String },
     #[error("{op}: output {axis} would be {size} (input {input}, kernel {kernel}, stride {stride}, padding {pad}, dilation {dilation})")]
-    EmptyOutput { op: &'static str, axis: &'static str, size: i64, input: usize, kernel: usize, stride: usize, pad: usize, dilation: usize },
+    EmptyOutput {
+        op: &'static str,
+        axis: &'static str,
+        size: i64,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    },
     #[error("{op}: size arithmetic overflows")]
     Overflow { op: &'static str },
     #[error("{op}: a tensor of shape {shape} is larger than the limit of {limit} elements")]
@@ -101,6 +110,7 @@ pub fn check_size(op: &'static str, dims: &[usize]) -> Result<(), ShapeError> {
 /// Output length of a sliding window: `floor((I + 2P - D(K-1) - 1) / S) + 1`, or with `ceil` instead of
 /// `floor` in ceil mode, where the last window must start inside the input or the left padding
 /// (PyTorch's rule).
+#[allow(clippy::too_many_arguments)] // the named quantities of PyTorch's formula, in its order
 pub fn window_output(
     op: &'static str,
     axis: &'static str,

@@ -29,8 +29,10 @@ pub enum VerifyError {
     DuplicateName { name: String },
     #[error("two nodes own weights under scope `{scope}`")]
     DuplicateScope { scope: String },
-    #[error("node `{node}` owns weights but has no scope")]
-    MissingScope { node: String },
+    #[error("node `{node}`: weight slot `{slot}`: {message}")]
+    BadWeight { node: String, slot: String, message: String },
+    #[error("weight `{key}` is read with shapes {first:?} and {second:?}")]
+    WeightShapeConflict { key: String, first: Vec<usize>, second: Vec<usize> },
     #[error("node `{node}` is used for inference but reads training-only `{input}`")]
     TrainingLeak { node: String, input: String },
 }
@@ -40,6 +42,7 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
     let order = graph.topo_order().ok_or(VerifyError::Cycle)?;
     let mut names = HashMap::new();
     let mut scopes = HashMap::new();
+    let mut params: HashMap<String, Vec<usize>> = HashMap::new();
     for &id in &order {
         let node = graph.node(id);
         let label = || node.name.clone();
@@ -75,15 +78,51 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
                 });
             }
         }
-        if !node.op.weights().is_empty() {
-            let scope = node.scope.as_deref().ok_or_else(|| VerifyError::MissingScope { node: label() })?;
-            if scopes.insert(scope, id).is_some() {
-                return Err(VerifyError::DuplicateScope { scope: scope.to_string() });
+        let specs = node.op.weights();
+        if specs.len() != node.weights.len() {
+            return Err(VerifyError::BadWeight {
+                node: label(),
+                slot: "*".into(),
+                message: format!("{} slots for {} weights", node.weights.len(), specs.len()),
+            });
+        }
+        for (spec, expr) in specs.iter().zip(&node.weights) {
+            let bad =
+                |message: String| VerifyError::BadWeight { node: label(), slot: spec.suffix.into(), message };
+            let shape = expr.check().map_err(bad)?;
+            if shape != spec.shape {
+                return Err(bad(format!("expression gives {shape:?}, the op needs {:?}", spec.shape)));
+            }
+            let mut leaves = Vec::new();
+            expr.params(&mut leaves);
+            for (key, shape) in leaves {
+                match params.get(&key) {
+                    Some(first) if *first != shape => {
+                        return Err(VerifyError::WeightShapeConflict {
+                            key,
+                            first: first.clone(),
+                            second: shape,
+                        })
+                    }
+                    _ => {
+                        params.insert(key, shape);
+                    }
+                }
+            }
+        }
+        if matches!(node.op, Op::Conv(_) | Op::Linear(_) | Op::BatchNorm(_)) {
+            if let Some(scope) = node.scope.as_deref() {
+                if scopes.insert(scope, id).is_some() {
+                    return Err(VerifyError::DuplicateScope { scope: scope.to_string() });
+                }
             }
         }
         if !node.training_only {
             if let Some(&leak) = inputs.iter().find(|v| graph.node(v.producer()).training_only) {
-                return Err(VerifyError::TrainingLeak { node: label(), input: graph.node(leak.producer()).name.clone() });
+                return Err(VerifyError::TrainingLeak {
+                    node: label(),
+                    input: graph.node(leak.producer()).name.clone(),
+                });
             }
         }
     }
@@ -101,7 +140,10 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         }
         let producer: NodeId = out.value.producer();
         if !out.training_only && graph.node(producer).training_only {
-            return Err(VerifyError::TrainingLeak { node: "output".into(), input: graph.node(producer).name.clone() });
+            return Err(VerifyError::TrainingLeak {
+                node: "output".into(),
+                input: graph.node(producer).name.clone(),
+            });
         }
     }
     Ok(())

@@ -61,11 +61,30 @@ pub struct Body {
 
 #[derive(Debug, Clone)]
 pub enum Stmt {
-    Assign { pattern: Pattern, value: Expr },
-    For { index: Option<Ident>, pattern: Pattern, iter: Expr, scope: Option<ScopePath>, body: Body, span: Span },
-    Scope { path: ScopePath, body: Body },
-    Sequential { path: ScopePath, body: Body },
-    Train { body: Body, span: Span },
+    Assign {
+        pattern: Pattern,
+        value: Expr,
+    },
+    For {
+        index: Option<Ident>,
+        pattern: Pattern,
+        iter: Expr,
+        scope: Option<ScopePath>,
+        body: Body,
+        span: Span,
+    },
+    Scope {
+        path: ScopePath,
+        body: Body,
+    },
+    Sequential {
+        path: ScopePath,
+        body: Body,
+    },
+    Train {
+        body: Body,
+        span: Span,
+    },
     Expr(Expr),
 }
 
@@ -114,7 +133,11 @@ impl Expr {
     pub fn new(kind: ExprKind, span: Span) -> Expr {
         let child = |e: &Expr| e.depth;
         let inner = match &kind {
-            ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Bool(_) | ExprKind::Str(_) | ExprKind::Name(_) => 0,
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Bool(_)
+            | ExprKind::Str(_)
+            | ExprKind::Name(_) => 0,
             ExprKind::List(items) | ExprKind::Tuple(items) => items.iter().map(child).max().unwrap_or(0),
             ExprKind::Unary(_, e) | ExprKind::Member(e, _) | ExprKind::AssertShape(e, _) => e.depth,
             ExprKind::Scoped(e, path) => e.depth.max(path.max_depth()),
@@ -158,7 +181,9 @@ impl Body {
                 Stmt::For { iter, scope, body, .. } => {
                     iter.depth.max(body.max_depth()).max(scope.as_ref().map_or(0, |p| p.max_depth()))
                 }
-                Stmt::Scope { path, body } | Stmt::Sequential { path, body } => path.max_depth().max(body.max_depth()),
+                Stmt::Scope { path, body } | Stmt::Sequential { path, body } => {
+                    path.max_depth().max(body.max_depth())
+                }
                 Stmt::Train { body, .. } => body.max_depth(),
             })
             .max()
@@ -229,9 +254,16 @@ pub enum ExprKind {
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     Range(Box<Expr>, Box<Expr>),
-    If { cond: Box<Expr>, then: Body, otherwise: Option<Box<Else>> },
+    If {
+        cond: Box<Expr>,
+        then: Body,
+        otherwise: Option<Box<Else>>,
+    },
     /// `f(args)`; for a pipeline stage `x |> f(args)` the piped value is the first argument.
-    Call { callee: Ident, args: Vec<Arg> },
+    Call {
+        callee: Ident,
+        args: Vec<Arg>,
+    },
     Member(Box<Expr>, Ident),
     Scoped(Box<Expr>, ScopePath),
     AssertShape(Box<Expr>, ShapeSpec),

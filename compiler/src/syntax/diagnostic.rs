@@ -91,12 +91,8 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad} |")?;
             writeln!(f, "{} | {}", loc.line, loc.line_text)?;
             // Keep tabs in the prefix so the caret lines up under the source.
-            let prefix: String = loc
-                .line_text
-                .chars()
-                .take(loc.col - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
+            let prefix: String =
+                loc.line_text.chars().take(loc.col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
             writeln!(f, "{pad} | {prefix}{}", "^".repeat(loc.width))?;
         }
         for frame in &self.trace {

@@ -77,7 +77,10 @@ fn syntax_error(sources: &SourceMap, file: FileId, e: pest::error::Error<Rule>) 
                     if open == '{' {
                         format!("expected the end of the statement or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
                     } else {
-                        format!("expected `,` or `{close}` (to close the `{open}` at {}:{}), found {found}", loc.line, loc.col)
+                        format!(
+                            "expected `,` or `{close}` (to close the `{open}` at {}:{}), found {found}",
+                            loc.line, loc.col
+                        )
                     }
                 }
                 (true, None) => format!("unexpected {found}"),
@@ -124,32 +127,39 @@ fn is_continuation(rule: Rule) -> bool {
 /// The deepest bracket nesting the parser accepts (the grammar is recursive; this bounds its stack).
 pub const MAX_NESTING: usize = 64;
 
+/// The brackets of `text` outside comments and strings, with their byte offsets.
+fn brackets(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut chars = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '#' => while chars.next_if(|&(_, c)| c != '\n').is_some() {},
+                '"' => {
+                    for (_, c) in chars.by_ref() {
+                        if c == '"' || c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '(' | '[' | '{' | ')' | ']' | '}' => return Some((i, c)),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
 /// The offset of the first bracket that opens nesting level `MAX_NESTING + 1`, if any.
 fn too_deep_bracket(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '#' => {
-                while chars.peek().is_some_and(|&(_, c)| c != '\n') {
-                    chars.next();
-                }
+    for (i, c) in brackets(text) {
+        if matches!(c, '(' | '[' | '{') {
+            depth += 1;
+            if depth > MAX_NESTING {
+                return Some(i);
             }
-            '"' => {
-                while let Some((_, c)) = chars.next() {
-                    if c == '"' || c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Some(i);
-                }
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
+        } else {
+            depth = depth.saturating_sub(1);
         }
     }
     None
@@ -158,26 +168,11 @@ fn too_deep_bracket(text: &str) -> Option<usize> {
 /// The innermost bracket left open in `text` (comments and strings skipped), with its byte offset.
 fn innermost_open_bracket(text: &str) -> Option<(char, usize)> {
     let mut stack = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '#' => {
-                while chars.peek().is_some_and(|&(_, c)| c != '\n') {
-                    chars.next();
-                }
-            }
-            '"' => {
-                while let Some((_, c)) = chars.next() {
-                    if c == '"' || c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '(' | '[' | '{' => stack.push((c, i)),
-            ')' | ']' | '}' => {
-                stack.pop();
-            }
-            _ => {}
+    for (i, c) in brackets(text) {
+        if matches!(c, '(' | '[' | '{') {
+            stack.push((c, i));
+        } else {
+            stack.pop();
         }
     }
     stack.pop()
@@ -569,13 +564,16 @@ impl Walker<'_> {
     fn postfix(&self, base: Expr, op: Pair<Rule>) -> PResult<Expr> {
         let span = base.span.to(self.span(&op));
         let kind = match op.as_rule() {
-            Rule::member => ExprKind::Member(Box::new(base), self.ident(op.into_inner().next().expect("field"))),
+            Rule::member => {
+                ExprKind::Member(Box::new(base), self.ident(op.into_inner().next().expect("field")))
+            }
             Rule::scope_ann => {
                 ExprKind::Scoped(Box::new(base), self.scope_path(op.into_inner().next().expect("path"))?)
             }
-            Rule::shape_assert => {
-                ExprKind::AssertShape(Box::new(base), self.shape_spec(op.into_inner().next().expect("shape"))?)
-            }
+            Rule::shape_assert => ExprKind::AssertShape(
+                Box::new(base),
+                self.shape_spec(op.into_inner().next().expect("shape"))?,
+            ),
             r => unreachable!("postfix: {r:?}"),
         };
         Ok(Expr::new(kind, span))

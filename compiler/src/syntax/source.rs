@@ -63,8 +63,7 @@ impl SourceMap {
     }
 
     pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
-        let line_starts =
-            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         self.files.push(SourceFile { path: path.into(), text, line_starts });
         FileId((self.files.len() - 1) as u32)
     }

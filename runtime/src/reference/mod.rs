@@ -13,13 +13,15 @@
 mod conv;
 mod dense;
 mod eltwise;
+mod fused;
 mod norm;
 mod parallel;
 mod pool;
 
 use crate::tensor::{Dims, Tensor};
 use crate::weights::BoundWeights;
-use netc_compiler::ir::{Graph, Node, NodeId, Op, ValueId};
+use netc_compiler::ir::{Graph, Node, NodeId, Op, Relu, ValueId};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// How to run.
@@ -193,22 +195,29 @@ fn needed(graph: &Graph, outputs: &[ValueId]) -> HashSet<NodeId> {
     seen
 }
 
-/// A node's bound tensor `suffix`, checked to hold `len` values.
+/// A node's weight slot `suffix` (a bound tensor, or a folded/merged one evaluated from bound
+/// tensors), checked to hold `len` values.
 fn weight<'w>(
     weights: &'w BoundWeights,
     node: &Node,
     suffix: &str,
     len: usize,
-) -> Result<&'w [f32], RunError> {
-    match weights.of(node, suffix) {
+) -> Result<Cow<'w, [f32]>, RunError> {
+    match weights.slot(node, suffix) {
         Some(data) if data.len() == len => Ok(data),
         other => Err(RunError::Weight {
             node: node.name.clone(),
-            key: crate::weights::key(node, suffix),
+            key: slot_source(node, suffix),
             expected: len,
-            found: other.map(<[f32]>::len),
+            found: other.map(|d| d.len()),
         }),
     }
+}
+
+/// What a slot is made of, for messages: `layer1.0.conv1.weight`, or the folding expression.
+fn slot_source(node: &Node, suffix: &str) -> String {
+    let i = node.op.weights().iter().position(|s| s.suffix == suffix);
+    i.and_then(|i| node.weights.get(i)).map_or_else(|| format!("{}.{suffix}", node.name), |e| e.to_string())
 }
 
 /// ReLU, dropout (identity at inference), flatten (a reshape) and BatchNorm, updating `x` in place.
@@ -223,7 +232,7 @@ fn unary_in_place(node: &Node, mut x: Tensor, weights: &BoundWeights) -> Result<
             let b = weight(weights, node, "bias", c)?;
             let mean = weight(weights, node, "running_mean", c)?;
             let var = weight(weights, node, "running_var", c)?;
-            norm::batchnorm(&mut x, p, w, b, mean, var);
+            norm::batchnorm(&mut x, p, &w, &b, &mean, &var);
         }
         _ => unreachable!("only called for in-place ops"),
     }
@@ -238,12 +247,12 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
             let per_out = p.in_channels / p.groups * p.kernel[0] * p.kernel[1];
             let w = weight(weights, node, "weight", p.out_channels * per_out)?;
             let b = if p.bias { Some(weight(weights, node, "bias", p.out_channels)?) } else { None };
-            conv::conv2d(xs[0], p, w, b, out, options.threads)
+            conv::conv2d(xs[0], p, &w, b.as_deref(), out, options.threads)
         }
         Op::Linear(p) => {
             let w = weight(weights, node, "weight", p.out_features * p.in_features)?;
             let b = if p.bias { Some(weight(weights, node, "bias", p.out_features)?) } else { None };
-            dense::linear(xs[0], w, b, p.out_features, options.threads)
+            dense::linear(xs[0], &w, b.as_deref(), p.out_features, options.threads)
         }
         Op::MaxPool(p) => pool::maxpool(xs[0], p, out),
         Op::AvgPool(p) => pool::avgpool(xs[0], p, out),
@@ -251,7 +260,72 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
         Op::Lrn(p) => norm::lrn(xs[0], p),
         Op::Softmax => dense::softmax(xs[0]),
         Op::Add => eltwise::add(xs[0], xs[1]),
-        Op::Concat => eltwise::concat(xs, out),
+        Op::Concat(_) => eltwise::concat(xs, out),
+        Op::FusedConv(f) => {
+            let p = &f.conv;
+            let (ci, co) = (p.in_channels, p.out_channels);
+            let per_out = ci / p.groups * p.kernel[0] * p.kernel[1];
+            let input = match f.prologue {
+                None => Cow::Borrowed(xs[0]),
+                Some(relu) => {
+                    let mut x = xs[0].clone();
+                    fused::affine(
+                        &mut x,
+                        &weight(weights, node, "pre_scale", ci)?,
+                        &weight(weights, node, "pre_shift", ci)?,
+                    );
+                    if relu {
+                        fused::relu(&mut x, Relu::All);
+                    }
+                    Cow::Owned(x)
+                }
+            };
+            let w = weight(weights, node, "weight", co * per_out)?;
+            let b = if p.bias { Some(weight(weights, node, "bias", co)?) } else { None };
+            let mut y = conv::conv2d(&input, p, &w, b.as_deref(), out, options.threads);
+            if f.affine {
+                fused::affine(
+                    &mut y,
+                    &weight(weights, node, "scale", co)?,
+                    &weight(weights, node, "shift", co)?,
+                );
+            }
+            if f.residual {
+                fused::add_in_place(&mut y, xs[1]);
+            }
+            if f.post_affine {
+                fused::affine(
+                    &mut y,
+                    &weight(weights, node, "post_scale", co)?,
+                    &weight(weights, node, "post_shift", co)?,
+                );
+            }
+            fused::relu(&mut y, f.relu);
+            y
+        }
+        Op::FusedLinear(f) => {
+            let p = &f.linear;
+            let w = weight(weights, node, "weight", p.out_features * p.in_features)?;
+            let b = if p.bias { Some(weight(weights, node, "bias", p.out_features)?) } else { None };
+            let mut y = dense::linear(xs[0], &w, b.as_deref(), p.out_features, options.threads);
+            if f.relu {
+                fused::relu(&mut y, Relu::All);
+            }
+            y
+        }
+        Op::Affine(a) => {
+            let mut y = xs[0].clone();
+            fused::affine(
+                &mut y,
+                &weight(weights, node, "scale", a.channels)?,
+                &weight(weights, node, "shift", a.channels)?,
+            );
+            if a.relu {
+                fused::relu(&mut y, Relu::All);
+            }
+            y
+        }
+        Op::Slice(s) => fused::slice(xs[0], s),
         Op::Input | Op::Relu | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => {
             unreachable!("handled by the caller")
         }

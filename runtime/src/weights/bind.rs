@@ -8,7 +8,7 @@
 
 use super::{Dtype, WeightError, WeightFile};
 use crate::tensor::Dims;
-use netc_compiler::ir::{Graph, Node, NodeId, WeightKind, WeightSpec};
+use netc_compiler::ir::{Graph, Node, NodeId, WeightExpr, WeightKind, WeightSpec};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -27,24 +27,29 @@ pub struct ExpectedTensor {
     pub optional: bool,
 }
 
-/// The weight key of a node's tensor: `<scope>.<suffix>` (a node without a scope uses its name).
-pub fn key(node: &Node, suffix: &str) -> String {
-    format!("{}.{suffix}", node.scope.as_deref().unwrap_or(&node.name))
-}
-
-/// Every weight tensor of the graph, in node order: the keys `netc init` writes and `bind` expects.
+/// Every weight-file tensor the graph reads, in node order: the keys `netc init` writes and `bind`
+/// expects. In a parsed graph they are `<scope>.<suffix>` per weight slot; in an optimised graph a
+/// slot may combine several (a conv weight with a BatchNorm folded in reads five), and a tensor read
+/// by several nodes is listed once (optional only if every reader is training-only).
 pub fn expected_tensors(graph: &Graph) -> Vec<ExpectedTensor> {
-    let mut out = Vec::new();
+    let mut out: Vec<ExpectedTensor> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for id in graph.node_ids() {
         let node = graph.node(id);
-        for WeightSpec { suffix, shape, kind } in node.op.weights() {
-            out.push(ExpectedTensor {
-                key: key(node, suffix),
-                shape,
-                kind,
-                node: id,
-                optional: node.training_only,
-            });
+        for (WeightSpec { kind, .. }, expr) in node.op.weights().into_iter().zip(&node.weights) {
+            let mut leaves = Vec::new();
+            expr.params(&mut leaves);
+            let direct = matches!(expr, WeightExpr::Param { .. });
+            for (key, shape) in leaves {
+                match index.get(&key) {
+                    Some(&i) => out[i].optional &= node.training_only,
+                    None => {
+                        index.insert(key.clone(), out.len());
+                        let kind = if direct { kind } else { WeightKind::Learnable };
+                        out.push(ExpectedTensor { key, shape, kind, node: id, optional: node.training_only });
+                    }
+                }
+            }
         }
     }
     out
@@ -93,9 +98,15 @@ impl<'a> BoundWeights<'a> {
         self.tensors.get(key)
     }
 
-    /// The data of `node`'s tensor `suffix` (`"weight"`, `"bias"`, `"running_mean"`, ...).
-    pub fn of(&self, node: &Node, suffix: &str) -> Option<&[f32]> {
-        self.tensors.get(&key(node, suffix)).map(|t| &*t.data)
+    /// The value of `node`'s weight slot `suffix` (`"weight"`, `"bias"`, `"running_mean"`, ...): a plain
+    /// file tensor is borrowed as it is; a folded or merged slot is evaluated (in f64, rounded once) from
+    /// the tensors it combines. `None` if the node has no such slot or a tensor it needs is not bound.
+    pub fn slot(&self, node: &Node, suffix: &str) -> Option<Cow<'_, [f32]>> {
+        let i = node.op.weights().iter().position(|s| s.suffix == suffix)?;
+        match node.weights.get(i)? {
+            WeightExpr::Param { key, .. } => self.tensors.get(key).map(|t| Cow::Borrowed(&*t.data)),
+            expr => expr.eval(&|key| self.tensors.get(key).map(|t| &*t.data)).ok().map(Cow::Owned),
+        }
     }
 
     /// Every bound tensor, by key.

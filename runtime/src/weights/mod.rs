@@ -13,7 +13,7 @@ mod bind;
 mod file;
 pub mod write;
 
-pub use bind::{bind, expected_tensors, key, BoundTensor, BoundWeights, ExpectedTensor, MismatchReport};
+pub use bind::{bind, expected_tensors, BoundTensor, BoundWeights, ExpectedTensor, MismatchReport};
 pub use file::{TensorEntry, WeightFile};
 pub use safetensors::Dtype;
 pub use write::{to_bytes, write_file, OwnedTensor};

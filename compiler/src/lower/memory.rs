@@ -1,0 +1,342 @@
+//! The static memory plan: where every activation lives in one arena.
+//!
+//! Every value is stored batch-major (`[N, C, H, W]`, C order), so a plan made per sample holds for any
+//! batch size: sizes and offsets are in floats per sample and scale by N. A value either owns a buffer
+//! or is a view into another value's buffer:
+//! - a channel slice is a view of its input (offset `start * H * W`, the input's sample stride);
+//! - `flatten` is a view of its input (same bytes, other shape);
+//! - each input of an in-place concat is a view into the concat's buffer at its channel offset, so its
+//!   producer writes there directly;
+//! - an elementwise op (ReLU, affine, add) writes over an input whose buffer dies at that op.
+//!
+//! Buffers get arena offsets by liveness: a buffer is live from the first node that writes into it to
+//! the last node that reads from it (graph outputs live to the end), and two buffers may share bytes
+//! only when their lifetimes do not overlap. Offsets are assigned greedily, largest buffer first, at the
+//! lowest offset that fits.
+
+use crate::ir::{Graph, NodeId, Op, ValueId};
+use std::collections::HashMap;
+
+/// A buffer of the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub usize);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    /// Floats per sample.
+    pub size: usize,
+    /// Offset in the arena, in floats per sample (the byte offset is `offset * N * 4`).
+    pub offset: usize,
+    /// Execution steps (positions in `MemoryPlan::order`) during which the buffer holds live data.
+    pub live: (usize, usize),
+}
+
+/// Where a value is: a buffer, an offset into it and the distance between samples (floats, per sample
+/// of the buffer: the element `(n, i)` of the value is at `buffer.offset * N + n * sample_stride + offset + i`,
+/// all in floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub buffer: BufferId,
+    pub offset: usize,
+    pub sample_stride: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPlan {
+    /// The execution order the lifetimes refer to.
+    pub order: Vec<NodeId>,
+    pub buffers: Vec<Buffer>,
+    pub values: HashMap<ValueId, Placement>,
+    /// Arena size in floats per sample.
+    pub arena: usize,
+}
+
+impl MemoryPlan {
+    /// Arena bytes for a batch of `n`.
+    pub fn arena_bytes(&self, n: usize) -> usize {
+        self.arena * n * 4
+    }
+}
+
+/// The sum of every value's size, bytes per sample: what executing without a plan would allocate.
+pub fn naive_bytes(graph: &Graph) -> usize {
+    graph.node_ids().map(|id| graph.node(id).shape.elements() * 4).sum()
+}
+
+/// How a value is stored, before offsets are known.
+#[derive(Clone, Copy)]
+enum Home {
+    Own(BufferId),
+    View { of: ValueId, offset: usize },
+}
+
+/// Plans the arena for `graph` (normally optimised), executing nodes in topological order.
+pub fn plan(graph: &Graph) -> MemoryPlan {
+    let order = graph.topo_order().expect("a verified graph is acyclic");
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut homes: HashMap<ValueId, Home> = HashMap::new();
+
+    // Views into in-place concats are decided by the concat, which comes after its inputs.
+    let mut concat_slot: HashMap<ValueId, (ValueId, usize)> = HashMap::new();
+    for &id in &order {
+        if let Op::Concat(c) = &graph.node(id).op {
+            if c.in_place {
+                let plane: usize = graph.node(id).shape.dims()[1..].iter().product();
+                let mut channel = 0;
+                for v in graph.inputs(id) {
+                    concat_slot.insert(v, (id.value(), channel * plane));
+                    channel += graph.shape(v).dims()[0];
+                }
+            }
+        }
+    }
+    // Readers left per value, to find where a buffer dies (for in-place elementwise ops).
+    let mut last_reader: HashMap<ValueId, usize> = HashMap::new();
+    for &id in &order {
+        for v in graph.inputs(id) {
+            last_reader.insert(v, position[&id]);
+        }
+    }
+    let outputs: Vec<ValueId> = graph.outputs.iter().map(|o| o.value).collect();
+
+    for &id in &order {
+        let v = id.value();
+        let node = graph.node(id);
+        let inputs = graph.inputs(id);
+        let home = match &node.op {
+            Op::Slice(s) => {
+                let plane: usize = node.shape.dims()[1..].iter().product();
+                Home::View { of: inputs[0], offset: s.start * plane }
+            }
+            Op::Flatten => Home::View { of: inputs[0], offset: 0 },
+            _ if concat_slot.contains_key(&v) => {
+                let (concat, offset) = concat_slot[&v];
+                Home::View { of: concat, offset }
+            }
+            Op::Relu | Op::Affine(_) | Op::Add => {
+                // Write over the first input whose own buffer dies here and holds exactly this value.
+                let reusable = inputs.iter().find(|&&i| {
+                    matches!(homes.get(&i), Some(Home::Own(_)))
+                        && last_reader.get(&i) == Some(&position[&id])
+                        && !outputs.contains(&i)
+                        && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
+                        && !concat_slot.contains_key(&i)
+                });
+                match reusable {
+                    Some(&i) => match homes[&i] {
+                        Home::Own(b) => Home::Own(b),
+                        Home::View { .. } => unreachable!(),
+                    },
+                    None => new_buffer(&mut sizes, node.shape.elements()),
+                }
+            }
+            _ => new_buffer(&mut sizes, node.shape.elements()),
+        };
+        homes.insert(v, home);
+    }
+    // In-place concat inputs were planned as views of the concat before the concat itself existed in
+    // `homes`; resolve every value to (root buffer, offset) now.
+    fn resolve(homes: &HashMap<ValueId, Home>, v: ValueId) -> (BufferId, usize) {
+        match homes[&v] {
+            Home::Own(b) => (b, 0),
+            Home::View { of, offset } => {
+                let (b, base) = resolve(homes, of);
+                (b, base + offset)
+            }
+        }
+    }
+    let mut values = HashMap::new();
+    let mut live: Vec<(usize, usize)> = vec![(usize::MAX, 0); sizes.len()];
+    let end = order.len();
+    for &id in &order {
+        let v = id.value();
+        let (buffer, offset) = resolve(&homes, v);
+        values.insert(v, Placement { buffer, offset, sample_stride: sizes[buffer.0] });
+        let at = position[&id];
+        let span = &mut live[buffer.0];
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
+        if let Some(&r) = last_reader.get(&v) {
+            span.1 = span.1.max(r);
+        }
+        if outputs.contains(&v) {
+            span.1 = end;
+        }
+    }
+    let mut buffers: Vec<Buffer> =
+        sizes.iter().zip(live).map(|(&size, live)| Buffer { size, offset: 0, live }).collect();
+    let arena = assign_offsets(&mut buffers);
+    MemoryPlan { order, buffers, values, arena }
+}
+
+fn new_buffer(sizes: &mut Vec<usize>, size: usize) -> Home {
+    sizes.push(size);
+    Home::Own(BufferId(sizes.len() - 1))
+}
+
+/// Greedy placement: largest first, each at the lowest offset not overlapping (in bytes) any placed
+/// buffer whose lifetime overlaps its own. Returns the arena size.
+fn assign_offsets(buffers: &mut [Buffer]) -> usize {
+    let mut by_size: Vec<usize> = (0..buffers.len()).collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(buffers[i].size), i));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena = 0;
+    for i in by_size {
+        let (lo, hi) = buffers[i].live;
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| buffers[j].live.0 <= hi && lo <= buffers[j].live.1)
+            .map(|&j| (buffers[j].offset, buffers[j].offset + buffers[j].size))
+            .collect();
+        conflicts.sort_unstable();
+        let mut offset = 0;
+        for (start, end) in conflicts {
+            if offset + buffers[i].size <= start {
+                break;
+            }
+            offset = offset.max(end);
+        }
+        buffers[i].offset = offset;
+        arena = arena.max(offset + buffers[i].size);
+        placed.push(i);
+    }
+    arena
+}
+
+impl MemoryPlan {
+    /// Checks that no value is overwritten while it is still to be read: buffers whose lifetimes overlap
+    /// occupy disjoint arena ranges, every value fits its buffer, and within a buffer no write lands on a
+    /// live value except an elementwise op writing over the input it is reading for the last time.
+    pub fn check(&self, graph: &Graph) -> Result<(), String> {
+        for (i, a) in self.buffers.iter().enumerate() {
+            for b in &self.buffers[i + 1..] {
+                let time = a.live.0 <= b.live.1 && b.live.0 <= a.live.1;
+                let space = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+                if time && space && a.size > 0 && b.size > 0 {
+                    return Err(format!("buffers {a:?} and {b:?} overlap while both are live"));
+                }
+            }
+        }
+        let position: HashMap<NodeId, usize> =
+            self.order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let end = self.order.len();
+        let last_read = |v: ValueId| -> usize {
+            let mut last =
+                graph.consumers(v).iter().map(|c| position[c]).max().unwrap_or(position[&v.producer()]);
+            if graph.is_output(v) {
+                last = end;
+            }
+            last
+        };
+        let range = |v: ValueId| {
+            let p = self.values[&v];
+            (p.buffer, p.offset, p.offset + graph.shape(v).elements())
+        };
+        for &id in &self.order {
+            let (buffer, _, stop) = range(id.value());
+            if stop > self.buffers[buffer.0].size {
+                return Err(format!("`{}` does not fit its buffer", graph.node(id).name));
+            }
+        }
+        // Values that own their bytes (views are checked through what they view).
+        let writes: Vec<NodeId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&id| !matches!(graph.node(id).op, Op::Slice(_) | Op::Flatten))
+            .collect();
+        for &v_id in &writes {
+            let v = v_id.value();
+            let (vb, vs, ve) = range(v);
+            let (born, dies) = (position[&v_id], last_read(v));
+            for &w_id in &writes {
+                let t = position[&w_id];
+                if w_id == v_id || t <= born || t > dies {
+                    continue;
+                }
+                let (wb, ws, we) = range(w_id.value());
+                if wb == vb && ws < ve && vs < we {
+                    let in_place = t == dies
+                        && matches!(graph.node(w_id).op, Op::Relu | Op::Affine(_) | Op::Add)
+                        && graph.inputs(w_id).contains(&v);
+                    let concat_part = matches!(graph.node(w_id).op, Op::Concat(_));
+                    if !in_place && !concat_part {
+                        return Err(format!(
+                            "`{}` overwrites `{}` while it is still to be read",
+                            graph.node(w_id).name,
+                            graph.node(v_id).name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes;
+    use std::path::Path;
+
+    fn optimized(text: &str) -> Graph {
+        let mut g = crate::compile_source(Path::new("t.net"), text, &Default::default())
+            .unwrap_or_else(|d| panic!("{d}"));
+        passes::optimize(&mut g, &passes::Options { verify_each: true, ..Default::default() }).unwrap();
+        g
+    }
+
+    #[test]
+    fn a_chain_reuses_two_buffers() {
+        let g = optimized("network n(x: [4, 8, 8]) { x |> conv(4, 3, pad = 1) @a |> conv(4, 3, pad = 1) @b |> conv(4, 3, pad = 1) @c |> conv(4, 3, pad = 1) @d }");
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        assert_eq!(p.arena, 2 * 4 * 64);
+        assert_eq!(naive_bytes(&g), 5 * 4 * 64 * 4);
+    }
+
+    #[test]
+    fn in_place_concat_inputs_are_views_of_the_concat_buffer() {
+        let g = optimized(
+            "network n(x: [4, 8, 8]) { concat(x |> conv(2, 1) @a, x |> conv(3, 3, pad = 1) @b) |> relu }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let concat = g.node_ids().find(|&id| matches!(g.node(id).op, Op::Concat(_))).unwrap();
+        let (a, b) = (g.find("a").unwrap().value(), g.find("b").unwrap().value());
+        let (pa, pb, pc) = (p.values[&a], p.values[&b], p.values[&concat.value()]);
+        assert_eq!((pa.buffer, pb.buffer), (pc.buffer, pc.buffer));
+        assert_eq!((pa.offset, pb.offset, pa.sample_stride), (0, 2 * 64, 5 * 64));
+    }
+
+    #[test]
+    fn slices_view_the_merged_gemm_output() {
+        let g = optimized(
+            "network n(x: [4, 8, 8]) { a = x |> conv(2, 1) @a |> conv(2, 3, pad = 1) @a2 \n b = x |> conv(3, 1) @b |> conv(2, 3, pad = 1) @b2 \n a + b }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let slices: Vec<_> = g.node_ids().filter(|&id| matches!(g.node(id).op, Op::Slice(_))).collect();
+        assert_eq!(slices.len(), 2);
+        let merged = g.inputs(slices[0])[0];
+        assert!(slices.iter().all(|s| p.values[&s.value()].buffer == p.values[&merged].buffer));
+    }
+
+    #[test]
+    fn every_seed_model_has_a_sound_plan_far_below_the_naive_sum() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        for entry in std::fs::read_dir(&models).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "net") {
+                continue;
+            }
+            let mut g = crate::compile_file(&path, &Default::default()).unwrap();
+            passes::optimize(&mut g, &passes::Options::default()).unwrap();
+            let p = plan(&g);
+            p.check(&g).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(p.arena_bytes(1) * 2 < naive_bytes(&g), "{}", path.display());
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Compiled bundles (`.netc`): one file holding the optimised plan and the weights already in the
+//! kernels' layouts, loaded by memory-mapping it; weights are used in place, never copied.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | offset | size | content |
+//! |---|---|---|
+//! | 0 | 8 | magic `NETCBNDL` |
+//! | 8 | 4 | format version ([`FORMAT_VERSION`]) |
+//! | 12 | 4 | reserved, 0 |
+//! | 16 | 8 | manifest length M |
+//! | 24 | 8 | data length D |
+//! | 32 | 8 | CRC-32 (zero-extended) of every byte from 64 to the end |
+//! | 40 | 24 | reserved, 0 |
+//! | 64 | M | manifest: JSON with the plan and the blob table `{"blobs": {name: [offset, len]}, ...}` |
+//! | 64 + M rounded up to 64 | D | data: f32 blobs, each starting at a multiple of 64 bytes |
+//!
+//! A bundle from another format version, a truncated file, or any flipped byte (checksum) is refused
+//! with an error naming the file.
+
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: &[u8; 8] = b"NETCBNDL";
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 64;
+const ALIGN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a netc bundle (bad magic bytes)")]
+    BadMagic { path: PathBuf },
+    #[error("{path}: bundle format version {found}, but this netc reads version {FORMAT_VERSION}; recompile it with `netc compile`")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: truncated: the header promises {expected} bytes, the file has {found}")]
+    Truncated { path: PathBuf, expected: u64, found: u64 },
+    #[error("{path}: corrupted: checksum {found:#010x} does not match the stored {expected:#010x}")]
+    Checksum { path: PathBuf, expected: u32, found: u32 },
+    #[error("{path}: bad manifest: {what}")]
+    Manifest { path: PathBuf, what: String },
+    #[error("{path}: blob `{name}` lies outside the data section or is misaligned")]
+    Blob { path: PathBuf, name: String },
+}
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Writes a bundle atomically (a temporary file in the same directory, renamed when complete).
+/// `manifest` is any JSON object; the blob table is added to it under `"blobs"`.
+pub fn write(
+    path: &Path,
+    mut manifest: serde_json::Value,
+    blobs: &[(String, &[f32])],
+) -> Result<(), BundleError> {
+    let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+    let mut table = BTreeMap::new();
+    let mut offset = 0usize;
+    for (name, data) in blobs {
+        table.insert(name.clone(), (offset, data.len()));
+        offset = round_up(offset + data.len() * 4);
+    }
+    let data_len = offset;
+    manifest["blobs"] = serde_json::to_value(&table).expect("plain numbers");
+    let manifest = serde_json::to_vec(&manifest).expect("JSON values serialise");
+    let mut body = Vec::with_capacity(round_up(manifest.len()) + data_len);
+    body.extend_from_slice(&manifest);
+    body.resize(round_up(manifest.len()), 0);
+    for (name, data) in blobs {
+        let start = round_up(manifest.len()) + table[name].0;
+        body.resize(start, 0);
+        for v in data.iter() {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    body.resize(round_up(manifest.len()) + data_len, 0);
+    let mut header = [0u8; HEADER];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&(manifest.len() as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&(data_len as u64).to_le_bytes());
+    header[32..40].copy_from_slice(&u64::from(crc32fast::hash(&body)).to_le_bytes());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(&header).map_err(io)?;
+    tmp.write_all(&body).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// An opened, verified bundle.
+pub struct Bundle {
+    path: PathBuf,
+    map: Mmap,
+    manifest: serde_json::Value,
+    data_start: usize,
+    blobs: BTreeMap<String, (usize, usize)>,
+}
+
+impl Bundle {
+    /// Maps the file and checks magic, version, lengths, checksum and the blob table.
+    ///
+    /// # Safety boundary
+    /// The one `unsafe` operation is the memory mapping (see the SAFETY note inside).
+    #[allow(unsafe_code)]
+    pub fn open(path: &Path) -> Result<Bundle, BundleError> {
+        let err_path = || path.to_path_buf();
+        let file =
+            std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
+        // SAFETY: the mapping is read-only and private to this process; netc never writes to a bundle
+        // it has open. A concurrent external modification of the file is outside what any reader of
+        // a mapped file can defend against, and the checksum below is verified after mapping.
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
+        let len = map.len() as u64;
+        if map.len() < HEADER {
+            if map.len() >= 8 && &map[..8] != MAGIC {
+                return Err(BundleError::BadMagic { path: err_path() });
+            }
+            return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
+        }
+        if &map[..8] != MAGIC {
+            return Err(BundleError::BadMagic { path: err_path() });
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes"));
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(BundleError::Version { path: err_path(), found: version });
+        }
+        let (manifest_len, data_len, checksum) = (u64_at(16), u64_at(24), u64_at(32));
+        let expected = (manifest_len.div_ceil(ALIGN as u64) * ALIGN as u64)
+            .checked_add(data_len)
+            .and_then(|n| n.checked_add(HEADER as u64))
+            .ok_or_else(|| BundleError::Manifest {
+                path: err_path(),
+                what: "section lengths overflow".into(),
+            })?;
+        if expected != len {
+            return Err(BundleError::Truncated { path: err_path(), expected, found: len });
+        }
+        let found = crc32fast::hash(&map[HEADER..]);
+        if u64::from(found) != checksum {
+            return Err(BundleError::Checksum { path: err_path(), expected: checksum as u32, found });
+        }
+        let manifest_len = manifest_len as usize;
+        let manifest: serde_json::Value = serde_json::from_slice(&map[HEADER..HEADER + manifest_len])
+            .map_err(|e| BundleError::Manifest { path: err_path(), what: e.to_string() })?;
+        let blobs: BTreeMap<String, (usize, usize)> = serde_json::from_value(manifest["blobs"].clone())
+            .map_err(|e| BundleError::Manifest { path: err_path(), what: format!("blob table: {e}") })?;
+        let data_start = HEADER + round_up(manifest_len);
+        for (name, &(offset, count)) in &blobs {
+            let end = count.checked_mul(4).and_then(|b| b.checked_add(offset));
+            if offset % ALIGN != 0 || end.is_none_or(|e| e > data_len as usize) {
+                return Err(BundleError::Blob { path: err_path(), name: name.clone() });
+            }
+        }
+        Ok(Bundle { path: path.to_path_buf(), map, manifest, data_start, blobs })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The manifest (plan and metadata).
+    pub fn manifest(&self) -> &serde_json::Value {
+        &self.manifest
+    }
+
+    /// A blob's floats, read in place from the mapping.
+    pub fn blob(&self, name: &str) -> Option<&[f32]> {
+        let &(offset, count) = self.blobs.get(name)?;
+        let bytes = &self.map[self.data_start + offset..][..count * 4];
+        // The mapping is page aligned and blobs start at multiples of 64 bytes (checked in `open`),
+        // so the cast never fails.
+        Some(bytemuck::cast_slice(bytes))
+    }
+
+    pub fn blob_names(&self) -> impl Iterator<Item = &str> {
+        self.blobs.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> PathBuf {
+        let path = dir.join("m.netc");
+        let a = [1.0f32, 2.0, 3.0];
+        let b = [-1.5f32; 17];
+        write(&path, serde_json::json!({"model": "m"}), &[("a".into(), &a[..]), ("b".into(), &b[..])])
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn blobs_come_back_in_place_and_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Bundle::open(&sample(dir.path())).unwrap();
+        assert_eq!(bundle.manifest()["model"], "m");
+        assert_eq!(bundle.blob("a").unwrap(), [1.0, 2.0, 3.0]);
+        assert_eq!(bundle.blob("b").unwrap(), [-1.5; 17]);
+        assert_eq!(bundle.blob("b").unwrap().as_ptr() as usize % 64, 0);
+        assert!(bundle.blob("c").is_none());
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 70;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(Bundle::open(&path), Err(BundleError::Checksum { .. })));
+    }
+
+    #[test]
+    fn truncation_other_versions_and_other_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        std::fs::write(&path, &v2).unwrap();
+        let err = Bundle::open(&path).err().unwrap();
+        assert!(err.to_string().contains("format version 2"), "{err}");
+        std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................")
+            .unwrap();
+        assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));
+        std::fs::write(&path, b"NETC").unwrap();
+        assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
+    }
+}

@@ -1,0 +1,126 @@
+//! The optimiser from the command line: stages, pass control, statistics and activation memory.
+
+use crate::common::{model, netc, SEED_MODELS};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = netc().args(args).output().expect("netc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn optimized_json(name: &str, extra: &[&str]) -> serde_json::Value {
+    let path = model(name);
+    let mut args = vec!["ir", path.to_str().unwrap(), "--stage", "optimized", "--format", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn ops(v: &serde_json::Value) -> Vec<String> {
+    v["nodes"].as_array().unwrap().iter().map(|n| n["op"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn no_seed_model_keeps_a_batchnorm_dropout_or_relu_node_and_googlenet_loses_its_aux_heads() {
+    for name in SEED_MODELS {
+        let v = optimized_json(name, &[]);
+        for op in ops(&v) {
+            assert!(!["batchnorm", "dropout", "relu"].contains(&op.as_str()), "{name}: {op}");
+        }
+        if *name == "googlenet" {
+            let names: Vec<&str> =
+                v["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+            assert!(names.iter().all(|n| !n.starts_with("aux")), "{names:?}");
+        }
+    }
+}
+
+#[test]
+fn fused_nodes_name_their_parts() {
+    let resnet = ops(&optimized_json("resnet50", &[]));
+    assert!(resnet.contains(&"conv+bias+relu".to_string()));
+    assert!(resnet.contains(&"gemm1x1+bias+add+relu".to_string()));
+    assert!(resnet.contains(&"subsample+gemm1x1+bias+add+relu".to_string()));
+    let preact = ops(&optimized_json("preact_resnet50", &[]));
+    assert!(preact.iter().any(|op| op.starts_with("affine+relu+gemm1x1")));
+    assert!(preact.contains(&"gemm1x1+add+affine+relu".to_string()));
+    let googlenet = ops(&optimized_json("googlenet", &[]));
+    assert_eq!(googlenet.iter().filter(|op| *op == "concat(in-place)").count(), 9);
+    assert_eq!(googlenet.iter().filter(|op| *op == "slice").count(), 18);
+}
+
+#[test]
+fn o0_and_disabled_passes_are_honoured() {
+    let parsed = ops(&optimized_json("resnet18", &["-O0"]));
+    assert!(parsed.contains(&"batchnorm".to_string()));
+    let without_fusion = ops(&optimized_json("resnet18", &["--disable-pass", "fuse-epilogue"]));
+    assert!(
+        without_fusion.contains(&"relu".to_string()) && !without_fusion.contains(&"batchnorm".to_string())
+    );
+    let (code, _, err) = run(&[
+        "ir",
+        model("resnet18").to_str().unwrap(),
+        "--stage",
+        "optimized",
+        "--disable-pass",
+        "no-such-pass",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-pass"), "{err}");
+}
+
+#[test]
+fn after_pass_stops_the_pipeline_there() {
+    let after_fold = ops(&optimized_json("resnet18", &[]).clone());
+    assert!(!after_fold.is_empty());
+    let (code, out, _) = run(&["ir", model("resnet18").to_str().unwrap(), "--stage", "after:fold-batchnorm"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("batchnorm(") && out.contains(" relu(") && out.contains(" conv("), "{out}");
+    let (code, _, err) = run(&["ir", model("resnet18").to_str().unwrap(), "--stage", "after:nothing"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no pass named `nothing`"), "{err}");
+}
+
+#[test]
+fn list_passes_names_the_pipeline_in_order() {
+    let (code, out, _) = run(&["ir", "--list-passes"]);
+    assert_eq!(code, 0);
+    let names: Vec<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "dead-code",
+            "fold-batchnorm",
+            "fuse-epilogue",
+            "fuse-prologue",
+            "gemm-1x1",
+            "merge-consecutive-1x1",
+            "merge-siblings-1x1",
+            "concat-in-place"
+        ]
+    );
+}
+
+#[test]
+fn stats_print_node_counts_per_op_before_and_after_each_pass() {
+    let (code, _, err) = run(&["ir", model("resnet50").to_str().unwrap(), "--stage", "optimized", "--stats"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("fold-batchnorm (53 rewrites): 176 -> 123 nodes"), "{err}");
+    assert!(err.contains("batchnorm                           53 -> 0"), "{err}");
+}
+
+#[test]
+fn summary_reports_planned_activation_memory_beside_the_naive_sum() {
+    let (code, out, _) = run(&["summary", model("resnet50").to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let planned = v["activations"]["planned_bytes"].as_u64().unwrap();
+    let naive = v["activations"]["naive_bytes"].as_u64().unwrap();
+    assert!(planned > 0 && planned * 4 < naive, "{planned} vs {naive}");
+    let (_, table, _) = run(&["summary", model("resnet50").to_str().unwrap()]);
+    assert!(table.lines().last().unwrap().starts_with("activations per image:"), "{table}");
+}
