@@ -240,6 +240,31 @@ impl<'f> KernelCx<'f> {
         }
     }
 
+    /// A run of `len` consecutive floats: `body(ty, i)` for vectors (`ty = VEC`, run-time `i` in steps
+    /// of 4, unrolled twice) and then for the scalar tail (`ty = F32`, constant `i`). `i` is a float
+    /// index from the run's start.
+    pub fn for_run(&mut self, len: usize, mut body: impl FnMut(&mut Self, Type, Value)) {
+        let pairs = len / (2 * LANES);
+        if pairs > 0 {
+            let (lo, hi) = (self.ic(0), self.ic((pairs * 2 * LANES) as i64));
+            self.for_range(lo, hi, (2 * LANES) as i64, "vectors", |cx, i| {
+                body(cx, VEC, i);
+                let i2 = cx.b.ins().iadd_imm_s(i, LANES as i64);
+                body(cx, VEC, i2);
+            });
+        }
+        let mut at = pairs * 2 * LANES;
+        if len - at >= LANES {
+            let i = self.ic(at as i64);
+            body(self, VEC, i);
+            at += LANES;
+        }
+        for t in at..len {
+            let i = self.ic(t as i64);
+            body(self, F32, i);
+        }
+    }
+
     /// Runs `body(item)` for every work item in `begin..end`.
     pub fn for_items(&mut self, body: impl FnMut(&mut Self, Value)) {
         let (lo, hi) = (self.begin, self.end);

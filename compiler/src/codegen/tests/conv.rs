@@ -360,3 +360,14 @@ fn dump_kernel() {
     println!("{}", k.kernels[0].clif().unwrap());
     println!("{}", k.kernels[0].disassembly());
 }
+
+#[test]
+#[ignore = "prints a 1x1 kernel's disassembly"]
+fn dump_direct_kernel() {
+    let mut op = case_op(64, 256, 1);
+    op.kind = ConvKind::Gemm1x1;
+    op.residual = true;
+    let spec = ConvSpec::contiguous(op, [64, 56, 56]).unwrap();
+    let k = compile_one(KernelSpec::Conv(spec));
+    println!("{}", k.kernels[0].disassembly());
+}

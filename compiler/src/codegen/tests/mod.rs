@@ -7,6 +7,11 @@
 //! reductions get a proportionally larger budget, never a looser relative one.
 
 mod conv;
+mod eltwise;
+mod linear;
+mod lrn;
+mod pool;
+mod softmax;
 
 use super::{compile, CompileOptions, CompiledKernels, KernelArgs, KernelRequest, KernelSpec};
 
