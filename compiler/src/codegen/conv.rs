@@ -143,9 +143,12 @@ pub struct ConvPlan {
     pub chan_len: usize,
 }
 
-/// Register tile (rows x vectors) per path, measured on this machine (`benches/kernels.rs`).
-pub const DIRECT_TILE: (usize, usize) = (6, 2);
-pub const ROW_TILE: (usize, usize) = (6, 2);
+/// Register tile (rows x vectors) per path, measured on this machine (`cargo bench --bench kernels
+/// -- --sweep`): 3 output channels x 16 columns (12 accumulators) beat 6x8, 5x8, 4x12, 3x12 and 2x24
+/// on most ResNet-50 shapes. Per K step it needs 3 splats and 9 multiplicand copies for 12 FMAs
+/// (6x8: 6 splats, 6 copies), and 4 B vectors read by the FMAs themselves.
+pub const DIRECT_TILE: (usize, usize) = (3, 4);
+pub const ROW_TILE: (usize, usize) = (3, 4);
 /// Work items per sample worth aiming for (balance over 2+ threads at batch 1).
 const TARGET_ITEMS: usize = 16;
 /// Packed A up to this size is read from L2 once per column tile (tiles outside panels).
@@ -410,9 +413,13 @@ fn for_cols(
     }
 }
 
+/// Emits every column tile of an item, calling the visitor with each.
+type TileLoop<'a> = dyn FnMut(&mut KernelCx, &mut dyn FnMut(&mut KernelCx, Cols)) + 'a;
+
 /// Emits the tile loops in the plan's order: column tiles outside panels (`tiles_outer`: one B
 /// tile stays in L1 while every panel of A streams past) or panels outside tiles (one A panel stays
 /// in L1 while the B block streams past).
+#[allow(clippy::too_many_arguments)]
 fn nest(
     cx: &mut KernelCx,
     plan: &ConvPlan,
@@ -420,7 +427,7 @@ fn nest(
     relu: Relu,
     g: Value,
     chunk: Value,
-    tiles: &mut dyn FnMut(&mut KernelCx, &mut dyn FnMut(&mut KernelCx, Cols)),
+    tiles: &mut TileLoop,
     compute: &mut dyn FnMut(&mut KernelCx, &Panel, Cols),
 ) {
     if plan.tiles_outer {

@@ -323,7 +323,7 @@ fn conv_machine_code_has_vector_fma() {
     let k = compile_one(KernelSpec::Conv(spec));
     let asm = k.kernels[0].disassembly();
     let fmas = asm.lines().filter(|l| l.contains("vfmadd") && l.contains("xmm")).count();
-    assert!(fmas >= 9 * 12, "expected the unrolled 3x3 tile of vfmadd*ps, found {fmas}:\n{asm}");
+    assert!(fmas >= 9 * 3 * 4, "expected the unrolled 3x3 tile of vfmadd*ps, found {fmas}:\n{asm}");
     // No libcalls for fma: the ISA flags are on.
     assert!(!asm.contains("call"), "kernel calls out:\n{asm}");
     let clif = k.kernels[0].clif().unwrap();

@@ -38,7 +38,7 @@ fn add_and_relu() {
             });
             let sp = spec(EltwiseOp::Relu, len, 1);
             let a = rng.vec(n * sp.in_strides[0]);
-            let got = run_spec(&sp, n, &[a.clone()], &[]);
+            let got = run_spec(&sp, n, std::slice::from_ref(&a), &[]);
             check_each(&sp, n, &got, |s, i| (a[s * sp.in_strides[0] + i] as f64).max(0.0));
         }
     }
@@ -53,7 +53,7 @@ fn affine() {
             let (scale, shift) = (rng.vec(channels), rng.vec(channels));
             for n in [1, 3] {
                 let x = rng.vec(n * sp.in_strides[0]);
-                let got = run_spec(&sp, n, &[x.clone()], &[&scale, &shift]);
+                let got = run_spec(&sp, n, std::slice::from_ref(&x), &[&scale, &shift]);
                 check_each(&sp, n, &got, |s, i| {
                     let c = i / plane;
                     let v = x[s * sp.in_strides[0] + i] as f64 * scale[c] as f64 + shift[c] as f64;

@@ -10,6 +10,7 @@ mod conv;
 mod eltwise;
 mod linear;
 mod lrn;
+mod models;
 mod pool;
 mod softmax;
 
