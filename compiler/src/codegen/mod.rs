@@ -1,0 +1,342 @@
+//! Code generation with Cranelift: one native kernel per executable IR node.
+//!
+//! ## Kernel ABI
+//! Every kernel is a [`KernelFn`]:
+//! `extern "C" fn(inputs, output, weights, scratch, begin, end)`.
+//! - `inputs[i]` points at element `(0, 0)` of the node's `i`-th input value (for the memory plan's
+//!   placements: `arena + buffer.offset * N + placement.offset`, in floats); sample `n` of a value
+//!   starts `n * sample_stride` floats further, with the strides baked into the spec.
+//! - `output` likewise for the node's output value.
+//! - `weights[j]`: the kernel's weight buffers, as listed by [`KernelSpec::weight_layout`] (packed
+//!   conv/linear weights from [`pack`], or plain per-channel vectors).
+//! - `scratch`: per-thread memory of [`KernelSpec::scratch_floats`] floats (may be null when 0).
+//! - `begin..end`: the work items to run. A batch of `N` has `N * items_per_sample()` items, item
+//!   `i` belonging to sample `i / items_per_sample()`. Items write disjoint outputs and only read
+//!   inputs, weights and their own scratch, so an executor may split `0..N*items_per_sample()` into
+//!   any ranges and run them on different threads (each with its own scratch).
+//!
+//! Shapes, strides, padding and offsets are compile-time constants of each kernel; the batch size
+//! is not (it only scales the item range), so one compilation serves every batch size.
+//!
+//! ## Families
+//! [`conv`] + [`gemm`] (every `FusedConv`), [`linear`], [`pool`], [`lrn`], [`eltwise`] (add, ReLU,
+//! affine, copies for concatenation), [`softmax`]. Views (`Slice`, `Flatten`, in-place `Concat`,
+//! `Input`, `Dropout`) need no kernel: see [`KernelSpec::for_node`].
+
+pub mod conv;
+mod cx;
+pub mod eltwise;
+pub mod gemm;
+pub mod isa;
+pub mod jit;
+pub mod linear;
+pub mod lrn;
+pub mod pack;
+pub mod pool;
+pub mod softmax;
+
+pub use conv::{ConvPlan, ConvSpec};
+pub use eltwise::{EltwiseOp, EltwiseSpec};
+pub use jit::{compile, CompileOptions, CompiledKernel, CompiledKernels, KernelArgs, KernelRequest};
+pub use linear::{pack_linear_weights, LinearSpec};
+pub use lrn::LrnSpec;
+pub use pack::{pack_conv_weights, AlignedF32};
+pub use pool::{PoolKind, PoolSpec};
+pub use softmax::SoftmaxSpec;
+
+use crate::ir::{Graph, NodeId, Op, ValueId};
+use crate::lower::memory::MemoryPlan;
+
+use cranelift_jit::JITModule;
+use cx::KernelCx;
+
+/// The entry point of every kernel (see the module documentation for the contract).
+///
+/// # Safety
+/// `inputs` must hold as many valid pointers as the node has inputs, each valid for reads of the
+/// whole value for every sample the items `begin..end` touch (sample strides as in the spec);
+/// `weights` likewise for the buffers of [`KernelSpec::weight_layout`]; `output` valid for writes
+/// of those samples; `scratch` valid for reads and writes of `scratch_floats()` floats and used by
+/// no one else during the call; `end <= N * items_per_sample()`.
+pub type KernelFn = unsafe extern "C" fn(
+    inputs: *const *const f32,
+    output: *mut f32,
+    weights: *const *const f32,
+    scratch: *mut f32,
+    begin: u64,
+    end: u64,
+);
+
+/// Errors of code generation.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("this machine cannot run netc's kernels: {0} (x86-64 with AVX2 and FMA is required)")]
+    UnsupportedHost(String),
+    #[error("unsupported kernel: {0}")]
+    Unsupported(String),
+    #[error("weights do not fit the kernel: {0}")]
+    Weights(String),
+    #[error("Cranelift failed: {0}")]
+    Cranelift(String),
+}
+
+/// What one kernel computes, with every shape and stride it is specialised for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelSpec {
+    Conv(ConvSpec),
+    Linear(LinearSpec),
+    Pool(PoolSpec),
+    Lrn(LrnSpec),
+    Eltwise(EltwiseSpec),
+    Softmax(SoftmaxSpec),
+}
+
+impl KernelSpec {
+    /// The kernel for node `id` of an optimised graph placed by `plan`, or `None` for nodes that
+    /// move no data (inputs, views: flatten, channel slices, in-place concatenation, dropout).
+    pub fn for_node(
+        graph: &Graph,
+        id: NodeId,
+        plan: &MemoryPlan,
+    ) -> Result<Option<KernelSpec>, CodegenError> {
+        let node = graph.node(id);
+        let inputs = graph.inputs(id);
+        let stride = |v: ValueId| {
+            plan.values.get(&v).map(|p| p.sample_stride).ok_or_else(|| {
+                CodegenError::Unsupported(format!("`{}`: a value has no place in the memory plan", node.name))
+            })
+        };
+        let out_stride = stride(id.value())?;
+        let in_strides = inputs.iter().map(|&v| stride(v)).collect::<Result<Vec<_>, _>>()?;
+        let chw = |v: ValueId| -> Result<[usize; 3], CodegenError> {
+            graph.shape(v).as_chw().map(|(c, h, w)| [c, h, w]).ok_or_else(|| {
+                CodegenError::Unsupported(format!(
+                    "`{}` expects a feature map, got {}",
+                    node.name,
+                    graph.shape(v)
+                ))
+            })
+        };
+        let len = node.shape.elements();
+        let spec = match &node.op {
+            Op::Input | Op::Flatten | Op::Slice(_) | Op::Dropout(_) => return Ok(None),
+            Op::Concat(c) if c.in_place => return Ok(None),
+            Op::FusedConv(f) => KernelSpec::Conv(ConvSpec {
+                op: f.clone(),
+                input: chw(inputs[0])?,
+                in_stride: in_strides[0],
+                out_stride,
+                res_stride: in_strides.get(1).copied().unwrap_or(0),
+                tile: None,
+                order: None,
+            }),
+            Op::FusedLinear(l) => {
+                KernelSpec::Linear(LinearSpec { op: l.clone(), in_stride: in_strides[0], out_stride })
+            }
+            Op::MaxPool(p) => KernelSpec::Pool(PoolSpec {
+                kind: PoolKind::Max,
+                input: chw(inputs[0])?,
+                output: chw(id.value())?,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                dilation: p.dilation,
+                in_stride: in_strides[0],
+                out_stride,
+            }),
+            Op::AvgPool(p) => KernelSpec::Pool(PoolSpec {
+                kind: PoolKind::Avg { count_include_pad: p.count_include_pad },
+                input: chw(inputs[0])?,
+                output: chw(id.value())?,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                dilation: [1, 1],
+                in_stride: in_strides[0],
+                out_stride,
+            }),
+            Op::AdaptiveAvgPool(_) => KernelSpec::Pool(PoolSpec {
+                kind: PoolKind::Adaptive,
+                input: chw(inputs[0])?,
+                output: chw(id.value())?,
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                in_stride: in_strides[0],
+                out_stride,
+            }),
+            Op::Lrn(l) => {
+                let [c, h, w] = chw(inputs[0])?;
+                KernelSpec::Lrn(LrnSpec {
+                    channels: c,
+                    plane: h * w,
+                    size: l.size,
+                    alpha: l.alpha,
+                    beta: l.beta,
+                    k: l.k,
+                    in_stride: in_strides[0],
+                    out_stride,
+                })
+            }
+            Op::Add => KernelSpec::Eltwise(EltwiseSpec { op: EltwiseOp::Add, len, in_strides, out_stride }),
+            Op::Relu => KernelSpec::Eltwise(EltwiseSpec { op: EltwiseOp::Relu, len, in_strides, out_stride }),
+            Op::Affine(a) => {
+                let plane = len / a.channels.max(1);
+                let op = EltwiseOp::Affine { channels: a.channels, plane, relu: a.relu };
+                KernelSpec::Eltwise(EltwiseSpec { op, len, in_strides, out_stride })
+            }
+            Op::Concat(_) => {
+                let lens = inputs.iter().map(|&v| graph.shape(v).elements()).collect();
+                KernelSpec::Eltwise(EltwiseSpec {
+                    op: EltwiseOp::Concat { lens },
+                    len,
+                    in_strides,
+                    out_stride,
+                })
+            }
+            Op::Softmax => KernelSpec::Softmax(SoftmaxSpec { len, in_stride: in_strides[0], out_stride }),
+            Op::Conv(_) | Op::BatchNorm(_) | Op::Linear(_) => {
+                return Err(CodegenError::Unsupported(format!(
+                    "`{}` ({}) must be rewritten by the optimiser before code generation",
+                    node.name,
+                    node.op.name()
+                )))
+            }
+        };
+        // Reject what the generator cannot do now, not at compile time.
+        if let KernelSpec::Conv(c) = &spec {
+            ConvPlan::new(c).map_err(|e| CodegenError::Unsupported(format!("`{}`: {e}", node.name)))?;
+        }
+        Ok(Some(spec))
+    }
+
+    /// Work items per sample (see the module documentation).
+    pub fn items_per_sample(&self) -> usize {
+        match self {
+            KernelSpec::Conv(s) => ConvPlan::new(s).map_or(1, |p| p.items_per_sample()),
+            KernelSpec::Linear(s) => s.panels(),
+            KernelSpec::Pool(s) => s.items_per_sample(),
+            KernelSpec::Lrn(s) => s.items_per_sample(),
+            KernelSpec::Eltwise(s) => s.items_per_sample(),
+            KernelSpec::Softmax(_) => 1,
+        }
+    }
+
+    /// Floats of per-thread scratch.
+    pub fn scratch_floats(&self) -> usize {
+        match self {
+            KernelSpec::Conv(s) => ConvPlan::new(s).map_or(0, |p| p.scratch_floats()),
+            _ => 0,
+        }
+    }
+
+    /// Number of input pointers the kernel reads.
+    pub fn input_count(&self) -> usize {
+        match self {
+            KernelSpec::Conv(s) => 1 + s.op.residual as usize,
+            KernelSpec::Eltwise(s) => s.input_count(),
+            _ => 1,
+        }
+    }
+
+    /// The weight buffers the kernel expects, in order, with their lengths in floats.
+    pub fn weight_layout(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            KernelSpec::Conv(s) => {
+                vec![(
+                    "packed conv weights (pack_conv_weights)",
+                    ConvPlan::new(s).map_or(0, |p| p.packed_len),
+                )]
+            }
+            KernelSpec::Linear(s) => vec![("packed linear weights (pack_linear_weights)", s.packed_len())],
+            KernelSpec::Eltwise(EltwiseSpec { op: EltwiseOp::Affine { channels, .. }, .. }) => {
+                vec![("scale", *channels), ("shift", *channels)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// One line for dumps.
+    pub fn describe(&self) -> String {
+        match self {
+            KernelSpec::Conv(s) => match ConvPlan::new(s) {
+                Ok(p) => format!(
+                    "{} {:?} -> {:?}, {:?} path, tile {}x{}, {} items/sample, scratch {} floats",
+                    s.op_label(),
+                    s.input,
+                    p.out,
+                    p.path,
+                    p.mr,
+                    p.nv * cx::LANES,
+                    p.items_per_sample(),
+                    p.scratch_floats()
+                ),
+                Err(e) => e.to_string(),
+            },
+            KernelSpec::Linear(s) => format!(
+                "linear {} -> {}{}{}, {} panels of {}",
+                s.op.linear.in_features,
+                s.op.linear.out_features,
+                if s.op.linear.bias { " +bias" } else { "" },
+                if s.op.relu { " +relu" } else { "" },
+                s.panels(),
+                linear::PANEL
+            ),
+            KernelSpec::Pool(s) => format!("{:?} pool {:?} -> {:?}", s.kind, s.input, s.output),
+            KernelSpec::Lrn(s) => {
+                format!("lrn size={} over {} channels x {} pixels", s.size, s.channels, s.plane)
+            }
+            KernelSpec::Eltwise(s) => format!("{:?} of {} floats", s.op, s.len),
+            KernelSpec::Softmax(s) => format!("softmax of {} floats", s.len),
+        }
+    }
+
+    /// Which Cranelift optimisation level the family is compiled with (see [`isa::OptLevel`]):
+    /// `None` for the register-blocked GEMM families (the order the generator chose matters),
+    /// `Speed` for the others, whose loops benefit from GVN/LICM of address arithmetic.
+    pub fn opt_level(&self) -> isa::OptLevel {
+        match self {
+            KernelSpec::Conv(_) | KernelSpec::Linear(_) => isa::OptLevel::None,
+            _ => isa::OptLevel::Speed,
+        }
+    }
+
+    fn emit(&self, cx: &mut KernelCx, module: &mut JITModule) -> Result<(), CodegenError> {
+        match self {
+            KernelSpec::Conv(s) => {
+                let plan = ConvPlan::new(s)?;
+                conv::emit(cx, s, &plan);
+            }
+            KernelSpec::Linear(s) => linear::emit(cx, s),
+            KernelSpec::Pool(s) => pool::emit(cx, s),
+            KernelSpec::Lrn(s) => lrn::emit(cx, module, s)?,
+            KernelSpec::Eltwise(s) => eltwise::emit(cx, s),
+            KernelSpec::Softmax(s) => softmax::emit(cx, s),
+        }
+        Ok(())
+    }
+}
+
+impl ConvSpec {
+    fn op_label(&self) -> String {
+        crate::ir::Op::FusedConv(self.op.clone()).label()
+    }
+}
+
+mod helpers {
+    /// Symbol of `f32::powf` for kernels (LRN with an uncommon exponent).
+    pub const POWF: &str = "netc_powf";
+
+    extern "C" fn powf(x: f32, y: f32) -> f32 {
+        x.powf(y)
+    }
+
+    /// Extern helpers kernels may call, by symbol name.
+    pub fn symbols() -> Vec<(&'static str, *const u8)> {
+        vec![(POWF, powf as extern "C" fn(f32, f32) -> f32 as *const u8)]
+    }
+}
+
+#[cfg(test)]
+mod tests;

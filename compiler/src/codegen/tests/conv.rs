@@ -1,0 +1,373 @@
+//! Convolution kernels against a direct-loop reference of the fused semantics.
+
+use super::*;
+use crate::codegen::{pack_conv_weights, ConvPlan, ConvSpec};
+use crate::ir::{Conv2d, ConvKind, FusedConv, Op, Relu};
+
+/// The fused convolution, straight from its definition, for a batch of `n`; returns
+/// `(value, magnitude)` per output element.
+fn reference(
+    spec: &ConvSpec,
+    n: usize,
+    x: &[f32],
+    res: Option<&[f32]>,
+    w: &[&[f32]],
+) -> (Vec<f64>, Vec<f64>) {
+    let op = &spec.op;
+    let c = &op.conv;
+    let [cin, h, wd] = spec.input;
+    let [cout, oh, ow] = spec.output().unwrap();
+    let (cin_g, cout_g) = (cin / c.groups, cout / c.groups);
+    let [kh, kw] = c.kernel;
+    let mut slot = w.iter();
+    let weight = slot.next().unwrap();
+    let bias = c.bias.then(|| slot.next().unwrap());
+    let pre = op.prologue.map(|relu| (slot.next().unwrap(), slot.next().unwrap(), relu));
+    let aff = op.affine.then(|| (slot.next().unwrap(), slot.next().unwrap()));
+    let post = op.post_affine.then(|| (slot.next().unwrap(), slot.next().unwrap()));
+    let mut out = vec![0f64; n * spec.out_stride];
+    let mut mag = vec![0f64; n * spec.out_stride];
+    for s in 0..n {
+        for co in 0..cout {
+            let g = co / cout_g;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let (mut acc, mut m) = (0f64, 0f64);
+                    for cl in 0..cin_g {
+                        let ci = g * cin_g + cl;
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy =
+                                    (y * c.stride[0] + i * c.dilation[0]) as isize - c.padding[0] as isize;
+                                let ix =
+                                    (xo * c.stride[1] + j * c.dilation[1]) as isize - c.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let mut v =
+                                    x[s * spec.in_stride + (ci * h + iy as usize) * wd + ix as usize] as f64;
+                                if let Some((ps, pb, relu)) = pre {
+                                    v = v * ps[ci] as f64 + pb[ci] as f64;
+                                    if relu {
+                                        v = v.max(0.0);
+                                    }
+                                }
+                                let t = weight[((co * cin_g + cl) * kh + i) * kw + j] as f64 * v;
+                                acc += t;
+                                m += t.abs();
+                            }
+                        }
+                    }
+                    let mut v = acc + bias.map_or(0.0, |b| b[co] as f64);
+                    m += v.abs();
+                    if let Some((s1, b1)) = aff {
+                        v = v * s1[co] as f64 + b1[co] as f64;
+                        m = m * (s1[co] as f64).abs() + v.abs();
+                    }
+                    let at = (co * oh + y) * ow + xo;
+                    if let Some(r) = res {
+                        v += r[s * spec.res_stride + at] as f64;
+                        m += v.abs();
+                    }
+                    if let Some((s2, b2)) = post {
+                        v = v * s2[co] as f64 + b2[co] as f64;
+                        m = m * (s2[co] as f64).abs() + v.abs();
+                    }
+                    let relu = match op.relu {
+                        Relu::None => false,
+                        Relu::All => true,
+                        Relu::First(k) => co < k,
+                    };
+                    if relu {
+                        v = v.max(0.0);
+                    }
+                    out[s * spec.out_stride + at] = v;
+                    mag[s * spec.out_stride + at] = m;
+                }
+            }
+        }
+    }
+    (out, mag)
+}
+
+struct Case {
+    cin: usize,
+    cout: usize,
+    hw: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    groups: usize,
+    kind: ConvKind,
+    prologue: Option<bool>,
+    affine: bool,
+    residual: bool,
+    post: bool,
+    relu: Relu,
+    bias: bool,
+}
+
+fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> Case {
+    let kind = match (kernel, stride, pad) {
+        (1, 1, 0) => ConvKind::Gemm1x1,
+        (1, _, 0) => ConvKind::StridedGemm1x1,
+        _ => ConvKind::Direct,
+    };
+    Case {
+        cin,
+        cout,
+        hw: [hw, hw],
+        kernel,
+        stride,
+        pad,
+        dilation: 1,
+        groups: 1,
+        kind,
+        prologue: None,
+        affine: false,
+        residual: false,
+        post: false,
+        relu: Relu::All,
+        bias: true,
+    }
+}
+
+/// Checks one case at batch 1 and 3, with strided values (sample strides larger than the value)
+/// for the input, output and residual.
+fn check(c: Case) {
+    let op = FusedConv {
+        conv: Conv2d {
+            in_channels: c.cin,
+            out_channels: c.cout,
+            kernel: [c.kernel, c.kernel],
+            stride: [c.stride, c.stride],
+            padding: [c.pad, c.pad],
+            dilation: [c.dilation, c.dilation],
+            groups: c.groups,
+            bias: c.bias,
+        },
+        kind: c.kind,
+        prologue: c.prologue,
+        affine: c.affine,
+        residual: c.residual,
+        post_affine: c.post,
+        relu: c.relu,
+    };
+    let input = [c.cin, c.hw[0], c.hw[1]];
+    let mut spec = ConvSpec::contiguous(op.clone(), input).unwrap();
+    let out_len = spec.out_stride;
+    // Views: samples further apart than the value (like a channel slice of a wider buffer).
+    spec.in_stride += 5;
+    spec.out_stride += 3;
+    spec.res_stride += 7;
+    let mut rng = Rng::new((c.cin * 1000 + c.cout * 10 + c.kernel) as u64);
+    let weights: Vec<Vec<f32>> =
+        Op::FusedConv(op).weights().iter().map(|w| rng.vec(w.shape.iter().product())).collect();
+    let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
+    let packed = pack_conv_weights(&spec, &wrefs).unwrap();
+    let k = compile_one(KernelSpec::Conv(spec.clone()));
+    let plan = ConvPlan::new(&spec).unwrap();
+    for n in [1, 3] {
+        let x = rng.vec(n * spec.in_stride);
+        let res = rng.vec(n * spec.res_stride);
+        let mut inputs: Vec<&[f32]> = vec![&x];
+        if c.residual {
+            inputs.push(&res);
+        }
+        let got = run(&k, n, &inputs, &[&packed], n * spec.out_stride);
+        let (want, mag) = reference(&spec, n, &x, c.residual.then_some(&res[..]), &wrefs);
+        // Compare the value; the gaps between samples must be untouched.
+        for s in 0..n {
+            let r = s * spec.out_stride..s * spec.out_stride + out_len;
+            let what = format!("{} n={n} sample {s} ({:?} path)", k.kernels[0].spec.describe(), plan.path);
+            assert_close(&what, &got[r.clone()], &want[r.clone()], &mag[r]);
+            for g in &got[s * spec.out_stride + out_len..(s + 1) * spec.out_stride] {
+                assert!(g.is_nan(), "{what}: wrote past the value");
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_1x1_shapes() {
+    for (cin, cout, hw) in
+        [(3, 5, 1), (13, 5, 2), (5, 13, 3), (16, 24, 7), (64, 32, 14), (17, 7, 9), (4, 6, 5)]
+    {
+        check(case(cin, cout, hw, 1, 1, 0));
+    }
+}
+
+#[test]
+fn gemm_1x1_epilogues() {
+    let mut c = case(13, 19, 5, 1, 1, 0);
+    c.affine = true;
+    c.residual = true;
+    c.post = true;
+    check(c);
+    let mut c = case(7, 9, 6, 1, 1, 0);
+    c.bias = false;
+    c.relu = Relu::First(7);
+    c.post = true;
+    check(c);
+    let mut c = case(20, 30, 4, 1, 1, 0);
+    c.relu = Relu::First(13);
+    c.residual = true;
+    check(c);
+    let mut c = case(8, 12, 3, 1, 1, 0);
+    c.relu = Relu::None;
+    c.bias = false;
+    check(c);
+}
+
+#[test]
+fn gemm_1x1_prologue() {
+    for relu in [false, true] {
+        let mut c = case(11, 10, 5, 1, 1, 0);
+        c.prologue = Some(relu);
+        c.affine = true;
+        check(c);
+        let mut c = case(6, 9, 7, 1, 2, 0);
+        c.prologue = Some(relu);
+        check(c);
+    }
+}
+
+#[test]
+fn strided_1x1() {
+    for (s, hw) in [(2, 7), (2, 8), (4, 9), (2, 1), (3, 3)] {
+        let mut c = case(9, 14, hw, 1, s, 0);
+        c.residual = true;
+        check(c);
+    }
+}
+
+#[test]
+fn kxk_kernels_strides_padding() {
+    for (k, s, p, hw) in [
+        (3, 1, 1, 5),
+        (3, 1, 1, 1),
+        (3, 2, 1, 7),
+        (3, 1, 0, 3),
+        (5, 1, 2, 6),
+        (5, 2, 2, 9),
+        (7, 2, 3, 11),
+        (7, 1, 3, 2),
+        (11, 4, 2, 23),
+        (11, 4, 0, 15),
+        (3, 4, 1, 10),
+        (2, 2, 0, 6),
+    ] {
+        check(case(5, 13, hw, k, s, p));
+    }
+}
+
+#[test]
+fn kxk_wide_rows_and_epilogues() {
+    let mut c = case(3, 8, 37, 3, 1, 1);
+    c.residual = true;
+    c.affine = true;
+    check(c);
+    let mut c = case(4, 7, 19, 3, 2, 1);
+    c.hw = [19, 33];
+    c.post = true;
+    c.relu = Relu::First(3);
+    check(c);
+}
+
+#[test]
+fn dilation_and_groups() {
+    let mut c = case(6, 9, 9, 3, 1, 2);
+    c.dilation = 2;
+    check(c);
+    let mut c = case(6, 10, 8, 3, 1, 1);
+    c.groups = 2;
+    check(c);
+    let mut c = case(8, 8, 6, 3, 2, 1);
+    c.groups = 8;
+    c.residual = true;
+    check(c);
+    let mut c = case(12, 6, 5, 1, 1, 0);
+    c.kind = ConvKind::Direct;
+    c.groups = 3;
+    check(c);
+}
+
+#[test]
+fn unsupported_is_an_error() {
+    let op = FusedConv {
+        conv: Conv2d {
+            in_channels: 4,
+            out_channels: 4,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 2,
+            bias: false,
+        },
+        kind: ConvKind::Direct,
+        prologue: None,
+        affine: false,
+        residual: false,
+        post_affine: false,
+        relu: Relu::First(2),
+    };
+    let spec = ConvSpec::contiguous(op, [4, 5, 5]).unwrap();
+    assert!(matches!(ConvPlan::new(&spec), Err(crate::codegen::CodegenError::Unsupported(_))));
+}
+
+#[test]
+fn conv_machine_code_has_vector_fma() {
+    let spec = ConvSpec::contiguous(case_op(64, 64, 3), [64, 14, 14]).unwrap();
+    let k = compile_one(KernelSpec::Conv(spec));
+    let asm = k.kernels[0].disassembly();
+    let fmas = asm.lines().filter(|l| l.contains("vfmadd") && l.contains("xmm")).count();
+    assert!(fmas >= 9 * 3 * 4, "expected the unrolled 3x3 tile of vfmadd*ps, found {fmas}:\n{asm}");
+    // No libcalls for fma: the ISA flags are on.
+    assert!(!asm.contains("call"), "kernel calls out:\n{asm}");
+    let clif = k.kernels[0].clif().unwrap();
+    assert!(clif.starts_with("; kernel for test"), "{clif}");
+    assert!(clif.contains(" = fma "), "CLIF has fma:\n{clif}");
+}
+
+fn case_op(cin: usize, cout: usize, k: usize) -> FusedConv {
+    FusedConv {
+        conv: Conv2d {
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [k / 2, k / 2],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+        },
+        kind: ConvKind::Direct,
+        prologue: None,
+        affine: false,
+        residual: false,
+        post_affine: false,
+        relu: Relu::All,
+    }
+}
+
+#[test]
+#[ignore = "prints a kernel's CLIF and disassembly"]
+fn dump_kernel() {
+    let spec = ConvSpec::contiguous(case_op(64, 64, 3), [64, 14, 14]).unwrap();
+    let k = compile_one(KernelSpec::Conv(spec));
+    println!("{}", k.kernels[0].clif().unwrap());
+    println!("{}", k.kernels[0].disassembly());
+}
+
+#[test]
+#[ignore = "prints a 1x1 kernel's disassembly"]
+fn dump_direct_kernel() {
+    let mut op = case_op(64, 256, 1);
+    op.kind = ConvKind::Gemm1x1;
+    op.residual = true;
+    let spec = ConvSpec::contiguous(op, [64, 56, 56]).unwrap();
+    let k = compile_one(KernelSpec::Conv(spec));
+    println!("{}", k.kernels[0].disassembly());
+}

@@ -1,0 +1,55 @@
+//! Linear kernels against `y = W x + b`.
+
+use super::*;
+use crate::codegen::{pack_linear_weights, LinearSpec};
+use crate::ir::{FusedLinear, Linear};
+
+fn check(inn: usize, out: usize, bias: bool, relu: bool) {
+    let op = FusedLinear { linear: Linear { in_features: inn, out_features: out, bias }, relu };
+    let spec = LinearSpec { op, in_stride: inn + 3, out_stride: out + 2 };
+    let mut rng = Rng::new((inn * 31 + out) as u64);
+    let w = rng.vec(inn * out);
+    let b = rng.vec(out);
+    let weights: Vec<&[f32]> = if bias { vec![&w, &b] } else { vec![&w] };
+    let packed = pack_linear_weights(&spec, &weights).unwrap();
+    let k = compile_one(KernelSpec::Linear(spec.clone()));
+    for n in [1, 3] {
+        let x = rng.vec(n * spec.in_stride);
+        let got = run(&k, n, &[&x], &[&packed], n * spec.out_stride);
+        for s in 0..n {
+            let (mut want, mut mag) = (vec![0f64; out], vec![0f64; out]);
+            for o in 0..out {
+                let mut acc = if bias { b[o] as f64 } else { 0.0 };
+                let mut m = acc.abs();
+                for i in 0..inn {
+                    let t = w[o * inn + i] as f64 * x[s * spec.in_stride + i] as f64;
+                    acc += t;
+                    m += t.abs();
+                }
+                want[o] = if relu { acc.max(0.0) } else { acc };
+                mag[o] = m;
+            }
+            let at = s * spec.out_stride;
+            assert_close(&format!("linear {inn}->{out} n={n} sample {s}"), &got[at..at + out], &want, &mag);
+            assert!(got[at + out..at + spec.out_stride].iter().all(|v| v.is_nan()), "wrote past the value");
+        }
+    }
+}
+
+#[test]
+fn linear_shapes() {
+    check(1, 1, true, false);
+    check(3, 5, true, true);
+    check(13, 32, false, false);
+    check(64, 33, true, true);
+    check(7, 100, true, false);
+    check(300, 70, false, true);
+}
+
+#[test]
+fn linear_rejects_wrong_weights() {
+    let op = FusedLinear { linear: Linear { in_features: 3, out_features: 2, bias: true }, relu: false };
+    let spec = LinearSpec { op, in_stride: 3, out_stride: 2 };
+    assert!(pack_linear_weights(&spec, &[&[0.0; 6]]).is_err());
+    assert!(pack_linear_weights(&spec, &[&[0.0; 5], &[0.0; 2]]).is_err());
+}

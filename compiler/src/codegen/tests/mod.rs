@@ -1,0 +1,83 @@
+//! Kernel tests: every kernel family against plain Rust loops (f64 accumulation) on awkward shapes.
+//!
+//! Tolerance: a kernel sums in f32, in a different order than the reference; the error of an f32
+//! sum of `K` terms is bounded by about `K * eps * sum(|terms|)`, and in practice is far below that
+//! (errors cancel). Each check allows `1e-5 * (1 + magnitude)` where `magnitude` is the sum of
+//! absolute values of the terms that produced the element (computed by the reference), so large
+//! reductions get a proportionally larger budget, never a looser relative one.
+
+mod conv;
+mod eltwise;
+mod linear;
+mod lrn;
+mod models;
+mod pool;
+mod softmax;
+
+use super::{compile, CompileOptions, CompiledKernels, KernelArgs, KernelRequest, KernelSpec};
+
+/// A small deterministic generator (xorshift64*), values in [-1, 1).
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+pub(super) fn compile_one(spec: KernelSpec) -> CompiledKernels {
+    compile(
+        &[KernelRequest { name: "test".into(), spec }],
+        CompileOptions { keep_clif: true, opt_level: None },
+    )
+    .unwrap_or_else(|e| panic!("compile failed: {e}"))
+}
+
+/// Runs kernel 0 of `k` over a batch of `n`, splitting the items into two ranges (as two threads
+/// would), and returns the output buffer (`out_len` floats, pre-filled with a sentinel so writes
+/// outside the value show up).
+pub(super) fn run(
+    k: &CompiledKernels,
+    n: usize,
+    inputs: &[&[f32]],
+    weights: &[&[f32]],
+    out_len: usize,
+) -> Vec<f32> {
+    let kernel = &k.kernels[0];
+    let mut out = vec![f32::from_bits(0x7fc0_1234); out_len];
+    let mut scratch = vec![0f32; kernel.scratch_floats().max(1)];
+    let ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
+    let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
+    let args =
+        KernelArgs { inputs: &ins, output: out.as_mut_ptr(), weights: &ws, scratch: scratch.as_mut_ptr() };
+    let items = kernel.work_items(n);
+    let mid = items / 2 + items % 3 / 2;
+    // SAFETY: the buffers are sized by the tests for the spec and batch `n`; the scratch holds
+    // `scratch_floats()` floats and the two calls run one after the other.
+    unsafe {
+        kernel.call(&args, 0, mid);
+        kernel.call(&args, mid, items);
+    }
+    out
+}
+
+/// Asserts `got` matches `want` within `1e-5 * (1 + mag)` element-wise.
+pub(super) fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = 1e-5 * (1.0 + m);
+        assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tolerance {tol:e})");
+    }
+}
