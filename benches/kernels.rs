@@ -122,6 +122,9 @@ fn time(spec: &ConvSpec, opt: Option<OptLevel>, threads: usize, iters: usize) ->
     Ok(samples[0])
 }
 
+/// A kernel variant to time: (register tile, opt level, loop order), `None` for the default.
+type Variant = (Option<(usize, usize)>, Option<OptLevel>, Option<bool>);
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let sweep = args.iter().any(|a| a == "--sweep");
@@ -133,8 +136,7 @@ fn main() {
         let [co, oh, ow] = base.output().expect("valid");
         let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
         let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
-        let mut variants: Vec<(Option<(usize, usize)>, Option<OptLevel>, Option<bool>)> =
-            vec![(None, None, None)];
+        let mut variants: Vec<Variant> = vec![(None, None, None)];
         if sweep {
             let orders: &[Option<bool>] =
                 if args.iter().any(|a| a == "--orders") { &[Some(false), Some(true)] } else { &[None] };
