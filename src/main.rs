@@ -17,6 +17,10 @@ use std::process::ExitCode;
 ///   netc check models/resnet50.net
 ///   netc summary models/googlenet.net --train
 ///   netc ir models/resnet18.net --format dot > resnet18.dot
+///   netc init models/resnet50.net -o resnet50.safetensors
+///   netc run models/resnet50.net --weights resnet50.safetensors --input models/sample/cat.jpg
+///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
+///   netc bench resnet50.netc --batch 8
 #[derive(Parser)]
 #[command(name = "netc", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -31,6 +35,8 @@ enum Command {
     Ir(commands::ir::Args),
     Init(commands::init::Args),
     Run(commands::run::Args),
+    Compile(commands::compile::Args),
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,8 @@ fn main() -> ExitCode {
         Command::Ir(args) => commands::ir::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Compile(args) => commands::compile::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@
 //! * [`io`]: `.npy` tensors, images with torchvision's ImageNet preprocessing, atomic writes.
 //! * [`classes`]: the ImageNet class names.
 //!
-//! `unsafe` appears only where files are memory-mapped: weight files ([`WeightFile::open`]) and
-//! compiled bundles ([`bundle::Bundle::open`]).
+//! `unsafe` appears only at three boundaries: memory-mapping weight files ([`WeightFile::open`]) and
+//! compiled bundles ([`bundle::Bundle::open`]), and calling JIT-compiled kernels (`jit::threads`).
 
 #![deny(unsafe_code)]
 
@@ -23,3 +23,4 @@ pub mod weights;
 
 pub use tensor::Tensor;
 pub use weights::{bind, BoundWeights, WeightError, WeightFile};
+pub mod jit;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 /// Dump a model's IR at a stage of compilation.
 ///
 /// Stages: `parsed` (as written), `optimized` (after the whole pipeline; the default of every command
-/// that executes), `after:PASS` (after the pipeline up to and including PASS; see --list-passes).
+/// that executes), `after:PASS` (after the pipeline up to and including PASS; see --list-passes),
+/// `clif` (each JIT kernel's Cranelift IR, headed by the IR node it implements), `asm` (each kernel's
+/// machine code, disassembled).
 ///
 /// text: one value per line with op, inputs, attributes, shape, weight scope and block instance.
 /// dot:  Graphviz, one cluster per block instance, shapes on edges (`| dot -Tsvg > model.svg`).
@@ -43,16 +45,22 @@ pub enum Stage {
     Optimized,
     /// After the pipeline up to and including this pass.
     After(String),
+    /// Each kernel's Cranelift IR, annotated with the IR node it implements.
+    Clif,
+    /// Each kernel's machine code, disassembled.
+    Asm,
 }
 
 fn parse_stage(text: &str) -> Result<Stage, String> {
     match text {
         "parsed" => Ok(Stage::Parsed),
         "optimized" | "optimised" => Ok(Stage::Optimized),
+        "clif" => Ok(Stage::Clif),
+        "asm" => Ok(Stage::Asm),
         _ => match text.strip_prefix("after:") {
             Some(pass) if netc_compiler::passes::find(pass).is_some() => Ok(Stage::After(pass.to_string())),
             Some(pass) => Err(format!("no pass named `{pass}`; `netc ir --list-passes` lists them")),
-            None => Err(format!("`{text}` is not a stage: use parsed, optimized or after:PASS")),
+            None => Err(format!("`{text}` is not a stage: use parsed, optimized, after:PASS, clif or asm")),
         },
     }
 }
@@ -78,6 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stage::Parsed => {}
         Stage::Optimized => super::optimize(&mut graph, &args.opt, None)?,
         Stage::After(pass) => super::optimize(&mut graph, &args.opt, Some(pass))?,
+        Stage::Clif | Stage::Asm => {
+            super::optimize(&mut graph, &args.opt, None)?;
+            let text = kernels(graph, matches!(args.stage, Stage::Asm))?;
+            return super::write_output(args.output.as_deref(), text.as_bytes());
+        }
     }
     let text = match args.format {
         Format::Text => print::to_text(&graph),
@@ -85,4 +98,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Format::Json => serde_json::to_string_pretty(&print::to_json(&graph))? + "\n",
     };
     super::write_output(args.output.as_deref(), text.as_bytes())
+}
+
+/// The CLIF or disassembly of every kernel of `graph`, each headed by the node it implements.
+fn kernels(mut graph: netc_compiler::ir::Graph, asm: bool) -> anyhow::Result<String> {
+    use netc_compiler::codegen::{compile, CompileOptions, KernelRequest};
+    netc_compiler::passes::legalize(&mut graph);
+    let plan = netc_compiler::lower::plan(&graph);
+    let specs = netc_runtime::jit::kernel_specs(&graph, &plan)?;
+    let requests: Vec<KernelRequest> = specs
+        .iter()
+        .map(|(id, spec)| KernelRequest {
+            name: netc_runtime::jit::kernel_name(&graph, *id),
+            spec: spec.clone(),
+        })
+        .collect();
+    let compiled = compile(&requests, CompileOptions { keep_clif: !asm, opt_level: None })?;
+    let mut text = String::new();
+    for kernel in &compiled.kernels {
+        text += &format!("; ---- kernel `{}`: {}\n", kernel.name, kernel.spec.describe());
+        if asm {
+            text += &kernel.disassembly();
+        } else {
+            text += kernel.clif().unwrap_or("");
+        }
+        text += "\n";
+    }
+    Ok(text)
 }

@@ -1,6 +1,9 @@
 //! One module per subcommand, plus what they share: loading a model and reporting errors.
 
+pub mod bench;
 pub mod check;
+pub mod compile;
+pub mod exec;
 pub mod init;
 pub mod ir;
 pub mod run;

@@ -1,10 +1,11 @@
 //! `netc run FILE.net --weights W.safetensors --input X...`: run a model on real inputs.
 
+use super::exec::Source;
 use anyhow::{bail, Context as _};
 use netc_compiler::ir::Graph;
 use netc_runtime::io::{atomic, image, npy};
 use netc_runtime::tensor::Dims;
-use netc_runtime::{classes, reference, Tensor, WeightFile};
+use netc_runtime::{classes, reference, Tensor};
 use std::path::{Path, PathBuf};
 
 /// Run a model on images or tensors and print the top classes or save the logits.
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 /// class names (top 5 by default when there is no --output). --output writes the model's first
 /// output (the logits, [N, classes]) as .npy; the file appears only when complete.
 ///
-/// The optimised graph runs (see `netc ir --stage optimized`); -O0 runs the model as written.
+/// The optimised graph runs (see `netc ir --stage optimized`), as native JIT-compiled kernels by
+/// default; -O0 runs the model as written. A compiled bundle (`netc compile`) runs without --weights.
 ///
 /// Weights are a .safetensors file with PyTorch state_dict names (`netc init` writes one; a
 /// torchvision state_dict saved with safetensors.torch.save_file loads as-is, f16/bf16 included).
@@ -27,14 +29,16 @@ use std::path::{Path, PathBuf};
 ///   netc init models/resnet18.net -o resnet18.safetensors
 ///   netc run models/resnet18.net --weights resnet18.safetensors --input models/sample/cat.jpg
 ///   netc run models/vgg16.net --weights vgg16.safetensors --input a.jpg b.png --output logits.npy
+///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
+///   netc run resnet50.netc --input models/sample/cat.jpg --top 5
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The model file.
+    /// The model: a .net file (with --weights) or a compiled bundle (.netc, from `netc compile`).
     pub file: PathBuf,
-    /// The weights (.safetensors).
+    /// The weights (.safetensors) of a .net model.
     #[arg(long, value_name = "W.safetensors")]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// Input files: .npy arrays or JPEG/PNG images (several make a batch).
     #[arg(long, short, value_name = "X", num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
@@ -45,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "K", value_parser = positive)]
     pub top: Option<usize>,
     /// How to execute the model.
-    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = positive)]
@@ -56,6 +60,8 @@ pub struct Args {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Backend {
+    /// Native kernels compiled with Cranelift, run over one planned arena on worker threads.
+    Jit,
     /// The reference interpreter: plain loops with f64 accumulation, the oracle. Simple, not fast.
     Reference,
 }
@@ -68,23 +74,27 @@ fn positive(text: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let parsed = super::load_model(&args.file, None)?;
+    let source = Source::open(&args.file, args.weights.as_deref())?;
     if let Some(out) = &args.output {
         // Fail before the (possibly long) run, not after it.
         atomic::check_writable(out)?;
     }
-    // Weights are checked against the model as written (so a state_dict with the auxiliary heads'
-    // tensors is accepted), then read by the optimised graph, whose folded weights combine them.
-    let file = WeightFile::open(&args.weights)?;
-    let weights = file.bind(&parsed)?;
-    let mut graph = parsed.clone();
-    super::optimize(&mut graph, &args.opt, None)?;
-    let (batch, labels) = load_inputs(&graph, &args.input)?;
-
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let outputs = match args.backend {
+    let (model, outputs, labels) = match args.backend {
+        Backend::Jit => {
+            let mut exe = source.executable(&args.opt)?;
+            let (batch, labels) = load_inputs(exe.graph(), &args.input)?;
+            (exe.graph().name.clone(), exe.run(&[batch], threads)?, labels)
+        }
         Backend::Reference => {
-            reference::run_with(&graph, &weights, &[batch], &reference::Options { threads })?
+            // Weights are checked against the model as written (so a state_dict with the auxiliary
+            // heads' tensors is accepted), then read by the optimised graph, whose folded weights
+            // combine them.
+            let (_, weights) = source.bound()?;
+            let graph = source.graph(&args.opt)?;
+            let (batch, labels) = load_inputs(&graph, &args.input)?;
+            let outputs = reference::run_with(&graph, &weights, &[batch], &reference::Options { threads })?;
+            (graph.name.clone(), outputs, labels)
         }
     };
     let logits = outputs.into_iter().next().context("the model has no inference output")?;
@@ -96,8 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(k) = top {
         if logits.shape.len() != 2 {
             bail!(
-                "--top needs logits of shape [N, classes], but model `{}` outputs {}",
-                graph.name,
+                "--top needs logits of shape [N, classes], but model `{model}` outputs {}",
                 Dims(&logits.shape)
             );
         }

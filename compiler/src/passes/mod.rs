@@ -10,9 +10,12 @@ mod fold_batchnorm;
 mod fuse_epilogue;
 mod fuse_prologue;
 mod gemm_1x1;
+mod legalize;
 mod merge_consecutive_1x1;
 mod merge_siblings_1x1;
 mod slots;
+
+pub use legalize::legalize;
 
 use crate::ir::{verify, Graph, VerifyError};
 use std::collections::BTreeMap;
