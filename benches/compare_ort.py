@@ -491,16 +491,37 @@ def cpu_times():
     return busy / hz, (v[7] if len(v) > 7 else 0) / hz
 
 
+def wait_quiet(max_wait: float, threshold: float = 0.10) -> float:
+    """Wait (at most max_wait s) until the machine's busy CPU share over a 1 s window is
+    below threshold; return the seconds waited."""
+    t0 = time.perf_counter()
+    while max_wait > 0 and time.perf_counter() - t0 < max_wait:
+        c0, w0 = cpu_times(), time.perf_counter()
+        time.sleep(1.0)
+        c1, w1 = cpu_times(), time.perf_counter()
+        if c0 is None or c1 is None:
+            break
+        if (c1[0] - c0[0]) / (os.cpu_count() * (w1 - w0)) < threshold:
+            break
+    return time.perf_counter() - t0
+
+
+QUIET_WAIT = 0.0  # set from --quiet-wait
+
+
 def with_load(fn) -> dict:
     """fn()'s result plus machine-noise indicators for its duration: the 1-minute load
     average before/after, and other_cpu_frac = CPU time used by everything except the
     measured child process (other processes, this script, hypervisor steal) divided by
     cores x wall time. Near 0 on a quiet machine."""
+    waited = wait_quiet(QUIET_WAIT)
     before = os.getloadavg()[0]
     c0, t0 = cpu_times(), time.perf_counter()
     res = fn()
     c1, wall = cpu_times(), time.perf_counter() - t0
     res["loadavg_1m"] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    if QUIET_WAIT > 0:
+        res["quiet_wait_s"] = round(waited, 1)
     if c0 and c1 and res.get("cpu_s") is not None and wall > 0:
         other = (c1[0] - c0[0]) - res["cpu_s"]
         res["other_cpu_frac"] = round(max(other, 0.0) / (os.cpu_count() * wall), 3)
@@ -544,7 +565,8 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
         ort_out = CACHE / f"{name}.ort_b{b}.npy"
 
         def ort_cold(i):
-            return ort_call("cold", onnx_path, inp, args, output=ort_out if i == 0 else None)
+            return with_load(lambda: ort_call("cold", onnx_path, inp, args,
+                                              output=ort_out if i == 0 else None))
 
         log(f"[{name} b{b}] ORT cold x{args.cold_reps}")
         runs, first = cold_runs(ort_cold, args.cold_reps)
@@ -556,6 +578,7 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
             "first_run_ms": med([r.get("first_run_ms") for r in runs]),
             "session_plus_first_run_ms": med([r.get("session_plus_first_run_ms") for r in runs]),
             "maxrss_mb": med([r.get("maxrss_mb") for r in runs]),
+            "max_other_cpu_frac": max((r.get("other_cpu_frac") or 0) for r in runs),
             "runs": runs,
         }
         if first["ok"] and ort_out.exists():
@@ -569,13 +592,15 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
             target, tw = (bundle, None) if bundle else (net, weights)
             netc_out = CACHE / f"{name}.netc_b{b}.npy"
             log(f"[{name} b{b}] netc cold x{args.cold_reps} ({target.name})")
-            runs = [netc.cold(target, tw, inp, netc_out if i == 0 else CACHE / "scratch.npy",
-                              args.threads) for i in range(args.cold_reps)]
+            runs = [with_load(lambda: netc.cold(target, tw, inp,
+                                                netc_out if i == 0 else CACHE / "scratch.npy",
+                                                args.threads)) for i in range(args.cold_reps)]
             key = "netc_bundle" if bundle else "netc"
             e[key]["cold"] = {
                 "ok": all(r["ok"] for r in runs),
                 "process_wall_ms": med([r["process_wall_ms"] for r in runs]),
                 "maxrss_mb": med([r["maxrss_mb"] for r in runs]),
+                "max_other_cpu_frac": max((r.get("other_cpu_frac") or 0) for r in runs),
                 "runs": runs,
             }
             if runs[0]["ok"]:
@@ -625,7 +650,12 @@ def fmt(v, spec=".2f", width=8):
 
 
 def print_tables(results: dict, batches) -> None:
+    n = results["netc"]
     print()
+    print(f"ONNX Runtime {results['versions'].get('onnxruntime')} "
+          f"({results['versions'].get('ort_device')}), {results['config']['threads']} threads; "
+          + (f"netc: {n['version']} (compile: {'yes' if n['compile'] else 'no'})" if n["available"]
+             else f"netc unavailable: {n['why']}"))
     print("Steady-state latency (ms; netc/ORT = ratio of medians, < 1 means netc is faster; "
           "bndl = the compiled .netc bundle; ORT rel = ORT vs PyTorch max|diff|/max|ref|; "
           "noise = CPU share used by other processes while timing)")
@@ -688,11 +718,16 @@ def main() -> int:
     ap.add_argument("--no-netc", action="store_true", help="time ONNX Runtime only")
     ap.add_argument("--ort-no-spin", action="store_true",
                     help="session.intra_op.allow_spinning=0 (ORT default is to spin)")
+    ap.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
+                    help="before each timed run wait up to S seconds for the machine to be "
+                    "idle (< 10%% busy over 1 s); for shared machines (default 0: no wait)")
     ap.add_argument("--timeout", type=float, default=3600, help="per child process, seconds")
     ap.add_argument("--refresh", action="store_true", help="rebuild the cached artefacts")
     ap.add_argument("--out", type=Path, default=CACHE / "compare_ort.json")
     args = ap.parse_args()
 
+    global QUIET_WAIT
+    QUIET_WAIT = args.quiet_wait
     models = [m for m in args.models.split(",") if m]
     for m in models:
         if m not in ALL_MODELS:
@@ -717,6 +752,7 @@ def main() -> int:
         "config": {"models": models, "batches": batches, "threads": args.threads,
                    "iters": args.iters, "ort_warmup": args.warmup, "rounds": args.rounds,
                    "cold_reps": args.cold_reps, "ort_allow_spinning": not args.ort_no_spin,
+                   "quiet_wait_s": args.quiet_wait,
                    "opset": OPSET, "input_hw": HW},
         "machine": cpu_info(),
         "netc": {"path": str(netc.path), "version": netc.version, "available": netc.available,

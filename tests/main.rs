@@ -22,3 +22,7 @@ mod runtime_weights;
 
 // Optimiser.
 mod cli_optimizer;
+
+// JIT backend.
+mod cli_jit;
+mod jit;

@@ -8,6 +8,9 @@
 //! rounding, which grows with depth; relative to the largest logit it stays around 1e-6 (the deep
 //! ResNets' logits reach 1e9 because random BatchNorm statistics let activations grow, which a
 //! relative bound absorbs).
+//!
+//! Each model also runs after the whole optimisation pipeline, through the reference interpreter and
+//! through the JIT backend, against the same golden logits and against each other.
 
 use crate::common::{compile, compile_text, filled_weights, golden_pytorch, model};
 use netc_runtime::io::npy;
@@ -56,9 +59,15 @@ fn agrees_with_pytorch(model_name: &str, golden: &str, batch: usize) {
     let mut optimized = graph.clone();
     let options = netc_compiler::passes::Options { verify_each: true, ..Default::default() };
     netc_compiler::passes::optimize(&mut optimized, &options).unwrap_or_else(|e| panic!("{e}"));
-    let fused = reference::run(&optimized, &weights, &[input]).unwrap_or_else(|e| panic!("{e}"));
+    let fused =
+        reference::run(&optimized, &weights, std::slice::from_ref(&input)).unwrap_or_else(|e| panic!("{e}"));
     compare(&format!("{golden} (optimised)"), &fused[0], &expected);
     compare(&format!("{golden} (optimised vs as written)"), &fused[0], &outputs[0]);
+
+    // The JIT backend on the same optimised graph and weights.
+    let jit = crate::common::jit_run(&optimized, &weights, &input, 2);
+    compare(&format!("{golden} (JIT)"), &jit, &expected);
+    compare(&format!("{golden} (JIT vs reference)"), &jit, &fused[0]);
 }
 
 #[test]

@@ -115,18 +115,16 @@ impl Bundle {
         let err_path = || path.to_path_buf();
         let file =
             std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
+        let len = file.metadata().map_err(|source| BundleError::Io { path: err_path(), source })?.len();
+        if len < HEADER as u64 {
+            // Too short to hold a header (an empty file cannot even be mapped).
+            return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
+        }
         // SAFETY: the mapping is read-only and private to this process; netc never writes to a bundle
         // it has open. A concurrent external modification of the file is outside what any reader of
         // a mapped file can defend against, and the checksum below is verified after mapping.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
-        let len = map.len() as u64;
-        if map.len() < HEADER {
-            if map.len() >= 8 && &map[..8] != MAGIC {
-                return Err(BundleError::BadMagic { path: err_path() });
-            }
-            return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
-        }
         if &map[..8] != MAGIC {
             return Err(BundleError::BadMagic { path: err_path() });
         }
@@ -240,6 +238,8 @@ mod tests {
             .unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));
         std::fs::write(&path, b"NETC").unwrap();
+        assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
+        std::fs::write(&path, b"").unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
     }
 }

@@ -65,3 +65,19 @@ pub fn filled_weights(graph: &netc_compiler::ir::Graph) -> netc_runtime::WeightF
     netc_runtime::WeightFile::from_bytes(format!("netc-fill v1 weights of {}", graph.name), bytes)
         .expect("valid")
 }
+
+/// Runs `graph` with the JIT backend (kernels compiled, weights packed from `weights`) on `input`
+/// with `threads` threads, returning the first output.
+pub fn jit_run(
+    graph: &netc_compiler::ir::Graph,
+    weights: &netc_runtime::BoundWeights,
+    input: &netc_runtime::Tensor,
+    threads: usize,
+) -> netc_runtime::Tensor {
+    use netc_runtime::jit::{pack::pack, Executable, WeightBuf};
+    let packed = pack(graph, weights).unwrap_or_else(|e| panic!("{e}"));
+    let buffers = packed.into_iter().map(|b| b.into_iter().map(WeightBuf::Owned).collect()).collect();
+    let mut exe =
+        Executable::new(graph.clone(), buffers, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    exe.run(std::slice::from_ref(input), threads).unwrap_or_else(|e| panic!("{e}")).remove(0)
+}

@@ -1,0 +1,163 @@
+//! The JIT from the command line: compiled bundles, `netc bench`, kernel dumps, and bad bundles.
+
+use crate::common::{model, netc};
+use std::path::Path;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = netc().args(args).output().expect("netc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "netc {args:?} failed:\n{err}");
+    out
+}
+
+/// He-initialised resnet18 weights and their bundle, in `dir`.
+fn resnet18_bundle(dir: &Path) -> (String, String) {
+    let weights = dir.join("r18.safetensors").to_str().unwrap().to_string();
+    let bundle = dir.join("r18.netc").to_str().unwrap().to_string();
+    let net = model("resnet18");
+    ok(&["init", net.to_str().unwrap(), "-o", &weights]);
+    ok(&["compile", net.to_str().unwrap(), "--weights", &weights, "-o", &bundle]);
+    (weights, bundle)
+}
+
+#[test]
+fn a_bundle_runs_without_weights_and_matches_the_net_file_and_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, bundle) = resnet18_bundle(dir.path());
+    let net = model("resnet18");
+    let cat = "models/sample/cat.jpg";
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    ok(&["run", &bundle, "--input", cat, "--output", &out("bundle.npy")]);
+    ok(&["run", net.to_str().unwrap(), "--weights", &weights, "--input", cat, "--output", &out("jit.npy")]);
+    ok(&[
+        "run",
+        net.to_str().unwrap(),
+        "--weights",
+        &weights,
+        "--input",
+        cat,
+        "--backend",
+        "reference",
+        "--output",
+        &out("ref.npy"),
+    ]);
+    let read = |name: &str| netc_runtime::io::npy::read(Path::new(&out(name))).unwrap();
+    let (b, j, r) = (read("bundle.npy"), read("jit.npy"), read("ref.npy"));
+    assert_eq!(b.data, j.data, "a bundle computes exactly what the .net path computes");
+    let scale = r.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = j.data.iter().zip(&r.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "{diff} vs {scale}");
+}
+
+#[test]
+fn a_bundle_refuses_weights_and_the_reference_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, bundle) = resnet18_bundle(dir.path());
+    let (code, _, err) = run(&["run", &bundle, "--weights", &weights, "--input", "models/sample/cat.jpg"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("carries its weights"), "{err}");
+    let (code, _, err) = run(&["run", &bundle, "--backend", "reference", "--input", "models/sample/cat.jpg"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("reference backend needs the .net file"), "{err}");
+}
+
+#[test]
+fn corrupted_truncated_and_foreign_bundles_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = resnet18_bundle(dir.path());
+    let bytes = std::fs::read(&bundle).unwrap();
+    let bad = dir.path().join("bad.netc");
+    let bad_s = bad.to_str().unwrap();
+    let check = |content: &[u8], expect: &str| {
+        std::fs::write(&bad, content).unwrap();
+        let (code, _, err) = run(&["run", bad_s, "--input", "models/sample/cat.jpg"]);
+        assert_ne!(code, 0, "{expect}");
+        assert!(err.contains(expect) && err.contains("bad.netc"), "expected `{expect}` in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let mut flipped = bytes.clone();
+    let mid = bytes.len() / 2;
+    flipped[mid] ^= 0x40;
+    check(&flipped, "checksum");
+    check(&bytes[..bytes.len() - 100], "truncated");
+    let mut other_version = bytes.clone();
+    other_version[8] = 99;
+    check(&other_version, "format version 99");
+}
+
+#[test]
+fn bench_reports_latency_and_throughput_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, bundle) = resnet18_bundle(dir.path());
+    for source in
+        [vec![bundle.as_str()], vec![model("resnet18").to_str().unwrap(), "--weights", weights.as_str()]]
+    {
+        let mut args = vec!["bench"];
+        args.extend(source.iter().copied());
+        args.extend(["--batch", "2", "--threads", "2", "--iters", "3", "--warmup", "1", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        for field in ["median_ms", "p90_ms", "images_per_s"] {
+            assert!(v[field].as_f64().unwrap() > 0.0, "{field}: {v}");
+        }
+        assert_eq!((v["batch"].as_u64(), v["threads"].as_u64()), (Some(2), Some(2)));
+        assert!(v["p90_ms"].as_f64() >= v["median_ms"].as_f64());
+    }
+}
+
+#[test]
+fn kernels_can_be_dumped_as_clif_and_assembly_named_by_their_nodes() {
+    let net = model("resnet18");
+    let clif = ok(&["ir", net.to_str().unwrap(), "--stage", "clif"]);
+    assert!(
+        clif.contains("; ---- kernel `layer1.0.conv2 conv+bias+add+relu`"),
+        "{}",
+        &clif[..2000.min(clif.len())]
+    );
+    assert!(clif.contains("function") && clif.contains("f32x4"));
+    let asm = ok(&["ir", net.to_str().unwrap(), "--stage", "asm"]);
+    assert!(asm.contains("vfmadd"), "{}", &asm[..2000.min(asm.len())]);
+}
+
+#[test]
+fn the_jit_runs_a_model_as_written_with_o0() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("a.safetensors");
+    let net = model("alexnet_paper");
+    ok(&["init", net.to_str().unwrap(), "-o", weights.to_str().unwrap()]);
+    let a = dir.path().join("o0.npy");
+    let b = dir.path().join("o1.npy");
+    let cat = "models/sample/cat.jpg";
+    ok(&[
+        "run",
+        net.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        cat,
+        "-O0",
+        "--output",
+        a.to_str().unwrap(),
+    ]);
+    ok(&[
+        "run",
+        net.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        cat,
+        "--output",
+        b.to_str().unwrap(),
+    ]);
+    let (a, b) = (netc_runtime::io::npy::read(&a).unwrap(), netc_runtime::io::npy::read(&b).unwrap());
+    let scale = a.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= 1e-4 * scale, "{diff} vs {scale}");
+}

@@ -1,0 +1,182 @@
+//! The JIT backend against the reference interpreter: every seed model at batch 3 (batch 1 is in
+//! `runtime_reference`, against PyTorch too), generated small graphs and single ops with awkward
+//! shapes, and the machine code itself.
+
+use crate::common::{compile_text, filled_weights, jit_run, model};
+use netc_compiler::ir::Graph;
+use netc_runtime::{fill, reference, Tensor};
+use proptest::prelude::*;
+
+/// `max |jit - reference| <= 1e-4 * max |reference|` (both f32 outputs of the same weights; the
+/// reference accumulates in f64, the JIT in f32 in another order) and the same argmax per sample
+/// when the output is a class vector.
+fn assert_close(what: &str, jit: &Tensor, reference: &Tensor) {
+    assert_eq!(jit.shape, reference.shape, "{what}: shape");
+    let scale = reference.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let diff = jit.data.iter().zip(&reference.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff} > 1e-4 x {scale}");
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// Optimises `graph`, fills weights and a batch of `batch` inputs, runs both backends, compares.
+fn jit_matches_reference(what: &str, graph: &Graph, batch: usize) {
+    let file = filled_weights(graph);
+    let weights = file.bind(graph).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut optimized = graph.clone();
+    netc_compiler::passes::optimize(&mut optimized, &Default::default()).unwrap();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(graph.shape(graph.inputs[0]).dims());
+    let input = Tensor::new(shape.clone(), fill::input(&shape)).unwrap();
+    let options = reference::Options { threads: 2 };
+    let expected =
+        reference::run_with(&optimized, &weights, std::slice::from_ref(&input), &options).unwrap().remove(0);
+    let got = jit_run(&optimized, &weights, &input, 2);
+    assert_close(what, &got, &expected);
+    if expected.shape.len() == 2 && expected.shape[1] > 1 {
+        for n in 0..batch {
+            assert_eq!(argmax(got.sample(n)), argmax(expected.sample(n)), "{what}: top-1 of sample {n}");
+        }
+    }
+}
+
+/// A seed model at batch 3, at a reduced input size where the model allows one (the work per sample
+/// shrinks with the image; every layer still runs).
+fn seed_model_at_batch_3(name: &str, size: Option<usize>) {
+    let options = netc_compiler::Options { input_shape: size.map(|s| vec![3, s, s]) };
+    let graph = netc_compiler::compile_file(&model(name), &options).unwrap_or_else(|d| panic!("{d}"));
+    jit_matches_reference(&format!("{name} batch 3"), &graph, 3);
+}
+
+#[test]
+fn alexnet_batch_3() {
+    seed_model_at_batch_3("alexnet", Some(127));
+}
+
+#[test]
+fn alexnet_paper_batch_3() {
+    seed_model_at_batch_3("alexnet_paper", None);
+}
+
+#[test]
+fn vgg_batch_3() {
+    for name in ["vgg11", "vgg13", "vgg16", "vgg19"] {
+        seed_model_at_batch_3(name, Some(64));
+    }
+}
+
+#[test]
+fn googlenet_batch_3() {
+    seed_model_at_batch_3("googlenet", Some(112));
+}
+
+#[test]
+fn resnets_batch_3() {
+    for name in ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "preact_resnet50"] {
+        seed_model_at_batch_3(name, Some(96));
+    }
+}
+
+fn single(text: &str) -> Graph {
+    compile_text(text).unwrap_or_else(|d| panic!("{d}\n{text}"))
+}
+
+#[test]
+fn awkward_convolutions_match() {
+    for (input, conv) in [
+        ("[3, 1, 1]", "conv(5, 1) @c"),
+        ("[5, 2, 3]", "conv(7, 3, pad = 1) @c"),
+        ("[13, 3, 3]", "conv(6, 3, 2, pad = 1, bias = false) @c"),
+        ("[3, 23, 23]", "conv(8, 11, 4, pad = 2) @c"),
+        ("[4, 9, 9]", "conv(6, 5, 2, pad = 2, groups = 2) @c"),
+        ("[3, 17, 15]", "conv(9, 7, 4, pad = 3) @c"),
+        ("[6, 10, 10]", "conv(6, 3, dilation = 2, pad = 2, groups = 6) @c"),
+        ("[8, 7, 7]", "conv(12, 1, 2) @c"),
+    ] {
+        let g = single(&format!("network n(x: {input}) {{ x |> {conv} |> relu }}"));
+        for batch in [1, 3] {
+            jit_matches_reference(&format!("{input} {conv} batch {batch}"), &g, batch);
+        }
+    }
+}
+
+#[test]
+fn awkward_pooling_lrn_and_heads_match() {
+    for (input, ops) in [
+        ("[3, 5, 5]", "maxpool(2, 2, pad = 1, ceil_mode = true)"),
+        ("[5, 7, 7]", "maxpool(3, 2, ceil_mode = true)"),
+        ("[3, 6, 6]", "avgpool(3, 2, pad = 1, ceil_mode = true)"),
+        ("[3, 6, 6]", "avgpool(3, 2, pad = 1, ceil_mode = true, count_include_pad = false)"),
+        ("[7, 13, 11]", "adaptive_avgpool((6, 4))"),
+        ("[9, 3, 3]", "lrn(5, alpha = 1e-4, beta = 0.75, k = 2)"),
+        ("[3, 2, 2]", "global_avgpool |> flatten |> linear(5) @fc |> softmax"),
+    ] {
+        let g = single(&format!("network n(x: {input}) {{ x |> {ops} }}"));
+        for batch in [1, 3] {
+            jit_matches_reference(&format!("{input} {ops} batch {batch}"), &g, batch);
+        }
+    }
+}
+
+/// A random small network: a stem conv, then blocks chosen from residual units, inception-style
+/// branches, pre-activation units and pooling, then a classifier head.
+fn small_network() -> impl Strategy<Value = String> {
+    let block = prop_oneof![
+        (1usize..4, 1usize..3).prop_map(|(k, s)| format!(
+            "x = (x |> conv({{x.c}}, {k}, {s}, pad = {}) @{{ID}}a |> batchnorm @{{ID}}b |> relu)",
+            k / 2
+        )),
+        Just("y = x |> conv(x.c, 3, pad = 1, bias = false) @{ID}a |> batchnorm @{ID}b \n x = relu(y + x)".to_string()),
+        Just("x = concat(x |> conv(3, 1) @{ID}a |> relu, x |> conv(2, 1) @{ID}r |> relu |> conv(5, 3, pad = 1) @{ID}c, x |> maxpool(3, 1, pad = 1, ceil_mode = true) |> conv(2, 1) @{ID}p)".to_string()),
+        Just("p = x |> batchnorm @{ID}n |> relu \n x = (p |> conv(x.c, 1, bias = false) @{ID}a) + x".to_string()),
+        Just("x = x |> maxpool(2, 2, ceil_mode = true)".to_string()),
+    ];
+    (1usize..9, 1usize..14, 1usize..5, prop::collection::vec(block, 1..5)).prop_map(
+        |(c, size, classes, blocks)| {
+            let mut body = format!("x = image |> conv({c}, 3, pad = 1) @stem\n");
+            for (i, b) in blocks.iter().enumerate() {
+                body += &b
+                    .replace("{x.c}", "x.c")
+                    .replace("{ID}", &format!("b{i}"))
+                    .replace("{{", "{")
+                    .replace("}}", "}");
+                body += "\n";
+            }
+            body += &format!("x |> global_avgpool |> flatten |> linear({classes}) @fc");
+            format!("network random(image: [3, {size}, {size}]) {{\n{body}\n}}")
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, .. ProptestConfig::default() })]
+
+    #[test]
+    fn generated_small_networks_match(text in small_network(), batch in prop::sample::select(vec![1usize, 3])) {
+        // Some generated networks are invalid (e.g. pooling a 1x1 map); those must be diagnosed.
+        if let Ok(graph) = compile_text(&text) {
+            jit_matches_reference(&text, &graph, batch);
+        }
+    }
+}
+
+#[test]
+fn conv_kernels_use_vector_fma_instructions() {
+    let g = single("network n(x: [16, 8, 8]) { x |> conv(16, 3, pad = 1) @c |> relu }");
+    let mut g2 = g.clone();
+    netc_compiler::passes::legalize(&mut g2);
+    let plan = netc_compiler::lower::plan(&g2);
+    let specs = netc_runtime::jit::kernel_specs(&g2, &plan).unwrap();
+    let requests: Vec<_> = specs
+        .iter()
+        .map(|(id, spec)| netc_compiler::codegen::KernelRequest {
+            name: format!("{id:?}"),
+            spec: spec.clone(),
+        })
+        .collect();
+    let compiled = netc_compiler::codegen::compile(&requests, Default::default()).unwrap();
+    let asm = compiled.kernels[0].disassembly();
+    assert!(asm.contains("vfmadd") && asm.contains("xmm"), "{asm}");
+}
