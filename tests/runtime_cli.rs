@@ -74,15 +74,19 @@ fn init_then_run_classifies_the_sample_image() {
         lines[1..].iter().map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
     assert!(probs.windows(2).all(|p| p[0] >= p[1]) && probs.iter().sum::<f64>() <= 1.0001, "{out}");
 
-    // The logits file holds exactly what the library computes for the same weights and image.
+    // The logits file holds what the reference interpreter computes for the model as written, the same
+    // weights and image, up to rounding (the CLI runs the optimised graph with the JIT backend).
     let saved = npy::read(&logits).unwrap();
     assert_eq!(saved.shape, vec![1, 1000]);
     let graph = compile(&net);
     let file = WeightFile::open(&weights).unwrap();
     let bound = file.bind(&graph).unwrap();
     let input = image::load(&cat, 224, 224).unwrap();
-    let expected = reference::run(&graph, &bound, &[input]).unwrap();
-    assert_eq!(saved, expected[0]);
+    let expected = reference::run(&graph, &bound, &[input]).unwrap().remove(0);
+    assert_eq!(saved.shape, expected.shape);
+    let scale = expected.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = saved.data.iter().zip(&expected.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "max |diff| {diff} vs max |logit| {scale}");
     // The top-1 line names the arg-max class.
     let best = (0..1000).fold(0, |b, i| if saved.data[i] > saved.data[b] { i } else { b });
     let name = netc_runtime::classes::imagenet()[best];

@@ -39,6 +39,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also time every kernel (one extra batch) and list the slowest, with their GFLOP/s.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub opt: super::OptArgs,
 }
@@ -97,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.finish_and_clear();
     }
     times.sort_by(f64::total_cmp);
+    let profile = if args.profile { Some(exe.run_profiled(&inputs, threads)?) } else { None };
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90) = (pick(0.5), pick(0.9));
     let result = serde_json::json!({
@@ -118,5 +122,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.iters
         ),
     };
+    let text = match profile {
+        None => text,
+        Some(kernels) => text + &profile_table(exe.graph(), &kernels, batch),
+    };
     super::write_output(None, text.as_bytes())
+}
+
+/// The kernels by time, slowest first, with their share and GFLOP/s (2 FLOPs per MAC).
+fn profile_table(graph: &netc_compiler::ir::Graph, kernels: &[(String, f64)], batch: usize) -> String {
+    let macs: std::collections::HashMap<String, u64> = graph
+        .node_ids()
+        .map(|id| {
+            let n = graph.node(id);
+            (netc_runtime::jit::kernel_name(graph, id), n.op.macs(&n.shape))
+        })
+        .collect();
+    let total: f64 = kernels.iter().map(|k| k.1).sum();
+    let mut sorted: Vec<&(String, f64)> = kernels.iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out = format!("{:>9} {:>6} {:>8}  kernel\n", "ms", "share", "GFLOP/s");
+    for (name, t) in sorted {
+        let gflops = macs.get(name).map_or(0.0, |&m| 2.0 * m as f64 * batch as f64 / t / 1e9);
+        out += &format!("{:>9.3} {:>5.1}% {:>8.1}  {name}\n", t * 1e3, 100.0 * t / total, gflops);
+    }
+    out
 }

@@ -157,6 +157,27 @@ impl<'w> Executable<'w> {
     /// Runs the inference outputs on `inputs` (one per graph input, `[N, ...]`) with `threads`
     /// threads (the caller's included).
     pub fn run(&mut self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, JitError> {
+        self.run_timed(inputs, threads, None)
+    }
+
+    /// [`Executable::run`], also recording each kernel's wall time (seconds, in kernel order, named
+    /// as in [`kernel_name`]) into `times`.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[Tensor],
+        threads: usize,
+    ) -> Result<Vec<(String, f64)>, JitError> {
+        let mut times = Vec::with_capacity(self.steps.len());
+        self.run_timed(inputs, threads, Some(&mut times))?;
+        Ok(self.kernels.kernels.iter().map(|k| k.name.clone()).zip(times).collect())
+    }
+
+    fn run_timed(
+        &mut self,
+        inputs: &[Tensor],
+        threads: usize,
+        times: Option<&mut Vec<f64>>,
+    ) -> Result<Vec<Tensor>, JitError> {
         let batch = self.check_inputs(inputs)?;
         let floats =
             self.plan.arena.checked_mul(batch).ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
@@ -175,7 +196,7 @@ impl<'w> Executable<'w> {
                 self.arena[at..at + len].copy_from_slice(t.sample(n));
             }
         }
-        self.execute(batch, threads);
+        self.execute(batch, threads, times);
         let outputs: Vec<ValueId> = self.graph.inference_outputs().collect();
         Ok(outputs
             .into_iter()
@@ -229,7 +250,7 @@ impl<'w> Executable<'w> {
     }
 
     /// Calls every kernel in order, splitting each one's work items over `threads` threads.
-    fn execute(&mut self, batch: usize, threads: usize) {
+    fn execute(&mut self, batch: usize, threads: usize, times: Option<&mut Vec<f64>>) {
         let arena = threads::SharedPtr(self.arena.as_mut_ptr());
         let calls: Vec<threads::Call> = self
             .steps
@@ -250,6 +271,6 @@ impl<'w> Executable<'w> {
                 }
             })
             .collect();
-        threads::run_all(&calls, threads, self.scratch);
+        threads::run_all(&calls, threads, self.scratch, times);
     }
 }

@@ -36,8 +36,16 @@ fn share(items: u64, t: u64, threads: u64) -> (u64, u64) {
     (items * t / threads, items * (t + 1) / threads)
 }
 
-fn run_share(calls: &[Call], t: usize, threads: usize, scratch: &mut [f32], barrier: Option<&Barrier>) {
+fn run_share(
+    calls: &[Call],
+    t: usize,
+    threads: usize,
+    scratch: &mut [f32],
+    barrier: Option<&Barrier>,
+    mut times: Option<&mut Vec<f64>>,
+) {
     for call in calls {
+        let start = times.is_some().then(std::time::Instant::now);
         let (begin, end) = share(call.items, t as u64, threads as u64);
         if begin < end {
             let args = KernelArgs {
@@ -56,15 +64,19 @@ fn run_share(calls: &[Call], t: usize, threads: usize, scratch: &mut [f32], barr
         if let Some(b) = barrier {
             b.wait();
         }
+        if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+            times.push(start.elapsed().as_secs_f64());
+        }
     }
 }
 
-/// Runs `calls` in order on `threads` threads (the caller's included).
-pub fn run_all(calls: &[Call], threads: usize, scratch: usize) {
+/// Runs `calls` in order on `threads` threads (the caller's included); with `times`, records the
+/// wall time of each call (barrier included) as seen by the calling thread.
+pub fn run_all(calls: &[Call], threads: usize, scratch: usize, times: Option<&mut Vec<f64>>) {
     let threads = threads.max(1);
     if threads == 1 {
         let mut buf = vec![0f32; scratch];
-        run_share(calls, 0, 1, &mut buf, None);
+        run_share(calls, 0, 1, &mut buf, None, times);
         return;
     }
     let barrier = Barrier::new(threads);
@@ -73,10 +85,10 @@ pub fn run_all(calls: &[Call], threads: usize, scratch: usize) {
             let barrier = &barrier;
             s.spawn(move || {
                 let mut buf = vec![0f32; scratch];
-                run_share(calls, t, threads, &mut buf, Some(barrier));
+                run_share(calls, t, threads, &mut buf, Some(barrier), None);
             });
         }
         let mut buf = vec![0f32; scratch];
-        run_share(calls, 0, threads, &mut buf, Some(&barrier));
+        run_share(calls, 0, threads, &mut buf, Some(&barrier), times);
     });
 }
