@@ -52,9 +52,7 @@ fn a_bundle_runs_without_weights_and_matches_the_net_file_and_the_reference() {
     let read = |name: &str| netc_runtime::io::npy::read(Path::new(&out(name))).unwrap();
     let (b, j, r) = (read("bundle.npy"), read("jit.npy"), read("ref.npy"));
     assert_eq!(b.data, j.data, "a bundle computes exactly what the .net path computes");
-    let scale = r.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = j.data.iter().zip(&r.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-4 * scale, "{diff} vs {scale}");
+    crate::common::assert_close("JIT vs reference", &j, &r);
 }
 
 #[test]
@@ -157,7 +155,5 @@ fn the_jit_runs_a_model_as_written_with_o0() {
         b.to_str().unwrap(),
     ]);
     let (a, b) = (netc_runtime::io::npy::read(&a).unwrap(), netc_runtime::io::npy::read(&b).unwrap());
-    let scale = a.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(diff <= 1e-4 * scale, "{diff} vs {scale}");
+    crate::common::assert_close("optimised vs -O0", &b, &a);
 }

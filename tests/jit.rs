@@ -2,20 +2,10 @@
 //! `runtime_reference`, against PyTorch too), generated small graphs and single ops with awkward
 //! shapes, and the machine code itself.
 
-use crate::common::{compile_text, filled_weights, jit_run, model};
+use crate::common::{assert_close, compile_text, filled_weights, jit_run, model};
 use netc_compiler::ir::Graph;
 use netc_runtime::{fill, reference, Tensor};
 use proptest::prelude::*;
-
-/// `max |jit - reference| <= 1e-4 * max |reference|` (both f32 outputs of the same weights; the
-/// reference accumulates in f64, the JIT in f32 in another order) and the same argmax per sample
-/// when the output is a class vector.
-fn assert_close(what: &str, jit: &Tensor, reference: &Tensor) {
-    assert_eq!(jit.shape, reference.shape, "{what}: shape");
-    let scale = reference.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let diff = jit.data.iter().zip(&reference.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff} > 1e-4 x {scale}");
-}
 
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })

@@ -83,10 +83,7 @@ fn init_then_run_classifies_the_sample_image() {
     let bound = file.bind(&graph).unwrap();
     let input = image::load(&cat, 224, 224).unwrap();
     let expected = reference::run(&graph, &bound, &[input]).unwrap().remove(0);
-    assert_eq!(saved.shape, expected.shape);
-    let scale = expected.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = saved.data.iter().zip(&expected.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-4 * scale, "max |diff| {diff} vs max |logit| {scale}");
+    crate::common::assert_close("netc run logits", &saved, &expected);
     // The top-1 line names the arg-max class.
     let best = (0..1000).fold(0, |b, i| if saved.data[i] > saved.data[b] { i } else { b });
     let name = netc_runtime::classes::imagenet()[best];

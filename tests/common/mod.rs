@@ -81,3 +81,13 @@ pub fn jit_run(
         Executable::new(graph.clone(), buffers, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     exe.run(std::slice::from_ref(input), threads).unwrap_or_else(|e| panic!("{e}")).remove(0)
 }
+
+/// Asserts `max |got - expected| <= 1e-4 * max |expected|` with equal shapes: the agreement
+/// every backend and pass must reach against the reference (f32 kernels summing in another order
+/// than the reference's f64 accumulation).
+pub fn assert_close(what: &str, got: &netc_runtime::Tensor, expected: &netc_runtime::Tensor) {
+    assert_eq!(got.shape, expected.shape, "{what}: shape");
+    let scale = expected.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let diff = got.data.iter().zip(&expected.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff} > 1e-4 x max |expected| {scale}");
+}
