@@ -82,16 +82,32 @@ pub(crate) struct TileShape {
 }
 
 /// Emits the K loop of one tile and returns the accumulators `acc[r][j]`.
+///
+/// The accumulators start at zero, or, with `init = Some((base, row))`, at the partial sums a
+/// previous K block stored with [`store_partial`] (`acc[r][j]` from `base + r*row + 4j`): K blocks
+/// run in order, so the sum is still k-ascending.
 pub(crate) fn emit_kloop(
     cx: &mut KernelCx,
     shape: TileShape,
     a_base: Value,
     b_base: Value,
     k: &KLoop,
+    init: Option<(Value, usize)>,
 ) -> Vec<Vec<Value>> {
     let zero = cx.fconst(VEC, 0.0);
-    let acc: Vec<Vec<Variable>> =
-        (0..shape.rows).map(|_| (0..shape.nv).map(|_| cx.var(VEC, zero)).collect()).collect();
+    let acc: Vec<Vec<Variable>> = (0..shape.rows)
+        .map(|r| {
+            (0..shape.nv)
+                .map(|j| {
+                    let v = match init {
+                        Some((base, row)) => cx.load_v(base, r * row + j * LANES),
+                        None => zero,
+                    };
+                    cx.var(VEC, v)
+                })
+                .collect()
+        })
+        .collect();
     let emit_taps = |cx: &mut KernelCx, taps: &[Tap], a: Value, b: Value| {
         for tap in taps {
             for (r, acc_r) in acc.iter().enumerate() {
@@ -122,6 +138,16 @@ pub(crate) fn emit_kloop(
         emit_taps(cx, &k.tail, a, b);
     }
     acc.iter().map(|row| row.iter().map(|&v| cx.b.use_var(v)).collect()).collect()
+}
+
+/// Stores the raw accumulators of a tile (every vector in full) at `base + r*row + 4j`, to be
+/// resumed by the next K block (`init` of [`emit_kloop`]).
+pub(crate) fn store_partial(cx: &mut KernelCx, acc: &[Vec<Value>], base: Value, row: usize) {
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, &v) in acc_r.iter().enumerate() {
+            cx.store(v, base, r * row + j * LANES);
+        }
+    }
 }
 
 /// Loads vector `j` of a B row: a full vector, or the valid lanes of the last one.
