@@ -3,11 +3,12 @@
 //!
 //! Two paths, chosen by [`ConvPlan::new`]:
 //!
-//! **Direct 1x1** (`Gemm1x1` without a prologue): per sample, `out[Cout x P] = W[Cout x Cin] *
-//! in[Cin x P]` with `P = H*W`. Row `ci` of the activation matrix B is channel plane `ci` of the
-//! input. Work item = (sample, block of column tiles, chunk of panels); inside:
+//! **Direct 1x1** (`Gemm1x1` or `StridedGemm1x1`, unpadded, ungrouped, without a prologue): per
+//! sample, `out[Cout x P] = W[Cout x Cin] * B[Cin x P]` with `P = OH*OW`. Row `ci` of B is channel
+//! plane `ci` of the input, subsampled for a stride (output pixel `(oy, ox)` reads input pixel
+//! `(oy*sh, ox*sw)`). Work item = (sample, block of column tiles, chunk of panels); inside:
 //! `for tile in block { for kb in K blocks { pack; for panel in chunk { K loop over kc } } }`.
-//! *pack* copies the tile's `kc x NR` slice of B (rows `kb*kc..`, columns of the tile) into the
+//! *pack* copies (for a stride: gathers) the tile's `kc x NR` slice of B (rows `kb*kc..`, columns of the tile) into the
 //! scratch, row after row (`kc * NR` contiguous floats, zero lanes past a tail tile's columns):
 //! read in place, one tile's rows are `H*W` floats apart, each on its own page, and at 56x56
 //! (12.5 KB apart) they fall into a quarter of the L1 sets, so the tile did not stay in L1 across
@@ -198,11 +199,11 @@ impl ConvPlan {
                 "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
             ));
         }
-        let path = if op.kind == ConvKind::Gemm1x1
+        let path = if matches!(op.kind, ConvKind::Gemm1x1 | ConvKind::StridedGemm1x1)
             && op.prologue.is_none()
             && g == 1
-            && c.stride == [1, 1]
             && c.kernel == [1, 1]
+            && c.padding == [0, 0]
         {
             ConvPath::Direct1x1
         } else {
@@ -528,7 +529,9 @@ fn direct_item(
 ) {
     let [_, oh, ow] = plan.out;
     let p_total = oh * ow;
-    let cin = spec.input[0];
+    let [cin, h, w] = spec.input;
+    let plane_in = h * w;
+    let stride = spec.op.conv.stride;
     let nr = plan.nv * LANES;
     let (pb, chunk) = cx.divmod(r, plan.chunks);
     let px0 = cx.b.ins().imul_imm_s(pb, plan.block as i64);
@@ -556,7 +559,7 @@ fn direct_item(
     let g = cx.ic(0);
     let relu = spec.op.relu;
     let mut col_body = |cx: &mut KernelCx, col: Value, nv: usize, lanes: usize| {
-        let src = cx.offset(x, col, 1);
+        let src = x;
         // Pack rows `k0..k0 + rows` (`src` points at row `k0`), then run every panel of the chunk
         // over them, reading the same rows of A (`a_k0` = `k0 * mr` floats into each panel).
         let k_block = |cx: &mut KernelCx,
@@ -566,7 +569,13 @@ fn direct_item(
                        kloop: &KLoop,
                        first: bool,
                        fin: bool| {
-            pack_b_tile(cx, src, p_total, b_tile, nr, rows, nv, lanes);
+            if stride == [1, 1] {
+                let src = cx.offset(src, col, 1);
+                pack_b_tile(cx, src, plane_in, b_tile, nr, rows, nv, lanes);
+            } else {
+                let sub = Subsample { ow, sh: stride[0], sw: stride[1], w };
+                pack_b_tile_strided(cx, src, plane_in, b_tile, nr, rows, col, 4 * (nv - 1) + lanes, nv, sub);
+            }
             for_panels(cx, plan, packed, relu, g, chunk, &mut |cx, panel| {
                 let rel = cx.b.ins().isub(panel.co, chunk_row0);
                 let part = cx.offset(partials, rel, nr);
@@ -591,11 +600,11 @@ fn direct_item(
             k_block(cx, src, zero, kc, &k_mid, true, false);
             cx.for_count(kb_n - 2, "middle K blocks", |cx, i| {
                 let kb = cx.b.ins().iadd_imm_s(i, 1);
-                let s = cx.offset(src, kb, kc * p_total);
+                let s = cx.offset(src, kb, kc * plane_in);
                 let a_k0 = cx.b.ins().imul_imm_s(kb, (kc * plan.mr * 4) as i64);
                 k_block(cx, s, a_k0, kc, &k_mid, false, false);
             });
-            let s = cx.add_floats(src, (kb_n - 1) * kc * p_total);
+            let s = cx.add_floats(src, (kb_n - 1) * kc * plane_in);
             let a_k0 = cx.ic(((kb_n - 1) * kc * plan.mr * 4) as i64);
             k_block(cx, s, a_k0, kc_last, &k_last, false, true);
         }
@@ -606,6 +615,57 @@ fn direct_item(
         cx.if_then(is_last, |cx| {
             let col = cx.ic(tail_col as i64);
             col_body(cx, col, tail_cols.div_ceil(LANES), (tail_cols - 1) % LANES + 1);
+        });
+    }
+}
+
+/// How output pixels map to input pixels in a strided 1x1 convolution: output `(oy, ox)` (flat
+/// `oy * ow + ox`) reads input `(oy * sh, ox * sw)` of rows `w` floats long.
+#[derive(Clone, Copy)]
+struct Subsample {
+    ow: usize,
+    sh: usize,
+    sw: usize,
+    w: usize,
+}
+
+/// [`pack_b_tile`] for a strided 1x1 convolution: lane `i` of the tile (output pixel `col + i`) is
+/// gathered from its input pixel. Lanes outer, rows inner: each lane's input offset is computed
+/// once (one division by `ow`) and the row loop is then a scalar copy with constant strides.
+/// Lanes `cols..4*nv` are zeroed.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_tile_strided(
+    cx: &mut KernelCx,
+    src: Value,
+    row_stride: usize,
+    dst: Value,
+    nr: usize,
+    rows: usize,
+    col: Value,
+    cols: usize,
+    nv: usize,
+    sub: Subsample,
+) {
+    use cranelift_codegen::ir::types::F32;
+    let zero = cx.fconst(F32, 0.0);
+    for lane in 0..nv * LANES {
+        let d = cx.add_floats(dst, lane);
+        if lane >= cols {
+            cx.for_count(rows, "pack B: zero lane", |cx, k| {
+                let dk = cx.offset(d, k, nr);
+                cx.store(zero, dk, 0);
+            });
+            continue;
+        }
+        let p = cx.b.ins().iadd_imm_s(col, lane as i64);
+        let (oy, ox) = cx.divmod(p, sub.ow);
+        let s = cx.offset(src, oy, sub.sh * sub.w);
+        let s = cx.offset(s, ox, sub.sw);
+        cx.for_count(rows, "pack B: gather lane", |cx, k| {
+            let sk = cx.offset(s, k, row_stride);
+            let dk = cx.offset(d, k, nr);
+            let v = cx.load_s(sk, 0);
+            cx.store(v, dk, 0);
         });
     }
 }

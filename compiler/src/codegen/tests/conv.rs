@@ -253,6 +253,10 @@ fn strided_1x1() {
         c.residual = true;
         check(c);
     }
+    // Several K blocks and column tiles, a tail tile; non-square input.
+    let mut c = case(300, 8, 11, 1, 2, 0);
+    c.hw = [11, 14];
+    check(c);
 }
 
 #[test]
