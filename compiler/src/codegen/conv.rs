@@ -65,7 +65,8 @@ pub struct ConvSpec {
     pub res_stride: usize,
     /// Register tile `(rows, vectors)` to use instead of the measured default (for tuning).
     pub tile: Option<(usize, usize)>,
-    /// Loop order (`true`: column tiles outside panels) instead of the default (for tuning).
+    /// Loop order (`true`: column tiles outside panels) instead of the default (for tuning; the
+    /// direct 1x1 path always runs tiles outside panels, as it packs one tile at a time).
     pub order: Option<bool>,
 }
 

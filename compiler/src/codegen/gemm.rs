@@ -8,7 +8,8 @@
 //! - B (activations) is addressed per *tap*: a tap is one K index whose B row starts at a constant
 //!   float offset from the current group base and holds the tile's columns contiguously
 //!   (`b[tap.b + 4*j .. tap.b + 4*j + 4]` for vector `j`). The K loop runs over groups of taps: for a
-//!   1x1 GEMM a group is `U` input channels (`tap.b = u * H*W`), for a KxK convolution reading a
+//!   direct 1x1 GEMM a group is `U` input channels of the packed B tile (`tap.b = u * NR`), for a
+//!   1x1 row panel `U` input channels of the scratch (`tap.b = u * chan_len`), for a KxK one reading a
 //!   padded row panel it is one input channel and its `KH*KW` taps (see [`super::conv`]). A and B
 //!   bases advance by constant strides per group; the taps inside a group are unrolled, so every load
 //!   has a constant displacement and the loop costs one compare per group.
