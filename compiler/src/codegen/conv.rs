@@ -3,12 +3,21 @@
 //!
 //! Two paths, chosen by [`ConvPlan::new`]:
 //!
-//! **Direct 1x1** (`Gemm1x1` without a prologue): per sample, `out[Cout x P] = W[Cout x Cin] *
-//! in[Cin x P]` with `P = H*W`. The activation matrix is the input value itself: row `ci` of B is
-//! channel plane `ci`, so no copy at all. Work item = (sample, pixel block, chunk of panels); inside:
-//! `for panel in chunk { for tile in block (NR = 4*nv pixels) { K loop over ci (unrolled 4) } }`,
-//! panels outer so one A panel (`Cin x MR` floats) is reused from L1 across the block's tiles while
-//! the B block (`Cin x block` floats, sized to stay in L2) streams through.
+//! **Direct 1x1** (`Gemm1x1` or `StridedGemm1x1`, unpadded, ungrouped, without a prologue): per
+//! sample, `out[Cout x P] = W[Cout x Cin] * B[Cin x P]` with `P = OH*OW`. Row `ci` of B is channel
+//! plane `ci` of the input, subsampled for a stride (output pixel `(oy, ox)` reads input pixel
+//! `(oy*sh, ox*sw)`). Work item = (sample, block of column tiles, chunk of panels); inside:
+//! `for tile in block { for kb in K blocks { pack; for panel in chunk { K loop over kc } } }`.
+//! *pack* copies (for a stride: gathers) the tile's `kc x NR` slice of B (rows `kb*kc..`, columns of the tile) into the
+//! scratch, row after row (`kc * NR` contiguous floats, zero lanes past a tail tile's columns):
+//! read in place, one tile's rows are `H*W` floats apart, each on its own page, and at 56x56
+//! (12.5 KB apart) they fall into a quarter of the L1 sets, so the tile did not stay in L1 across
+//! the panels and every row cost a TLB walk. Packed, the K loop reads 64 consecutive bytes per K
+//! step from L1. K blocks (`kc <= KC_MAX` channels) keep that slice plus one A panel slice inside
+//! L1 for large `Cin`; between blocks each panel's raw accumulators go to a partial-sum area of the
+//! scratch and come back as the next block's initial values, so every output is still the
+//! k-ascending sum over all `Cin` (the epilogue runs after the last block only). The chunk of A
+//! panels (re-read once per tile and K block) is sized to stay in L2.
 //!
 //! **Row panel** (every other convolution: KxK, strided, padded, dilated, grouped, or with a
 //! prologue): an implicit GEMM over a padded, de-interleaved copy of the input rows a block of output
@@ -35,7 +44,9 @@
 //! layer is big enough, so two threads balance at batch 1.
 
 use super::cx::{KernelCx, LANES};
-use super::gemm::{emit_epilogue_store, emit_kloop, Epilogue, KLoop, Tap, TileShape};
+use super::gemm::{
+    emit_epilogue_store, emit_kloop, load_lanes, store_partial, Epilogue, KLoop, Tap, TileShape,
+};
 use super::CodegenError;
 use crate::ir::{ConvKind, FusedConv, Relu};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -54,7 +65,8 @@ pub struct ConvSpec {
     pub res_stride: usize,
     /// Register tile `(rows, vectors)` to use instead of the measured default (for tuning).
     pub tile: Option<(usize, usize)>,
-    /// Loop order (`true`: column tiles outside panels) instead of the default (for tuning).
+    /// Loop order (`true`: column tiles outside panels) instead of the default (for tuning; the
+    /// direct 1x1 path always runs tiles outside panels, as it packs one tile at a time).
     pub order: Option<bool>,
 }
 
@@ -141,6 +153,10 @@ pub struct ConvPlan {
     pub sw_len: usize,
     pub rows: usize,
     pub chan_len: usize,
+    /// Direct path: input channels per K block and the number of K blocks (the last block holds
+    /// `Cin - (kblocks - 1) * kc` channels).
+    pub kc: usize,
+    pub kblocks: usize,
 }
 
 /// Register tile (rows x vectors) per path, measured on this machine (`cargo bench --bench kernels
@@ -153,8 +169,9 @@ pub const ROW_TILE: (usize, usize) = (3, 4);
 const TARGET_ITEMS: usize = 16;
 /// Packed A up to this size is read from L2 once per column tile (tiles outside panels).
 const A_IN_L2_BYTES: usize = 512 * 1024;
-/// Floats of B (per pixel block) the direct path keeps within L2.
-const B_BLOCK_FLOATS: usize = 64 * 1024;
+/// Direct path: most input channels per K block (a packed `KC_MAX x 16` B slice is 16 KB, plus a
+/// 3 KB A panel slice: both stay in the 48 KB L1).
+const KC_MAX: usize = 256;
 
 impl ConvPlan {
     pub fn new(spec: &ConvSpec) -> Result<ConvPlan, CodegenError> {
@@ -183,11 +200,11 @@ impl ConvPlan {
                 "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
             ));
         }
-        let path = if op.kind == ConvKind::Gemm1x1
+        let path = if matches!(op.kind, ConvKind::Gemm1x1 | ConvKind::StridedGemm1x1)
             && op.prologue.is_none()
             && g == 1
-            && c.stride == [1, 1]
             && c.kernel == [1, 1]
+            && c.padding == [0, 0]
         {
             ConvPath::Direct1x1
         } else {
@@ -251,17 +268,29 @@ impl ConvPlan {
             sw_len: 0,
             rows: 0,
             chan_len: 0,
+            kc: k_g,
+            kblocks: 1,
         };
         let [_, oh, ow] = out;
         match path {
             ConvPath::Direct1x1 => {
-                let p = oh * ow;
                 let nr = nv * LANES;
-                let fit = (B_BLOCK_FLOATS / cin.max(1)).max(nr) / nr * nr;
-                // Equal blocks (multiples of NR) so that items are balanced.
-                let blocks = p.div_ceil(fit);
-                plan.block = p.div_ceil(blocks).div_ceil(nr) * nr;
-                plan.blocks = p.div_ceil(plan.block);
+                let tiles = (oh * ow).div_ceil(nr);
+                // Tiles are packed one by one, so the block size only sets the work split: aim for
+                // 2 * TARGET_ITEMS items, after splitting A into chunks that fit in L2.
+                let a_chunks = (ppg * k_g * mr * 4).div_ceil(A_IN_L2_BYTES).clamp(1, ppg);
+                let blocks = (2 * TARGET_ITEMS).div_ceil(a_chunks).clamp(1, tiles);
+                plan.block = tiles.div_ceil(blocks) * nr;
+                plan.blocks = (oh * ow).div_ceil(plan.block);
+                plan.tiles_outer = true;
+                plan.kblocks = cin.div_ceil(KC_MAX);
+                plan.kc = cin.div_ceil(plan.kblocks);
+                // A multiple of 4 (the K loop's unroll) when the last block stays non-empty.
+                let kc4 = plan.kc.div_ceil(4) * 4;
+                if (plan.kblocks - 1) * kc4 < cin {
+                    plan.kc = kc4;
+                }
+                plan.chunks = a_chunks;
             }
             ConvPath::RowPanel => {
                 let (sh, sw) = (c.stride[0], c.stride[1]);
@@ -286,7 +315,7 @@ impl ConvPlan {
             }
         }
         let units = plan.blocks * g;
-        plan.chunks = TARGET_ITEMS.div_ceil(units).clamp(1, ppg);
+        plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, ppg);
         plan.panels_per_chunk = ppg.div_ceil(plan.chunks);
         plan.chunks = ppg.div_ceil(plan.panels_per_chunk);
         Ok(plan)
@@ -298,7 +327,11 @@ impl ConvPlan {
 
     pub fn scratch_floats(&self) -> usize {
         match self.path {
-            ConvPath::Direct1x1 => 0,
+            ConvPath::Direct1x1 => {
+                let nr = self.nv * LANES;
+                let partials = if self.kblocks > 1 { self.panels_per_chunk * self.mr * nr } else { 0 };
+                self.kc * nr + partials
+            }
             ConvPath::RowPanel => self.cin_g * self.chan_len,
         }
     }
@@ -441,7 +474,18 @@ fn nest(
     }
 }
 
+/// How a tile's K loop relates to the K blocks of the direct path: the whole K at once, or one
+/// block whose accumulators start from / end in a partial-sum area (`(base, row stride)`).
+#[derive(Clone, Copy)]
+struct KPart {
+    init: Option<(Value, usize)>,
+    partial_out: Option<(Value, usize)>,
+}
+
+const WHOLE_K: KPart = KPart { init: None, partial_out: None };
+
 /// The K loop, epilogue and store of one tile; `y`, `res`: the sample's output and residual.
+/// With `part.partial_out`, the raw accumulators are stored there instead (not the last K block).
 #[allow(clippy::too_many_arguments)]
 fn tile(
     cx: &mut KernelCx,
@@ -454,9 +498,14 @@ fn tile(
     plane: usize,
     panel: &Panel,
     cols: Cols,
+    part: KPart,
 ) {
     let shape = TileShape { rows: panel.rows, mr: plan.mr, nv: cols.nv, last_lanes: cols.lanes, exact_loads };
-    let acc = emit_kloop(cx, shape, panel.a, cols.b, kloop);
+    let acc = emit_kloop(cx, shape, panel.a, cols.b, kloop, part.init);
+    if let Some((base, row)) = part.partial_out {
+        store_partial(cx, &acc, base, row);
+        return;
+    }
     let y_c = cx.offset(y, panel.co, plane);
     let out = cx.offset(y_c, cols.at, 1);
     let res_t = res.map(|r| {
@@ -467,6 +516,7 @@ fn tile(
     emit_epilogue_store(cx, shape, acc, packed, panel.chan, &epi, &panel.relu_rows, out, plane);
 }
 
+/// One item of the direct 1x1 path (see the module documentation for the loop nest).
 #[allow(clippy::too_many_arguments)]
 fn direct_item(
     cx: &mut KernelCx,
@@ -480,6 +530,9 @@ fn direct_item(
 ) {
     let [_, oh, ow] = plan.out;
     let p_total = oh * ow;
+    let [cin, h, w] = spec.input;
+    let plane_in = h * w;
+    let stride = spec.op.conv.stride;
     let nr = plan.nv * LANES;
     let (pb, chunk) = cx.divmod(r, plan.chunks);
     let px0 = cx.b.ins().imul_imm_s(pb, plan.block as i64);
@@ -492,29 +545,155 @@ fn direct_item(
     let x = cx.offset(input, n, spec.in_stride);
     let y = cx.offset(cx.output, n, spec.out_stride);
     let res = residual.map(|res| cx.offset(res, n, spec.res_stride));
-    let kloop = KLoop::strided(spec.input[0], plan.mr, p_total, 4);
     let tail_cols = last_len % nr;
     let tail_col = last * plan.block + last_len / nr * nr;
-    let nv = plan.nv;
+    // K blocks: `kblocks - 1` of `kc` channels, then the rest. The packed B slice has rows of
+    // `nr` floats, whatever the tile's width.
+    let (kc, kb_n) = (plan.kc, plan.kblocks);
+    let kc_last = cin - (kb_n - 1) * kc;
+    let k_mid = KLoop::strided(kc, plan.mr, nr, 4);
+    let k_last = KLoop::strided(kc_last, plan.mr, nr, 4);
+    let b_tile = cx.scratch;
+    let partials = cx.add_floats(cx.scratch, kc * nr);
+    // Partial sums of panel row `co` of this chunk at `partials + (co - chunk_row0) * nr`.
+    let chunk_row0 = cx.b.ins().imul_imm_s(chunk, (plan.panels_per_chunk * plan.mr) as i64);
     let g = cx.ic(0);
-    let mut tiles = |cx: &mut KernelCx, body: &mut dyn FnMut(&mut KernelCx, Cols)| {
-        let mut col_body = |cx: &mut KernelCx, col: Value, nv: usize, lanes: usize| {
-            let b = cx.offset(x, col, 1);
-            body(cx, Cols { b, at: col, nv, lanes });
-        };
-        for_cols(cx, nv, px0, full, None, &mut col_body);
-        if tail_cols > 0 {
-            // Only the last block has a tail.
-            cx.if_then(is_last, |cx| {
-                let col = cx.ic(tail_col as i64);
-                col_body(cx, col, tail_cols.div_ceil(LANES), (tail_cols - 1) % LANES + 1);
+    let relu = spec.op.relu;
+    let mut col_body = |cx: &mut KernelCx, col: Value, nv: usize, lanes: usize| {
+        let src = x;
+        // Pack rows `k0..k0 + rows` (`src` points at row `k0`), then run every panel of the chunk
+        // over them, reading the same rows of A (`a_k0` = `k0 * mr` floats into each panel).
+        let k_block = |cx: &mut KernelCx,
+                       src: Value,
+                       a_k0: Value,
+                       rows: usize,
+                       kloop: &KLoop,
+                       first: bool,
+                       fin: bool| {
+            if stride == [1, 1] {
+                let src = cx.offset(src, col, 1);
+                pack_b_tile(cx, src, plane_in, b_tile, nr, rows, nv, lanes);
+            } else {
+                let sub = Subsample { ow, sh: stride[0], sw: stride[1], w };
+                pack_b_tile_strided(cx, src, plane_in, b_tile, nr, rows, col, 4 * (nv - 1) + lanes, nv, sub);
+            }
+            for_panels(cx, plan, packed, relu, g, chunk, &mut |cx, panel| {
+                let rel = cx.b.ins().isub(panel.co, chunk_row0);
+                let part = cx.offset(partials, rel, nr);
+                let kpart =
+                    KPart { init: (!first).then_some((part, nr)), partial_out: (!fin).then_some((part, nr)) };
+                let cols = Cols { b: b_tile, at: col, nv, lanes };
+                let a = cx.b.ins().iadd(panel.a, a_k0);
+                let panel = Panel {
+                    a,
+                    chan: panel.chan,
+                    co: panel.co,
+                    rows: panel.rows,
+                    relu_rows: panel.relu_rows.clone(),
+                };
+                tile(cx, plan, kloop, packed, false, y, res, p_total, &panel, cols, kpart);
             });
+        };
+        let zero = cx.ic(0);
+        if kb_n == 1 {
+            k_block(cx, src, zero, kc_last, &k_last, true, true);
+        } else {
+            k_block(cx, src, zero, kc, &k_mid, true, false);
+            cx.for_count(kb_n - 2, "middle K blocks", |cx, i| {
+                let kb = cx.b.ins().iadd_imm_s(i, 1);
+                let s = cx.offset(src, kb, kc * plane_in);
+                let a_k0 = cx.b.ins().imul_imm_s(kb, (kc * plan.mr * 4) as i64);
+                k_block(cx, s, a_k0, kc, &k_mid, false, false);
+            });
+            let s = cx.add_floats(src, (kb_n - 1) * kc * plane_in);
+            let a_k0 = cx.ic(((kb_n - 1) * kc * plan.mr * 4) as i64);
+            k_block(cx, s, a_k0, kc_last, &k_last, false, true);
         }
     };
-    let mut compute = |cx: &mut KernelCx, panel: &Panel, cols: Cols| {
-        tile(cx, plan, &kloop, packed, true, y, res, p_total, panel, cols)
-    };
-    nest(cx, plan, packed, spec.op.relu, g, chunk, &mut tiles, &mut compute);
+    for_cols(cx, plan.nv, px0, full, None, &mut col_body);
+    if tail_cols > 0 {
+        // Only the last block has a tail.
+        cx.if_then(is_last, |cx| {
+            let col = cx.ic(tail_col as i64);
+            col_body(cx, col, tail_cols.div_ceil(LANES), (tail_cols - 1) % LANES + 1);
+        });
+    }
+}
+
+/// How output pixels map to input pixels in a strided 1x1 convolution: output `(oy, ox)` (flat
+/// `oy * ow + ox`) reads input `(oy * sh, ox * sw)` of rows `w` floats long.
+#[derive(Clone, Copy)]
+struct Subsample {
+    ow: usize,
+    sh: usize,
+    sw: usize,
+    w: usize,
+}
+
+/// [`pack_b_tile`] for a strided 1x1 convolution: lane `i` of the tile (output pixel `col + i`) is
+/// gathered from its input pixel. Lanes outer, rows inner: each lane's input offset is computed
+/// once (one division by `ow`) and the row loop is then a scalar copy with constant strides.
+/// Lanes `cols..4*nv` are zeroed.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_tile_strided(
+    cx: &mut KernelCx,
+    src: Value,
+    row_stride: usize,
+    dst: Value,
+    nr: usize,
+    rows: usize,
+    col: Value,
+    cols: usize,
+    nv: usize,
+    sub: Subsample,
+) {
+    use cranelift_codegen::ir::types::F32;
+    let zero = cx.fconst(F32, 0.0);
+    for lane in 0..nv * LANES {
+        let d = cx.add_floats(dst, lane);
+        if lane >= cols {
+            cx.for_count(rows, "pack B: zero lane", |cx, k| {
+                let dk = cx.offset(d, k, nr);
+                cx.store(zero, dk, 0);
+            });
+            continue;
+        }
+        let p = cx.b.ins().iadd_imm_s(col, lane as i64);
+        let (oy, ox) = cx.divmod(p, sub.ow);
+        let s = cx.offset(src, oy, sub.sh * sub.w);
+        let s = cx.offset(s, ox, sub.sw);
+        cx.for_count(rows, "pack B: gather lane", |cx, k| {
+            let sk = cx.offset(s, k, row_stride);
+            let dk = cx.offset(d, k, nr);
+            let v = cx.load_s(sk, 0);
+            cx.store(v, dk, 0);
+        });
+    }
+}
+
+/// Copies `rows` rows of one column tile of B (`src + k * row_stride`, `4 * (nv - 1) + lanes`
+/// floats each) to `dst + k * nr`, as whole vectors: lanes past the tile's columns are zero, so the
+/// K loop reads full vectors (and no stale NaN or denormal) from the scratch.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_tile(
+    cx: &mut KernelCx,
+    src: Value,
+    row_stride: usize,
+    dst: Value,
+    nr: usize,
+    rows: usize,
+    nv: usize,
+    lanes: usize,
+) {
+    cx.for_count(rows, "pack B rows", |cx, k| {
+        let s = cx.offset(src, k, row_stride);
+        let d = cx.offset(dst, k, nr);
+        for j in 0..nv {
+            let l = if j + 1 == nv { lanes } else { LANES };
+            let v = load_lanes(cx, s, j * LANES, l);
+            cx.store(v, d, j * LANES);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -590,7 +769,7 @@ fn row_item(
         });
     };
     let mut compute = |cx: &mut KernelCx, panel: &Panel, cols: Cols| {
-        tile(cx, plan, &kloop, packed, false, y, res, plane, panel, cols)
+        tile(cx, plan, &kloop, packed, false, y, res, plane, panel, cols, WHOLE_K)
     };
     nest(cx, plan, packed, spec.op.relu, g, chunk, &mut tiles, &mut compute);
 }

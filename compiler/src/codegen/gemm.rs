@@ -8,7 +8,8 @@
 //! - B (activations) is addressed per *tap*: a tap is one K index whose B row starts at a constant
 //!   float offset from the current group base and holds the tile's columns contiguously
 //!   (`b[tap.b + 4*j .. tap.b + 4*j + 4]` for vector `j`). The K loop runs over groups of taps: for a
-//!   1x1 GEMM a group is `U` input channels (`tap.b = u * H*W`), for a KxK convolution reading a
+//!   direct 1x1 GEMM a group is `U` input channels of the packed B tile (`tap.b = u * NR`), for a
+//!   1x1 row panel `U` input channels of the scratch (`tap.b = u * chan_len`), for a KxK one reading a
 //!   padded row panel it is one input channel and its `KH*KW` taps (see [`super::conv`]). A and B
 //!   bases advance by constant strides per group; the taps inside a group are unrolled, so every load
 //!   has a constant displacement and the loop costs one compare per group.
@@ -82,16 +83,32 @@ pub(crate) struct TileShape {
 }
 
 /// Emits the K loop of one tile and returns the accumulators `acc[r][j]`.
+///
+/// The accumulators start at zero, or, with `init = Some((base, row))`, at the partial sums a
+/// previous K block stored with [`store_partial`] (`acc[r][j]` from `base + r*row + 4j`): K blocks
+/// run in order, so the sum is still k-ascending.
 pub(crate) fn emit_kloop(
     cx: &mut KernelCx,
     shape: TileShape,
     a_base: Value,
     b_base: Value,
     k: &KLoop,
+    init: Option<(Value, usize)>,
 ) -> Vec<Vec<Value>> {
     let zero = cx.fconst(VEC, 0.0);
-    let acc: Vec<Vec<Variable>> =
-        (0..shape.rows).map(|_| (0..shape.nv).map(|_| cx.var(VEC, zero)).collect()).collect();
+    let acc: Vec<Vec<Variable>> = (0..shape.rows)
+        .map(|r| {
+            (0..shape.nv)
+                .map(|j| {
+                    let v = match init {
+                        Some((base, row)) => cx.load_v(base, r * row + j * LANES),
+                        None => zero,
+                    };
+                    cx.var(VEC, v)
+                })
+                .collect()
+        })
+        .collect();
     let emit_taps = |cx: &mut KernelCx, taps: &[Tap], a: Value, b: Value| {
         for tap in taps {
             for (r, acc_r) in acc.iter().enumerate() {
@@ -122,6 +139,16 @@ pub(crate) fn emit_kloop(
         emit_taps(cx, &k.tail, a, b);
     }
     acc.iter().map(|row| row.iter().map(|&v| cx.b.use_var(v)).collect()).collect()
+}
+
+/// Stores the raw accumulators of a tile (every vector in full) at `base + r*row + 4j`, to be
+/// resumed by the next K block (`init` of [`emit_kloop`]).
+pub(crate) fn store_partial(cx: &mut KernelCx, acc: &[Vec<Value>], base: Value, row: usize) {
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, &v) in acc_r.iter().enumerate() {
+            cx.store(v, base, r * row + j * LANES);
+        }
+    }
 }
 
 /// Loads vector `j` of a B row: a full vector, or the valid lanes of the last one.

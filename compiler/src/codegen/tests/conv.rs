@@ -198,6 +198,19 @@ fn gemm_1x1_shapes() {
     }
 }
 
+/// Input channels beyond one K block of the direct path (`KC_MAX` = 256): 2 and 3 blocks, a last
+/// block shorter than the others, tail tiles, residual and partial ReLU across blocks.
+#[test]
+fn gemm_1x1_k_blocks() {
+    for (cin, cout, hw) in [(300, 7, 5), (513, 10, 3), (600, 4, 1)] {
+        check(case(cin, cout, hw, 1, 1, 0));
+    }
+    let mut c = case(520, 11, 6, 1, 1, 0);
+    c.residual = true;
+    c.relu = Relu::First(5);
+    check(c);
+}
+
 #[test]
 fn gemm_1x1_epilogues() {
     let mut c = case(13, 19, 5, 1, 1, 0);
@@ -240,6 +253,10 @@ fn strided_1x1() {
         c.residual = true;
         check(c);
     }
+    // Several K blocks and column tiles, a tail tile; non-square input.
+    let mut c = case(300, 8, 11, 1, 2, 0);
+    c.hw = [11, 14];
+    check(c);
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub(super) fn run(
 ) -> Vec<f32> {
     let kernel = &k.kernels[0];
     let mut out = vec![f32::from_bits(0x7fc0_1234); out_len];
-    let mut scratch = vec![0f32; kernel.scratch_floats().max(1)];
+    // NaN-filled: a kernel must not read scratch it did not write (but for lanes it discards).
+    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
     let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
     let args =
