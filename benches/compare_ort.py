@@ -36,8 +36,11 @@ For every model (alexnet, vgg11/13/16/19, googlenet, resnet18/34/50/101/152 by d
    unavailable and only ONNX Runtime is measured (the cold `netc run` is skipped
    too: before the JIT its default backend is the slow reference interpreter).
    Per (model, batch) ORT and netc alternate which goes first, to spread
-   machine noise; --rounds R repeats the pair R times (reported values are the
-   median over rounds, every round is kept in the JSON).
+   machine noise; --rounds R repeats the pair R times (reported latencies are
+   the median over rounds; the netc/ORT ratio is taken per round, from adjacent
+   runs, then the median; every round is kept in the JSON). On this shared KVM
+   machine round medians vary by up to +-20% even when no other process runs:
+   use --rounds 3 or more for numbers that go in the README.
 
 Peak RSS of every child process comes from wait4() (ru_maxrss). Accuracy is
 reported as rel_diff = max|y - y_torch| / max|y_torch| over all logits, plus
@@ -60,9 +63,10 @@ Run (from anywhere; paths are relative to the repository)
 Prints a latency table (model, batch, ORT median/p90, netc median/p90, netc/ORT
 ratio, the same for the bundle) and a cold-start/compile/RSS table; writes all
 results as JSON to --out (default benches/.cache/compare_ort.json).
-Preparing all eleven models takes a few minutes and ~2 GB of disk in
-benches/.cache/ (VGG weights are ~0.5 GB each, once as .safetensors and once as
-.onnx); --refresh rebuilds the cache.
+Preparing all eleven models takes about 2 minutes and 6 GB of disk in
+benches/.cache/ (each model's weights twice, as .safetensors and as .onnx; the
+VGGs are 0.53-0.57 GB each per copy); --refresh rebuilds the cache. A smoke
+test of the whole list: --batch 1 --iters 3 --warmup 1 --cold-reps 1.
 """
 
 import argparse
@@ -569,6 +573,8 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
                                               output=ort_out if i == 0 else None))
 
         log(f"[{name} b{b}] ORT cold x{args.cold_reps}")
+        if ort_out.exists():
+            ort_out.unlink()
         runs, first = cold_runs(ort_cold, args.cold_reps)
         e["ort"]["cold"] = {
             "ok": all(r["ok"] for r in runs),
@@ -637,10 +643,13 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
             }
             if not good:
                 log(f"[{name} b{b}] {key} bench failed: {rounds[0].get('error')}")
-        o = e["ort"].get("bench", {}).get("median_ms")
-        for key in ("netc", "netc_bundle"):
-            n = e[key].get("bench", {}).get("median_ms")
-            e[f"{key}_over_ort"] = (n / o) if (n and o) else None
+        # ratio: per round (adjacent in time, so slow drift of the machine cancels), then
+        # the median over rounds
+        for key, rounds in (("netc", netc_rounds), ("netc_bundle", bundle_rounds)):
+            per_round = [n["median_ms"] / o["median_ms"] for n, o in zip(rounds, ort_rounds)
+                         if n["ok"] and o["ok"]]
+            e[f"{key}_over_ort"] = med(per_round)
+            e[f"{key}_over_ort_rounds"] = per_round
         rec["batches"][str(b)] = e
     return rec
 
@@ -656,7 +665,8 @@ def print_tables(results: dict, batches) -> None:
           f"({results['versions'].get('ort_device')}), {results['config']['threads']} threads; "
           + (f"netc: {n['version']} (compile: {'yes' if n['compile'] else 'no'})" if n["available"]
              else f"netc unavailable: {n['why']}"))
-    print("Steady-state latency (ms; netc/ORT = ratio of medians, < 1 means netc is faster; "
+    print("Steady-state latency (ms; netc/ORT = ratio of medians, median over rounds, "
+          "< 1 means netc is faster; "
           "bndl = the compiled .netc bundle; ORT rel = ORT vs PyTorch max|diff|/max|ref|; "
           "noise = CPU share used by other processes while timing)")
     hdr = (f"{'model':10} {'batch':>5} {'ORT med':>8} {'ORT p90':>8} {'netc med':>8} "
