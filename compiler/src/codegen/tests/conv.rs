@@ -368,23 +368,3 @@ fn case_op(cin: usize, cout: usize, k: usize) -> FusedConv {
         relu: Relu::All,
     }
 }
-
-#[test]
-#[ignore = "prints a kernel's CLIF and disassembly"]
-fn dump_kernel() {
-    let spec = ConvSpec::contiguous(case_op(64, 64, 3), [64, 14, 14]).unwrap();
-    let k = compile_one(KernelSpec::Conv(spec));
-    println!("{}", k.kernels[0].clif().unwrap());
-    println!("{}", k.kernels[0].disassembly());
-}
-
-#[test]
-#[ignore = "prints a 1x1 kernel's disassembly"]
-fn dump_direct_kernel() {
-    let mut op = case_op(64, 256, 1);
-    op.kind = ConvKind::Gemm1x1;
-    op.residual = true;
-    let spec = ConvSpec::contiguous(op, [64, 56, 56]).unwrap();
-    let k = compile_one(KernelSpec::Conv(spec));
-    println!("{}", k.kernels[0].disassembly());
-}
