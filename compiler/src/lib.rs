@@ -14,3 +14,27 @@ pub mod syntax;
 
 pub use elaborate::{compile_file, compile_source, Options};
 pub use syntax::Diagnostic;
+
+/// Test support shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::PathBuf;
+
+    /// Every seed model file in `models/`, compiled as written (panics with the diagnostic otherwise).
+    pub fn seed_models() -> Vec<(PathBuf, crate::ir::Graph)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("models/ exists")
+            .map(|e| e.expect("readable entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "net"))
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let g = crate::compile_file(&p, &Default::default()).unwrap_or_else(|d| panic!("{d}"));
+                (p, g)
+            })
+            .collect()
+    }
+}

@@ -326,13 +326,7 @@ mod tests {
 
     #[test]
     fn every_seed_model_has_a_sound_plan_far_below_the_naive_sum() {
-        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-        for entry in std::fs::read_dir(&models).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "net") {
-                continue;
-            }
-            let mut g = crate::compile_file(&path, &Default::default()).unwrap();
+        for (path, mut g) in crate::testing::seed_models() {
             passes::optimize(&mut g, &passes::Options::default()).unwrap();
             let p = plan(&g);
             p.check(&g).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -235,13 +235,7 @@ fn a_concat_whose_input_is_read_twice_copies() {
 
 #[test]
 fn the_whole_pipeline_leaves_no_batchnorm_dropout_or_relu_in_any_seed_model() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    for entry in std::fs::read_dir(&models).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "net") {
-            continue;
-        }
-        let mut g = crate::compile_file(&path, &Default::default()).unwrap();
+    for (path, mut g) in crate::testing::seed_models() {
         optimize(&mut g, &Options { verify_each: true, ..Options::default() }).unwrap();
         for id in g.node_ids() {
             let label = g.node(id).op.label();
