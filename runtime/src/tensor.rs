@@ -3,8 +3,6 @@
 //! Shapes here include the batch dimension (`[N, C, H, W]` for feature maps, `[N, F]` for feature
 //! vectors); the IR's shapes are per sample.
 
-use std::fmt;
-
 /// A dense row-major f32 tensor with its full shape (batch dimension first).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -25,21 +23,8 @@ pub enum TensorError {
     Empty,
 }
 
-/// Displays a shape as `[1, 3, 224, 224]`.
-pub struct Dims<'a>(pub &'a [usize]);
-
-impl fmt::Display for Dims<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[")?;
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{d}")?;
-        }
-        write!(f, "]")
-    }
-}
+/// Displays a shape as `[1, 3, 224, 224]` (the compiler's, so messages print shapes one way).
+pub use netc_compiler::ir::shape::Dims;
 
 /// The number of elements of a shape, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {

@@ -45,6 +45,15 @@ impl Shape {
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Dims(&self.0).fmt(f)
+    }
+}
+
+/// Displays any list of sizes as `[1, 3, 224, 224]` (shapes in messages, batch included or not).
+pub struct Dims<'a>(pub &'a [usize]);
+
+impl fmt::Display for Dims<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[")?;
         for (i, d) in self.0.iter().enumerate() {
             if i > 0 {
