@@ -1,14 +1,18 @@
-//! GFLOP/s of the JIT convolution kernels on ResNet-50's layer shapes, on 1 and 2 threads.
+//! GFLOP/s of the JIT convolution kernels on ResNet-50's layer shapes, per ISA, as a share of the
+//! host's FMA peak for that ISA measured in the same run.
 //!
-//! `cargo bench --bench kernels` prints a table; `-- --sweep` also tries register tiles (and
-//! `--orders` both loop orders) and opt_level=speed; `-- --quick` runs fewer iterations. FLOPs are `2 * MACs` of the
-//! convolution (epilogue work not counted). Peak on this machine (notes): 49 GFLOP/s per core with
-//! 128-bit FMA, 97 with 256-bit; ONNX Runtime's AVX2 kernels about 68 per core.
+//! `cargo bench --bench kernels` prints, for every ISA the host has (or `--isa NAME`), the peak of
+//! a register-only FMA loop, then one row per shape: the implementation and tile, GFLOP/s on one
+//! thread (thread CPU time, best of N: immune to other processes on a shared machine) and its
+//! share of the 1-core peak, and GFLOP/s on two threads (wall time, best of N). `-- --sweep` also
+//! tries other register tiles, `--orders` both loop orders, `--quick` fewer iterations, and a
+//! free argument filters shapes by name. FLOPs are `2 * MACs` of the convolution (epilogue work not
+//! counted).
 
-use netc_compiler::codegen::isa::OptLevel;
+use netc_compiler::codegen::jit::PeakProbe;
 use netc_compiler::codegen::{
-    compile, pack_conv_weights, AlignedF32, CompileOptions, ConvPlan, ConvSpec, KernelArgs, KernelRequest,
-    KernelSpec,
+    compile, default_tile, pack_conv_weights, AlignedF32, CompileOptions, ConvPath, ConvPlan, ConvSpec, Isa,
+    IsaChoice, KernelArgs, KernelRequest, KernelSpec,
 };
 use netc_compiler::ir::{Conv2d, ConvKind, FusedConv, Relu};
 use std::time::Instant;
@@ -65,12 +69,35 @@ fn spec(s: &Shape) -> ConvSpec {
     ConvSpec::contiguous(op, [s.cin, s.hw, s.hw]).expect("valid shape")
 }
 
-/// Best (minimum) seconds per call of the kernel over a batch of 1, on `threads` threads.
-fn time(spec: &ConvSpec, opt: Option<OptLevel>, threads: usize, iters: usize) -> Result<f64, String> {
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_time() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant the OS knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// The host's FMA peak with `isa`'s vectors, GFLOP/s on one core (best of several runs).
+fn peak(isa: Isa) -> f64 {
+    let probe = PeakProbe::new(isa).expect("the host supports the ISA");
+    let iters = 20_000_000u64;
+    probe.run(iters / 10);
+    (0..5)
+        .map(|_| {
+            let t0 = thread_cpu_time();
+            probe.run(iters);
+            probe.flops_per_iteration * iters as f64 / (thread_cpu_time() - t0) * 1e-9
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Best seconds per call of the kernel over a batch of 1 on `threads` threads: thread CPU time for
+/// one thread, wall time for more.
+fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize) -> Result<(f64, &'static str), String> {
     let kspec = KernelSpec::Conv(spec.clone());
     let ks = compile(
         &[KernelRequest { name: "bench".into(), spec: kspec }],
-        CompileOptions { keep_clif: false, opt_level: opt },
+        CompileOptions { isa: IsaChoice::Fixed(isa), ..Default::default() },
     )
     .map_err(|e| e.to_string())?;
     let k = &ks.kernels[0];
@@ -87,9 +114,10 @@ fn time(spec: &ConvSpec, opt: Option<OptLevel>, threads: usize, iters: usize) ->
     let out_ptr = out.as_mut_ptr() as usize;
     let mut scratches: Vec<AlignedF32> =
         (0..threads).map(|_| AlignedF32::zeros(k.scratch_floats().max(1))).collect();
-    let mut samples = Vec::with_capacity(iters);
+    let mut best = f64::INFINITY;
     for it in 0..iters + 3 {
         let t0 = Instant::now();
+        let c0 = thread_cpu_time();
         std::thread::scope(|scope| {
             for (t, scratch) in scratches.iter_mut().enumerate() {
                 let (lo, hi) = (items * t as u64 / threads as u64, items * (t as u64 + 1) / threads as u64);
@@ -102,6 +130,7 @@ fn time(spec: &ConvSpec, opt: Option<OptLevel>, threads: usize, iters: usize) ->
                         output: out_ptr as *mut f32,
                         weights: &weights,
                         scratch: scratch as *mut f32,
+                        batch: 1,
                     };
                     // SAFETY: buffers sized for batch 1 of this spec; each thread has its own
                     // scratch and a disjoint item range.
@@ -114,57 +143,93 @@ fn time(spec: &ConvSpec, opt: Option<OptLevel>, threads: usize, iters: usize) ->
                 }
             }
         });
+        let t = if threads == 1 { thread_cpu_time() - c0 } else { t0.elapsed().as_secs_f64() };
         if it >= 3 {
-            samples.push(t0.elapsed().as_secs_f64());
+            best = best.min(t);
         }
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[0])
+    Ok((best, k.implementation))
 }
 
-/// A kernel variant to time: (register tile, opt level, loop order), `None` for the default.
-type Variant = (Option<(usize, usize)>, Option<OptLevel>, Option<bool>);
+/// A kernel variant to time: (register tile, loop order), `None` for the default.
+type Variant = (Option<(usize, usize)>, Option<bool>);
+
+/// Tiles worth trying per ISA (rows divide or stack the 12-row weight panels).
+fn sweep_tiles(isa: Isa) -> &'static [(usize, usize)] {
+    match isa {
+        Isa::Sse => &[(6, 2), (4, 3), (3, 3), (3, 4), (2, 6)],
+        Isa::Avx2 => &[(6, 2), (4, 3), (3, 4), (12, 1), (2, 6)],
+        Isa::Avx512 => &[(12, 2), (6, 4), (4, 6), (3, 8), (24, 1), (12, 1)],
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let sweep = args.iter().any(|a| a == "--sweep");
-    let quick = args.iter().any(|a| a == "--quick");
-    let filter = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned();
-    println!("{:<22} {:>8} {:>10} {:>10} {:>10}", "shape", "MFLOP", "tile", "1 thread", "2 threads");
-    for s in SHAPES.iter().filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f))) {
-        let base = spec(s);
-        let [co, oh, ow] = base.output().expect("valid");
-        let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
-        let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
-        let mut variants: Vec<Variant> = vec![(None, None, None)];
-        if sweep {
-            let orders: &[Option<bool>] =
-                if args.iter().any(|a| a == "--orders") { &[Some(false), Some(true)] } else { &[None] };
-            for tile in [(6, 2), (5, 2), (4, 3), (3, 3), (3, 4), (2, 6)] {
-                for &order in orders {
-                    variants.push((Some(tile), None, order));
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let (sweep, quick) = (flag("--sweep"), flag("--quick"));
+    let isa_arg = args.iter().position(|a| a == "--isa").and_then(|i| args.get(i + 1)).cloned();
+    let filter = args.iter().skip(1).find(|a| !a.starts_with("--") && Some(*a) != isa_arg.as_ref()).cloned();
+    let isas: Vec<Isa> = match &isa_arg {
+        Some(name) => vec![Isa::parse(name).unwrap_or_else(|| panic!("unknown ISA {name}"))],
+        None => Isa::available(),
+    };
+    for isa in Isa::ALL {
+        if !isa.host_supports() {
+            println!("skipped {isa}: host lacks {}", isa.missing_features().join(", "));
+        }
+    }
+    for isa in isas {
+        let peak1 = peak(isa);
+        println!("\n{isa}: FMA peak {peak1:.1} GFLOP/s per core (register-only loop, thread CPU time)");
+        println!(
+            "{:<22} {:>7} {:>22} {:>9} {:>6} {:>9} {:>6}",
+            "shape", "MFLOP", "implementation tile", "1 thread", "peak", "2 threads", "peak"
+        );
+        for s in SHAPES.iter().filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f))) {
+            let base = spec(s);
+            let [co, oh, ow] = base.output().expect("valid");
+            let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
+            let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
+            let mut variants: Vec<Variant> = vec![(None, None)];
+            if sweep {
+                let orders: &[Option<bool>] =
+                    if flag("--orders") { &[Some(false), Some(true)] } else { &[None] };
+                let default = default_tile(isa, ConvPath::of(&base), ow);
+                for &tile in sweep_tiles(isa).iter().filter(|&&t| t != default) {
+                    for &order in orders {
+                        variants.push((Some(tile), order));
+                    }
                 }
             }
-            variants.push((None, Some(OptLevel::Speed), None));
-        }
-        for (tile, opt, order) in variants {
-            let mut sp = base.clone();
-            sp.tile = tile;
-            sp.order = order;
-            let plan = ConvPlan::new(&sp).expect("plan");
-            let label = format!(
-                "{}x{}{}{}",
-                plan.mr,
-                plan.nv * 4,
-                if plan.tiles_outer { " T" } else { " P" },
-                if opt == Some(OptLevel::Speed) { " spd" } else { "" }
-            );
-            let gflops = |threads| match time(&sp, opt, threads, iters) {
-                Ok(t) => format!("{:.1}", flops / t * 1e-9),
-                Err(e) => format!("err: {e}"),
-            };
-            let (one, two) = (gflops(1), gflops(2));
-            println!("{:<22} {:>8.1} {:>10} {:>10} {:>10}", s.name, flops * 1e-6, label, one, two);
+            for (tile, order) in variants {
+                let mut sp = base.clone();
+                sp.tile = tile;
+                sp.order = order;
+                let Ok(plan) = ConvPlan::new(&sp, isa) else { continue };
+                let label = format!(
+                    "{}x{}{}",
+                    plan.mt,
+                    plan.nv * plan.lanes,
+                    if plan.tiles_outer { " T" } else { " P" }
+                );
+                let run = |threads| time(&sp, isa, threads, iters);
+                match (run(1), run(2)) {
+                    (Ok((t1, name)), Ok((t2, _))) => {
+                        let (g1, g2) = (flops / t1 * 1e-9, flops / t2 * 1e-9);
+                        println!(
+                            "{:<22} {:>7.1} {:>22} {:>9.1} {:>5.0}% {:>9.1} {:>5.0}%",
+                            s.name,
+                            flops * 1e-6,
+                            format!("{} {label}", name.rsplit('.').nth(1).unwrap_or(name)),
+                            g1,
+                            100.0 * g1 / peak1,
+                            g2,
+                            100.0 * g2 / (2.0 * peak1)
+                        );
+                    }
+                    (Err(e), _) | (_, Err(e)) => println!("{:<22} {label}: {e}", s.name),
+                }
+            }
         }
     }
 }

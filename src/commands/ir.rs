@@ -113,10 +113,15 @@ fn kernels(mut graph: netc_compiler::ir::Graph, asm: bool) -> anyhow::Result<Str
             spec: spec.clone(),
         })
         .collect();
-    let compiled = compile(&requests, CompileOptions { keep_clif: !asm, opt_level: None })?;
+    let compiled = compile(&requests, CompileOptions { keep_clif: !asm, ..Default::default() })?;
     let mut text = String::new();
     for kernel in &compiled.kernels {
-        text += &format!("; ---- kernel `{}`: {}\n", kernel.name, kernel.spec.describe());
+        text += &format!(
+            "; ---- kernel `{}`: {}: {}\n",
+            kernel.name,
+            kernel.implementation,
+            kernel.spec.describe(kernel.isa)
+        );
         if asm {
             text += &kernel.disassembly();
         } else {

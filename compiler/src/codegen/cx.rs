@@ -1,7 +1,7 @@
 //! `KernelCx`: the function-building context every kernel family writes through.
 //!
 //! It owns the Cranelift `FunctionBuilder` of one kernel and knows the kernel ABI (see
-//! [`super::KernelFn`]): six parameters `inputs, output, weights, scratch, begin, end`. It offers
+//! [`super::KernelFn`]): seven parameters `inputs, output, weights, scratch, begin, end, batch`. It offers
 //! the few building blocks the families share: typed loads and stores at constant float offsets,
 //! counted loops (with Cranelift-frontend `Variable`s carrying accumulators, so the frontend builds
 //! the SSA block parameters), splats, ReLU/max in the single-instruction form, and block notes that
@@ -21,10 +21,10 @@ pub(crate) const VEC: Type = F32X4;
 /// Lanes of [`VEC`].
 pub(crate) const LANES: usize = 4;
 
-/// The kernel signature: `(inputs, output, weights, scratch: ptr, begin, end: u64)`.
+/// The kernel signature: `(inputs, output, weights, scratch: ptr, begin, end, batch: u64)`.
 pub(crate) fn kernel_signature(call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for _ in 0..6 {
+    for _ in 0..7 {
         sig.params.push(AbiParam::new(I64));
     }
     sig
@@ -44,8 +44,11 @@ pub(crate) struct KernelCx<'f> {
     pub scratch: Value,
     pub begin: Value,
     pub end: Value,
+    pub batch: Value,
     notes: Vec<(Block, String)>,
     frontend: TargetFrontendConfig,
+    /// Whether the target lowers `fma` to an instruction (see [`KernelCx::fma`]).
+    has_fma: bool,
 }
 
 impl<'f> KernelCx<'f> {
@@ -54,6 +57,7 @@ impl<'f> KernelCx<'f> {
         func: &'f mut Function,
         fctx: &'f mut FunctionBuilderContext,
         frontend: TargetFrontendConfig,
+        has_fma: bool,
     ) -> Self {
         let mut b = FunctionBuilder::new(func, fctx);
         let entry = b.create_block();
@@ -69,8 +73,10 @@ impl<'f> KernelCx<'f> {
             scratch: p[3],
             begin: p[4],
             end: p[5],
+            batch: p[6],
             notes: vec![(entry, "entry: kernel arguments".into())],
             frontend,
+            has_fma,
         }
     }
 
@@ -135,6 +141,18 @@ impl<'f> KernelCx<'f> {
     pub fn store(&mut self, value: Value, base: Value, floats: usize) {
         let (addr, d) = self.disp(base, floats);
         self.b.ins().store(mem(), value, addr, d);
+    }
+
+    /// `x * y + z`: one fused multiply-add where the target has FMA; a multiply and an add (two
+    /// roundings) on hosts without it, where Cranelift would otherwise call a library routine per
+    /// lane.
+    pub fn fma(&mut self, x: Value, y: Value, z: Value) -> Value {
+        if self.has_fma {
+            self.b.ins().fma(x, y, z)
+        } else {
+            let p = self.b.ins().fmul(x, y);
+            self.b.ins().fadd(p, z)
+        }
     }
 
     /// A scalar loaded and broadcast to every lane.
@@ -291,6 +309,28 @@ impl<'f> KernelCx<'f> {
         self.b.switch_to_block(yes);
         self.b.seal_block(yes);
         then(self);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+    }
+
+    /// `if cond { a } else { b }`, both branches given `state` (which both may borrow mutably).
+    pub fn if_else_with<T: ?Sized>(
+        &mut self,
+        state: &mut T,
+        cond: Value,
+        a: impl FnOnce(&mut Self, &mut T),
+        b: impl FnOnce(&mut Self, &mut T),
+    ) {
+        let (yes, no, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(cond, yes, &[], no, &[]);
+        self.b.switch_to_block(yes);
+        self.b.seal_block(yes);
+        a(self, state);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(no);
+        self.b.seal_block(no);
+        b(self, state);
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(done);
         self.b.seal_block(done);

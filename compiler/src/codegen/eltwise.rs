@@ -117,7 +117,7 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &EltwiseSpec) {
                     cx.for_run(*plane, |cx, ty, i| {
                         let (s, t) = if ty == F32 { (s, t) } else { (sv, tv) };
                         let a = load_at(cx, ty, x, i);
-                        let mut v = cx.b.ins().fma(a, s, t);
+                        let mut v = cx.fma(a, s, t);
                         if *relu {
                             v = cx.relu(v);
                         }

@@ -1,14 +1,17 @@
 //! The JIT module lifecycle: build the functions of a set of kernels, compile them, finalize the
 //! code memory, and hand out callable kernels owned by [`CompiledKernels`].
 //!
-//! Kernels are compiled in one `JITModule` per optimisation level (the ISA, and so the opt level, is
-//! per module; see [`super::isa::OptLevel`]). `CompiledKernels` owns the modules and frees their
-//! code memory when dropped; the function pointers are only reachable through `&CompiledKernel`, so
-//! they cannot outlive it.
+//! The target ISA is resolved once ([`CompileOptions::isa`]); each kernel gets the implementation
+//! the [`registry`](super::registry) picks for it. Kernels are compiled in one `JITModule` per
+//! optimisation level (the Cranelift target, and so the opt level, is per module; see
+//! [`OptLevel`]); the assembled tiles a kernel calls are defined in its module. `CompiledKernels`
+//! owns the modules and frees their code memory when dropped; the function pointers are only
+//! reachable through `&CompiledKernel`, so they cannot outlive it.
 
 use super::cx::{kernel_signature, KernelCx};
-use super::isa::{self, OptLevel};
-use super::{CodegenError, KernelFn, KernelSpec};
+use super::isa::{self, Isa, IsaChoice, OptLevel};
+use super::tile::{AssembledTile, Tiles};
+use super::{registry, CodegenError, KernelFn, KernelSpec};
 use cranelift_codegen::ir::{Block, Function, UserFuncName};
 use cranelift_codegen::write::{FuncWriter, PlainWriter};
 use cranelift_frontend::FunctionBuilderContext;
@@ -33,6 +36,8 @@ pub struct CompileOptions {
     pub keep_clif: bool,
     /// Compile every kernel at this level instead of its family's (for measurements).
     pub opt_level: Option<OptLevel>,
+    /// The instruction set to generate for.
+    pub isa: IsaChoice,
 }
 
 /// Arguments of one kernel call; see [`KernelFn`] for what each pointer must satisfy.
@@ -43,26 +48,39 @@ pub struct KernelArgs<'a> {
     pub weights: &'a [*const f32],
     /// At least [`CompiledKernel::scratch_floats`] floats private to the calling thread.
     pub scratch: *mut f32,
+    /// The batch size the pointers are laid out for.
+    pub batch: usize,
 }
 
 /// A compiled kernel: its entry point and what a caller needs to know to run it.
 pub struct CompiledKernel {
     pub name: String,
     pub spec: KernelSpec,
+    /// The registry entry it was generated with (`conv.rowpanel.avx512`).
+    pub implementation: &'static str,
+    /// The ISA of its tiles.
+    pub isa: Isa,
     func: KernelFn,
     clif: Option<String>,
     code: Vec<u8>,
+    tiles: Vec<AssembledTile>,
 }
 
 impl CompiledKernel {
     /// Work items of a batch of `n` samples: call with any partition of `0..work_items(n)`.
     pub fn work_items(&self, n: usize) -> u64 {
-        (n * self.spec.items_per_sample()) as u64
+        self.spec.work_items(self.isa, n) as u64
     }
 
     /// Floats of per-thread scratch the kernel needs (0 for most).
     pub fn scratch_floats(&self) -> usize {
-        self.spec.scratch_floats()
+        self.spec.scratch_floats(self.isa)
+    }
+
+    /// The register tiles assembled for this kernel (none for Cranelift-only kernels; a tile shared
+    /// with an earlier kernel of the same module is listed there).
+    pub fn tiles(&self) -> &[AssembledTile] {
+        &self.tiles
     }
 
     /// The annotated CLIF, if compiled with [`CompileOptions::keep_clif`].
@@ -75,9 +93,15 @@ impl CompiledKernel {
         &self.code
     }
 
-    /// The machine code as Intel-syntax assembly, one instruction a line.
+    /// The machine code as Intel-syntax assembly, one instruction a line, followed by each
+    /// assembled tile's.
     pub fn disassembly(&self) -> String {
-        disassemble(&self.code)
+        let mut text = disassemble(&self.code);
+        for tile in &self.tiles {
+            let _ = writeln!(text, "; tile {}", tile.name);
+            text += &disassemble(&tile.code);
+        }
+        text
     }
 
     /// Runs work items `begin..end`.
@@ -91,7 +115,15 @@ impl CompiledKernel {
         debug_assert_eq!(args.inputs.len(), self.spec.input_count());
         // SAFETY: forwarded to the caller (see above); `self.func` is alive while `self` is.
         unsafe {
-            (self.func)(args.inputs.as_ptr(), args.output, args.weights.as_ptr(), args.scratch, begin, end)
+            (self.func)(
+                args.inputs.as_ptr(),
+                args.output,
+                args.weights.as_ptr(),
+                args.scratch,
+                begin,
+                end,
+                args.batch as u64,
+            )
         }
     }
 
@@ -104,6 +136,8 @@ impl CompiledKernel {
 /// The code memory of a compiled set of kernels, and the kernels.
 pub struct CompiledKernels {
     pub kernels: Vec<CompiledKernel>,
+    /// The ISA they were generated for (each kernel's tiles use it or a narrower one).
+    pub isa: Isa,
     modules: Mutex<Vec<JITModule>>,
 }
 
@@ -120,57 +154,87 @@ impl Drop for CompiledKernels {
 
 /// Compiles every request; kernel `i` of the result implements `requests[i]`.
 pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<CompiledKernels, CodegenError> {
+    let target_isa = options.isa.resolve()?;
     let mut by_level: BTreeMap<OptLevel, Vec<usize>> = BTreeMap::new();
     for (i, r) in requests.iter().enumerate() {
         by_level.entry(options.opt_level.unwrap_or(r.spec.opt_level())).or_default().push(i);
     }
     let mut modules = Vec::new();
-    let mut built: HashMap<usize, (usize, cranelift_module::FuncId, Option<String>, Vec<u8>)> =
-        HashMap::new();
+    let mut built: HashMap<usize, Built> = HashMap::new();
     let mut fctx = FunctionBuilderContext::new();
     for (level, indices) in by_level {
-        let isa = isa::build(level)?;
-        let call_conv = isa.default_call_conv();
-        let frontend = isa.frontend_config();
-        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        let (target, has_fma) = isa::build(target_isa, level)?;
+        let call_conv = target.default_call_conv();
+        let frontend = target.frontend_config();
+        let mut builder = JITBuilder::with_isa(target, default_libcall_names());
         for (name, ptr) in super::helpers::symbols() {
             builder.symbol(name, ptr);
         }
         let mut module = JITModule::new(builder);
         let mut ctx = module.make_context();
+        let mut tiles = Tiles::new(&mut module, call_conv);
         for i in indices {
             let req = &requests[i];
+            let implementation = registry::select(&req.spec, target_isa)?;
             let sig = kernel_signature(call_conv);
-            let id = module
+            let id = tiles
+                .module
                 .declare_function(&format!("netc_kernel_{i}"), Linkage::Local, &sig)
                 .map_err(|e| CodegenError::Cranelift(format!("{}: {e}", req.name)))?;
             ctx.clear();
             ctx.func = Function::with_name_signature(UserFuncName::user(0, i as u32), sig);
             let notes = {
-                let mut cx = KernelCx::new(&mut ctx.func, &mut fctx, frontend);
-                req.spec.emit(&mut cx, &mut module)?;
+                let mut cx = KernelCx::new(&mut ctx.func, &mut fctx, frontend, has_fma);
+                req.spec
+                    .emit(&mut cx, &mut tiles, implementation.isa)
+                    .map_err(|e| CodegenError::Unsupported(format!("{}: {e}", req.name)))?;
                 cx.finish()
             };
-            let clif = options.keep_clif.then(|| annotated_clif(&req.name, &req.spec, &ctx.func, notes));
-            module
+            let clif = options
+                .keep_clif
+                .then(|| annotated_clif(&req.name, implementation, &req.spec, &ctx.func, notes));
+            tiles
+                .module
                 .define_function(id, &mut ctx)
                 .map_err(|e| CodegenError::Cranelift(format!("{}: {e:?}", req.name)))?;
             let code = ctx.compiled_code().map(|c| c.code_buffer().to_vec()).unwrap_or_default();
-            built.insert(i, (modules.len(), id, clif, code));
+            let assembled = tiles.take_assembled();
+            built
+                .insert(i, Built { module: modules.len(), id, clif, code, tiles: assembled, implementation });
         }
+        drop(tiles);
         module.finalize_definitions().map_err(|e| CodegenError::Cranelift(e.to_string()))?;
         modules.push(module);
     }
     let mut kernels = Vec::with_capacity(requests.len());
     for (i, req) in requests.iter().enumerate() {
-        let (m, id, clif, code) = built.remove(&i).expect("every request was compiled");
-        let ptr = modules[m].get_finalized_function(id);
+        let b = built.remove(&i).expect("every request was compiled");
+        let ptr = modules[b.module].get_finalized_function(b.id);
         // SAFETY: the function was declared with `kernel_signature`, which is `KernelFn`'s ABI
-        // (six 64-bit integer/pointer arguments, no result, the platform's default convention).
+        // (seven 64-bit integer/pointer arguments, no result, the platform's default convention).
         let func = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
-        kernels.push(CompiledKernel { name: req.name.clone(), spec: req.spec.clone(), func, clif, code });
+        kernels.push(CompiledKernel {
+            name: req.name.clone(),
+            spec: req.spec.clone(),
+            implementation: b.implementation.name,
+            isa: b.implementation.isa,
+            func,
+            clif: b.clif,
+            code: b.code,
+            tiles: b.tiles,
+        });
     }
-    Ok(CompiledKernels { kernels, modules: Mutex::new(modules) })
+    Ok(CompiledKernels { kernels, isa: target_isa, modules: Mutex::new(modules) })
+}
+
+/// A compiled kernel before its module is finalised.
+struct Built {
+    module: usize,
+    id: cranelift_module::FuncId,
+    clif: Option<String>,
+    code: Vec<u8>,
+    tiles: Vec<AssembledTile>,
+    implementation: &'static registry::Implementation,
 }
 
 /// Writes CLIF with a header naming the IR node and a comment line before each annotated block.
@@ -207,12 +271,19 @@ impl FuncWriter for NotedWriter {
     }
 }
 
-fn annotated_clif(name: &str, spec: &KernelSpec, func: &Function, notes: Vec<(Block, String)>) -> String {
+fn annotated_clif(
+    name: &str,
+    implementation: &registry::Implementation,
+    spec: &KernelSpec,
+    func: &Function,
+    notes: Vec<(Block, String)>,
+) -> String {
     let mut by_block: HashMap<Block, Vec<String>> = HashMap::new();
     for (block, note) in notes {
         by_block.entry(block).or_default().push(note);
     }
-    let mut text = format!("; kernel for {name}\n; {}\n", spec.describe());
+    let mut text =
+        format!("; kernel for {name}\n; {}: {}\n", implementation.name, spec.describe(implementation.isa));
     let mut writer = NotedWriter { notes: by_block };
     if cranelift_codegen::write::decorate_function(&mut writer, &mut text, func).is_err() {
         text += "; (CLIF could not be printed)\n";
@@ -233,4 +304,53 @@ pub fn disassemble(code: &[u8]) -> String {
         let _ = writeln!(text, "{:6x}  {line}", inst.ip());
     }
     text
+}
+
+/// A register-only FMA loop for measuring the host's peak FLOP rate with an ISA's vectors (see
+/// [`super::tile::x86::peak_probe`]); benchmarks report kernels as a share of it.
+pub struct PeakProbe {
+    module: Option<JITModule>,
+    func: unsafe extern "sysv64" fn(u64),
+    /// FLOPs of one iteration of the loop.
+    pub flops_per_iteration: f64,
+}
+
+impl PeakProbe {
+    /// Assembles the probe for `isa` (which the host must support).
+    pub fn new(isa: Isa) -> Result<PeakProbe, CodegenError> {
+        let (target, _) = isa::build(isa, OptLevel::None)?;
+        let call_conv = target.default_call_conv();
+        let mut module = JITModule::new(JITBuilder::with_isa(target, default_libcall_names()));
+        let chains = isa.registers() - 4;
+        let code = super::tile::x86::peak_probe(isa, chains)?;
+        let mut sig = cranelift_codegen::ir::Signature::new(call_conv);
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(cranelift_codegen::ir::types::I64));
+        let id = module
+            .declare_function("netc_peak_probe", Linkage::Local, &sig)
+            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        module
+            .define_function_bytes(id, 64, &code, &[])
+            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        module.finalize_definitions().map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        let ptr = module.get_finalized_function(id);
+        // SAFETY: the probe is `fn(iterations: u64)` in the SysV convention (see `peak_probe`).
+        let func = unsafe { std::mem::transmute::<*const u8, unsafe extern "sysv64" fn(u64)>(ptr) };
+        Ok(PeakProbe { module: Some(module), func, flops_per_iteration: (chains * 2 * isa.lanes()) as f64 })
+    }
+
+    /// Runs `iterations` iterations (at least 1).
+    pub fn run(&self, iterations: u64) {
+        // SAFETY: the probe reads and writes vector registers only and loops `iterations` times;
+        // its code lives as long as `self`.
+        unsafe { (self.func)(iterations.max(1)) }
+    }
+}
+
+impl Drop for PeakProbe {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: `func` is only callable through `&self`, which cannot outlive this drop.
+            unsafe { module.free_memory() };
+        }
+    }
 }

@@ -84,13 +84,13 @@ pub(crate) fn emit(
                         let p = cx.offset(p, i, 1);
                         let v = cx.load(ty, p, 0);
                         let s = cx.b.use_var(sum);
-                        let s = cx.b.ins().fma(v, v, s);
+                        let s = cx.fma(v, v, s);
                         cx.b.def_var(sum, s);
                     });
                     let s = cx.b.use_var(sum);
                     let a = cx.fconst(ty, (spec.alpha / spec.size as f64) as f32);
                     let k = cx.fconst(ty, spec.k as f32);
-                    let d = cx.b.ins().fma(s, a, k);
+                    let d = cx.fma(s, a, k);
                     let d = pow(cx, ty, d, spec.beta, powf);
                     let p = cx.offset(xc, i, 1);
                     let v = cx.load(ty, p, 0);

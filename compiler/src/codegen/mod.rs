@@ -1,8 +1,10 @@
-//! Code generation with Cranelift: one native kernel per executable IR node.
+//! Code generation: one native kernel per executable IR node, generated with Cranelift, whose
+//! register tiles are Cranelift f32x4 code or AVX2/AVX-512 machine code assembled at JIT time
+//! (see [`tile`] and [`isa`]).
 //!
 //! ## Kernel ABI
 //! Every kernel is a [`KernelFn`]:
-//! `extern "C" fn(inputs, output, weights, scratch, begin, end)`.
+//! `extern "C" fn(inputs, output, weights, scratch, begin, end, batch)`.
 //! - `inputs[i]` points at element `(0, 0)` of the node's `i`-th input value (for the memory plan's
 //!   placements: `arena + buffer.offset * N + placement.offset`, in floats); sample `n` of a value
 //!   starts `n * sample_stride` floats further, with the strides baked into the spec.
@@ -10,35 +12,40 @@
 //! - `weights[j]`: the kernel's weight buffers, as listed by [`KernelSpec::weight_layout`] (packed
 //!   conv/linear weights from [`pack`], or plain per-channel vectors).
 //! - `scratch`: per-thread memory of [`KernelSpec::scratch_floats`] floats (may be null when 0).
-//! - `begin..end`: the work items to run. A batch of `N` has `N * items_per_sample()` items, item
-//!   `i` belonging to sample `i / items_per_sample()`. Items write disjoint outputs and only read
-//!   inputs, weights and their own scratch, so an executor may split `0..N*items_per_sample()` into
-//!   any ranges and run them on different threads (each with its own scratch).
+//! - `begin..end`: the work items to run, of the [`KernelSpec::work_items`] a batch of `batch`
+//!   samples has. Items write disjoint outputs and only read inputs, weights and their own
+//!   scratch, so an executor may split `0..work_items` into any ranges and run them on different
+//!   threads (each with its own scratch).
+//! - `batch`: the batch size `N` (kernels that block several samples into one item need it).
 //!
 //! Shapes, strides, padding and offsets are compile-time constants of each kernel; the batch size
 //! is not (it only scales the item range), so one compilation serves every batch size.
 //!
-//! ## Families
-//! [`conv`] + [`gemm`] (every `FusedConv`), [`linear`], [`pool`], [`lrn`], [`eltwise`] (add, ReLU,
-//! affine, copies for concatenation), [`softmax`]. Views (`Slice`, `Flatten`, in-place `Concat`,
-//! `Input`, `Dropout`) need no kernel: see [`KernelSpec::for_node`].
+//! ## Families and implementations
+//! [`conv`] (every `FusedConv`, on the tiles), [`linear`] (on the tiles), [`pool`], [`lrn`],
+//! [`eltwise`] (add, ReLU, affine, copies for concatenation), [`softmax`]. Which implementation a
+//! kernel gets for an ISA (`conv.rowpanel.avx512`, `pool.sse`, ...) is decided by the ordered
+//! [`registry`]. Views (`Slice`, `Flatten`, in-place `Concat`, `Input`, `Dropout`) need no kernel:
+//! see [`KernelSpec::for_node`].
 
 pub mod conv;
 mod cx;
 pub mod eltwise;
-pub mod gemm;
 pub mod isa;
 pub mod jit;
 pub mod linear;
 pub mod lrn;
 pub mod pack;
 pub mod pool;
+pub mod registry;
 pub mod softmax;
+pub mod tile;
 
-pub use conv::{ConvPlan, ConvSpec};
+pub use conv::{default_tile, ConvLayout, ConvPath, ConvPlan, ConvSpec};
 pub use eltwise::{EltwiseOp, EltwiseSpec};
+pub use isa::{Isa, IsaChoice};
 pub use jit::{compile, CompileOptions, CompiledKernel, CompiledKernels, KernelArgs, KernelRequest};
-pub use linear::{pack_linear_weights, LinearSpec};
+pub use linear::{pack_linear_weights, LinearPlan, LinearSpec};
 pub use lrn::LrnSpec;
 pub use pack::{pack_conv_weights, AlignedF32};
 pub use pool::{PoolKind, PoolSpec};
@@ -47,8 +54,8 @@ pub use softmax::SoftmaxSpec;
 use crate::ir::{Graph, NodeId, Op, ValueId};
 use crate::lower::memory::MemoryPlan;
 
-use cranelift_jit::JITModule;
 use cx::KernelCx;
+use tile::Tiles;
 
 /// The entry point of every kernel (see the module documentation for the contract).
 ///
@@ -57,7 +64,7 @@ use cx::KernelCx;
 /// whole value for every sample the items `begin..end` touch (sample strides as in the spec);
 /// `weights` likewise for the buffers of [`KernelSpec::weight_layout`]; `output` valid for writes
 /// of those samples; `scratch` valid for reads and writes of `scratch_floats()` floats and used by
-/// no one else during the call; `end <= N * items_per_sample()`.
+/// no one else during the call; `end <= work_items(batch)`.
 pub type KernelFn = unsafe extern "C" fn(
     inputs: *const *const f32,
     output: *mut f32,
@@ -65,13 +72,16 @@ pub type KernelFn = unsafe extern "C" fn(
     scratch: *mut f32,
     begin: u64,
     end: u64,
+    batch: u64,
 );
 
 /// Errors of code generation.
 #[derive(Debug, thiserror::Error)]
 pub enum CodegenError {
-    #[error("this machine cannot run netc's kernels: {0} (x86-64 with AVX2 and FMA is required)")]
+    #[error("this machine cannot run netc's kernels: {0}")]
     UnsupportedHost(String),
+    #[error("this machine lacks {missing}: it cannot run {isa} kernels (`--isa auto` picks what it has)")]
+    IsaUnavailable { isa: &'static str, missing: String },
     #[error("unsupported kernel: {0}")]
     Unsupported(String),
     #[error("weights do not fit the kernel: {0}")]
@@ -206,27 +216,27 @@ impl KernelSpec {
         };
         // Reject what the generator cannot do now, not at compile time.
         if let KernelSpec::Conv(c) = &spec {
-            ConvPlan::new(c).map_err(|e| CodegenError::Unsupported(format!("`{}`: {e}", node.name)))?;
+            ConvLayout::new(c).map_err(|e| CodegenError::Unsupported(format!("`{}`: {e}", node.name)))?;
         }
         Ok(Some(spec))
     }
 
-    /// Work items per sample (see the module documentation).
-    pub fn items_per_sample(&self) -> usize {
+    /// Work items of a batch of `n` samples for kernels of `isa` (see the module documentation).
+    pub fn work_items(&self, isa: Isa, n: usize) -> usize {
         match self {
-            KernelSpec::Conv(s) => ConvPlan::new(s).map_or(1, |p| p.items_per_sample()),
-            KernelSpec::Linear(s) => s.panels(),
-            KernelSpec::Pool(s) => s.items_per_sample(),
-            KernelSpec::Lrn(s) => s.items_per_sample(),
-            KernelSpec::Eltwise(s) => s.items_per_sample(),
-            KernelSpec::Softmax(_) => 1,
+            KernelSpec::Conv(s) => n * ConvPlan::new(s, isa).map_or(1, |p| p.items_per_sample()),
+            KernelSpec::Linear(s) => LinearPlan::new(isa).work_items(s, n),
+            KernelSpec::Pool(s) => n * s.items_per_sample(),
+            KernelSpec::Lrn(s) => n * s.items_per_sample(),
+            KernelSpec::Eltwise(s) => n * s.items_per_sample(),
+            KernelSpec::Softmax(_) => n,
         }
     }
 
-    /// Floats of per-thread scratch.
-    pub fn scratch_floats(&self) -> usize {
+    /// Floats of per-thread scratch for kernels of `isa`.
+    pub fn scratch_floats(&self, isa: Isa) -> usize {
         match self {
-            KernelSpec::Conv(s) => ConvPlan::new(s).map_or(0, |p| p.scratch_floats()),
+            KernelSpec::Conv(s) => ConvPlan::new(s, isa).map_or(0, |p| p.scratch_floats()),
             _ => 0,
         }
     }
@@ -246,7 +256,7 @@ impl KernelSpec {
             KernelSpec::Conv(s) => {
                 vec![(
                     "packed conv weights (pack_conv_weights)",
-                    ConvPlan::new(s).map_or(0, |p| p.packed_len),
+                    ConvLayout::new(s).map_or(0, |l| l.packed_len),
                 )]
             }
             KernelSpec::Linear(s) => vec![("packed linear weights (pack_linear_weights)", s.packed_len())],
@@ -257,32 +267,36 @@ impl KernelSpec {
         }
     }
 
-    /// One line for dumps.
-    pub fn describe(&self) -> String {
+    /// One line for dumps, for kernels of `isa`.
+    pub fn describe(&self, isa: Isa) -> String {
         match self {
-            KernelSpec::Conv(s) => match ConvPlan::new(s) {
+            KernelSpec::Conv(s) => match ConvPlan::new(s, isa) {
                 Ok(p) => format!(
-                    "{} {:?} -> {:?}, {:?} path, tile {}x{}, {} items/sample, scratch {} floats",
+                    "{} {:?} -> {:?}, {} path, tile {}x{}, {} items/sample, scratch {} floats",
                     s.op_label(),
                     s.input,
                     p.out,
-                    p.path,
-                    p.mr,
-                    p.nv * cx::LANES,
+                    p.path.name(),
+                    p.mt,
+                    p.nv * p.lanes,
                     p.items_per_sample(),
                     p.scratch_floats()
                 ),
                 Err(e) => e.to_string(),
             },
-            KernelSpec::Linear(s) => format!(
-                "linear {} -> {}{}{}, {} panels of {}",
-                s.op.linear.in_features,
-                s.op.linear.out_features,
-                if s.op.linear.bias { " +bias" } else { "" },
-                if s.op.relu { " +relu" } else { "" },
-                s.panels(),
-                linear::PANEL
-            ),
+            KernelSpec::Linear(s) => {
+                let plan = LinearPlan::new(isa);
+                format!(
+                    "linear {} -> {}{}{}, {} panels of {}, {} samples per tile",
+                    s.op.linear.in_features,
+                    s.op.linear.out_features,
+                    if s.op.linear.bias { " +bias" } else { "" },
+                    if s.op.relu { " +relu" } else { "" },
+                    s.panels(),
+                    linear::PANEL,
+                    plan.rows
+                )
+            }
             KernelSpec::Pool(s) => format!("{:?} pool {:?} -> {:?}", s.kind, s.input, s.output),
             KernelSpec::Lrn(s) => {
                 format!("lrn size={} over {} channels x {} pixels", s.size, s.channels, s.plane)
@@ -302,19 +316,19 @@ impl KernelSpec {
         }
     }
 
-    fn emit(&self, cx: &mut KernelCx, module: &mut JITModule) -> Result<(), CodegenError> {
+    fn emit(&self, cx: &mut KernelCx, tiles: &mut Tiles, isa: Isa) -> Result<(), CodegenError> {
         match self {
             KernelSpec::Conv(s) => {
-                let plan = ConvPlan::new(s)?;
-                conv::emit(cx, s, &plan);
+                let plan = ConvPlan::new(s, isa)?;
+                conv::emit(cx, tiles, s, &plan);
             }
-            KernelSpec::Linear(s) => linear::emit(cx, s),
+            KernelSpec::Linear(s) => linear::emit(cx, tiles, s, LinearPlan::new(isa)),
             KernelSpec::Pool(s) => pool::emit(cx, s),
-            KernelSpec::Lrn(s) => lrn::emit(cx, module, s)?,
+            KernelSpec::Lrn(s) => lrn::emit(cx, tiles.module, s)?,
             KernelSpec::Eltwise(s) => eltwise::emit(cx, s),
             KernelSpec::Softmax(s) => softmax::emit(cx, s),
         }
-        Ok(())
+        tiles.take_error()
     }
 }
 

@@ -1,22 +1,25 @@
 //! Weight packing: from the IR's weight tensors (as `WeightExpr::eval` produces them, in
 //! `Op::weights()` slot order) to the layouts the kernels read. Done once, at load or bundle time.
 //!
-//! Convolution (`pack_conv_weights`), with `mr`, `ppg`, sections from [`ConvPlan`]:
+//! Convolution (`pack_conv_weights`), with `ppg` and the sections from [`ConvLayout`] and
+//! `R` = [`PANEL_ROWS`] (12) output channels per panel, whatever the ISA:
 //! ```text
-//! A panels   [groups * ppg][k_g][mr]     a[(gp * k_g + k) * mr + r] = W[g*cout_g + p*mr + r][k]
+//! A panels   [groups * ppg][k_g][R]      a[(gp * k_g + k) * R + r] = W[g*cout_g + p*R + r][k]
 //!                                        (k = ci * KH*KW + kh * KW + kw; rows past cout_g are 0)
-//! s1, b1     [groups * ppg * mr] each    y = acc * s1 + b1      (bias, affine, and the post-affine
+//! s1, b1     [groups * ppg * R] each     y = acc * s1 + b1      (bias, affine, and the post-affine
 //!                                                                when there is no residual, folded)
-//! s2, b2     [groups * ppg * mr] each    y = (y + residual) * s2 + b2   (post-affine with residual)
+//! s2, b2     [groups * ppg * R] each     y = (y + residual) * s2 + b2   (post-affine with residual)
 //! pre        [Cin] scale, then [Cin] shift  (prologue)
 //! ```
+//! The layout does not depend on the tile: every ISA's tile reads whole or stacked panels (see
+//! [`crate::codegen::tile::RowsA::Panels`]), so a bundle packed on one machine runs on any other.
 //! Absent sections take no space; their offsets are `None` in the plan. Folding runs in f64 and
 //! rounds once. Linear (`pack_linear_weights`): see [`super::linear`].
 //!
 //! Every packed buffer should start 64-byte aligned (cache line): [`AlignedF32`] does that in
 //! memory, and a bundle writer should pad to 64 bytes. Kernels do not *require* alignment.
 
-use super::conv::{ConvPlan, ConvSpec};
+use super::conv::{ConvLayout, ConvSpec, PANEL_ROWS};
 use super::CodegenError;
 
 /// A float buffer whose first element is 64-byte aligned.
@@ -81,7 +84,7 @@ fn expect_len(what: &str, got: &[f32], want: usize) -> Result<(), CodegenError> 
 /// Packs a convolution's weights (`weights` in `Op::weights()` order: weight, bias, pre_scale,
 /// pre_shift, scale, shift, post_scale, post_shift, as present) into the layout above.
 pub fn pack_conv_weights(spec: &ConvSpec, weights: &[&[f32]]) -> Result<Vec<f32>, CodegenError> {
-    let plan = ConvPlan::new(spec)?;
+    let plan = ConvLayout::new(spec)?;
     let op = &spec.op;
     let c = &op.conv;
     let mut slots = weights.iter();
@@ -103,7 +106,7 @@ pub fn pack_conv_weights(spec: &ConvSpec, weights: &[&[f32]]) -> Result<Vec<f32>
     }
 
     let mut out = vec![0f32; plan.packed_len];
-    let (mr, ppg, k_g) = (plan.mr, plan.ppg, plan.k_g);
+    let (mr, ppg, k_g) = (PANEL_ROWS, plan.ppg, plan.k_g);
     for g in 0..plan.groups {
         for p in 0..ppg {
             let gp = g * ppg + p;

@@ -90,14 +90,14 @@ pub(crate) fn exp(cx: &mut KernelCx, ty: Type, x: Value) -> Value {
     // ln 2 = LN2_HI + LN2_LO with LN2_HI exact in few bits, so n * LN2_HI is exact.
     let neg_hi = cx.fconst(ty, -0.693_359_4);
     let neg_lo = cx.fconst(ty, 2.121_944_4e-4);
-    let r = cx.b.ins().fma(n, neg_hi, x);
-    let r = cx.b.ins().fma(n, neg_lo, r);
+    let r = cx.fma(n, neg_hi, x);
+    let r = cx.fma(n, neg_lo, r);
     // Taylor series of e^r, Horner form, degree 7.
     let coeffs = [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
     let mut p = cx.fconst(ty, (1.0f64 / 5040.0) as f32);
     for &c in &coeffs[1..] {
         let c = cx.fconst(ty, c as f32);
-        p = cx.b.ins().fma(p, r, c);
+        p = cx.fma(p, r, c);
     }
     // 2^n: (n + 127) << 23 in the exponent bits.
     let bias = 127;

@@ -268,6 +268,7 @@ impl<'w> Executable<'w> {
                     output: pointer(step.output),
                     weights: step.weights.iter().map(|&w| self.weights[w].as_slice().as_ptr()).collect(),
                     items: kernel.work_items(batch),
+                    batch,
                 }
             })
             .collect();

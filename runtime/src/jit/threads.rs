@@ -23,6 +23,7 @@ pub struct Call<'k> {
     pub output: *mut f32,
     pub weights: Vec<*const f32>,
     pub items: u64,
+    pub batch: usize,
 }
 
 // SAFETY: a `Call` only carries pointers into the arena and the weight buffers, which outlive the
@@ -53,6 +54,7 @@ fn run_share(
                 output: call.output,
                 weights: &call.weights,
                 scratch: scratch.as_mut_ptr(),
+                batch: call.batch,
             };
             // SAFETY: the executor built the pointers from the memory plan for this batch size
             // (every value lies inside the arena), the weight buffers have the lengths the kernel's

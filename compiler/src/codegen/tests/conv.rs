@@ -166,8 +166,25 @@ fn check(c: Case) {
         Op::FusedConv(op).weights().iter().map(|w| rng.vec(w.shape.iter().product())).collect();
     let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
     let packed = pack_conv_weights(&spec, &wrefs).unwrap();
-    let k = compile_one(KernelSpec::Conv(spec.clone()));
-    let plan = ConvPlan::new(&spec).unwrap();
+    for isa in host_isas() {
+        let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
+        let plan = ConvPlan::new(&spec, isa).unwrap();
+        check_kernel(&c, &spec, &k, &plan, &packed, &wrefs, &mut rng, out_len);
+    }
+}
+
+/// Runs a compiled convolution at batch 1 and 3 against the reference.
+#[allow(clippy::too_many_arguments)]
+fn check_kernel(
+    c: &Case,
+    spec: &ConvSpec,
+    k: &CompiledKernels,
+    plan: &ConvPlan,
+    packed: &[f32],
+    wrefs: &[&[f32]],
+    rng: &mut Rng,
+    out_len: usize,
+) {
     for n in [1, 3] {
         let x = rng.vec(n * spec.in_stride);
         let res = rng.vec(n * spec.res_stride);
@@ -175,12 +192,14 @@ fn check(c: Case) {
         if c.residual {
             inputs.push(&res);
         }
-        let got = run(&k, n, &inputs, &[&packed], n * spec.out_stride);
-        let (want, mag) = reference(&spec, n, &x, c.residual.then_some(&res[..]), &wrefs);
+        let got = run(k, n, &inputs, &[packed], n * spec.out_stride);
+        let (want, mag) = reference(spec, n, &x, c.residual.then_some(&res[..]), wrefs);
         // Compare the value; the gaps between samples must be untouched.
         for s in 0..n {
             let r = s * spec.out_stride..s * spec.out_stride + out_len;
-            let what = format!("{} n={n} sample {s} ({:?} path)", k.kernels[0].spec.describe(), plan.path);
+            let kernel = &k.kernels[0];
+            let what =
+                format!("{} {} n={n} sample {s}", kernel.implementation, kernel.spec.describe(plan.isa));
             assert_close(&what, &got[r.clone()], &want[r.clone()], &mag[r]);
             for g in &got[s * spec.out_stride + out_len..(s + 1) * spec.out_stride] {
                 assert!(g.is_nan(), "{what}: wrote past the value");
@@ -331,13 +350,15 @@ fn unsupported_is_an_error() {
         relu: Relu::First(2),
     };
     let spec = ConvSpec::contiguous(op, [4, 5, 5]).unwrap();
-    assert!(matches!(ConvPlan::new(&spec), Err(crate::codegen::CodegenError::Unsupported(_))));
+    for isa in Isa::ALL {
+        assert!(matches!(ConvPlan::new(&spec, isa), Err(crate::codegen::CodegenError::Unsupported(_))));
+    }
 }
 
 #[test]
 fn conv_machine_code_has_vector_fma() {
     let spec = ConvSpec::contiguous(case_op(64, 64, 3), [64, 14, 14]).unwrap();
-    let k = compile_one(KernelSpec::Conv(spec));
+    let k = compile_for(KernelSpec::Conv(spec), Isa::Sse);
     let asm = k.kernels[0].disassembly();
     let fmas = asm.lines().filter(|l| l.contains("vfmadd") && l.contains("xmm")).count();
     assert!(fmas >= 9 * 3 * 4, "expected the unrolled 3x3 tile of vfmadd*ps, found {fmas}:\n{asm}");

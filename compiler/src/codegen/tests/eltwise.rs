@@ -77,8 +77,13 @@ fn in_place_relu() {
     let mut buf = rng.vec(80);
     let want: Vec<f32> = buf.iter().map(|v| v.max(0.0)).collect();
     let ins = [buf.as_ptr()];
-    let args =
-        KernelArgs { inputs: &ins, output: buf.as_mut_ptr(), weights: &[], scratch: std::ptr::null_mut() };
+    let args = KernelArgs {
+        inputs: &ins,
+        output: buf.as_mut_ptr(),
+        weights: &[],
+        scratch: std::ptr::null_mut(),
+        batch: 2,
+    };
     // SAFETY: one buffer of 2 samples x 40 floats, read and written element by element.
     unsafe { k.kernels[0].call(&args, 0, k.kernels[0].work_items(2)) };
     for s in 0..2 {

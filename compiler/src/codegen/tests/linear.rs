@@ -10,12 +10,29 @@ fn check(inn: usize, out: usize, bias: bool, relu: bool) {
     let mut rng = Rng::new((inn * 31 + out) as u64);
     let w = rng.vec(inn * out);
     let b = rng.vec(out);
-    let weights: Vec<&[f32]> = if bias { vec![&w, &b] } else { vec![&w] };
-    let packed = pack_linear_weights(&spec, &weights).unwrap();
-    let k = compile_one(KernelSpec::Linear(spec.clone()));
-    for n in [1, 3] {
+    for isa in host_isas() {
+        let k = compile_for(KernelSpec::Linear(spec.clone()), isa);
+        check_kernel(&k, &spec, &w, &b, bias, relu, &mut rng);
+    }
+}
+
+/// Batches below, at and above one block of samples (8 on avx512, 3 on avx2).
+fn check_kernel(
+    k: &CompiledKernels,
+    spec: &LinearSpec,
+    w: &[f32],
+    b: &[f32],
+    bias: bool,
+    relu: bool,
+    rng: &mut Rng,
+) {
+    let (inn, out) = (spec.op.linear.in_features, spec.op.linear.out_features);
+    let name = k.kernels[0].implementation;
+    for n in [1, 3, 10] {
         let x = rng.vec(n * spec.in_stride);
-        let got = run(&k, n, &[&x], &[&packed], n * spec.out_stride);
+        let weights: Vec<&[f32]> = if bias { vec![w, b] } else { vec![w] };
+        let packed = pack_linear_weights(spec, &weights).unwrap();
+        let got = run(k, n, &[&x], &[&packed], n * spec.out_stride);
         for s in 0..n {
             let (mut want, mut mag) = (vec![0f64; out], vec![0f64; out]);
             for o in 0..out {
@@ -30,7 +47,7 @@ fn check(inn: usize, out: usize, bias: bool, relu: bool) {
                 mag[o] = m;
             }
             let at = s * spec.out_stride;
-            assert_close(&format!("linear {inn}->{out} n={n} sample {s}"), &got[at..at + out], &want, &mag);
+            assert_close(&format!("{name} {inn}->{out} n={n} sample {s}"), &got[at..at + out], &want, &mag);
             assert!(got[at + out..at + spec.out_stride].iter().all(|v| v.is_nan()), "wrote past the value");
         }
     }

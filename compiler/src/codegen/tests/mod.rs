@@ -13,8 +13,11 @@ mod lrn;
 mod models;
 mod pool;
 mod softmax;
+mod tile;
 
-use super::{compile, CompileOptions, CompiledKernels, KernelArgs, KernelRequest, KernelSpec};
+use super::{
+    compile, CompileOptions, CompiledKernels, Isa, IsaChoice, KernelArgs, KernelRequest, KernelSpec,
+};
 
 /// A small deterministic generator (xorshift64*), values in [-1, 1).
 pub(super) struct Rng(u64);
@@ -37,12 +40,28 @@ impl Rng {
     }
 }
 
+/// Compiles one kernel for the host's widest ISA.
 pub(super) fn compile_one(spec: KernelSpec) -> CompiledKernels {
+    compile_for(spec, Isa::best().expect("the host runs some ISA"))
+}
+
+/// Compiles one kernel for `isa`.
+pub(super) fn compile_for(spec: KernelSpec, isa: Isa) -> CompiledKernels {
     compile(
         &[KernelRequest { name: "test".into(), spec }],
-        CompileOptions { keep_clif: true, opt_level: None },
+        CompileOptions { keep_clif: true, opt_level: None, isa: IsaChoice::Fixed(isa) },
     )
-    .unwrap_or_else(|e| panic!("compile failed: {e}"))
+    .unwrap_or_else(|e| panic!("compile failed for {isa}: {e}"))
+}
+
+/// Every ISA the host supports; prints a visible line for each one it lacks.
+pub(super) fn host_isas() -> Vec<Isa> {
+    for isa in Isa::ALL {
+        if !isa.host_supports() {
+            eprintln!("skipped {isa}: host lacks {}", isa.missing_features().join(", "));
+        }
+    }
+    Isa::available()
 }
 
 /// Runs kernel 0 of `k` over a batch of `n`, splitting the items into two ranges (as two threads
@@ -61,8 +80,13 @@ pub(super) fn run(
     let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
     let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
-    let args =
-        KernelArgs { inputs: &ins, output: out.as_mut_ptr(), weights: &ws, scratch: scratch.as_mut_ptr() };
+    let args = KernelArgs {
+        inputs: &ins,
+        output: out.as_mut_ptr(),
+        weights: &ws,
+        scratch: scratch.as_mut_ptr(),
+        batch: n,
+    };
     let items = kernel.work_items(n);
     let mid = items / 2 + items % 3 / 2;
     // SAFETY: the buffers are sized by the tests for the spec and batch `n`; the scratch holds

@@ -24,13 +24,16 @@ fn requests(model: &str) -> Vec<KernelRequest> {
 fn seed_models_compile() {
     for model in ["resnet50.net", "googlenet.net", "alexnet_paper.net", "vgg11.net", "preact_resnet50.net"] {
         let reqs = requests(model);
-        let t = Instant::now();
-        let k = compile(&reqs, CompileOptions::default()).unwrap_or_else(|e| panic!("{model}: {e}"));
-        eprintln!(
-            "{model}: {} kernels compiled in {:.0} ms",
-            k.kernels.len(),
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        assert_eq!(k.kernels.len(), reqs.len());
+        for isa in super::host_isas() {
+            let t = Instant::now();
+            let options = CompileOptions { isa: crate::codegen::IsaChoice::Fixed(isa), ..Default::default() };
+            let k = compile(&reqs, options).unwrap_or_else(|e| panic!("{model} {isa}: {e}"));
+            eprintln!(
+                "{model}: {} kernels compiled for {isa} in {:.0} ms",
+                k.kernels.len(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            assert_eq!(k.kernels.len(), reqs.len());
+        }
     }
 }

@@ -1,0 +1,318 @@
+//! Every compile-time decision about one convolution kernel: the packed weight layout (the same on
+//! every ISA, so bundles are portable) and, per ISA, the tile, the work split and the scratch.
+//! The packer and the generator both derive from these structures, so layout and code agree.
+
+use super::ConvSpec;
+use crate::codegen::isa::Isa;
+use crate::codegen::tile::x86;
+use crate::codegen::CodegenError;
+use crate::ir::{ConvKind, Relu};
+
+/// Output channels per packed A panel. Every ISA's tile height divides it or is a multiple of it,
+/// so one packed layout serves every tile: a tile of `mt` rows reads rows `r % 12` of panels
+/// `r / 12` (see [`crate::codegen::tile::RowsA::Panels`]).
+pub const PANEL_ROWS: usize = 12;
+
+/// Which loop nest a convolution compiles to (the algorithm: the optimiser's [`ConvKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPath {
+    /// `gemm1x1`: a GEMM over channels on packed B tiles, no im2col.
+    Direct1x1,
+    /// `rowpanel`: an implicit GEMM over a padded copy of the input rows.
+    RowPanel,
+}
+
+impl ConvPath {
+    /// The algorithm's name in kernel names (`conv.gemm1x1.avx512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Direct1x1 => "gemm1x1",
+            ConvPath::RowPanel => "rowpanel",
+        }
+    }
+
+    /// The path of a fused convolution, from the algorithm the optimiser chose.
+    pub fn of(spec: &ConvSpec) -> ConvPath {
+        let c = &spec.op.conv;
+        if matches!(spec.op.kind, ConvKind::Gemm1x1 | ConvKind::StridedGemm1x1)
+            && c.groups == 1
+            && c.kernel == [1, 1]
+            && c.padding == [0, 0]
+        {
+            ConvPath::Direct1x1
+        } else {
+            ConvPath::RowPanel
+        }
+    }
+}
+
+/// The packed weights of a convolution (ISA-independent, see [`crate::codegen::pack`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvLayout {
+    pub groups: usize,
+    pub cin_g: usize,
+    pub cout_g: usize,
+    /// K per group: `cin_g * KH * KW`.
+    pub k_g: usize,
+    /// Panels of [`PANEL_ROWS`] output channels per group (the last may be partial).
+    pub ppg: usize,
+    /// Float offsets of the epilogue vectors (`groups * ppg * PANEL_ROWS` each, indexed by
+    /// `g * ppg * PANEL_ROWS + channel in group`) and of `pre_scale`, `pre_shift` (`Cin` each).
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub pre: Option<usize>,
+    pub packed_len: usize,
+}
+
+impl ConvLayout {
+    pub fn new(spec: &ConvSpec) -> Result<ConvLayout, CodegenError> {
+        let op = &spec.op;
+        let c = &op.conv;
+        spec.output()?;
+        let [cin, _, _] = spec.input;
+        if cin != c.in_channels {
+            return Err(CodegenError::Unsupported(format!(
+                "input has {cin} channels, conv expects {}",
+                c.in_channels
+            )));
+        }
+        let g = c.groups;
+        if g == 0 || cin % g != 0 || c.out_channels % g != 0 {
+            return Err(CodegenError::Unsupported(format!(
+                "groups = {g} must divide {cin} and {}",
+                c.out_channels
+            )));
+        }
+        if g > 1 && matches!(op.relu, Relu::First(_)) {
+            return Err(CodegenError::Unsupported("a partial ReLU on a grouped convolution".into()));
+        }
+        if op.prologue.is_some() && (c.padding != [0, 0] || c.kernel != [1, 1] || g != 1) {
+            return Err(CodegenError::Unsupported(
+                "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
+            ));
+        }
+        let (cin_g, cout_g) = (cin / g, c.out_channels / g);
+        let k_g = cin_g * c.kernel[0] * c.kernel[1];
+        let ppg = cout_g.div_ceil(PANEL_ROWS);
+        let rows_total = g * ppg * PANEL_ROWS;
+        let mut len = g * ppg * k_g * PANEL_ROWS;
+        let mut section = |present: bool, size: usize| {
+            present.then(|| {
+                let at = len;
+                len += size;
+                at
+            })
+        };
+        // Without a residual the post-affine folds into s1/b1 (see `pack`).
+        let fold_post = !op.residual;
+        let s1 = section(op.affine || (fold_post && op.post_affine), rows_total);
+        let b1 = section(c.bias || op.affine || (fold_post && op.post_affine), rows_total);
+        let s2 = section(!fold_post && op.post_affine, rows_total);
+        let b2 = section(!fold_post && op.post_affine, rows_total);
+        let pre = section(op.prologue.is_some(), 2 * cin);
+        Ok(ConvLayout { groups: g, cin_g, cout_g, k_g, ppg, s1, b1, s2, b2, pre, packed_len: len })
+    }
+
+    /// Floats between consecutive A panels.
+    pub fn panel_stride(&self) -> usize {
+        self.k_g * PANEL_ROWS
+    }
+}
+
+/// Register tile (rows x vectors) per ISA and path, measured on ResNet-50's shapes
+/// (`cargo bench --bench kernels -- --sweep`). Rows divide [`PANEL_ROWS`] or are multiples of it.
+/// - sse: 3 x 4 vectors (3x16): beat 6x8, 5x8, 4x12, 3x12 and 2x24 with f32x4.
+/// - avx2: 6 x 2 ymm (6x16): 12 accumulators, 2 B vectors, 2 broadcasts of the 16 registers.
+/// - avx512: 12 x 2 zmm (12x32): 24 accumulators, 2 B vectors, 2 broadcasts of the 32.
+///
+/// Rows of a narrow output (at most one vector wide) take one vector per row instead, with twice
+/// the rows: avx512 24x16 (embedded broadcasts), avx2 12x8, so 7- and 14-wide planes do not run
+/// mostly empty lanes.
+pub fn default_tile(isa: Isa, path: ConvPath, ow: usize) -> (usize, usize) {
+    let narrow = path == ConvPath::RowPanel && ow <= isa.lanes();
+    match (isa, narrow) {
+        (Isa::Sse, _) => (3, 4),
+        (Isa::Avx2, false) => (6, 2),
+        (Isa::Avx2, true) => (12, 1),
+        (Isa::Avx512, false) => (12, 2),
+        (Isa::Avx512, true) => (24, 1),
+    }
+}
+
+/// Work items per sample worth aiming for (balance over 2+ threads at batch 1).
+const TARGET_ITEMS: usize = 16;
+/// Packed A up to this size is read from L2 once per column tile (tiles outside panels).
+const A_IN_L2_BYTES: usize = 512 * 1024;
+/// Direct path: most input channels per K block (a packed `KC_MAX x 32` B slice is 32 KB; with a
+/// slice of A it stays in L1/L2).
+const KC_MAX: usize = 256;
+
+/// The ISA-dependent plan of a convolution kernel.
+#[derive(Debug, Clone)]
+pub struct ConvPlan {
+    pub isa: Isa,
+    pub path: ConvPath,
+    pub layout: ConvLayout,
+    /// Tile rows (output channels) and vectors per tile row; `lanes` floats per vector.
+    pub mt: usize,
+    pub nv: usize,
+    pub lanes: usize,
+    /// Row tiles per group (the last may be partial).
+    pub tpg: usize,
+    pub out: [usize; 3],
+    /// Work split: chunks of row tiles per group, and either pixel blocks (direct) or row blocks.
+    pub chunks: usize,
+    pub tiles_per_chunk: usize,
+    /// Loop order inside an item: column tiles outside row tiles (see `nest`).
+    pub tiles_outer: bool,
+    pub blocks: usize,
+    /// Pixels (direct) or output rows (row panel) per block.
+    pub block: usize,
+    // Row panel geometry.
+    /// Phase rows kept per input row, and the slot of each phase (`None`: no tap reads it).
+    pub phase_slot: Vec<Option<usize>>,
+    pub slots: usize,
+    /// Floats per phase row, per channel.
+    pub sw_len: usize,
+    pub rows: usize,
+    pub chan_len: usize,
+    /// Direct path: input channels per K block and the number of K blocks (the last block holds
+    /// `Cin - (kblocks - 1) * kc` channels).
+    pub kc: usize,
+    pub kblocks: usize,
+}
+
+impl ConvPlan {
+    pub fn new(spec: &ConvSpec, isa: Isa) -> Result<ConvPlan, CodegenError> {
+        let layout = ConvLayout::new(spec)?;
+        let c = &spec.op.conv;
+        let out = spec.output()?;
+        let [cin, _, _] = spec.input;
+        let [_, oh, ow] = out;
+        let path = ConvPath::of(spec);
+        let lanes = isa.lanes();
+        let (mt, nv) = spec.tile.unwrap_or_else(|| default_tile(isa, path, ow));
+        let fits = match isa {
+            Isa::Sse => mt * nv + 2 <= 16,
+            _ => mt * nv <= x86::max_accumulators(isa),
+        };
+        let stacks = mt > 0 && (PANEL_ROWS % mt == 0 || mt % PANEL_ROWS == 0);
+        if nv == 0 || !fits || !stacks {
+            return Err(CodegenError::Unsupported(format!(
+                "register tile {mt}x{nv} does not fit the {isa} registers or the {PANEL_ROWS}-row panels"
+            )));
+        }
+        let g = layout.groups;
+        let tpg = layout.cout_g.div_ceil(mt);
+        let mut plan = ConvPlan {
+            isa,
+            path,
+            mt,
+            nv,
+            lanes,
+            tpg,
+            out,
+            chunks: 1,
+            tiles_per_chunk: tpg,
+            tiles_outer: spec.order.unwrap_or(g * layout.ppg * layout.k_g * PANEL_ROWS * 4 <= A_IN_L2_BYTES),
+            blocks: 1,
+            block: 0,
+            phase_slot: Vec::new(),
+            slots: 0,
+            sw_len: 0,
+            rows: 0,
+            chan_len: 0,
+            kc: layout.k_g,
+            kblocks: 1,
+            layout,
+        };
+        let nr = nv * lanes;
+        match path {
+            ConvPath::Direct1x1 => {
+                let tiles = (oh * ow).div_ceil(nr);
+                // Tiles are packed one by one, so the block size only sets the work split: aim for
+                // 2 * TARGET_ITEMS items, after splitting A into chunks that fit in L2.
+                let a_bytes = plan.layout.ppg * plan.layout.k_g * PANEL_ROWS * 4;
+                let a_chunks = a_bytes.div_ceil(A_IN_L2_BYTES).clamp(1, tpg);
+                let blocks = (2 * TARGET_ITEMS).div_ceil(a_chunks).clamp(1, tiles);
+                plan.block = tiles.div_ceil(blocks) * nr;
+                plan.blocks = (oh * ow).div_ceil(plan.block);
+                plan.tiles_outer = true;
+                plan.kblocks = cin.div_ceil(KC_MAX);
+                plan.kc = cin.div_ceil(plan.kblocks);
+                // A multiple of 4 (the K loop's unroll) when the last block stays non-empty.
+                let kc4 = plan.kc.div_ceil(4) * 4;
+                if (plan.kblocks - 1) * kc4 < cin {
+                    plan.kc = kc4;
+                }
+                plan.chunks = a_chunks;
+            }
+            ConvPath::RowPanel => {
+                let (sh, sw) = (c.stride[0], c.stride[1]);
+                let (dh, dw) = (c.dilation[0], c.dilation[1]);
+                plan.block = 64usize.div_ceil(ow).clamp(1, oh);
+                plan.blocks = oh.div_ceil(plan.block);
+                let mut phase_slot = vec![None; sw];
+                let mut slots = 0;
+                for kw in 0..c.kernel[1] {
+                    let f = (kw * dw) % sw;
+                    if phase_slot[f].is_none() {
+                        phase_slot[f] = Some(slots);
+                        slots += 1;
+                    }
+                }
+                let max_shift = (c.kernel[1] - 1) * dw / sw;
+                plan.phase_slot = phase_slot;
+                plan.slots = slots;
+                // Tiles read whole vectors: the last one of a row up to `ceil(ow / lanes) * lanes`,
+                // plus the largest tap shift.
+                plan.sw_len = (ow.div_ceil(lanes) * lanes + max_shift).div_ceil(lanes) * lanes;
+                plan.rows = (plan.block - 1) * sh + (c.kernel[0] - 1) * dh + 1;
+                plan.chan_len = plan.rows * slots * plan.sw_len;
+            }
+        }
+        let units = plan.blocks * g;
+        plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, tpg);
+        plan.tiles_per_chunk = tpg.div_ceil(plan.chunks);
+        plan.chunks = tpg.div_ceil(plan.tiles_per_chunk);
+        Ok(plan)
+    }
+
+    pub fn items_per_sample(&self) -> usize {
+        self.blocks * self.layout.groups * self.chunks
+    }
+
+    pub fn scratch_floats(&self) -> usize {
+        match self.path {
+            ConvPath::Direct1x1 => {
+                let nr = self.nv * self.lanes;
+                let partials = if self.kblocks > 1 { self.tiles_per_chunk * self.mt * nr } else { 0 };
+                self.kc * nr + partials
+            }
+            ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
+        }
+    }
+
+    /// Runs of consecutive row tiles (within a group) sharing the tile height and ReLU rows:
+    /// `(first tile, end tile, rows, relu per row)`.
+    pub(super) fn tile_classes(&self, relu: Relu) -> Vec<(usize, usize, usize, Vec<bool>)> {
+        let mut classes: Vec<(usize, usize, usize, Vec<bool>)> = Vec::new();
+        for t in 0..self.tpg {
+            let rows = (self.layout.cout_g - t * self.mt).min(self.mt);
+            let relu_rows: Vec<bool> = (0..rows)
+                .map(|r| match relu {
+                    Relu::None => false,
+                    Relu::All => true,
+                    Relu::First(n) => t * self.mt + r < n,
+                })
+                .collect();
+            match classes.last_mut() {
+                Some((_, end, r, rr)) if *r == rows && *rr == relu_rows => *end = t + 1,
+                _ => classes.push((t, t + 1, rows, relu_rows)),
+            }
+        }
+        classes
+    }
+}

@@ -1,0 +1,126 @@
+//! The assembled tiles, decoded: the encodings each ISA promises and the ABI the tile contract
+//! states (caller-saved registers only, no stack, `vzeroupper` before `ret`).
+
+use super::*;
+use crate::codegen::ConvSpec;
+use crate::ir::{Conv2d, ConvKind, FusedConv, FusedLinear, Linear, Relu};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, EncodingKind, Instruction, InstructionInfoFactory, Mnemonic, Register,
+};
+
+/// Kernels that between them use every tile form: a wide 3x3 row panel with a residual and a
+/// masked tail, a narrow one (one vector per row), a K-blocked direct 1x1 (init and partial tiles)
+/// and a linear layer with a partial last panel.
+fn kernels() -> Vec<KernelSpec> {
+    let conv = |cin, cout, hw: usize, k: usize, kind, residual| {
+        let op = FusedConv {
+            conv: Conv2d {
+                in_channels: cin,
+                out_channels: cout,
+                kernel: [k, k],
+                stride: [1, 1],
+                padding: [k / 2, k / 2],
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+            },
+            kind,
+            prologue: None,
+            affine: true,
+            residual,
+            post_affine: residual,
+            relu: Relu::All,
+        };
+        KernelSpec::Conv(ConvSpec::contiguous(op, [cin, hw, hw]).unwrap())
+    };
+    let linear = FusedLinear { linear: Linear { in_features: 40, out_features: 70, bias: true }, relu: true };
+    vec![
+        conv(16, 30, 41, 3, ConvKind::Direct, true),
+        conv(16, 30, 7, 3, ConvKind::Direct, false),
+        conv(600, 20, 9, 1, ConvKind::Gemm1x1, true),
+        KernelSpec::Linear(crate::codegen::LinearSpec { op: linear, in_stride: 40, out_stride: 70 }),
+    ]
+}
+
+fn decode(code: &[u8]) -> Vec<Instruction> {
+    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        let i = decoder.decode();
+        assert_ne!(i.code(), Code::INVALID, "undecodable bytes at {:#x}", i.ip());
+        out.push(i);
+        if i.mnemonic() == Mnemonic::Ret {
+            break; // AVX2 lane masks follow as data
+        }
+    }
+    out
+}
+
+/// Registers a SysV function may use without saving them.
+fn caller_saved(r: Register) -> bool {
+    use Register::*;
+    let full = r.full_register();
+    !matches!(full, RBX | RBP | RSP | R12 | R13 | R14 | R15)
+}
+
+#[test]
+fn assembled_tiles_keep_to_their_isa_and_the_abi() {
+    let wide: Vec<Isa> = host_isas().into_iter().filter(|&i| i != Isa::Sse).collect();
+    if wide.is_empty() {
+        eprintln!("skipped: host has neither avx2 nor avx512f, no tile is assembled");
+    }
+    let mut info = InstructionInfoFactory::new();
+    for isa in wide {
+        let mut tiles = 0;
+        for spec in kernels() {
+            let k = compile_for(spec, isa);
+            for tile in k.kernels[0].tiles() {
+                tiles += 1;
+                let code = decode(&tile.code);
+                let what = format!("{isa} tile {}", tile.name);
+                let fmas = code.iter().filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps).count();
+                assert!(fmas > 0, "{what}: no FMA");
+                let n = code.len();
+                assert!(n >= 2, "{what}: too short");
+                assert_eq!(code[n - 2].mnemonic(), Mnemonic::Vzeroupper, "{what}: no vzeroupper before ret");
+                assert_eq!(code[n - 1].mnemonic(), Mnemonic::Ret, "{what}");
+                for i in &code[..n - 1] {
+                    let used = info.info(i);
+                    for r in used.used_registers() {
+                        assert!(
+                            caller_saved(r.register()),
+                            "{what}: `{i}` uses callee-saved {:?}",
+                            r.register()
+                        );
+                    }
+                    assert!(
+                        !matches!(i.mnemonic(), Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call),
+                        "{what}: `{i}`"
+                    );
+                    if isa == Isa::Avx2 {
+                        assert_ne!(
+                            i.encoding(),
+                            EncodingKind::EVEX,
+                            "{what}: EVEX `{i}` would fault on AVX2 hosts"
+                        );
+                    }
+                }
+                if isa == Isa::Avx512 {
+                    let zmm = code
+                        .iter()
+                        .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps && i.op0_register().is_zmm())
+                        .count();
+                    assert_eq!(zmm, fmas, "{what}: every FMA works on zmm");
+                } else {
+                    let ymm = code
+                        .iter()
+                        .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps && i.op0_register().is_ymm())
+                        .count();
+                    assert_eq!(ymm, fmas, "{what}: every FMA works on ymm");
+                }
+            }
+        }
+        assert!(tiles >= 6, "{isa}: only {tiles} tiles assembled");
+        eprintln!("{isa}: {tiles} assembled tiles decoded and checked");
+    }
+}

@@ -1,0 +1,158 @@
+//! The portable tile: f32x4 Cranelift code inlined into the calling kernel ([`Isa::Sse`]).
+//!
+//! Loop nest: `for group { for tap { for r { a = splat(A[tap][r]); for j { acc[r][j] =
+//! fma(a, B[tap][j], acc[r][j]) } } } }`, then the tail taps, then the epilogue on `acc` in
+//! registers, then the stores. The generator emits the FMAs in this order and the GEMM families are
+//! compiled with `opt_level=none`, which keeps that order (the e-graph pass of `speed` would sink
+//! the splats to their uses and serialise the chains).
+//!
+//! Registers: x64 `fma` lowers to `vfmadd132ps/213ps`, which overwrite a *multiplicand*; a
+//! multiplicand with a later use is copied first. With B read straight from memory by the FMA, only
+//! the splat of A stays live across a row's FMAs: `rows*nv` accumulators + 1 splat + 1 copy <= 16
+//! xmm registers (3x16, the measured best, uses 14).
+//!
+//! [`Isa::Sse`]: super::Isa::Sse
+
+use super::super::cx::{KernelCx, LANES, VEC};
+use super::{Axis, ChanVec, Piece, TileArgs, TileOut, TileSpec};
+use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
+
+/// Emits the tile inline (see the module documentation).
+pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
+    let acc = kloop(cx, spec, args);
+    match &spec.out {
+        TileOut::Partial { row } => {
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (j, &v) in acc_r.iter().enumerate() {
+                    cx.store(v, args.out, r * row + j * LANES);
+                }
+            }
+        }
+        TileOut::Final { row, pieces, epilogue } => {
+            let epi = args.epi;
+            let vec_of = |cx: &mut KernelCx, cv: Option<ChanVec>, r: usize, j: usize| {
+                let (cv, base) = (cv?, epi?);
+                Some(match cv.axis {
+                    Axis::Row => cx.load_splat(base, cv.at + r),
+                    Axis::Col => cx.load_v(base, cv.at + j * LANES),
+                })
+            };
+            for (r, row_acc) in acc.into_iter().enumerate() {
+                for (j, mut y) in row_acc.into_iter().enumerate() {
+                    let (s1, b1) = (vec_of(cx, epilogue.s1, r, j), vec_of(cx, epilogue.b1, r, j));
+                    y = affine(cx, y, s1, b1);
+                    if let (Some(res_row), Some(res)) = (epilogue.residual, args.res) {
+                        for p in &pieces[j] {
+                            let x = load_piece(cx, res, r * res_row, *p);
+                            y = cx.b.ins().fadd(y, x);
+                        }
+                    }
+                    let (s2, b2) = (vec_of(cx, epilogue.s2, r, j), vec_of(cx, epilogue.b2, r, j));
+                    y = affine(cx, y, s2, b2);
+                    if epilogue.relu_rows[r] {
+                        y = cx.relu(y);
+                    }
+                    for p in &pieces[j] {
+                        store_piece(cx, y, args.out, r * row, *p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y * s + b` with whichever of `s`, `b` is present.
+fn affine(cx: &mut KernelCx, y: Value, s: Option<Value>, b: Option<Value>) -> Value {
+    match (s, b) {
+        (Some(s), Some(b)) => cx.fma(y, s, b),
+        (Some(s), None) => cx.b.ins().fmul(y, s),
+        (None, Some(b)) => cx.b.ins().fadd(y, b),
+        (None, None) => y,
+    }
+}
+
+/// The K loop; returns the accumulators `acc[r][j]`.
+fn kloop(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) -> Vec<Vec<Value>> {
+    let k = &spec.kloop;
+    let zero = cx.fconst(VEC, 0.0);
+    let acc: Vec<Vec<Variable>> = (0..spec.rows)
+        .map(|r| {
+            (0..spec.nv)
+                .map(|j| {
+                    let v = match (spec.init, args.init) {
+                        (Some(row), Some(base)) => cx.load_v(base, r * row + j * LANES),
+                        _ => zero,
+                    };
+                    cx.var(VEC, v)
+                })
+                .collect()
+        })
+        .collect();
+    let rows_a = spec.rows_a;
+    let emit_taps = |cx: &mut KernelCx, taps: &[super::Tap], a: Value, b: Value| {
+        for tap in taps {
+            for (r, acc_r) in acc.iter().enumerate() {
+                let w = cx.load_splat(a, tap.a + rows_a.offset(r));
+                for (j, &var) in acc_r.iter().enumerate() {
+                    let x = cx.load_v(b, tap.b + j * LANES);
+                    let old = cx.b.use_var(var);
+                    let new = cx.fma(w, x, old);
+                    cx.b.def_var(var, new);
+                }
+            }
+        }
+    };
+    let a_ptr = cx.var(I64, args.a);
+    let b_ptr = cx.var(I64, args.b);
+    if k.groups > 0 {
+        cx.for_count(k.groups, "K groups", |cx, _| {
+            let (a, b) = (cx.b.use_var(a_ptr), cx.b.use_var(b_ptr));
+            emit_taps(cx, &k.taps, a, b);
+            let a2 = cx.add_floats(a, k.a_step);
+            let b2 = cx.add_floats(b, k.b_step);
+            cx.b.def_var(a_ptr, a2);
+            cx.b.def_var(b_ptr, b2);
+        });
+    }
+    if !k.tail.is_empty() {
+        let (a, b) = (cx.b.use_var(a_ptr), cx.b.use_var(b_ptr));
+        emit_taps(cx, &k.tail, a, b);
+    }
+    acc.iter().map(|row| row.iter().map(|&v| cx.b.use_var(v)).collect()).collect()
+}
+
+/// The lanes `p.lo..p.hi` of a vector read from `base + row + p.at + lane` (zero elsewhere; one
+/// vector load when the piece is whole).
+fn load_piece(cx: &mut KernelCx, base: Value, row: usize, p: Piece) -> Value {
+    if p.lo == 0 && p.hi == LANES {
+        return cx.load_v(base, offset(row, p.at, 0));
+    }
+    let mut v = cx.fconst(VEC, 0.0);
+    for lane in p.lo..p.hi {
+        let s = cx.load_s(base, offset(row, p.at, lane));
+        v = cx.b.ins().insertlane(v, s, lane as u8);
+    }
+    v
+}
+
+/// Stores lanes `p.lo..p.hi` of `v` at `base + row + p.at + lane`.
+fn store_piece(cx: &mut KernelCx, v: Value, base: Value, row: usize, p: Piece) {
+    if p.lo == 0 && p.hi == LANES {
+        cx.store(v, base, offset(row, p.at, 0));
+        return;
+    }
+    for lane in p.lo..p.hi {
+        let s = cx.b.ins().extractlane(v, lane as u8);
+        debug_assert_eq!(cx.b.func.dfg.value_type(s), F32);
+        cx.store(s, base, offset(row, p.at, lane));
+    }
+}
+
+/// `row + at + lane` floats; never negative for a stored lane (a piece's lanes lie in its row).
+fn offset(row: usize, at: isize, lane: usize) -> usize {
+    let o = row as isize + at + lane as isize;
+    debug_assert!(o >= 0, "a tile lane before its base");
+    o.max(0) as usize
+}

@@ -1,0 +1,303 @@
+//! Register tiles: the innermost GEMM step every convolution and linear kernel is built from.
+//!
+//! ## The contract
+//! A tile computes `C[rows x cols] (+)= A[rows x K] * B[K x cols]`, then applies its epilogue and
+//! stores the valid columns of C. Everything about it is a compile-time constant of its
+//! [`TileSpec`]; at run time it only receives six base pointers ([`TileArgs`]):
+//!
+//! | argument | what it points at |
+//! |---|---|
+//! | `a` | A: row `r` of K index `tap` at `a + tap.a + rows_a.offset(r)` (floats) |
+//! | `b` | B: vector `j` of K index `tap` at `b + tap.b + j * lanes`, read as whole vectors |
+//! | `out` | C: row `r`, vector `j` at `out + r * row + piece.at + lane` for each piece of vector `j` |
+//! | `epi` | the epilogue's per-channel values (see [`Epilogue`]) |
+//! | `res` | the residual, addressed like `out` with its own row stride |
+//! | `init` | partial sums to start from, `init + r * row + j * lanes` (whole vectors) |
+//!
+//! The K dimension is a [`KLoop`]: `groups` repetitions of a list of taps with constant offsets,
+//! the A and B bases advancing by constant steps per group, then a tail. One description serves the
+//! direct 1x1 GEMM (a tap per input channel of a packed B tile), the row-panel convolution (a group
+//! per input channel, its `KH*KW` taps at constant offsets into the padded rows) and `linear`.
+//! The packers and the drivers in [`super::conv`] and [`super::linear`] derive A's and B's layout
+//! from the same numbers, so packing and code agree for every backend.
+//!
+//! Every accumulator `C[r][c]` is the sum over the K loop's taps, in their order, of
+//! `A[r][tap] * B[tap][c]`, each product added exactly once (FMA), starting from zero or from
+//! `init`. Lanes past a tile's valid columns compute garbage from B's slack (which the drivers keep
+//! inside their scratch) and are never stored: stores are masked per [`Piece`], so a tile writes
+//! exactly its own outputs. The epilogue runs in registers, in the IR's order: `y = acc * s1 + b1`,
+//! `y += residual`, `y = y * s2 + b2`, ReLU on the rows that ask for it (NaN stays NaN).
+//!
+//! ## Backends
+//! - [`Isa::Sse`]: [`clif`], f32x4 Cranelift code inlined into the kernel (the portable fallback).
+//! - [`Isa::Avx2`], [`Isa::Avx512`]: [`x86`], machine code assembled with iced-x86 into a function
+//!   of its own in the kernel's JIT module, called through the SysV ABI with the six pointers.
+
+pub(crate) mod clif;
+pub mod x86;
+
+use super::cx::KernelCx;
+use super::isa::Isa;
+use super::CodegenError;
+use cranelift_codegen::ir::{types::I64, AbiParam, InstBuilder, Signature, Value};
+use cranelift_codegen::isa::CallConv;
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
+use std::collections::HashMap;
+
+/// One K index: where its A values and its B row are, in floats from the group bases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tap {
+    pub a: usize,
+    pub b: usize,
+}
+
+/// The K dimension of a tile: `groups` repetitions of `taps`, bases advancing by `a_step`/`b_step`
+/// floats after each, then `tail` taps (relative to the bases after the last group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KLoop {
+    pub groups: usize,
+    pub taps: Vec<Tap>,
+    pub a_step: usize,
+    pub b_step: usize,
+    pub tail: Vec<Tap>,
+}
+
+impl KLoop {
+    /// `count` taps spaced `a_stride`/`b_stride` apart, unrolled `unroll` at a time.
+    pub fn strided(count: usize, a_stride: usize, b_stride: usize, unroll: usize) -> KLoop {
+        let unroll = unroll.clamp(1, count.max(1));
+        let taps = |n: usize| (0..n).map(|u| Tap { a: u * a_stride, b: u * b_stride }).collect::<Vec<_>>();
+        KLoop {
+            groups: count / unroll,
+            taps: taps(unroll),
+            a_step: unroll * a_stride,
+            b_step: unroll * b_stride,
+            tail: taps(count % unroll),
+        }
+    }
+
+    /// Taps in all.
+    pub fn len(&self) -> usize {
+        self.groups * self.taps.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where row `r` of A is, relative to a tap's A offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowsA {
+    /// Packed weight panels of `rows` rows (`A[k][r]` at `k * rows + r` inside a panel), `stride`
+    /// floats apart: row `r` is row `r % rows` of panel `r / rows`.
+    Panels { rows: usize, stride: usize },
+    /// Rows `stride` floats apart (samples of an activation, for `linear`).
+    Strided(usize),
+}
+
+impl RowsA {
+    pub fn offset(self, r: usize) -> usize {
+        match self {
+            RowsA::Panels { rows, stride } => r / rows * stride + r % rows,
+            RowsA::Strided(stride) => r * stride,
+        }
+    }
+}
+
+/// Lanes `lo..hi` of a vector of C, stored at `out + r * row + at + lane` (`at` is the float
+/// offset of lane 0, which may lie before the first stored lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Piece {
+    pub lo: usize,
+    pub hi: usize,
+    pub at: isize,
+}
+
+impl Piece {
+    /// The first `lanes` lanes of vector `j` of a row, stored contiguously.
+    pub fn leading(j: usize, lanes_per_vector: usize, lanes: usize) -> Piece {
+        Piece { lo: 0, hi: lanes, at: (j * lanes_per_vector) as isize }
+    }
+}
+
+/// Which axis a per-channel epilogue vector runs along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Axis {
+    /// One value per tile row, at `epi + at + r` (broadcast over the row).
+    Row,
+    /// One value per column, at `epi + at + j * lanes + lane` (whole vectors are read).
+    Col,
+}
+
+/// A per-channel vector of the epilogue: `at` floats from `epi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChanVec {
+    pub at: usize,
+    pub axis: Axis,
+}
+
+/// The fused epilogue: `y = acc * s1 + b1; y += residual; y = y * s2 + b2; relu` (each step only
+/// when present; ReLU on the rows flagged in `relu_rows`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Epilogue {
+    pub s1: Option<ChanVec>,
+    pub b1: Option<ChanVec>,
+    pub s2: Option<ChanVec>,
+    pub b2: Option<ChanVec>,
+    /// Row stride of the residual, which is read at the stored pieces' offsets.
+    pub residual: Option<usize>,
+    pub relu_rows: Vec<bool>,
+}
+
+/// What a tile does with its accumulators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TileOut {
+    /// Stores them raw, every vector whole, at `out + r * row + j * lanes` (to resume with `init`).
+    Partial { row: usize },
+    /// Applies the epilogue and stores the pieces of every vector (`pieces[j]`).
+    Final { row: usize, pieces: Vec<Vec<Piece>>, epilogue: Epilogue },
+}
+
+/// Everything one tile variant is specialised for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TileSpec {
+    pub isa: Isa,
+    /// Rows of C computed.
+    pub rows: usize,
+    pub rows_a: RowsA,
+    /// Vectors per row of C.
+    pub nv: usize,
+    pub kloop: KLoop,
+    /// Row stride of the partial sums to start from (`init`), if any.
+    pub init: Option<usize>,
+    pub out: TileOut,
+}
+
+impl TileSpec {
+    /// A short name for dumps: `avx512 12x32 k=576 final`.
+    pub fn label(&self) -> String {
+        let out = match &self.out {
+            TileOut::Partial { .. } => "partial",
+            TileOut::Final { epilogue, .. } if epilogue.residual.is_some() => "final+residual",
+            TileOut::Final { .. } => "final",
+        };
+        format!(
+            "{} {}x{} k={}{} {out}",
+            self.isa,
+            self.rows,
+            self.nv * self.isa.lanes(),
+            self.kloop.len(),
+            if self.init.is_some() { " +init" } else { "" },
+        )
+    }
+}
+
+/// The run-time operands of a tile call (Cranelift values of the calling kernel); absent ones
+/// are passed as null.
+#[derive(Debug, Clone, Copy)]
+pub struct TileArgs {
+    pub a: Value,
+    pub b: Value,
+    pub out: Value,
+    pub epi: Option<Value>,
+    pub res: Option<Value>,
+    pub init: Option<Value>,
+}
+
+/// An assembled tile: its name and machine code (for dumps and the encoding checks in tests).
+#[derive(Debug, Clone)]
+pub struct AssembledTile {
+    pub name: String,
+    pub code: Vec<u8>,
+}
+
+/// Emits tiles into the kernels of one JIT module: inline Cranelift code for [`Isa::Sse`], calls
+/// to assembled functions (defined once per distinct spec in the module) for the wide ISAs.
+pub(crate) struct Tiles<'m> {
+    pub module: &'m mut JITModule,
+    call_conv: CallConv,
+    defined: HashMap<TileSpec, FuncId>,
+    /// Tiles assembled for the kernel being emitted (taken by [`Tiles::take_assembled`]).
+    assembled: Vec<AssembledTile>,
+    /// The first failure while emitting the current kernel (see [`Tiles::take_error`]).
+    error: Option<CodegenError>,
+}
+
+impl<'m> Tiles<'m> {
+    pub fn new(module: &'m mut JITModule, call_conv: CallConv) -> Tiles<'m> {
+        Tiles { module, call_conv, defined: HashMap::new(), assembled: Vec::new(), error: None }
+    }
+
+    /// The first error met by [`Tiles::emit`] since the last call (emission goes on after an
+    /// error, so that the drivers' loop nests need no error paths; the kernel is then discarded).
+    pub fn take_error(&mut self) -> Result<(), CodegenError> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    /// The tiles assembled since the last call (each distinct spec once per module).
+    pub fn take_assembled(&mut self) -> Vec<AssembledTile> {
+        std::mem::take(&mut self.assembled)
+    }
+
+    /// Emits `spec` with `args` into the kernel `cx` is building; a failure is kept for
+    /// [`Tiles::take_error`].
+    pub fn emit(&mut self, cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
+        if spec.isa == Isa::Sse {
+            clif::emit(cx, spec, args);
+            return;
+        }
+        if let Err(e) = self.call_assembled(cx, spec, args) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn call_assembled(
+        &mut self,
+        cx: &mut KernelCx,
+        spec: &TileSpec,
+        args: TileArgs,
+    ) -> Result<(), CodegenError> {
+        let id = match self.defined.get(spec) {
+            Some(&id) => id,
+            None => {
+                let code = x86::assemble(spec)?;
+                let name = format!("netc_tile_{}", self.defined.len());
+                let id = self
+                    .module
+                    .declare_function(&name, Linkage::Local, &tile_signature(self.call_conv))
+                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+                self.module
+                    .define_function_bytes(id, 64, &code, &[])
+                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+                self.assembled.push(AssembledTile { name: format!("{name}: {}", spec.label()), code });
+                self.defined.insert(spec.clone(), id);
+                id
+            }
+        };
+        let callee = self.module.declare_func_in_func(id, cx.b.func);
+        // An absolute call: the module's code blocks may lie further apart than a rel32 reaches.
+        cx.b.func.dfg.ext_funcs[callee].colocated = false;
+        let null = cx.ic(0);
+        let operands = [
+            args.a,
+            args.b,
+            args.out,
+            args.epi.unwrap_or(null),
+            args.res.unwrap_or(null),
+            args.init.unwrap_or(null),
+        ];
+        cx.b.ins().call(callee, &operands);
+        Ok(())
+    }
+}
+
+/// The signature of an assembled tile: six pointers, no result (SysV on x86-64).
+fn tile_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..6 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}

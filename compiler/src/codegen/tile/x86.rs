@@ -1,0 +1,554 @@
+//! Wide tiles for x86-64, assembled at JIT time with iced-x86: AVX2 + FMA (16 ymm registers of 8
+//! floats) and AVX-512F (32 zmm registers of 16 floats).
+//!
+//! ## Calling convention
+//! SysV: `tile(a = rdi, b = rsi, out = rdx, epi = rcx, res = r8, init = r9)`. The code uses only
+//! caller-saved registers (those six, r10 as the K-group counter, eax for mask immediates, every
+//! vector register and k1) and no stack, so it saves nothing. It ends with `vzeroupper` (the
+//! Cranelift code around it may use legacy-SSE encodings) and `ret`. It is position-independent:
+//! branches are relative and the AVX2 lane masks are RIP-relative data placed after the `ret`.
+//!
+//! ## The K step, by register budget (`R` = 16 or 32 vector registers)
+//! - **B in registers** (`rows*nv + nv + 1 <= R`): per tap, load the `nv` B vectors, then per row
+//!   broadcast A once (`vbroadcastss`, alternating two registers when one is spare) and issue `nv`
+//!   register FMAs. Each A element is loaded once and each B vector once per tap.
+//! - **Embedded broadcast** (AVX-512, one vector per row): load B once, then one
+//!   `vfmadd231ps acc, b, [a]{1to16}` per row: each A element feeds exactly one FMA, so the fused
+//!   load costs nothing extra and the tile can be `R - 1` rows tall.
+//! - **B from memory** (otherwise): broadcast A per row, FMAs read B from memory (`rows*nv + 1`
+//!   registers).
+//!
+//! ## Soundness
+//! Every memory access has a constant displacement from one of the six pointers; the displacement
+//! is checked to fit 32 bits. Loads of A, B, `epi` and `init` read what the contract in
+//! [`super`] promises is there (whole vectors of B and `init`, inside the caller's buffers).
+//! Stores write only the lanes of each [`Piece`]: a piece covering part of a vector is stored with
+//! a k-mask (AVX-512) or `vmaskmovps` (AVX2), both of which suppress faults on masked-off lanes, and
+//! the residual is read the same way. The AVX2 generator uses ymm0-15 and no broadcast memory
+//! operands only, so iced never picks an EVEX encoding for it (a test decodes every tile to check).
+
+use super::{Axis, ChanVec, Piece, Tap, TileOut, TileSpec};
+use crate::codegen::isa::Isa;
+use crate::codegen::CodegenError;
+use iced_x86::code_asm::*;
+
+const YMM: [AsmRegisterYmm; 16] =
+    [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
+const ZMM: [AsmRegisterZmm; 32] = [
+    zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14, zmm15,
+    zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30,
+    zmm31,
+];
+
+/// Base registers of the tile's operands.
+const A: AsmRegister64 = rdi;
+const B: AsmRegister64 = rsi;
+const OUT: AsmRegister64 = rdx;
+const EPI: AsmRegister64 = rcx;
+const RES: AsmRegister64 = r8;
+const INIT: AsmRegister64 = r9;
+
+/// How the K step feeds B to the FMAs (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    BRegs { broadcasts: usize },
+    Embedded,
+    BMemory,
+}
+
+/// Assembles the tile `spec` (an AVX2 or AVX-512 one) into position-independent machine code.
+pub fn assemble(spec: &TileSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    g.tile(spec)?;
+    g.finish()
+}
+
+/// The largest number of accumulators a final tile of `isa` may use (the epilogue needs four
+/// temporaries).
+pub fn max_accumulators(isa: Isa) -> usize {
+    isa.registers() - 4
+}
+
+struct Gen {
+    a: CodeAssembler,
+    isa: Isa,
+    /// AVX2 lane masks (`lo..hi`), emitted as data after the code.
+    masks: Vec<((usize, usize), CodeLabel)>,
+    /// The lanes mask currently in k1 (AVX-512).
+    k1: Option<(usize, usize)>,
+}
+
+fn asm_err(e: IcedError) -> CodegenError {
+    CodegenError::Unsupported(format!("tile assembly: {e}"))
+}
+
+/// `base + floats * 4` as a memory operand, if the displacement fits 32 bits.
+fn at(base: AsmRegister64, floats: isize) -> Result<AsmMemoryOperand, CodegenError> {
+    let bytes = floats
+        .checked_mul(4)
+        .filter(|b| i32::try_from(*b).is_ok())
+        .ok_or_else(|| CodegenError::Unsupported(format!("tile offset of {floats} floats")))?;
+    Ok(base + bytes as i32)
+}
+
+fn signed(x: usize) -> isize {
+    x as isize
+}
+
+/// A vector operand: a register or memory.
+#[derive(Clone, Copy)]
+enum Src {
+    Reg(usize),
+    Mem(AsmMemoryOperand),
+    /// AVX-512 only: a float broadcast from memory (`{1to16}`).
+    Bcst(AsmMemoryOperand),
+}
+
+impl Gen {
+    fn new(isa: Isa) -> Result<Gen, CodegenError> {
+        if isa == Isa::Sse {
+            return Err(CodegenError::Unsupported("the sse tile is Cranelift code, not assembled".into()));
+        }
+        Ok(Gen { a: CodeAssembler::new(64).map_err(asm_err)?, isa, masks: Vec::new(), k1: None })
+    }
+
+    fn lanes(&self) -> usize {
+        self.isa.lanes()
+    }
+
+    fn wide(&self) -> bool {
+        self.isa == Isa::Avx512
+    }
+
+    fn zero(&mut self, v: usize) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.a.vpxord(ZMM[v], ZMM[v], ZMM[v])
+        } else {
+            self.a.vxorps(YMM[v], YMM[v], YMM[v])
+        }
+        .map_err(asm_err)
+    }
+
+    fn load(&mut self, v: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.a.vmovups(ZMM[v], zmmword_ptr(m))
+        } else {
+            self.a.vmovups(YMM[v], ymmword_ptr(m))
+        }
+        .map_err(asm_err)
+    }
+
+    fn store(&mut self, m: AsmMemoryOperand, v: usize) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.a.vmovups(zmmword_ptr(m), ZMM[v])
+        } else {
+            self.a.vmovups(ymmword_ptr(m), YMM[v])
+        }
+        .map_err(asm_err)
+    }
+
+    fn broadcast(&mut self, v: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.a.vbroadcastss(ZMM[v], dword_ptr(m))
+        } else {
+            self.a.vbroadcastss(YMM[v], dword_ptr(m))
+        }
+        .map_err(asm_err)
+    }
+
+    /// `acc += x * y`.
+    fn fma231(&mut self, acc: usize, x: usize, y: Src) -> Result<(), CodegenError> {
+        let a = &mut self.a;
+        match (self.isa, y) {
+            (Isa::Avx512, Src::Reg(y)) => a.vfmadd231ps(ZMM[acc], ZMM[x], ZMM[y]),
+            (Isa::Avx512, Src::Mem(m)) => a.vfmadd231ps(ZMM[acc], ZMM[x], zmmword_ptr(m)),
+            (Isa::Avx512, Src::Bcst(m)) => a.vfmadd231ps(ZMM[acc], ZMM[x], dword_bcst(m)),
+            (_, Src::Reg(y)) => a.vfmadd231ps(YMM[acc], YMM[x], YMM[y]),
+            (_, Src::Mem(m)) => a.vfmadd231ps(YMM[acc], YMM[x], ymmword_ptr(m)),
+            (_, Src::Bcst(_)) => return Err(CodegenError::Unsupported("broadcast operand on AVX2".into())),
+        }
+        .map_err(asm_err)
+    }
+
+    /// `acc = acc * s + y`.
+    fn fma213(&mut self, acc: usize, s: usize, y: Src) -> Result<(), CodegenError> {
+        let a = &mut self.a;
+        match (self.isa, y) {
+            (Isa::Avx512, Src::Reg(y)) => a.vfmadd213ps(ZMM[acc], ZMM[s], ZMM[y]),
+            (Isa::Avx512, Src::Mem(m)) => a.vfmadd213ps(ZMM[acc], ZMM[s], zmmword_ptr(m)),
+            (_, Src::Reg(y)) => a.vfmadd213ps(YMM[acc], YMM[s], YMM[y]),
+            (_, Src::Mem(m)) => a.vfmadd213ps(YMM[acc], YMM[s], ymmword_ptr(m)),
+            (_, Src::Bcst(_)) => return Err(CodegenError::Unsupported("broadcast operand in fma213".into())),
+        }
+        .map_err(asm_err)
+    }
+
+    /// `acc = acc * y`.
+    fn mul(&mut self, acc: usize, y: Src) -> Result<(), CodegenError> {
+        let a = &mut self.a;
+        match (self.isa, y) {
+            (Isa::Avx512, Src::Reg(y)) => a.vmulps(ZMM[acc], ZMM[acc], ZMM[y]),
+            (Isa::Avx512, Src::Mem(m)) => a.vmulps(ZMM[acc], ZMM[acc], zmmword_ptr(m)),
+            (_, Src::Reg(y)) => a.vmulps(YMM[acc], YMM[acc], YMM[y]),
+            (_, Src::Mem(m)) => a.vmulps(YMM[acc], YMM[acc], ymmword_ptr(m)),
+            (_, Src::Bcst(_)) => return Err(CodegenError::Unsupported("broadcast operand in mul".into())),
+        }
+        .map_err(asm_err)
+    }
+
+    /// `acc = acc + y`.
+    fn add(&mut self, acc: usize, y: Src) -> Result<(), CodegenError> {
+        let a = &mut self.a;
+        match (self.isa, y) {
+            (Isa::Avx512, Src::Reg(y)) => a.vaddps(ZMM[acc], ZMM[acc], ZMM[y]),
+            (Isa::Avx512, Src::Mem(m)) => a.vaddps(ZMM[acc], ZMM[acc], zmmword_ptr(m)),
+            (_, Src::Reg(y)) => a.vaddps(YMM[acc], YMM[acc], YMM[y]),
+            (_, Src::Mem(m)) => a.vaddps(YMM[acc], YMM[acc], ymmword_ptr(m)),
+            (_, Src::Bcst(_)) => return Err(CodegenError::Unsupported("broadcast operand in add".into())),
+        }
+        .map_err(asm_err)
+    }
+
+    /// `acc = max(zero, acc)`, with `acc` as the second source so a NaN in it is kept (x86 `max`
+    /// returns its second source when either is NaN), as PyTorch's ReLU does.
+    fn relu(&mut self, acc: usize, zero: usize) -> Result<(), CodegenError> {
+        self.zero(zero)?;
+        if self.wide() {
+            self.a.vmaxps(ZMM[acc], ZMM[zero], ZMM[acc])
+        } else {
+            self.a.vmaxps(YMM[acc], YMM[zero], YMM[acc])
+        }
+        .map_err(asm_err)
+    }
+
+    /// The RIP-relative label of the AVX2 mask selecting lanes `lo..hi`.
+    fn mask_label(&mut self, lo: usize, hi: usize) -> CodeLabel {
+        if let Some((_, l)) = self.masks.iter().find(|(k, _)| *k == (lo, hi)) {
+            return *l;
+        }
+        let l = self.a.create_label();
+        self.masks.push(((lo, hi), l));
+        l
+    }
+
+    /// Makes k1 select lanes `lo..hi` (AVX-512).
+    fn set_k1(&mut self, lo: usize, hi: usize) -> Result<(), CodegenError> {
+        if self.k1 != Some((lo, hi)) {
+            let bits = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+            self.a.mov(eax, bits).map_err(asm_err)?;
+            self.a.kmovw(k1, eax).map_err(asm_err)?;
+            self.k1 = Some((lo, hi));
+        }
+        Ok(())
+    }
+
+    /// Lanes `lo..hi` of `v` loaded from `m` (lane 0's address), zero elsewhere; `mask` is a free
+    /// register (AVX2).
+    fn load_lanes(
+        &mut self,
+        v: usize,
+        m: AsmMemoryOperand,
+        p: Piece,
+        mask: usize,
+    ) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.set_k1(p.lo, p.hi)?;
+            self.a.vmovups(ZMM[v].k1().z(), zmmword_ptr(m)).map_err(asm_err)
+        } else {
+            let l = self.mask_label(p.lo, p.hi);
+            self.a.vmovups(YMM[mask], ymmword_ptr(l)).map_err(asm_err)?;
+            self.a.vmaskmovps(YMM[v], YMM[mask], ymmword_ptr(m)).map_err(asm_err)
+        }
+    }
+
+    /// Stores lanes `lo..hi` of `v` at `m` (lane 0's address); `mask` is a free register (AVX2).
+    fn store_lanes(
+        &mut self,
+        m: AsmMemoryOperand,
+        v: usize,
+        p: Piece,
+        mask: usize,
+    ) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.set_k1(p.lo, p.hi)?;
+            self.a.vmovups(zmmword_ptr(m).k1(), ZMM[v]).map_err(asm_err)
+        } else {
+            let l = self.mask_label(p.lo, p.hi);
+            self.a.vmovups(YMM[mask], ymmword_ptr(l)).map_err(asm_err)?;
+            self.a.vmaskmovps(ymmword_ptr(m), YMM[mask], YMM[v]).map_err(asm_err)
+        }
+    }
+
+    fn form(&self, spec: &TileSpec) -> Result<Form, CodegenError> {
+        let regs = self.isa.registers();
+        let accs = spec.rows * spec.nv;
+        if spec.rows == 0 || spec.nv == 0 {
+            return Err(CodegenError::Unsupported("an empty tile".into()));
+        }
+        let temps = if matches!(spec.out, TileOut::Final { .. }) { 4 } else { 0 };
+        if accs + temps > regs {
+            return Err(CodegenError::Unsupported(format!(
+                "a {}x{} {} tile needs {accs} accumulators: too many for {regs} registers",
+                spec.rows,
+                spec.nv * self.lanes(),
+                self.isa
+            )));
+        }
+        Ok(if self.wide() && spec.nv == 1 {
+            Form::Embedded
+        } else if accs + spec.nv + 2 <= regs {
+            Form::BRegs { broadcasts: 2 }
+        } else if accs + spec.nv < regs {
+            Form::BRegs { broadcasts: 1 }
+        } else {
+            Form::BMemory
+        })
+    }
+
+    fn tile(&mut self, spec: &TileSpec) -> Result<(), CodegenError> {
+        let (rows, nv, lanes) = (spec.rows, spec.nv, self.lanes());
+        let acc = |r: usize, j: usize| r * nv + j;
+        let form = self.form(spec)?;
+        // Accumulators: zero, or the partial sums of a previous K block.
+        for r in 0..rows {
+            for j in 0..nv {
+                match spec.init {
+                    Some(row) => self.load(acc(r, j), at(INIT, signed(r * row + j * lanes))?)?,
+                    None => self.zero(acc(r, j))?,
+                }
+            }
+        }
+        // The K loop.
+        let k = &spec.kloop;
+        if k.groups > 0 {
+            let mut top = self.a.create_label();
+            if k.groups > 1 {
+                self.a.mov(r10d, k.groups as u32).map_err(asm_err)?;
+                self.a.set_label(&mut top).map_err(asm_err)?;
+            }
+            self.k_step(spec, form, &k.taps)?;
+            if k.groups > 1 || !k.tail.is_empty() {
+                if k.a_step > 0 {
+                    self.advance(A, k.a_step)?;
+                }
+                if k.b_step > 0 {
+                    self.advance(B, k.b_step)?;
+                }
+            }
+            if k.groups > 1 {
+                self.a.dec(r10d).map_err(asm_err)?;
+                self.a.jnz(top).map_err(asm_err)?;
+            }
+        }
+        self.k_step(spec, form, &k.tail)?;
+        match &spec.out {
+            TileOut::Partial { row } => {
+                for r in 0..rows {
+                    for j in 0..nv {
+                        self.store(at(OUT, signed(r * row + j * lanes))?, acc(r, j))?;
+                    }
+                }
+            }
+            TileOut::Final { row, pieces, epilogue } => {
+                if pieces.len() != nv || epilogue.relu_rows.len() < rows {
+                    return Err(CodegenError::Unsupported(
+                        "tile pieces or ReLU rows do not match its shape".into(),
+                    ));
+                }
+                // Four temporaries after the accumulators.
+                let t = rows * nv;
+                let (t_scale, t_shift, t_mask, t_val) = (t, t + 1, t + 2, t + 3);
+                for r in 0..rows {
+                    for (j, pieces_j) in pieces.iter().enumerate() {
+                        let v = acc(r, j);
+                        self.affine(v, r, j, epilogue.s1, epilogue.b1, t_scale, t_shift)?;
+                        if let Some(res_row) = epilogue.residual {
+                            for p in pieces_j {
+                                let m = at(RES, signed(r * res_row) + p.at)?;
+                                if p.lo == 0 && p.hi == lanes {
+                                    self.add(v, Src::Mem(m))?;
+                                } else {
+                                    self.load_lanes(t_val, m, *p, t_mask)?;
+                                    self.add(v, Src::Reg(t_val))?;
+                                }
+                            }
+                        }
+                        self.affine(v, r, j, epilogue.s2, epilogue.b2, t_scale, t_shift)?;
+                        if epilogue.relu_rows[r] {
+                            self.relu(v, t_val)?;
+                        }
+                        for p in pieces_j {
+                            let m = at(OUT, signed(r * row) + p.at)?;
+                            if p.lo == 0 && p.hi == lanes {
+                                self.store(m, v)?;
+                            } else if p.lo < p.hi {
+                                self.store_lanes(m, v, *p, t_mask)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `y = y * s + b` for accumulator `v` (row `r`, vector `j`), each factor present or not.
+    #[allow(clippy::too_many_arguments)]
+    fn affine(
+        &mut self,
+        v: usize,
+        r: usize,
+        j: usize,
+        s: Option<ChanVec>,
+        b: Option<ChanVec>,
+        t_scale: usize,
+        t_shift: usize,
+    ) -> Result<(), CodegenError> {
+        let lanes = self.lanes();
+        let operand = |cv: ChanVec| -> Result<(AsmMemoryOperand, Axis), CodegenError> {
+            let floats = match cv.axis {
+                Axis::Row => cv.at + r,
+                Axis::Col => cv.at + j * lanes,
+            };
+            Ok((at(EPI, signed(floats))?, cv.axis))
+        };
+        let s = s.map(operand).transpose()?;
+        let b = b.map(operand).transpose()?;
+        // Scale into a register (a row value is broadcast; a column vector is loaded).
+        let into = |g: &mut Gen, reg: usize, (m, axis): (AsmMemoryOperand, Axis)| match axis {
+            Axis::Row => g.broadcast(reg, m),
+            Axis::Col => g.load(reg, m),
+        };
+        let b_src = |g: &mut Gen, op: (AsmMemoryOperand, Axis)| -> Result<Src, CodegenError> {
+            match op.1 {
+                Axis::Col => Ok(Src::Mem(op.0)),
+                Axis::Row => {
+                    g.broadcast(t_shift, op.0)?;
+                    Ok(Src::Reg(t_shift))
+                }
+            }
+        };
+        match (s, b) {
+            (Some(s), Some(b)) => {
+                into(self, t_scale, s)?;
+                let b = b_src(self, b)?;
+                self.fma213(v, t_scale, b)
+            }
+            (Some(s), None) => {
+                let s = b_src(self, s)?;
+                self.mul(v, s)
+            }
+            (None, Some(b)) => {
+                let b = b_src(self, b)?;
+                self.add(v, b)
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// `base += floats * 4`.
+    fn advance(&mut self, base: AsmRegister64, floats: usize) -> Result<(), CodegenError> {
+        let bytes = i32::try_from(floats * 4)
+            .map_err(|_| CodegenError::Unsupported(format!("tile step of {floats} floats")))?;
+        self.a.add(base, bytes).map_err(asm_err)
+    }
+
+    /// The FMAs of `taps` (A and B at their current bases).
+    fn k_step(&mut self, spec: &TileSpec, form: Form, taps: &[Tap]) -> Result<(), CodegenError> {
+        let (rows, nv, lanes) = (spec.rows, spec.nv, self.lanes());
+        let acc = |r: usize, j: usize| r * nv + j;
+        let free = rows * nv;
+        let a_at = |tap: &Tap, r: usize| at(A, signed(tap.a + spec.rows_a.offset(r)));
+        let b_at = |tap: &Tap, j: usize| at(B, signed(tap.b + j * lanes));
+        let mut turn = 0;
+        for tap in taps {
+            match form {
+                Form::BRegs { broadcasts } => {
+                    for j in 0..nv {
+                        self.load(free + j, b_at(tap, j)?)?;
+                    }
+                    for r in 0..rows {
+                        let t = free + nv + turn % broadcasts;
+                        turn += 1;
+                        self.broadcast(t, a_at(tap, r)?)?;
+                        for j in 0..nv {
+                            self.fma231(acc(r, j), free + j, Src::Reg(t))?;
+                        }
+                    }
+                }
+                Form::Embedded => {
+                    self.load(free, b_at(tap, 0)?)?;
+                    for r in 0..rows {
+                        self.fma231(acc(r, 0), free, Src::Bcst(a_at(tap, r)?))?;
+                    }
+                }
+                Form::BMemory => {
+                    for r in 0..rows {
+                        self.broadcast(free, a_at(tap, r)?)?;
+                        for j in 0..nv {
+                            self.fma231(acc(r, j), free, Src::Mem(b_at(tap, j)?))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, CodegenError> {
+        self.a.vzeroupper().map_err(asm_err)?;
+        self.a.ret().map_err(asm_err)?;
+        let lanes = self.lanes();
+        for ((lo, hi), mut label) in std::mem::take(&mut self.masks) {
+            self.a.set_label(&mut label).map_err(asm_err)?;
+            let words: Vec<u32> =
+                (0..lanes).map(|l| if (lo..hi).contains(&l) { u32::MAX } else { 0 }).collect();
+            self.a.dd(&words).map_err(asm_err)?;
+        }
+        self.a.assemble(0).map_err(asm_err)
+    }
+}
+
+/// A peak-throughput probe for benchmarks: `fn(iterations: u64)` running `chains` independent FMA
+/// chains (`vfmadd231ps`) per iteration on registers only. FLOPs per call:
+/// `iterations * chains * 2 * lanes`.
+pub fn peak_probe(isa: Isa, chains: usize) -> Result<Vec<u8>, CodegenError> {
+    if isa == Isa::Sse {
+        return xmm_probe(chains);
+    }
+    let mut g = Gen::new(isa)?;
+    let chains = chains.min(isa.registers() - 2);
+    for c in 0..chains + 2 {
+        g.zero(c)?;
+    }
+    let mut top = g.a.create_label();
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    for c in 0..chains {
+        g.fma231(c, chains, Src::Reg(chains + 1))?;
+    }
+    g.a.dec(rdi).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// [`peak_probe`] with 128-bit vectors (VEX-encoded `vfmadd231ps xmm`; needs FMA).
+fn xmm_probe(chains: usize) -> Result<Vec<u8>, CodegenError> {
+    const XMM: [AsmRegisterXmm; 16] = [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15,
+    ];
+    let chains = chains.min(14);
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    for x in &XMM[..chains + 2] {
+        a.vxorps(*x, *x, *x).map_err(asm_err)?;
+    }
+    let mut top = a.create_label();
+    a.set_label(&mut top).map_err(asm_err)?;
+    for x in &XMM[..chains] {
+        a.vfmadd231ps(*x, XMM[chains], XMM[chains + 1]).map_err(asm_err)?;
+    }
+    a.dec(rdi).map_err(asm_err)?;
+    a.jnz(top).map_err(asm_err)?;
+    a.vzeroupper().map_err(asm_err)?;
+    a.ret().map_err(asm_err)?;
+    a.assemble(0).map_err(asm_err)
+}
