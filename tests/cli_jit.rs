@@ -107,7 +107,79 @@ fn bench_reports_latency_and_throughput_as_json() {
         }
         assert_eq!((v["batch"].as_u64(), v["threads"].as_u64()), (Some(2), Some(2)));
         assert!(v["p90_ms"].as_f64() >= v["median_ms"].as_f64());
+        let best = netc_compiler::codegen::Isa::best().unwrap();
+        assert_eq!(v["isa"].as_str(), Some(best.name()), "the widest ISA by default: {v}");
     }
+}
+
+/// One bundle, compiled once, runs with the kernels of every ISA the host has (the packed layout is
+/// the same for all), each agreeing with the reference interpreter on the .net file.
+#[test]
+fn a_bundle_runs_on_every_isa_of_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, bundle) = resnet18_bundle(dir.path());
+    let net = model("resnet18");
+    let cat = "models/sample/cat.jpg";
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    ok(&[
+        "run",
+        net.to_str().unwrap(),
+        "--weights",
+        &weights,
+        "--backend",
+        "reference",
+        "--input",
+        cat,
+        "--output",
+        &out("ref.npy"),
+    ]);
+    let reference = netc_runtime::io::npy::read(std::path::Path::new(&out("ref.npy"))).unwrap();
+    for isa in crate::common::host_isas() {
+        let file = out(&format!("{isa}.npy"));
+        ok(&["run", &bundle, "--isa", isa.name(), "--input", cat, "--output", &file]);
+        let got = netc_runtime::io::npy::read(std::path::Path::new(&file)).unwrap();
+        crate::common::assert_close(&format!("bundle on {isa}"), &got, &reference);
+    }
+}
+
+#[test]
+fn the_isa_can_be_forced_and_a_missing_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = resnet18_bundle(dir.path());
+    let bench = |isa: &str| {
+        let args =
+            ["bench", bundle.as_str(), "--isa", isa, "--iters", "1", "--warmup", "0", "--format", "json"];
+        run(&args)
+    };
+    for isa in netc_compiler::codegen::Isa::ALL {
+        let (code, stdout, err) = bench(isa.name());
+        if isa.host_supports() {
+            assert_eq!(code, 0, "{isa}: {err}");
+            let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(v["isa"].as_str(), Some(isa.name()));
+        } else {
+            assert_ne!(code, 0);
+            assert!(err.contains("lacks") && err.contains(isa.name()), "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            eprintln!("checked the error for {isa}, which this host lacks");
+        }
+    }
+    let (code, _, err) = bench("neon");
+    assert_ne!(code, 0);
+    assert!(err.contains("not an ISA") && err.contains("avx512"), "{err}");
+    // NETC_ISA chooses when --isa is auto (the default).
+    let out = netc()
+        .args(["bench", bundle.as_str(), "--iters", "1", "--warmup", "0", "--format", "json"])
+        .env("NETC_ISA", "sse")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["isa"].as_str(), Some("sse"));
+    let out =
+        netc().args(["bench", bundle.as_str(), "--iters", "1"]).env("NETC_ISA", "mmx").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NETC_ISA=mmx is not an ISA"));
 }
 
 #[test]
@@ -122,6 +194,15 @@ fn kernels_can_be_dumped_as_clif_and_assembly_named_by_their_nodes() {
     assert!(clif.contains("function") && clif.contains("f32x4"));
     let asm = ok(&["ir", net.to_str().unwrap(), "--stage", "asm"]);
     assert!(asm.contains("vfmadd"), "{}", &asm[..2000.min(asm.len())]);
+    // Each kernel names the implementation it got; a tiled one lists its assembled tiles.
+    for isa in crate::common::host_isas() {
+        let asm = ok(&["ir", net.to_str().unwrap(), "--stage", "asm", "--isa", isa.name()]);
+        let head = format!("`layer1.0.conv2 conv+bias+add+relu`: conv.rowpanel.{isa}:");
+        assert!(asm.contains(&head), "{isa}: {}", &asm[..2000.min(asm.len())]);
+        if isa.name() != "sse" {
+            assert!(asm.contains("; tile netc_tile_"), "{isa}: no assembled tile listed");
+        }
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! `runtime_reference`, against PyTorch too), generated small graphs and single ops with awkward
 //! shapes, and the machine code itself.
 
-use crate::common::{assert_close, compile_text, filled_weights, jit_run, model};
+use crate::common::{assert_close, compile_text, filled_weights, jit_run_isa, model};
+use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_runtime::{fill, reference, Tensor};
 use proptest::prelude::*;
@@ -23,11 +24,14 @@ fn jit_matches_reference(what: &str, graph: &Graph, batch: usize) {
     let options = reference::Options { threads: 2 };
     let expected =
         reference::run_with(&optimized, &weights, std::slice::from_ref(&input), &options).unwrap().remove(0);
-    let got = jit_run(&optimized, &weights, &input, 2);
-    assert_close(what, &got, &expected);
-    if expected.shape.len() == 2 && expected.shape[1] > 1 {
-        for n in 0..batch {
-            assert_eq!(argmax(got.sample(n)), argmax(expected.sample(n)), "{what}: top-1 of sample {n}");
+    for isa in crate::common::host_isas() {
+        let got = jit_run_isa(&optimized, &weights, &input, 2, IsaChoice::Fixed(isa));
+        let what = format!("{what} ({isa})");
+        assert_close(&what, &got, &expected);
+        if expected.shape.len() == 2 && expected.shape[1] > 1 {
+            for n in 0..batch {
+                assert_eq!(argmax(got.sample(n)), argmax(expected.sample(n)), "{what}: top-1 of sample {n}");
+            }
         }
     }
 }
@@ -153,20 +157,22 @@ proptest! {
 }
 
 #[test]
-fn conv_kernels_use_vector_fma_instructions() {
+fn conv_kernels_use_the_vector_fma_of_each_isa() {
+    use netc_compiler::codegen::{compile, CompileOptions, IsaChoice};
     let g = single("network n(x: [16, 8, 8]) { x |> conv(16, 3, pad = 1) @c |> relu }");
-    let mut g2 = g.clone();
-    netc_compiler::passes::legalize(&mut g2);
-    let plan = netc_compiler::lower::plan(&g2);
-    let specs = netc_runtime::jit::kernel_specs(&g2, &plan).unwrap();
-    let requests: Vec<_> = specs
-        .iter()
-        .map(|(id, spec)| netc_compiler::codegen::KernelRequest {
-            name: format!("{id:?}"),
-            spec: spec.clone(),
-        })
-        .collect();
-    let compiled = netc_compiler::codegen::compile(&requests, Default::default()).unwrap();
-    let asm = compiled.kernels[0].disassembly();
-    assert!(asm.contains("vfmadd") && asm.contains("xmm"), "{asm}");
+    let program = netc_compiler::lower::Program::new(g).unwrap();
+    for isa in crate::common::host_isas() {
+        let options = CompileOptions { isa: IsaChoice::Fixed(isa), ..Default::default() };
+        let compiled = compile(&program.requests(), options).unwrap();
+        let kernel = &compiled.kernels[0];
+        assert_eq!(kernel.implementation, format!("conv.rowpanel.{isa}"));
+        let asm = kernel.disassembly();
+        let register = match isa.name() {
+            "avx512" => "zmm",
+            "avx2" => "ymm",
+            _ => "xmm",
+        };
+        let fmas = asm.lines().filter(|l| l.contains("vfmadd") && l.contains(register)).count();
+        assert!(fmas >= 9, "{isa}: expected {register} FMAs:\n{asm}");
+    }
 }

@@ -64,10 +64,14 @@ fn agrees_with_pytorch(model_name: &str, golden: &str, batch: usize) {
     compare(&format!("{golden} (optimised)"), &fused[0], &expected);
     compare(&format!("{golden} (optimised vs as written)"), &fused[0], &outputs[0]);
 
-    // The JIT backend on the same optimised graph and weights.
-    let jit = crate::common::jit_run(&optimized, &weights, &input, 2);
-    compare(&format!("{golden} (JIT)"), &jit, &expected);
-    compare(&format!("{golden} (JIT vs reference)"), &jit, &fused[0]);
+    // The JIT backend on the same optimised graph and weights, with the kernels of every ISA the
+    // host has.
+    for isa in crate::common::host_isas() {
+        let choice = netc_compiler::codegen::IsaChoice::Fixed(isa);
+        let jit = crate::common::jit_run_isa(&optimized, &weights, &input, 2, choice);
+        compare(&format!("{golden} (JIT {isa})"), &jit, &expected);
+        compare(&format!("{golden} (JIT {isa} vs reference)"), &jit, &fused[0]);
+    }
 }
 
 #[test]

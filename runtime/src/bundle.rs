@@ -12,24 +12,39 @@
 //! | 24 | 8 | data length D |
 //! | 32 | 8 | CRC-32 (zero-extended) of every byte from 64 to the end |
 //! | 40 | 24 | reserved, 0 |
-//! | 64 | M | manifest: JSON with the plan and the blob table `{"blobs": {name: [offset, len]}, ...}` |
+//! | 64 | M | manifest: JSON with the program and the blob table `{"blobs": {name: [offset, len]}, ...}` |
 //! | 64 + M rounded up to 64 | D | data: f32 blobs, each starting at a multiple of 64 bytes |
 //!
 //! A bundle from another format version, a truncated file, or any flipped byte (checksum) is refused
 //! with an error naming the file.
+//!
+//! ## The program in a bundle
+//! [`write_program`] stores a [`Program`] as its optimised graph (the steps are rebuilt from it on
+//! load, deterministically), the step table (name, algorithm, weight blobs) to check that
+//! rebuild against, the packed-layout tag ([`PACKED_LAYOUT`]), and each step's packed weights as
+//! blobs `k{step}.{buffer}`. The layout is the same for every ISA, so a bundle compiled on an
+//! AVX-512 machine runs unchanged (no repacking) on an AVX2 or SSE one; the manifest records the
+//! compiling host's ISA for information only. [`Bundle::program`] and [`Bundle::weights`] read it
+//! back; any inconsistency is an error naming the file.
 
 use memmap2::Mmap;
+use netc_compiler::codegen::{AlignedF32, Isa};
+use netc_compiler::ir::serial::SerialGraph;
+use netc_compiler::lower::{Program, PACKED_LAYOUT};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"NETCBNDL";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: ISA-independent packed layouts (conv panels of 12 channels), the step table.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 64;
 const ALIGN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    #[error("{path}: {what}")]
+    Program { path: PathBuf, what: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a netc bundle (bad magic bytes)")]
@@ -94,6 +109,48 @@ pub fn write(
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// The name of the `j`-th weight buffer of step `k` in a bundle.
+pub fn blob_name(k: usize, j: usize) -> String {
+    format!("k{k}.{j}")
+}
+
+/// Writes `program` and its packed weights (`packed[k]`: the buffers of step `k`, as
+/// [`Program::pack`] makes them) as a bundle, atomically.
+pub fn write_program(path: &Path, program: &Program, packed: &[Vec<AlignedF32>]) -> Result<(), BundleError> {
+    let program_err = |what: String| BundleError::Program { path: path.to_path_buf(), what };
+    if packed.len() != program.steps().len() {
+        return Err(program_err(format!("{} steps but weights for {}", program.steps().len(), packed.len())));
+    }
+    let graph = program.graph();
+    let steps: Vec<serde_json::Value> = program
+        .steps()
+        .iter()
+        .enumerate()
+        .map(|(k, step)| {
+            serde_json::json!({
+                "name": step.name,
+                "algorithm": step.kernel.algorithm(),
+                "weights": (0..step.weights.len()).map(|j| blob_name(k, j)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "netc_version": env!("CARGO_PKG_VERSION"),
+        "model": graph.name,
+        "packed_layout": PACKED_LAYOUT,
+        "packed_on": Isa::best().map_or("unknown", |i| i.name()),
+        "graph": SerialGraph::from_graph(graph),
+        "steps": steps,
+    });
+    let mut blobs = Vec::new();
+    for (k, buffers) in packed.iter().enumerate() {
+        for (j, b) in buffers.iter().enumerate() {
+            blobs.push((blob_name(k, j), b.as_slice()));
+        }
+    }
+    write(path, manifest, &blobs)
 }
 
 /// An opened, verified bundle.
@@ -185,6 +242,75 @@ impl Bundle {
     pub fn blob_names(&self) -> impl Iterator<Item = &str> {
         self.blobs.keys().map(String::as_str)
     }
+
+    fn program_err(&self, what: impl Into<String>) -> BundleError {
+        BundleError::Program { path: self.path.clone(), what: what.into() }
+    }
+
+    /// The program stored by [`write_program`]: the graph, lowered again, checked against the
+    /// stored step table.
+    pub fn program(&self) -> Result<Program, BundleError> {
+        let layout = self.manifest["packed_layout"].as_str().unwrap_or("(none)");
+        if layout != PACKED_LAYOUT {
+            return Err(self.program_err(format!(
+                "weights packed in layout `{layout}`, but this netc reads `{PACKED_LAYOUT}`; recompile it with `netc compile`"
+            )));
+        }
+        let serial: SerialGraph = serde_json::from_value(self.manifest["graph"].clone())
+            .map_err(|e| self.program_err(format!("the bundle's graph cannot be read: {e}")))?;
+        let graph =
+            serial.to_graph().map_err(|e| self.program_err(format!("the bundle's graph is invalid: {e}")))?;
+        let program = Program::new(graph)
+            .map_err(|e| self.program_err(format!("the bundle's graph cannot run: {e}")))?;
+        let stored = self.manifest["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if stored.len() != program.steps().len() {
+            return Err(self.program_err(format!(
+                "the step table lists {} kernels, the graph has {}",
+                stored.len(),
+                program.steps().len()
+            )));
+        }
+        for (k, (step, s)) in program.steps().iter().zip(stored).enumerate() {
+            if s["name"].as_str() != Some(step.name.as_str()) {
+                return Err(self.program_err(format!(
+                    "step {k} is `{}` in the step table but `{}` in the graph",
+                    s["name"].as_str().unwrap_or("?"),
+                    step.name
+                )));
+            }
+        }
+        Ok(program)
+    }
+
+    /// Each step's packed weight buffers, read in place (checked against the lengths the step's
+    /// kernel takes).
+    pub fn weights(&self, program: &Program) -> Result<Vec<Vec<&[f32]>>, BundleError> {
+        program
+            .steps()
+            .iter()
+            .enumerate()
+            .map(|(k, step)| {
+                step.weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(what, len))| {
+                        let name = blob_name(k, j);
+                        let blob = self.blob(&name).ok_or_else(|| {
+                            self.program_err(format!("weight blob {name} of `{}` is missing", step.name))
+                        })?;
+                        if blob.len() != len {
+                            return Err(self.program_err(format!(
+                                "weight blob {name} of `{}` ({what}) holds {} floats, the kernel takes {len}",
+                                step.name,
+                                blob.len()
+                            )));
+                        }
+                        Ok(blob)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -229,11 +355,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
-        std::fs::write(&path, &v2).unwrap();
+        let mut v1 = bytes.clone();
+        v1[8] = 1;
+        std::fs::write(&path, &v1).unwrap();
         let err = Bundle::open(&path).err().unwrap();
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(err.to_string().contains("format version 1"), "{err}");
         std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................")
             .unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));

@@ -39,9 +39,12 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Also time every kernel (one extra batch) and list the slowest, with their GFLOP/s.
+    /// Also time every kernel (one extra batch) and list the slowest, with their implementation
+    /// and GFLOP/s.
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub isa: super::exec::IsaArgs,
     #[command(flatten)]
     pub opt: super::OptArgs,
 }
@@ -59,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batch = args.batch as usize;
     let build = Instant::now();
     let source = Source::open(&args.file, args.weights.as_deref())?;
-    let mut exe = source.executable(&args.opt)?;
+    let mut exe = source.executable(&args.opt, &args.isa)?;
     let build_s = build.elapsed().as_secs_f64();
     let inputs: Vec<Tensor> = exe
         .graph()
@@ -112,39 +115,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "threads": threads,
         "iters": args.iters,
         "build_s": build_s,
+        "isa": exe.isa().name(),
     });
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&result)? + "\n",
         Format::Text => format!(
-            "{}: batch {batch}, {threads} threads: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; build {build_s:.2} s)\n",
+            "{}: batch {batch}, {threads} threads, {}: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; build {build_s:.2} s)\n",
             exe.graph().name,
+            exe.isa(),
             batch as f64 / (median / 1e3),
             args.iters
         ),
     };
     let text = match profile {
         None => text,
-        Some(kernels) => text + &profile_table(exe.graph(), &kernels, batch),
+        Some(times) => text + &profile_table(&exe, &times, batch),
     };
     super::write_output(None, text.as_bytes())
 }
 
-/// The kernels by time, slowest first, with their share and GFLOP/s (2 FLOPs per MAC).
-fn profile_table(graph: &netc_compiler::ir::Graph, kernels: &[(String, f64)], batch: usize) -> String {
-    let macs: std::collections::HashMap<String, u64> = graph
-        .node_ids()
-        .map(|id| {
-            let n = graph.node(id);
-            (netc_runtime::jit::kernel_name(graph, id), n.op.macs(&n.shape))
+/// The kernels by time, slowest first, with their share, GFLOP/s (2 FLOPs per MAC) and the
+/// implementation each got.
+fn profile_table(exe: &netc_runtime::jit::Executable, times: &[f64], batch: usize) -> String {
+    let graph = exe.graph();
+    let total: f64 = times.iter().sum();
+    let mut rows: Vec<(f64, f64, &str, &str)> = exe
+        .program()
+        .steps()
+        .iter()
+        .zip(&exe.kernels().kernels)
+        .zip(times)
+        .map(|((step, kernel), &t)| {
+            let node = graph.node(step.node);
+            let gflops = 2.0 * node.op.macs(&node.shape) as f64 * batch as f64 / t / 1e9;
+            (t, gflops, kernel.implementation, step.name.as_str())
         })
         .collect();
-    let total: f64 = kernels.iter().map(|k| k.1).sum();
-    let mut sorted: Vec<&(String, f64)> = kernels.iter().collect();
-    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut out = format!("{:>9} {:>6} {:>8}  kernel\n", "ms", "share", "GFLOP/s");
-    for (name, t) in sorted {
-        let gflops = macs.get(name).map_or(0.0, |&m| 2.0 * m as f64 * batch as f64 / t / 1e9);
-        out += &format!("{:>9.3} {:>5.1}% {:>8.1}  {name}\n", t * 1e3, 100.0 * t / total, gflops);
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out = format!("{:>9} {:>6} {:>8}  {:<22} kernel\n", "ms", "share", "GFLOP/s", "implementation");
+    for (t, gflops, implementation, name) in rows {
+        out += &format!(
+            "{:>9.3} {:>5.1}% {:>8.1}  {implementation:<22} {name}\n",
+            t * 1e3,
+            100.0 * t / total,
+            gflops
+        );
     }
     out
 }

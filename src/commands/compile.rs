@@ -1,7 +1,6 @@
 //! `netc compile FILE.net --weights W.safetensors -o M.netc`: a bundle with the optimised plan and the
 //! weights already in the kernels' packed layouts, which `netc run M.netc` maps without copying.
 
-use netc_compiler::ir::serial::SerialGraph;
 use netc_runtime::bundle;
 use netc_runtime::jit;
 use std::path::PathBuf;
@@ -12,7 +11,8 @@ use std::time::Instant;
 /// The bundle holds the optimised graph (BatchNorm folded, layers fused, ...) and every kernel's
 /// weights already packed (blocked, 64-byte aligned), behind a header with a format version and a
 /// checksum. `netc run M.netc` and `netc bench M.netc` memory-map it and JIT-compile the kernels:
-/// no weight is copied and nothing is re-optimised.
+/// no weight is copied and nothing is re-optimised. The packed layout is the same for every ISA, so
+/// a bundle compiled on one machine runs on any other (AVX-512, AVX2 or SSE).
 ///
 /// Example:
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
@@ -35,27 +35,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let source = super::exec::Source::open(&args.file, Some(&args.weights))?;
     let (_, bound) = source.bound()?;
-    let mut graph = source.graph(&args.opt)?;
-    netc_compiler::passes::legalize(&mut graph);
-    let packed = jit::pack::pack(&graph, &bound)?;
-    let mut blobs = Vec::new();
-    for (k, buffers) in packed.iter().enumerate() {
-        for (j, b) in buffers.iter().enumerate() {
-            blobs.push((super::exec::blob_name(k, j), b.as_slice()));
-        }
-    }
-    let manifest = serde_json::json!({
-        "netc_version": env!("CARGO_PKG_VERSION"),
-        "model": graph.name,
-        "graph": SerialGraph::from_graph(&graph),
-        "kernel_weights": packed.iter().map(Vec::len).collect::<Vec<_>>(),
-    });
-    bundle::write(&args.output, manifest, &blobs)?;
+    let program = source.program(&args.opt)?;
+    let packed = jit::pack(&program, &bound)?;
+    bundle::write_program(&args.output, &program, &packed)?;
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{}: {} kernels, {:.1} MiB, in {:.2} s",
         args.output.display(),
-        packed.len(),
+        program.steps().len(),
         bytes as f64 / (1 << 20) as f64,
         start.elapsed().as_secs_f64()
     );

@@ -1,10 +1,10 @@
 //! What `run`, `bench` and `compile` share: opening a model for execution, either a `.net` file with
-//! a weight file or a compiled bundle, and building the JIT executable from it.
+//! a weight file or a compiled bundle, lowering it to a program and building the JIT executable.
 
-use anyhow::{bail, Context as _};
-use netc_compiler::codegen::CompileOptions;
-use netc_compiler::ir::serial::SerialGraph;
+use anyhow::bail;
+use netc_compiler::codegen::{CompileOptions, IsaChoice};
 use netc_compiler::ir::Graph;
+use netc_compiler::lower::Program;
 use netc_runtime::bundle::{self, Bundle};
 use netc_runtime::jit::{self, Executable, WeightBuf};
 use netc_runtime::{BoundWeights, WeightFile};
@@ -23,6 +23,15 @@ pub fn is_bundle(path: &Path) -> bool {
     use std::io::Read as _;
     let mut magic = [0u8; 8];
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == bundle::MAGIC
+}
+
+/// The instruction-set option of `run` and `bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IsaArgs {
+    /// Instruction set of the kernels: auto (the widest the CPU has, or the NETC_ISA environment
+    /// variable), avx512, avx2 or sse (128-bit Cranelift code). An ISA the CPU lacks is an error.
+    #[arg(long, value_name = "ISA", value_parser = IsaChoice::parse, default_value = "auto")]
+    pub isa: IsaChoice,
 }
 
 impl Source {
@@ -55,10 +64,10 @@ impl Source {
         }
     }
 
-    /// The graph that executes: the bundle's, or the `.net` model optimised as `opt` says.
+    /// The optimised graph of a `.net` source (as `opt` says), or the bundle's.
     pub fn graph(&self, opt: &super::OptArgs) -> anyhow::Result<Graph> {
         match self {
-            Source::Bundle(b) => bundle_graph(b),
+            Source::Bundle(b) => Ok(b.program()?.graph().clone()),
             Source::Net { parsed, .. } => {
                 let mut graph = parsed.clone();
                 super::optimize(&mut graph, opt, None)?;
@@ -67,51 +76,33 @@ impl Source {
         }
     }
 
-    /// Builds the JIT executable: kernels compiled, weights packed (or mapped from the bundle).
-    pub fn executable(&self, opt: &super::OptArgs) -> anyhow::Result<Executable<'_>> {
-        let graph = self.graph(opt)?;
+    /// The program that executes: the bundle's, or the `.net` model optimised and lowered.
+    pub fn program(&self, opt: &super::OptArgs) -> anyhow::Result<Program> {
+        match self {
+            Source::Bundle(b) => Ok(b.program()?),
+            Source::Net { .. } => Ok(Program::new(self.graph(opt)?)?),
+        }
+    }
+
+    /// Builds the JIT executable: kernels compiled for `isa`, weights packed (or mapped from the
+    /// bundle).
+    pub fn executable(&self, opt: &super::OptArgs, isa: &IsaArgs) -> anyhow::Result<Executable<'_>> {
+        let program = self.program(opt)?;
         let weights = match self {
-            Source::Bundle(b) => bundle_weights(b)?,
+            Source::Bundle(b) => b
+                .weights(&program)?
+                .into_iter()
+                .map(|bufs| bufs.into_iter().map(WeightBuf::Borrowed).collect())
+                .collect(),
             Source::Net { .. } => {
                 let (_, bound) = self.bound()?;
-                jit::pack::pack(&graph, &bound)?
+                jit::pack(&program, &bound)?
                     .into_iter()
                     .map(|bufs| bufs.into_iter().map(WeightBuf::Owned).collect())
                     .collect()
             }
         };
-        Ok(Executable::new(graph, weights, CompileOptions::default())?)
+        let options = CompileOptions { isa: isa.isa, ..Default::default() };
+        Ok(Executable::new(program, weights, options)?)
     }
-}
-
-/// The optimised graph stored in a bundle.
-fn bundle_graph(b: &Bundle) -> anyhow::Result<Graph> {
-    let serial: SerialGraph = serde_json::from_value(b.manifest()["graph"].clone())
-        .with_context(|| format!("{}: the bundle's graph cannot be read", b.path().display()))?;
-    serial
-        .to_graph()
-        .map_err(|e| anyhow::anyhow!("{}: the bundle's graph is invalid: {e}", b.path().display()))
-}
-
-/// The name of the `j`-th weight buffer of the `k`-th kernel in a bundle.
-pub fn blob_name(k: usize, j: usize) -> String {
-    format!("k{k}.{j}")
-}
-
-fn bundle_weights(b: &Bundle) -> anyhow::Result<Vec<Vec<WeightBuf<'_>>>> {
-    let counts: Vec<usize> = serde_json::from_value(b.manifest()["kernel_weights"].clone())
-        .with_context(|| format!("{}: the bundle's kernel table cannot be read", b.path().display()))?;
-    counts
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| {
-            (0..n)
-                .map(|j| {
-                    b.blob(&blob_name(k, j)).map(WeightBuf::Borrowed).with_context(|| {
-                        format!("{}: weight blob {} is missing", b.path().display(), blob_name(k, j))
-                    })
-                })
-                .collect()
-        })
-        .collect()
 }

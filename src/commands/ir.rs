@@ -26,6 +26,9 @@ pub struct Args {
     pub list_passes: bool,
     #[command(flatten)]
     pub opt: super::OptArgs,
+    /// For the clif and asm stages: the instruction set to generate for.
+    #[command(flatten)]
+    pub isa: super::exec::IsaArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -88,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stage::After(pass) => super::optimize(&mut graph, &args.opt, Some(pass))?,
         Stage::Clif | Stage::Asm => {
             super::optimize(&mut graph, &args.opt, None)?;
-            let text = kernels(graph, matches!(args.stage, Stage::Asm))?;
+            let text = kernels(graph, matches!(args.stage, Stage::Asm), &args.isa)?;
             return super::write_output(args.output.as_deref(), text.as_bytes());
         }
     }
@@ -100,20 +103,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::write_output(args.output.as_deref(), text.as_bytes())
 }
 
-/// The CLIF or disassembly of every kernel of `graph`, each headed by the node it implements.
-fn kernels(mut graph: netc_compiler::ir::Graph, asm: bool) -> anyhow::Result<String> {
-    use netc_compiler::codegen::{compile, CompileOptions, KernelRequest};
-    netc_compiler::passes::legalize(&mut graph);
-    let plan = netc_compiler::lower::plan(&graph);
-    let specs = netc_runtime::jit::kernel_specs(&graph, &plan)?;
-    let requests: Vec<KernelRequest> = specs
-        .iter()
-        .map(|(id, spec)| KernelRequest {
-            name: netc_runtime::jit::kernel_name(&graph, *id),
-            spec: spec.clone(),
-        })
-        .collect();
-    let compiled = compile(&requests, CompileOptions { keep_clif: !asm, ..Default::default() })?;
+/// The CLIF or disassembly of every kernel of `graph`, each headed by the node it implements and
+/// the implementation it got for `isa`.
+fn kernels(graph: netc_compiler::ir::Graph, asm: bool, isa: &super::exec::IsaArgs) -> anyhow::Result<String> {
+    use netc_compiler::codegen::{compile, CompileOptions};
+    let program = netc_compiler::lower::Program::new(graph)?;
+    let options = CompileOptions { keep_clif: !asm, isa: isa.isa, ..Default::default() };
+    let compiled = compile(&program.requests(), options)?;
     let mut text = String::new();
     for kernel in &compiled.kernels {
         text += &format!(

@@ -55,6 +55,8 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = positive)]
     pub threads: Option<usize>,
     #[command(flatten)]
+    pub isa: super::exec::IsaArgs,
+    #[command(flatten)]
     pub opt: super::OptArgs,
 }
 
@@ -82,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (model, outputs, labels) = match args.backend {
         Backend::Jit => {
-            let mut exe = source.executable(&args.opt)?;
+            let mut exe = source.executable(&args.opt, &args.isa)?;
             let (batch, labels) = load_inputs(exe.graph(), &args.input)?;
             (exe.graph().name.clone(), exe.run(&[batch], threads)?, labels)
         }

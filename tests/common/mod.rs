@@ -66,20 +66,43 @@ pub fn filled_weights(graph: &netc_compiler::ir::Graph) -> netc_runtime::WeightF
         .expect("valid")
 }
 
-/// Runs `graph` with the JIT backend (kernels compiled, weights packed from `weights`) on `input`
-/// with `threads` threads, returning the first output.
+/// Runs `graph` with the JIT backend (kernels compiled for the host's default ISA, weights packed
+/// from `weights`) on `input` with `threads` threads, returning the first output.
 pub fn jit_run(
     graph: &netc_compiler::ir::Graph,
     weights: &netc_runtime::BoundWeights,
     input: &netc_runtime::Tensor,
     threads: usize,
 ) -> netc_runtime::Tensor {
-    use netc_runtime::jit::{pack::pack, Executable, WeightBuf};
-    let packed = pack(graph, weights).unwrap_or_else(|e| panic!("{e}"));
+    jit_run_isa(graph, weights, input, threads, netc_compiler::codegen::IsaChoice::Auto)
+}
+
+/// [`jit_run`] with kernels for `isa`.
+pub fn jit_run_isa(
+    graph: &netc_compiler::ir::Graph,
+    weights: &netc_runtime::BoundWeights,
+    input: &netc_runtime::Tensor,
+    threads: usize,
+    isa: netc_compiler::codegen::IsaChoice,
+) -> netc_runtime::Tensor {
+    use netc_runtime::jit::{pack, Executable, WeightBuf};
+    let program = netc_compiler::lower::Program::new(graph.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let packed = pack(&program, weights).unwrap_or_else(|e| panic!("{e}"));
     let buffers = packed.into_iter().map(|b| b.into_iter().map(WeightBuf::Owned).collect()).collect();
-    let mut exe =
-        Executable::new(graph.clone(), buffers, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    let options = netc_compiler::codegen::CompileOptions { isa, ..Default::default() };
+    let mut exe = Executable::new(program, buffers, options).unwrap_or_else(|e| panic!("{e}"));
     exe.run(std::slice::from_ref(input), threads).unwrap_or_else(|e| panic!("{e}")).remove(0)
+}
+
+/// Every ISA the host supports, narrowest first; prints a visible line for each one it lacks.
+pub fn host_isas() -> Vec<netc_compiler::codegen::Isa> {
+    use netc_compiler::codegen::Isa;
+    for isa in Isa::ALL {
+        if !isa.host_supports() {
+            eprintln!("skipped {isa}: host lacks {}", isa.missing_features().join(", "));
+        }
+    }
+    Isa::available()
 }
 
 /// Asserts `max |got - expected| <= 1e-4 * max |expected|` with equal shapes: the agreement

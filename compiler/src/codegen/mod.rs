@@ -241,6 +241,22 @@ impl KernelSpec {
         }
     }
 
+    /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`, `linear`,
+    /// `pool`, `lrn`, `eltwise`, `softmax`.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            KernelSpec::Conv(s) => match ConvPath::of(s) {
+                ConvPath::Direct1x1 => "conv.gemm1x1",
+                ConvPath::RowPanel => "conv.rowpanel",
+            },
+            KernelSpec::Linear(_) => "linear",
+            KernelSpec::Pool(_) => "pool",
+            KernelSpec::Lrn(_) => "lrn",
+            KernelSpec::Eltwise(_) => "eltwise",
+            KernelSpec::Softmax(_) => "softmax",
+        }
+    }
+
     /// Number of input pointers the kernel reads.
     pub fn input_count(&self) -> usize {
         match self {

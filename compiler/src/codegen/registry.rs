@@ -158,5 +158,10 @@ mod tests {
         for i in REGISTRY {
             assert!(i.name.ends_with(&format!(".{}", i.isa.name())), "{}", i.name);
         }
+        let three = conv(ConvKind::Direct, 3);
+        for isa in Isa::ALL {
+            let chosen = select(&three, isa).unwrap();
+            assert_eq!(chosen.name, format!("{}.{}", three.algorithm(), chosen.isa));
+        }
     }
 }

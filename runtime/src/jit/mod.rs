@@ -1,29 +1,32 @@
-//! The JIT backend: an optimised graph lowered to native kernels (Cranelift, see
+//! The JIT backend: a [`Program`] (legalised graph, memory plan, kernel steps) compiled to native
+//! kernels (Cranelift, with register tiles for the host's widest ISA; see
 //! `netc_compiler::codegen`) that run over one planned arena.
 //!
-//! [`Executable::new`] plans memory, picks a kernel for every node that computes something,
-//! compiles them all in one go, and takes the kernels' packed weights (packed from bound weights by
-//! [`pack`], or read in place from a compiled bundle). [`Executable::run`] binds the batch size,
-//! copies the inputs into the arena, calls the kernels in plan order (each kernel's work items split
-//! over the worker threads, which meet at a barrier between kernels) and copies the outputs out.
-//! The code does not depend on the batch size: a kernel's work items scale with it, so one
-//! compilation serves every batch, and the arena is kept between runs of the same batch size.
+//! [`Executable::new`] compiles every step of the program and takes the kernels' packed weights
+//! (packed from bound weights by [`pack()`], or read in place from a compiled bundle).
+//! [`Executable::run`] binds the batch size, copies the inputs into the arena, calls the kernels in
+//! plan order (each kernel's work items split over the worker threads, which meet at a barrier
+//! between kernels) and copies the outputs out. The code does not depend on the batch size: a
+//! kernel's work items scale with it, so one compilation serves every batch, and the arena is kept
+//! between runs of the same batch size.
 
 pub mod pack;
 mod threads;
 
+pub use pack::pack;
+
 use crate::tensor::{Dims, Tensor};
-use netc_compiler::codegen::{
-    self, AlignedF32, CodegenError, CompileOptions, CompiledKernels, KernelRequest, KernelSpec,
-};
-use netc_compiler::ir::{Graph, NodeId, ValueId};
-use netc_compiler::lower::{self, MemoryPlan, Placement};
+use netc_compiler::codegen::{self, AlignedF32, CodegenError, CompileOptions, CompiledKernels, Isa};
+use netc_compiler::ir::{Graph, ValueId};
+use netc_compiler::lower::{PackError, Placement, Program};
 
 /// Why a graph cannot be compiled or run by the JIT.
 #[derive(Debug, thiserror::Error)]
 pub enum JitError {
     #[error(transparent)]
     Codegen(#[from] CodegenError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
     #[error("weights for `{node}`: {what}")]
     Weights { node: String, what: String },
     #[error("model `{model}` takes {expected} input(s), but {found} were given")]
@@ -50,108 +53,68 @@ impl WeightBuf<'_> {
     }
 }
 
-/// One kernel call of the plan.
-struct Step {
-    kernel: usize,
-    inputs: Vec<ValueId>,
-    output: ValueId,
-    /// Indices into [`Executable::weights`].
-    weights: Vec<usize>,
-}
-
 /// A compiled model, ready to run on any batch size.
 pub struct Executable<'w> {
-    graph: Graph,
-    plan: MemoryPlan,
+    program: Program,
     kernels: CompiledKernels,
-    steps: Vec<Step>,
-    weights: Vec<WeightBuf<'w>>,
+    /// The weight buffers of each step, in the step's order.
+    weights: Vec<Vec<WeightBuf<'w>>>,
     scratch: usize,
     /// The arena of the last batch size run, reused while the batch size stays the same.
     arena: Vec<f32>,
 }
 
-/// The kernel of every computing node of `graph` in plan order, with the node ids.
-pub fn kernel_specs(graph: &Graph, plan: &MemoryPlan) -> Result<Vec<(NodeId, KernelSpec)>, CodegenError> {
-    let mut specs = Vec::new();
-    for &id in &plan.order {
-        if let Some(spec) = KernelSpec::for_node(graph, id, plan)? {
-            specs.push((id, spec));
-        }
-    }
-    Ok(specs)
-}
-
-/// The name a kernel carries in dumps: `%7 layer1.0.conv1 gemm1x1+bias+relu`.
-pub fn kernel_name(graph: &Graph, id: NodeId) -> String {
-    let node = graph.node(id);
-    format!("{} {}", node.name, node.op.label())
-}
-
 impl<'w> Executable<'w> {
-    /// Compiles `graph` (optimised or not; it is legalised for code generation first) with the
-    /// kernels' packed weights: `weights[k]` are the buffers of the k-th kernel of
-    /// [`kernel_specs`], in [`KernelSpec::weight_layout`] order.
+    /// Compiles `program` with its steps' weight buffers (`weights[k]`: the buffers of step `k`,
+    /// in its layout's order and lengths).
     pub fn new(
-        mut graph: Graph,
+        program: Program,
         weights: Vec<Vec<WeightBuf<'w>>>,
         options: CompileOptions,
     ) -> Result<Executable<'w>, JitError> {
-        netc_compiler::passes::legalize(&mut graph);
-        let plan = lower::plan(&graph);
-        let specs = kernel_specs(&graph, &plan)?;
-        if weights.len() != specs.len() {
+        let steps = program.steps();
+        if weights.len() != steps.len() {
             return Err(JitError::Weights {
-                node: graph.name.clone(),
-                what: format!("{} kernels but weights for {}", specs.len(), weights.len()),
+                node: program.graph().name.clone(),
+                what: format!("{} kernels but weights for {}", steps.len(), weights.len()),
             });
         }
-        let requests: Vec<KernelRequest> = specs
-            .iter()
-            .map(|(id, spec)| KernelRequest { name: kernel_name(&graph, *id), spec: spec.clone() })
-            .collect();
-        let kernels = codegen::compile(&requests, options)?;
-        let mut steps = Vec::with_capacity(specs.len());
-        let mut store = Vec::new();
-        for (k, ((id, spec), buffers)) in specs.iter().zip(weights).enumerate() {
-            let layout = spec.weight_layout();
-            if layout.len() != buffers.len()
-                || layout.iter().zip(&buffers).any(|((_, len), b)| *len != b.as_slice().len())
-            {
+        for (step, buffers) in steps.iter().zip(&weights) {
+            let want: Vec<usize> = step.weights.iter().map(|w| w.1).collect();
+            let got: Vec<usize> = buffers.iter().map(|b| b.as_slice().len()).collect();
+            if want != got {
                 return Err(JitError::Weights {
-                    node: graph.node(*id).name.clone(),
-                    what: format!(
-                        "the kernel takes buffers of {:?} floats, got {:?}",
-                        layout.iter().map(|l| l.1).collect::<Vec<_>>(),
-                        buffers.iter().map(|b| b.as_slice().len()).collect::<Vec<_>>()
-                    ),
+                    node: program.graph().node(step.node).name.clone(),
+                    what: format!("the kernel takes buffers of {want:?} floats, got {got:?}"),
                 });
             }
-            let first = store.len();
-            store.extend(buffers);
-            steps.push(Step {
-                kernel: k,
-                inputs: graph.inputs(*id),
-                output: id.value(),
-                weights: (first..store.len()).collect(),
-            });
         }
+        let kernels = codegen::compile(&program.requests(), options)?;
         let scratch = kernels.kernels.iter().map(|k| k.scratch_floats()).max().unwrap_or(0);
-        Ok(Executable { graph, plan, kernels, steps, weights: store, scratch, arena: Vec::new() })
+        Ok(Executable { program, kernels, weights, scratch, arena: Vec::new() })
     }
 
     /// The legalised graph that runs.
     pub fn graph(&self) -> &Graph {
-        &self.graph
+        self.program.graph()
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
     }
 
     pub fn kernels(&self) -> &CompiledKernels {
         &self.kernels
     }
 
+    /// The ISA the kernels were generated for.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa
+    }
+
     /// Arena bytes for a batch of `n`.
     pub fn arena_bytes(&self, n: usize) -> usize {
-        self.plan.arena_bytes(n)
+        self.program.plan().arena_bytes(n)
     }
 
     /// Runs the inference outputs on `inputs` (one per graph input, `[N, ...]`) with `threads`
@@ -160,16 +123,12 @@ impl<'w> Executable<'w> {
         self.run_timed(inputs, threads, None)
     }
 
-    /// [`Executable::run`], also recording each kernel's wall time (seconds, in kernel order, named
-    /// as in [`kernel_name`]) into `times`.
-    pub fn run_profiled(
-        &mut self,
-        inputs: &[Tensor],
-        threads: usize,
-    ) -> Result<Vec<(String, f64)>, JitError> {
-        let mut times = Vec::with_capacity(self.steps.len());
+    /// [`Executable::run`], also returning each kernel's wall time in seconds, in step order
+    /// (step `k` of the program ran kernel `k` of [`Executable::kernels`]).
+    pub fn run_profiled(&mut self, inputs: &[Tensor], threads: usize) -> Result<Vec<f64>, JitError> {
+        let mut times = Vec::with_capacity(self.program.steps().len());
         self.run_timed(inputs, threads, Some(&mut times))?;
-        Ok(self.kernels.kernels.iter().map(|k| k.name.clone()).zip(times).collect())
+        Ok(times)
     }
 
     fn run_timed(
@@ -179,8 +138,12 @@ impl<'w> Executable<'w> {
         times: Option<&mut Vec<f64>>,
     ) -> Result<Vec<Tensor>, JitError> {
         let batch = self.check_inputs(inputs)?;
-        let floats =
-            self.plan.arena.checked_mul(batch).ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
+        let floats = self
+            .program
+            .plan()
+            .arena
+            .checked_mul(batch)
+            .ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
         if self.arena.len() != floats {
             self.arena = Vec::new();
             self.arena
@@ -188,8 +151,9 @@ impl<'w> Executable<'w> {
                 .map_err(|_| JitError::Memory { bytes: floats * 4, batch })?;
             self.arena.resize(floats, 0.0);
         }
-        for (&v, t) in self.graph.inputs.iter().zip(inputs) {
-            let place = self.plan.values[&v];
+        let graph = self.program.graph();
+        let places: Vec<Placement> = graph.inputs.iter().map(|v| self.program.plan().values[v]).collect();
+        for (place, t) in places.into_iter().zip(inputs) {
             let len = t.sample_len();
             for n in 0..batch {
                 let at = self.float_offset(place, batch) + n * place.sample_stride;
@@ -197,12 +161,13 @@ impl<'w> Executable<'w> {
             }
         }
         self.execute(batch, threads, times);
-        let outputs: Vec<ValueId> = self.graph.inference_outputs().collect();
+        let graph = self.program.graph();
+        let outputs: Vec<ValueId> = graph.inference_outputs().collect();
         Ok(outputs
             .into_iter()
             .map(|v| {
-                let place = self.plan.values[&v];
-                let sample = self.graph.shape(v);
+                let place = self.program.plan().values[&v];
+                let sample = graph.shape(v);
                 let len = sample.elements();
                 let mut data = Vec::with_capacity(batch * len);
                 for n in 0..batch {
@@ -218,21 +183,22 @@ impl<'w> Executable<'w> {
 
     /// Where a value's sample 0 starts in the arena of a batch of `n`, in floats.
     fn float_offset(&self, place: Placement, n: usize) -> usize {
-        self.plan.buffers[place.buffer.0].offset * n + place.offset
+        self.program.plan().buffers[place.buffer.0].offset * n + place.offset
     }
 
     fn check_inputs(&self, inputs: &[Tensor]) -> Result<usize, JitError> {
-        let model = || self.graph.name.clone();
-        if inputs.len() != self.graph.inputs.len() {
+        let graph = self.program.graph();
+        let model = || graph.name.clone();
+        if inputs.len() != graph.inputs.len() {
             return Err(JitError::InputCount {
                 model: model(),
-                expected: self.graph.inputs.len(),
+                expected: graph.inputs.len(),
                 found: inputs.len(),
             });
         }
         let batch = inputs.first().map_or(1, |t| t.shape.first().copied().unwrap_or(0));
-        for (&v, t) in self.graph.inputs.iter().zip(inputs) {
-            let declared = self.graph.shape(v).dims();
+        for (&v, t) in graph.inputs.iter().zip(inputs) {
+            let declared = graph.shape(v).dims();
             if t.shape.len() != declared.len() + 1
                 || t.shape[1..] != *declared
                 || t.shape[0] == 0
@@ -240,7 +206,7 @@ impl<'w> Executable<'w> {
             {
                 return Err(JitError::InputShape {
                     model: model(),
-                    input: self.graph.node(v.producer()).name.clone(),
+                    input: graph.node(v.producer()).name.clone(),
                     expected: declared.to_vec(),
                     found: t.shape.clone(),
                 });
@@ -253,12 +219,14 @@ impl<'w> Executable<'w> {
     fn execute(&mut self, batch: usize, threads: usize, times: Option<&mut Vec<f64>>) {
         let arena = threads::SharedPtr(self.arena.as_mut_ptr());
         let calls: Vec<threads::Call> = self
-            .steps
+            .program
+            .steps()
             .iter()
-            .map(|step| {
-                let kernel = &self.kernels.kernels[step.kernel];
+            .zip(&self.kernels.kernels)
+            .zip(&self.weights)
+            .map(|((step, kernel), weights)| {
                 let pointer = |v: ValueId| {
-                    let offset = self.float_offset(self.plan.values[&v], batch);
+                    let offset = self.float_offset(self.program.plan().values[&v], batch);
                     // In bounds: the plan places every value inside the arena of `batch` samples.
                     arena.0.wrapping_add(offset)
                 };
@@ -266,7 +234,7 @@ impl<'w> Executable<'w> {
                     kernel,
                     inputs: step.inputs.iter().map(|&v| pointer(v) as *const f32).collect(),
                     output: pointer(step.output),
-                    weights: step.weights.iter().map(|&w| self.weights[w].as_slice().as_ptr()).collect(),
+                    weights: weights.iter().map(|w| w.as_slice().as_ptr()).collect(),
                     items: kernel.work_items(batch),
                     batch,
                 }
