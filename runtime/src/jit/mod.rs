@@ -35,6 +35,8 @@ pub enum JitError {
     InputShape { model: String, input: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("cannot allocate {bytes} bytes of activations for a batch of {batch}")]
     Memory { bytes: usize, batch: usize },
+    #[error(transparent)]
+    Threads(#[from] threads::PoolError),
 }
 
 /// A kernel's weight buffer: read in place from a compiled bundle, or packed in memory (64-byte
@@ -62,6 +64,8 @@ pub struct Executable<'w> {
     scratch: usize,
     /// The arena of the last batch size run, reused while the batch size stays the same.
     arena: Vec<f32>,
+    /// The worker threads of the last thread count run.
+    pool: Option<threads::Pool>,
 }
 
 impl<'w> Executable<'w> {
@@ -91,7 +95,7 @@ impl<'w> Executable<'w> {
         }
         let kernels = codegen::compile(&program.requests(), options)?;
         let scratch = kernels.kernels.iter().map(|k| k.scratch_floats()).max().unwrap_or(0);
-        Ok(Executable { program, kernels, weights, scratch, arena: Vec::new() })
+        Ok(Executable { program, kernels, weights, scratch, arena: Vec::new(), pool: None })
     }
 
     /// The legalised graph that runs.
@@ -160,7 +164,7 @@ impl<'w> Executable<'w> {
                 self.arena[at..at + len].copy_from_slice(t.sample(n));
             }
         }
-        self.execute(batch, threads, times);
+        self.execute(batch, threads, times)?;
         let graph = self.program.graph();
         let outputs: Vec<ValueId> = graph.inference_outputs().collect();
         Ok(outputs
@@ -216,7 +220,17 @@ impl<'w> Executable<'w> {
     }
 
     /// Calls every kernel in order, splitting each one's work items over `threads` threads.
-    fn execute(&mut self, batch: usize, threads: usize, times: Option<&mut Vec<f64>>) {
+    fn execute(
+        &mut self,
+        batch: usize,
+        threads: usize,
+        times: Option<&mut Vec<f64>>,
+    ) -> Result<(), JitError> {
+        let threads = threads.max(1);
+        if self.pool.as_ref().is_none_or(|p| p.threads() != threads) {
+            self.pool = None;
+            self.pool = Some(threads::Pool::new(threads)?);
+        }
         let arena = threads::SharedPtr(self.arena.as_mut_ptr());
         let calls: Vec<threads::Call> = self
             .program
@@ -237,9 +251,13 @@ impl<'w> Executable<'w> {
                     weights: weights.iter().map(|w| w.as_slice().as_ptr()).collect(),
                     items: kernel.work_items(batch),
                     batch,
+                    next: std::sync::atomic::AtomicU64::new(0),
                 }
             })
             .collect();
-        threads::run_all(&calls, threads, self.scratch, times);
+        if let Some(pool) = &self.pool {
+            pool.run(&calls, self.scratch, times);
+        }
+        Ok(())
     }
 }

@@ -1,16 +1,27 @@
-//! Running a sequence of kernel calls on several threads.
+//! Running a sequence of kernel calls on several threads: a persistent worker pool.
 //!
-//! Worker threads (scoped, spawned once per run) and the caller walk the same list of calls; for each
-//! call, thread `t` of `T` runs its contiguous share of the work items, then all meet at a barrier
-//! before the next call, because a call may read what the previous one wrote. Items of one call
-//! write disjoint outputs (the kernel ABI guarantees it), so the shares never race.
+//! An [`Executable`](super::Executable) keeps a [`Pool`] of `threads - 1` workers, created on the
+//! first run with that thread count and parked between runs. For a run, the caller publishes the
+//! list of calls and wakes the workers; then every thread (the caller included) walks the same
+//! list: for each call, the threads claim chunks of its work items from a shared counter until
+//! none are left, then meet at a barrier before the next call, because a call may read what the
+//! previous one wrote. Items of one call write disjoint outputs (the kernel ABI guarantees it), so
+//! the chunks never race, and claiming them dynamically keeps the threads balanced when one of
+//! them is descheduled.
 //!
-//! This module is one of the runtime's `unsafe` boundaries: it calls JIT-compiled code.
+//! The barrier spins briefly (kernels are tens of microseconds to milliseconds apart, and waking a
+//! parked thread costs tens of microseconds, far more under a hypervisor) and then parks on a
+//! condition variable, so idle or oversubscribed threads do not burn a core.
+//!
+//! This module is one of the runtime's `unsafe` boundaries: it calls JIT-compiled code, and it
+//! hands the workers a pointer to the caller's call list, valid until the run's last barrier.
 
 #![allow(unsafe_code)]
 
 use netc_compiler::codegen::{CompiledKernel, KernelArgs};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A raw arena pointer shared by the threads of one run.
 #[derive(Clone, Copy)]
@@ -24,6 +35,8 @@ pub struct Call<'k> {
     pub weights: Vec<*const f32>,
     pub items: u64,
     pub batch: usize,
+    /// The next unclaimed item.
+    pub next: AtomicU64,
 }
 
 // SAFETY: a `Call` only carries pointers into the arena and the weight buffers, which outlive the
@@ -32,23 +45,217 @@ pub struct Call<'k> {
 unsafe impl Send for Call<'_> {}
 unsafe impl Sync for Call<'_> {}
 
-/// The share of `0..items` of thread `t` of `threads`.
-fn share(items: u64, t: u64, threads: u64) -> (u64, u64) {
-    (items * t / threads, items * (t + 1) / threads)
+/// How long a thread spins at a barrier before parking.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// A reusable barrier for `total` threads that spins for [`SPIN`] before parking.
+struct Barrier {
+    total: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
 }
 
-fn run_share(
+impl Barrier {
+    fn new(total: usize) -> Barrier {
+        Barrier {
+            total,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.total {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.wake.notify_all();
+            }
+            return;
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > SPIN {
+                break;
+            }
+        }
+        // Park. The waiter's increment of `sleepers` and the releaser's bump of `generation` are
+        // both SeqCst, and each then reads the other's variable: either the releaser sees a
+        // sleeper and notifies (under the lock, so not before the waiter sleeps), or the waiter
+        // sees the new generation and does not sleep.
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while self.generation.load(Ordering::SeqCst) == generation {
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The calls of one run, as the workers see them.
+#[derive(Clone, Copy)]
+struct Job {
+    calls: *const Call<'static>,
+    len: usize,
+    scratch: usize,
+}
+
+// SAFETY: the pointer is only dereferenced by workers between the caller's publication of the job
+// and the run's last barrier, while the caller keeps the calls alive (see `Pool::run`).
+unsafe impl Send for Job {}
+
+struct State {
+    generation: u64,
+    job: Option<Job>,
+    shutdown: bool,
+}
+
+struct Shared {
+    threads: usize,
+    state: Mutex<State>,
+    wake: Condvar,
+    barrier: Barrier,
+}
+
+/// `threads - 1` persistent workers; the caller is the last thread of every run.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Why a pool could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start worker thread {index} of {threads}: {source}")]
+pub struct PoolError {
+    pub index: usize,
+    pub threads: usize,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Pool {
+    /// Starts `threads - 1` workers (none for one thread).
+    pub fn new(threads: usize) -> Result<Pool, PoolError> {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            threads,
+            state: Mutex::new(State { generation: 0, job: None, shutdown: false }),
+            wake: Condvar::new(),
+            barrier: Barrier::new(threads),
+        });
+        let mut pool = Pool { shared, handles: Vec::with_capacity(threads - 1) };
+        for t in 1..threads {
+            let shared = Arc::clone(&pool.shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("netc-worker-{t}"))
+                .spawn(move || worker(&shared, t))
+                .map_err(|source| PoolError { index: t, threads, source })?;
+            pool.handles.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Threads of a run, the caller's included.
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// Runs `calls` in order on every thread of the pool; with `times`, records the wall time of
+    /// each call (barrier included) as seen by the calling thread. Returns when every thread has
+    /// finished the last call.
+    pub fn run(&self, calls: &[Call], scratch: usize, times: Option<&mut Vec<f64>>) {
+        let threads = self.shared.threads;
+        let mut buf = vec![0f32; scratch];
+        if threads == 1 {
+            run_calls(calls, 1, &mut buf, None, times);
+            return;
+        }
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.generation += 1;
+            // The workers only read the calls through this pointer until the last barrier below,
+            // which the caller reaches before `calls` can go out of scope.
+            state.job = Some(Job { calls: calls.as_ptr().cast(), len: calls.len(), scratch });
+            self.shared.wake.notify_all();
+        }
+        run_calls(calls, threads, &mut buf, Some(&self.shared.barrier), times);
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.job = None;
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.shutdown = true;
+            self.shared.wake.notify_all();
+        }
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn worker(shared: &Shared, _index: usize) {
+    let mut seen = 0;
+    let mut buf: Vec<f32> = Vec::new();
+    loop {
+        let job = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if state.shutdown {
+                    return;
+                }
+                if state.generation != seen {
+                    if let Some(job) = state.job {
+                        seen = state.generation;
+                        break job;
+                    }
+                }
+                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        if buf.len() < job.scratch {
+            buf.resize(job.scratch, 0.0);
+        }
+        // SAFETY: the caller published `len` calls at `calls` and keeps them alive until every
+        // thread has passed the barrier after the last call (see `Pool::run`).
+        let calls = unsafe { std::slice::from_raw_parts(job.calls, job.len) };
+        run_calls(calls, shared.threads, &mut buf, Some(&shared.barrier), None);
+    }
+}
+
+/// Claims and runs chunks of every call's items, meeting at the barrier after each call.
+fn run_calls(
     calls: &[Call],
-    t: usize,
     threads: usize,
     scratch: &mut [f32],
     barrier: Option<&Barrier>,
     mut times: Option<&mut Vec<f64>>,
 ) {
     for call in calls {
-        let start = times.is_some().then(std::time::Instant::now);
-        let (begin, end) = share(call.items, t as u64, threads as u64);
-        if begin < end {
+        let start = times.is_some().then(Instant::now);
+        // Chunks of a quarter of a thread's even share: few claims, and a late thread still
+        // finds work.
+        let grain = call.items.div_ceil(4 * threads as u64).max(1);
+        loop {
+            let begin = call.next.fetch_add(grain, Ordering::Relaxed);
+            if begin >= call.items {
+                break;
+            }
+            let end = (begin + grain).min(call.items);
             let args = KernelArgs {
                 inputs: &call.inputs,
                 output: call.output,
@@ -59,8 +266,8 @@ fn run_share(
             // SAFETY: the executor built the pointers from the memory plan for this batch size
             // (every value lies inside the arena), the weight buffers have the lengths the kernel's
             // layout asks for (checked in `Executable::new`), `scratch` is this thread's own buffer
-            // of the largest size any kernel needs, and `begin..end` is this thread's disjoint share
-            // of the call's items.
+            // of the largest size any kernel needs, and `begin..end` was claimed by this thread
+            // alone from the call's counter.
             unsafe { call.kernel.call(&args, begin, end) };
         }
         if let Some(b) = barrier {
@@ -70,27 +277,4 @@ fn run_share(
             times.push(start.elapsed().as_secs_f64());
         }
     }
-}
-
-/// Runs `calls` in order on `threads` threads (the caller's included); with `times`, records the
-/// wall time of each call (barrier included) as seen by the calling thread.
-pub fn run_all(calls: &[Call], threads: usize, scratch: usize, times: Option<&mut Vec<f64>>) {
-    let threads = threads.max(1);
-    if threads == 1 {
-        let mut buf = vec![0f32; scratch];
-        run_share(calls, 0, 1, &mut buf, None, times);
-        return;
-    }
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        for t in 1..threads {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let mut buf = vec![0f32; scratch];
-                run_share(calls, t, threads, &mut buf, Some(barrier), None);
-            });
-        }
-        let mut buf = vec![0f32; scratch];
-        run_share(calls, 0, threads, &mut buf, Some(&barrier), times);
-    });
 }

@@ -90,7 +90,7 @@ pub(super) fn item(
                 let part = cx.offset(partials, rel, nr);
                 let kpart =
                     KPart { init: (!first).then_some((part, nr)), partial_out: (!fin).then_some((part, nr)) };
-                let cols = Cols { b: b_tile, at: col, nv, lanes };
+                let cols = Cols { b: b_tile, at: col, nv, lanes, pieces: None };
                 let a = cx.b.ins().iadd(rt.a, a_k0);
                 let rt = super::RowTile {
                     a,
@@ -99,7 +99,7 @@ pub(super) fn item(
                     rows: rt.rows,
                     relu_rows: rt.relu_rows.clone(),
                 };
-                tile(cx, tiles, plan, kloop, ops.packed, dest, &rt, cols, kpart);
+                tile(cx, tiles, plan, kloop, ops.packed, dest, &rt, &cols, kpart);
             });
         };
         let zero = cx.ic(0);

@@ -36,7 +36,7 @@ mod direct;
 mod plan;
 mod rowpanel;
 
-pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, PANEL_ROWS};
+pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, FlatTile, PANEL_ROWS};
 
 use super::cx::KernelCx;
 use super::tile::{Axis, ChanVec, Epilogue, KLoop, Piece, RowsA, TileArgs, TileOut, TileSpec, Tiles};
@@ -135,13 +135,15 @@ struct RowTile {
 }
 
 /// One tile of output columns: its B base, its offset inside an output channel plane, its width
-/// (`nv` vectors, the last with `lanes` valid lanes).
-#[derive(Clone, Copy)]
-struct Cols {
+/// (`nv` vectors, the last with `lanes` valid lanes, stored contiguously), or explicit pieces per
+/// vector relative to `at` (a flat row panel's tiles span several output rows).
+#[derive(Clone)]
+struct Cols<'p> {
     b: Value,
     at: Value,
     nv: usize,
     lanes: usize,
+    pieces: Option<&'p [Vec<Piece>]>,
 }
 
 /// The row tiles of chunk `chunk` of group `g`, one class at a time.
@@ -213,7 +215,7 @@ fn for_cols(
 }
 
 /// Emits every column tile of an item, calling the visitor with each.
-type TileLoop<'a> = dyn FnMut(&mut KernelCx, &mut dyn FnMut(&mut KernelCx, Cols)) + 'a;
+type TileLoop<'a> = dyn FnMut(&mut KernelCx, &mut dyn FnMut(&mut KernelCx, &Cols)) + 'a;
 
 /// Emits the tile loops in the plan's order: column tiles outside row tiles (`tiles_outer`: one B
 /// tile stays in L1 while A streams past) or row tiles outside (one slice of A stays in L1 while
@@ -227,7 +229,7 @@ fn nest(
     g: Value,
     chunk: Value,
     tiles: &mut TileLoop,
-    compute: &mut dyn FnMut(&mut KernelCx, &RowTile, Cols),
+    compute: &mut dyn FnMut(&mut KernelCx, &RowTile, &Cols),
 ) {
     if plan.tiles_outer {
         tiles(cx, &mut |cx, cols| {
@@ -269,7 +271,7 @@ fn tile(
     packed: Value,
     dest: Dest,
     rt: &RowTile,
-    cols: Cols,
+    cols: &Cols,
     part: KPart,
 ) {
     let lanes = plan.lanes;
@@ -286,9 +288,14 @@ fn tile(
             });
             let epi = cx.offset(packed, rt.chan, 1);
             let row_vec = |at: Option<usize>| at.map(|at| ChanVec { at, axis: Axis::Row });
-            let pieces = (0..cols.nv)
-                .map(|j| vec![Piece::leading(j, lanes, if j + 1 == cols.nv { cols.lanes } else { lanes })])
-                .collect();
+            let pieces = match cols.pieces {
+                Some(p) => p.to_vec(),
+                None => (0..cols.nv)
+                    .map(|j| {
+                        vec![Piece::leading(j, lanes, if j + 1 == cols.nv { cols.lanes } else { lanes })]
+                    })
+                    .collect(),
+            };
             let epilogue = Epilogue {
                 s1: row_vec(layout.s1),
                 b1: row_vec(layout.b1),

@@ -4,7 +4,7 @@
 
 use super::ConvSpec;
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::x86;
+use crate::codegen::tile::{x86, Piece};
 use crate::codegen::CodegenError;
 use crate::ir::{ConvKind, Relu};
 
@@ -149,6 +149,18 @@ const A_IN_L2_BYTES: usize = 512 * 1024;
 /// slice of A it stays in L1/L2).
 const KC_MAX: usize = 256;
 
+/// Most column tiles per flat block (each is a separate tile variant).
+const MAX_FLAT_TILES: usize = 8;
+
+/// A column tile of a flat row panel (see [`ConvPlan::flat_tiles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatTile {
+    /// First column of the block's column axis (and B offset into the scratch rows).
+    pub q0: usize,
+    pub nv: usize,
+    pub pieces: Vec<Vec<Piece>>,
+}
+
 /// The ISA-dependent plan of a convolution kernel.
 #[derive(Debug, Clone)]
 pub struct ConvPlan {
@@ -171,6 +183,9 @@ pub struct ConvPlan {
     /// Pixels (direct) or output rows (row panel) per block.
     pub block: usize,
     // Row panel geometry.
+    /// Whether the block's output rows form one column axis (stride 1 only; see
+    /// [`ConvPlan::flat_tiles`]) instead of tiles per output row.
+    pub flat: bool,
     /// Phase rows kept per input row, and the slot of each phase (`None`: no tap reads it).
     pub phase_slot: Vec<Option<usize>>,
     pub slots: usize,
@@ -219,6 +234,7 @@ impl ConvPlan {
             tiles_outer: spec.order.unwrap_or(g * layout.ppg * layout.k_g * PANEL_ROWS * 4 <= A_IN_L2_BYTES),
             blocks: 1,
             block: 0,
+            flat: false,
             phase_slot: Vec::new(),
             slots: 0,
             sw_len: 0,
@@ -269,15 +285,95 @@ impl ConvPlan {
                 // Tiles read whole vectors: the last one of a row up to `ceil(ow / lanes) * lanes`,
                 // plus the largest tap shift.
                 plan.sw_len = (ow.div_ceil(lanes) * lanes + max_shift).div_ceil(lanes) * lanes;
+                let flat = if (sh, sw) == (1, 1) && spec.tile.is_none() {
+                    plan.flat_block(ow, oh, ow + max_shift)
+                } else {
+                    None
+                };
+                if let Some(rb) = flat {
+                    // A flat block: padded rows exactly `ow + max_shift` long, one after the other,
+                    // with a vector of slack after the last (tiles read whole vectors).
+                    let (mt, nv) = default_tile(isa, ConvPath::RowPanel, usize::MAX);
+                    plan.mt = mt;
+                    plan.nv = nv;
+                    plan.tpg = plan.layout.cout_g.div_ceil(mt);
+                    plan.flat = true;
+                    plan.block = rb;
+                    plan.blocks = oh.div_ceil(rb);
+                    plan.sw_len = ow + max_shift;
+                }
                 plan.rows = (plan.block - 1) * sh + (c.kernel[0] - 1) * dh + 1;
-                plan.chan_len = plan.rows * slots * plan.sw_len;
+                plan.chan_len = plan.rows * slots * plan.sw_len + if plan.flat { lanes } else { 0 };
             }
         }
         let units = plan.blocks * g;
+        let tpg = plan.tpg;
         plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, tpg);
         plan.tiles_per_chunk = tpg.div_ceil(plan.chunks);
         plan.chunks = tpg.div_ceil(plan.tiles_per_chunk);
         Ok(plan)
+    }
+
+    /// The rows per block of a flat row panel, if one beats tiles per output row: the share of
+    /// stored lanes among computed ones, per output row `ow / (ceil(ow / NR) * NR)` (with the
+    /// narrow tile when it applies), flat `rb * ow / (ceil(((rb-1) * row_len + ow) / NR) * NR)`,
+    /// over blocks of at most [`MAX_FLAT_TILES`] wide tiles.
+    fn flat_block(&self, ow: usize, oh: usize, row_len: usize) -> Option<usize> {
+        let lanes = self.lanes;
+        let (_, nv_row) = default_tile(self.isa, ConvPath::RowPanel, ow);
+        let nr_row = nv_row * lanes;
+        let per_row = ow as f64 / (ow.div_ceil(nr_row) * nr_row) as f64;
+        let (_, nv) = default_tile(self.isa, ConvPath::RowPanel, usize::MAX);
+        let nr = nv * lanes;
+        let mut best: Option<(f64, usize)> = None;
+        for rb in 1..=oh {
+            let cols = (rb - 1) * row_len + ow;
+            if cols.div_ceil(nr) > MAX_FLAT_TILES {
+                break;
+            }
+            let eff = (rb * ow) as f64 / (cols.div_ceil(nr) * nr) as f64;
+            if best.is_none_or(|(e, _)| eff >= e) {
+                best = Some((eff, rb));
+            }
+        }
+        best.filter(|&(eff, _)| eff > per_row + 0.02).map(|(_, rb)| rb)
+    }
+
+    /// The column tiles of a flat block of `rows` output rows: column `q` of the block is output
+    /// pixel `(q / row_len, q % row_len)` of the block, stored when `q % row_len < ow`. Each tile
+    /// reads B at scratch column `q0` and stores its vectors' valid lanes as pieces, offsets
+    /// relative to the block's first output pixel (lane `l` of vector `j`, column
+    /// `q = q0 + j*lanes + l` of row `t`, goes to `t * ow + q % row_len`).
+    pub fn flat_tiles(&self, rows: usize) -> Vec<FlatTile> {
+        let (ow, row_len, lanes) = (self.out[2], self.sw_len, self.lanes);
+        let nr = self.nv * lanes;
+        let cols = (rows - 1) * row_len + ow;
+        (0..cols.div_ceil(nr))
+            .map(|t| {
+                let q0 = t * nr;
+                let nv = (cols - q0).min(nr).div_ceil(lanes);
+                let pieces = (0..nv)
+                    .map(|j| {
+                        let base = q0 + j * lanes;
+                        let mut pieces: Vec<Piece> = Vec::new();
+                        for l in 0..lanes {
+                            let q = base + l;
+                            let (row, ox) = (q / row_len, q % row_len);
+                            if q >= cols || ox >= ow {
+                                continue;
+                            }
+                            let at = base as isize - (row * (row_len - ow)) as isize;
+                            match pieces.last_mut() {
+                                Some(p) if p.at == at && p.hi == l => p.hi = l + 1,
+                                _ => pieces.push(Piece { lo: l, hi: l + 1, at }),
+                            }
+                        }
+                        pieces
+                    })
+                    .collect();
+                FlatTile { q0, nv, pieces }
+            })
+            .collect()
     }
 
     pub fn items_per_sample(&self) -> usize {

@@ -79,7 +79,39 @@ pub(super) fn item(
         res: ops.residual.map(|res| cx.offset(res, n, spec.res_stride)),
         plane: oh * ow,
     };
-    let mut col_tiles = |cx: &mut KernelCx, body: &mut dyn FnMut(&mut KernelCx, Cols)| {
+    if plan.flat {
+        // Tiles over the block's rows as one column axis; the last block may have fewer rows.
+        let rows_last = oh - last * plan.block;
+        let (full, short) = (plan.flat_tiles(plan.block), plan.flat_tiles(rows_last));
+        let block_at = cx.b.ins().imul_imm_s(oh0, ow as i64);
+        let emit_block = |cx: &mut KernelCx, tiles: &mut Tiles, flat: &[super::FlatTile]| {
+            let mut col_tiles = |cx: &mut KernelCx, body: &mut dyn FnMut(&mut KernelCx, &Cols)| {
+                for ft in flat {
+                    let b = cx.add_floats(cx.scratch, ft.q0);
+                    body(
+                        cx,
+                        &Cols { b, at: block_at, nv: ft.nv, lanes: plan.lanes, pieces: Some(&ft.pieces) },
+                    );
+                }
+            };
+            let mut compute = |cx: &mut KernelCx, rt: &RowTile, cols: &Cols| {
+                tile(cx, tiles, plan, &kloop, ops.packed, dest, rt, cols, WHOLE_K)
+            };
+            nest(cx, plan, ops.packed, spec.op.relu, g, chunk, &mut col_tiles, &mut compute);
+        };
+        if rows_last == plan.block {
+            emit_block(cx, tiles, &full);
+        } else {
+            cx.if_else_with(
+                tiles,
+                is_last,
+                |cx, t| emit_block(cx, t, &short),
+                |cx, t| emit_block(cx, t, &full),
+            );
+        }
+        return;
+    }
+    let mut col_tiles = |cx: &mut KernelCx, body: &mut dyn FnMut(&mut KernelCx, &Cols)| {
         let zero = cx.ic(0);
         cx.for_range(zero, block_rows, 1, "output rows of the block", |cx, t| {
             let b_row = cx.offset(cx.scratch, t, sh * row_len);
@@ -91,11 +123,11 @@ pub(super) fn item(
             for_cols(cx, plan, zero, full, Some((tail_col, ow % nr)), &mut |cx, col, nv, lanes| {
                 let b = cx.offset(b_row, col, 1);
                 let at = cx.b.ins().iadd(row_at, col);
-                body(cx, Cols { b, at, nv, lanes });
+                body(cx, &Cols { b, at, nv, lanes, pieces: None });
             });
         });
     };
-    let mut compute = |cx: &mut KernelCx, rt: &RowTile, cols: Cols| {
+    let mut compute = |cx: &mut KernelCx, rt: &RowTile, cols: &Cols| {
         tile(cx, tiles, plan, &kloop, ops.packed, dest, rt, cols, WHOLE_K)
     };
     nest(cx, plan, ops.packed, spec.op.relu, g, chunk, &mut col_tiles, &mut compute);
@@ -133,9 +165,12 @@ fn fill_rows(
     let ih0 = cx.b.ins().imul_imm_s(oh0, sh as i64);
     let ih0 = cx.b.ins().iadd_imm_s(ih0, -(ph as i64));
     let packed = plan.layout.pre.map(|_| ops.packed);
+    let filled = plan.rows * row_len;
     cx.for_count(plan.layout.cin_g, "fill: input channels", |cx, ci| {
         let src_c = cx.offset(x, ci, h * w);
         let dst_c = cx.offset(cx.scratch, ci, plan.chan_len);
+        // The slack after the rows (flat panels) holds zeros, not stale data.
+        zero_run(cx, dst_c, filled, plan.chan_len - filled);
         let pro = match (plan.layout.pre, packed) {
             (Some(at), Some(packed)) => {
                 let ci_g = cx.b.ins().iadd(ci0, ci);
@@ -166,7 +201,7 @@ fn fill_rows(
                 let hi = (w + pw).saturating_sub(f).div_ceil(sw).clamp(lo, plan.sw_len);
                 let d = cx.add_floats(dst, slot * plan.sw_len);
                 zero_run(cx, d, 0, lo);
-                copy_run(cx, src, lo * sw + f - pw, sw, d, lo, hi - lo, pro);
+                copy_run(cx, src, lo * sw + f - pw, sw, w, d, lo, hi - lo, pro);
                 zero_run(cx, d, hi, plan.sw_len - hi);
             }
             cx.b.ins().jump(done, &[]);
@@ -204,14 +239,29 @@ fn zero_run(cx: &mut KernelCx, dst: Value, at: usize, len: usize) {
     }
 }
 
+/// Lanes 0 and 2 of `a`, then 0 and 2 of `b`: `[a0, a2, b0, b2]`.
+fn even_lanes(cx: &mut KernelCx, a: Value, b: Value) -> Value {
+    use crate::codegen::cx::VEC;
+    use cranelift_codegen::ir::types::I8X16;
+    use cranelift_codegen::ir::ConstantData;
+    let bytes: Vec<u8> = [0u8, 2, 4, 6].iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
+    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
+    let v = cx.b.ins().shuffle(a, b, mask);
+    cx.bitcast(VEC, v)
+}
+
 /// Copies `len` floats from `src + from + i*step` to `dst + at + i`, applying the prologue
 /// (`x * pre_scale + pre_shift`, ReLU) when given as `(pointer to pre_scale[ci], Cin, relu)`.
+/// Reads stay inside `src[..row]` (the input row). Stride 2 de-interleaves two vectors per four
+/// outputs with a shuffle; other strides gather float by float.
 #[allow(clippy::too_many_arguments)]
 fn copy_run(
     cx: &mut KernelCx,
     src: Value,
     from: usize,
     step: usize,
+    row: usize,
     dst: Value,
     at: usize,
     len: usize,
@@ -261,8 +311,24 @@ fn copy_run(
             cx.store(v, dst, i);
         }
     } else {
+        // Stride 2: vector `v` reads src[8v .. 8v + 8] (whole, inside the row) and keeps the even
+        // lanes.
+        let vecs = if step == 2 { (len / LANES).min(row.saturating_sub(from) / (2 * LANES)) } else { 0 };
+        if vecs > 0 {
+            let pv = pro_vals(cx, VEC);
+            cx.for_count(vecs, "fill: de-interleave stride 2", |cx, i| {
+                let s = cx.offset(src, i, 2 * LANES);
+                let d = cx.offset(dst, i, LANES);
+                let (a, b) = (cx.load_v(s, 0), cx.load_v(s, LANES));
+                let v = even_lanes(cx, a, b);
+                let v = apply(cx, v, pv);
+                cx.store(v, d, 0);
+            });
+        }
+        let done = vecs * LANES;
+        let (src, dst) = (cx.add_floats(src, done * step), cx.add_floats(dst, done));
         let ps = pro_vals(cx, F32);
-        cx.for_count(len, "fill: gather stride", |cx, i| {
+        cx.for_count(len - done, "fill: gather stride", |cx, i| {
             let s = cx.offset(src, i, step);
             let d = cx.offset(dst, i, 1);
             let v = cx.load_s(s, 0);

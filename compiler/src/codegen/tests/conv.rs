@@ -389,3 +389,53 @@ fn case_op(cin: usize, cout: usize, k: usize) -> FusedConv {
         relu: Relu::All,
     }
 }
+
+/// Stride-1 row panels whose output rows are one column axis ("flat", chosen where it stores more
+/// of the computed lanes, e.g. 7-wide planes on avx512): tiles spanning row boundaries, residuals
+/// read through the same pieces, several blocks with a shorter last one, dilation, 5x5 kernels.
+#[test]
+fn flat_row_panels() {
+    let mut flat_seen = false;
+    for (cin, cout, hw, k, pad, dilation, residual) in [
+        (16, 30, 7, 3, 1, 1, true),
+        (5, 13, 6, 3, 1, 1, false),
+        (7, 9, 9, 5, 2, 1, true),
+        (6, 8, 11, 3, 2, 2, false),
+        (3, 25, 3, 3, 1, 1, true),
+        (4, 6, 21, 3, 1, 1, false),
+    ] {
+        let mut c = case(cin, cout, hw, k, 1, pad);
+        c.dilation = dilation;
+        c.residual = residual;
+        c.post = residual;
+        let spec = ConvSpec::contiguous(
+            FusedConv {
+                conv: Conv2d {
+                    in_channels: cin,
+                    out_channels: cout,
+                    kernel: [k, k],
+                    stride: [1, 1],
+                    padding: [pad, pad],
+                    dilation: [dilation, dilation],
+                    groups: 1,
+                    bias: true,
+                },
+                kind: ConvKind::Direct,
+                prologue: None,
+                affine: false,
+                residual,
+                post_affine: residual,
+                relu: Relu::All,
+            },
+            [cin, hw, hw],
+        )
+        .unwrap();
+        for isa in Isa::available() {
+            flat_seen |= ConvPlan::new(&spec, isa).unwrap().flat;
+        }
+        check(c);
+    }
+    if Isa::Avx512.host_supports() {
+        assert!(flat_seen, "7-wide planes take flat panels on avx512");
+    }
+}
