@@ -38,6 +38,7 @@ pub mod lrn;
 pub mod pack;
 pub mod pool;
 pub mod registry;
+mod rows;
 pub mod softmax;
 pub mod tile;
 
@@ -237,6 +238,7 @@ impl KernelSpec {
     pub fn scratch_floats(&self, isa: Isa) -> usize {
         match self {
             KernelSpec::Conv(s) => ConvPlan::new(s, isa).map_or(0, |p| p.scratch_floats()),
+            KernelSpec::Pool(s) => s.scratch_floats(),
             _ => 0,
         }
     }

@@ -10,11 +10,17 @@
 //! without, the number of taps inside the input. Adaptive pooling uses PyTorch's bins
 //! `[floor(o * H / OH), ceil((o + 1) * H / OH))` with run-time loops over the bin.
 //!
-//! The code is scalar: pooling is a few percent of a CNN's time; vectorising across output columns
-//! needs strided gathers (future work).
+//! Max pooling runs on vectors over output columns ([`MaxRows`]): the item first copies its plane
+//! into padded, phase-split rows in the scratch (as the convolution row panels do: for a column
+//! stride `sw`, phase `f` holds padded columns `f, f + sw, ...`; padding, and the rows and columns
+//! a ceil-mode window overhangs, hold `-inf`), so output column `ow` of tap `(kh, kw)` is column
+//! `ow + (kw*dw) / sw` of phase `(kw*dw) % sw` and four consecutive outputs are one vector load
+//! per tap, with no branch. A NaN anywhere in a window makes the output NaN, as in PyTorch. Average
+//! and adaptive pooling, a small share of any seed model's time, stay scalar.
 
-use super::cx::KernelCx;
-use cranelift_codegen::ir::condcodes::IntCC;
+use super::cx::{KernelCx, LANES, VEC};
+use super::rows::{copy_run, fill_run};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -44,9 +50,62 @@ impl PoolSpec {
     pub fn items_per_sample(&self) -> usize {
         self.input[0]
     }
+
+    /// Floats of per-thread scratch (the padded rows of a max pool).
+    pub fn scratch_floats(&self) -> usize {
+        match self.kind {
+            PoolKind::Max => MaxRows::new(self).floats(),
+            _ => 0,
+        }
+    }
+}
+
+/// The padded, phase-split rows of one channel plane of a max pool.
+struct MaxRows {
+    /// Padded rows: `(OH - 1) * sh + (KH - 1) * dh + 1`, padded row `r` being input row `r - ph`.
+    rows: usize,
+    /// The slot of each column phase (`None`: no tap reads it), and slots per row.
+    phase_slot: Vec<Option<usize>>,
+    slots: usize,
+    /// Floats per phase row: whole vectors over `OW` plus the largest tap shift.
+    sw_len: usize,
+}
+
+impl MaxRows {
+    fn new(spec: &PoolSpec) -> MaxRows {
+        let [_, oh, ow] = spec.output;
+        let ([kh, kw], [sh, sw], [dh, dw]) = (spec.kernel, spec.stride, spec.dilation);
+        let mut phase_slot = vec![None; sw];
+        let mut slots = 0;
+        for k in 0..kw {
+            let f = (k * dw) % sw;
+            if phase_slot[f].is_none() {
+                phase_slot[f] = Some(slots);
+                slots += 1;
+            }
+        }
+        let max_shift = (kw - 1) * dw / sw;
+        MaxRows {
+            rows: (oh - 1) * sh + (kh - 1) * dh + 1,
+            phase_slot,
+            slots,
+            sw_len: (ow.div_ceil(LANES) * LANES + max_shift).div_ceil(LANES) * LANES,
+        }
+    }
+
+    fn row_len(&self) -> usize {
+        self.slots * self.sw_len
+    }
+
+    fn floats(&self) -> usize {
+        self.rows * self.row_len()
+    }
 }
 
 pub(crate) fn emit(cx: &mut KernelCx, spec: &PoolSpec) {
+    if spec.kind == PoolKind::Max {
+        return emit_max(cx, spec);
+    }
     let [c, h, w] = spec.input;
     let [_, oh_n, ow_n] = spec.output;
     let x0 = cx.ptr_at(cx.inputs, 0);
@@ -168,4 +227,98 @@ fn adaptive(cx: &mut KernelCx, spec: &PoolSpec, x: Value, oh: Value, ow: Value) 
     let count = cx.b.ins().fcvt_from_sint(F32, count);
     let s = cx.b.use_var(sum);
     cx.b.ins().fdiv(s, count)
+}
+
+/// Max pooling over padded phase rows (see the module documentation).
+fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
+    let [c, h, w] = spec.input;
+    let [_, oh_n, ow_n] = spec.output;
+    let ([kh_n, kw_n], [sh, sw], [dh, dw]) = (spec.kernel, spec.stride, spec.dilation);
+    let [ph, pw] = spec.padding;
+    let m = MaxRows::new(spec);
+    let row_len = m.row_len();
+    let x0 = cx.ptr_at(cx.inputs, 0);
+    cx.for_items(|cx, item| {
+        let (n, ch) = cx.divmod(item, c);
+        let x = cx.offset(x0, n, spec.in_stride);
+        let x = cx.offset(x, ch, h * w);
+        let y = cx.offset(cx.output, n, spec.out_stride);
+        let y = cx.offset(y, ch, oh_n * ow_n);
+        // Fill: padded row r is input row r - ph; phase f, column col is padded column col*sw + f.
+        let (r0, r1) = (cx.ic(0), cx.ic(m.rows as i64));
+        cx.for_range(r0, r1, 1, "fill: padded rows", |cx, r| {
+            let dst = cx.offset(cx.scratch, r, row_len);
+            let ih = cx.b.ins().iadd_imm_s(r, -(ph as i64));
+            // 0 <= ih < H as one unsigned compare.
+            let inside = cx.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, h as i64);
+            cx.if_else_with(
+                &mut (),
+                inside,
+                |cx, _| {
+                    let src = cx.offset(x, ih, w);
+                    for (f, slot) in m.phase_slot.iter().enumerate() {
+                        let Some(slot) = slot else { continue };
+                        let lo = pw.saturating_sub(f).div_ceil(sw).min(m.sw_len);
+                        let hi = (w + pw).saturating_sub(f).div_ceil(sw).clamp(lo, m.sw_len);
+                        let at = slot * m.sw_len;
+                        fill_run(cx, dst, at, lo, f32::NEG_INFINITY);
+                        copy_run(cx, src, lo * sw + f - pw, sw, w, dst, at + lo, hi - lo, None);
+                        fill_run(cx, dst, at + hi, m.sw_len - hi, f32::NEG_INFINITY);
+                    }
+                },
+                |cx, _| fill_run(cx, dst, 0, row_len, f32::NEG_INFINITY),
+            );
+        });
+        // Max over the taps, four output columns at a time.
+        let neg_inf = cx.fconst(VEC, f32::NEG_INFINITY);
+        let nan = cx.fconst(VEC, f32::NAN);
+        let zero = cx.ic(0);
+        let oh_hi = cx.ic(oh_n as i64);
+        cx.for_range(zero, oh_hi, 1, "output rows", |cx, oh| {
+            let top = cx.offset(cx.scratch, oh, sh * row_len);
+            let out_row = cx.b.ins().imul_imm_s(oh, ow_n as i64);
+            let out_row = cx.offset(y, out_row, 1);
+            // One vector of outputs at float `col` of the row: `lanes` of its lanes stored.
+            let vector = |cx: &mut KernelCx, col: Value, lanes: usize| {
+                let base = cx.offset(top, col, 1);
+                let mut acc = neg_inf;
+                let mut any_nan: Option<Value> = None;
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        let q = kw * dw;
+                        let slot = m.phase_slot[q % sw].expect("every tap's phase has a slot");
+                        let x = cx.load_v(base, kh * dh * row_len + slot * m.sw_len + q / sw);
+                        acc = cx.max(acc, x);
+                        let unordered = cx.b.ins().fcmp(FloatCC::Unordered, x, x);
+                        any_nan = Some(match any_nan {
+                            Some(a) => cx.b.ins().bor(a, unordered),
+                            None => unordered,
+                        });
+                    }
+                }
+                if let Some(mask) = any_nan {
+                    let mask = cx.bitcast(VEC, mask);
+                    acc = cx.b.ins().bitselect(mask, nan, acc);
+                }
+                let out = cx.offset(out_row, col, 1);
+                if lanes == LANES {
+                    cx.store(acc, out, 0);
+                } else {
+                    for lane in 0..lanes {
+                        let s = cx.b.ins().extractlane(acc, lane as u8);
+                        cx.store(s, out, lane);
+                    }
+                }
+            };
+            let full = ow_n / LANES;
+            if full > 0 {
+                let (v0, v1) = (cx.ic(0), cx.ic((full * LANES) as i64));
+                cx.for_range(v0, v1, LANES as i64, "output vectors", |cx, col| vector(cx, col, LANES));
+            }
+            if ow_n % LANES > 0 {
+                let col = cx.ic((full * LANES) as i64);
+                vector(cx, col, ow_n % LANES);
+            }
+        });
+    });
 }

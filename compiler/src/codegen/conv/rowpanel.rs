@@ -18,7 +18,8 @@
 //! is `Cin * ((RB-1)*sh + KH) * W` floats (tens of KB) and is reused by every output channel.
 
 use super::{for_cols, nest, tile, Cols, ConvPlan, ConvSpec, Dest, Operands, RowTile, PANEL_ROWS, WHOLE_K};
-use crate::codegen::cx::{KernelCx, LANES};
+use crate::codegen::cx::KernelCx;
+use crate::codegen::rows::{copy_run, zero_run};
 use crate::codegen::tile::{KLoop, Tap, Tiles};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -214,126 +215,4 @@ fn fill_rows(
             cx.b.seal_block(done);
         }
     });
-}
-
-/// Stores `len` zeros at `dst + at`.
-fn zero_run(cx: &mut KernelCx, dst: Value, at: usize, len: usize) {
-    use crate::codegen::cx::VEC;
-    use cranelift_codegen::ir::types::F32;
-    let zv = cx.fconst(VEC, 0.0);
-    let zs = cx.fconst(F32, 0.0);
-    let vecs = len / LANES;
-    if vecs > 8 {
-        let base = cx.add_floats(dst, at);
-        cx.for_count(vecs, "zero fill", |cx, i| {
-            let p = cx.offset(base, i, LANES);
-            cx.store(zv, p, 0);
-        });
-    } else {
-        for v in 0..vecs {
-            cx.store(zv, dst, at + v * LANES);
-        }
-    }
-    for s in vecs * LANES..len {
-        cx.store(zs, dst, at + s);
-    }
-}
-
-/// Lanes 0 and 2 of `a`, then 0 and 2 of `b`: `[a0, a2, b0, b2]`.
-fn even_lanes(cx: &mut KernelCx, a: Value, b: Value) -> Value {
-    use crate::codegen::cx::VEC;
-    use cranelift_codegen::ir::types::I8X16;
-    use cranelift_codegen::ir::ConstantData;
-    let bytes: Vec<u8> = [0u8, 2, 4, 6].iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
-    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
-    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
-    let v = cx.b.ins().shuffle(a, b, mask);
-    cx.bitcast(VEC, v)
-}
-
-/// Copies `len` floats from `src + from + i*step` to `dst + at + i`, applying the prologue
-/// (`x * pre_scale + pre_shift`, ReLU) when given as `(pointer to pre_scale[ci], Cin, relu)`.
-/// Reads stay inside `src[..row]` (the input row). Stride 2 de-interleaves two vectors per four
-/// outputs with a shuffle; other strides gather float by float.
-#[allow(clippy::too_many_arguments)]
-fn copy_run(
-    cx: &mut KernelCx,
-    src: Value,
-    from: usize,
-    step: usize,
-    row: usize,
-    dst: Value,
-    at: usize,
-    len: usize,
-    pro: Option<(Value, usize, bool)>,
-) {
-    use crate::codegen::cx::VEC;
-    use cranelift_codegen::ir::types::F32;
-    let pro_vals = |cx: &mut KernelCx, ty| {
-        pro.map(|(p, cin, relu)| {
-            let (s, b) = (cx.load_s(p, 0), cx.load_s(p, cin));
-            if ty == F32 {
-                (s, b, relu)
-            } else {
-                (cx.b.ins().splat(VEC, s), cx.b.ins().splat(VEC, b), relu)
-            }
-        })
-    };
-    let apply = |cx: &mut KernelCx, x: Value, p: Option<(Value, Value, bool)>| match p {
-        Some((s, b, relu)) => {
-            let y = cx.fma(x, s, b);
-            if relu {
-                cx.relu(y)
-            } else {
-                y
-            }
-        }
-        None => x,
-    };
-    let src = cx.add_floats(src, from);
-    let dst = cx.add_floats(dst, at);
-    if step == 1 {
-        let vecs = len / LANES;
-        let pv = pro_vals(cx, VEC);
-        if vecs > 0 {
-            cx.for_count(vecs, "fill: copy vectors", |cx, i| {
-                let s = cx.offset(src, i, LANES);
-                let d = cx.offset(dst, i, LANES);
-                let v = cx.load_v(s, 0);
-                let v = apply(cx, v, pv);
-                cx.store(v, d, 0);
-            });
-        }
-        let ps = pro_vals(cx, F32);
-        for i in vecs * LANES..len {
-            let v = cx.load_s(src, i);
-            let v = apply(cx, v, ps);
-            cx.store(v, dst, i);
-        }
-    } else {
-        // Stride 2: vector `v` reads src[8v .. 8v + 8] (whole, inside the row) and keeps the even
-        // lanes.
-        let vecs = if step == 2 { (len / LANES).min(row.saturating_sub(from) / (2 * LANES)) } else { 0 };
-        if vecs > 0 {
-            let pv = pro_vals(cx, VEC);
-            cx.for_count(vecs, "fill: de-interleave stride 2", |cx, i| {
-                let s = cx.offset(src, i, 2 * LANES);
-                let d = cx.offset(dst, i, LANES);
-                let (a, b) = (cx.load_v(s, 0), cx.load_v(s, LANES));
-                let v = even_lanes(cx, a, b);
-                let v = apply(cx, v, pv);
-                cx.store(v, d, 0);
-            });
-        }
-        let done = vecs * LANES;
-        let (src, dst) = (cx.add_floats(src, done * step), cx.add_floats(dst, done));
-        let ps = pro_vals(cx, F32);
-        cx.for_count(len - done, "fill: gather stride", |cx, i| {
-            let s = cx.offset(src, i, step);
-            let d = cx.offset(dst, i, 1);
-            let v = cx.load_s(s, 0);
-            let v = apply(cx, v, ps);
-            cx.store(v, d, 0);
-        });
-    }
 }

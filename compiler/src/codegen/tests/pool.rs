@@ -127,6 +127,43 @@ fn max_pool() {
     check(PoolKind::Max, 2, [1, 1], 1, 1, 0, 1, false, [0, 0]);
     check(PoolKind::Max, 4, [2, 3], 2, 2, 1, 1, true, [0, 0]);
     check(PoolKind::Max, 3, [9, 9], 3, 1, 1, 2, false, [0, 0]);
+    // Rows of several vectors with a tail, stride 1 and 3, ceil-mode overhang on wide rows.
+    check(PoolKind::Max, 2, [30, 40], 2, 2, 0, 1, false, [0, 0]);
+    check(PoolKind::Max, 2, [23, 57], 3, 2, 1, 1, true, [0, 0]);
+    check(PoolKind::Max, 3, [17, 29], 3, 1, 1, 1, true, [0, 0]);
+    check(PoolKind::Max, 2, [20, 31], 5, 3, 2, 1, true, [0, 0]);
+}
+
+/// A NaN in a window makes the window's maximum NaN (PyTorch's max_pool2d), wherever it is.
+#[test]
+fn max_pool_propagates_nan() {
+    let (h, w) = (9, 11);
+    let spec = PoolSpec {
+        kind: PoolKind::Max,
+        input: [1, h, w],
+        output: [1, 4, 5],
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [0, 0],
+        dilation: [1, 1],
+        in_stride: h * w,
+        out_stride: 20,
+    };
+    let k = compile_one(KernelSpec::Pool(spec.clone()));
+    let mut x: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
+    for at in [0, 2 * w + 5, 8 * w + 10] {
+        x[at] = f32::NAN;
+    }
+    let got = run(&k, 1, &[&x], &[], 20);
+    for oy in 0..4 {
+        for ox in 0..5 {
+            let window_has_nan = [(0, 0), (2, 5), (8, 10)]
+                .iter()
+                .any(|&(y, z)| (oy * 2..oy * 2 + 3).contains(&y) && (ox * 2..ox * 2 + 3).contains(&z));
+            let v = got[oy * 5 + ox];
+            assert_eq!(v.is_nan(), window_has_nan, "output ({oy}, {ox}) = {v}");
+        }
+    }
 }
 
 #[test]

@@ -318,6 +318,20 @@ impl Gen {
                 }
             }
         }
+        // Start fetching the output (for writing) and the residual: they are touched only after the
+        // K loop, by which time the lines are in cache. A prefetch never faults.
+        if let TileOut::Final { row, pieces, epilogue } = &spec.out {
+            for r in 0..rows {
+                for p in pieces.iter().filter_map(|p| p.first()) {
+                    let lane = signed(r * row) + p.at + signed(p.lo);
+                    self.a.prefetchw(byte_ptr(at(OUT, lane)?)).map_err(asm_err)?;
+                    if let Some(res_row) = epilogue.residual {
+                        let lane = signed(r * res_row) + p.at + signed(p.lo);
+                        self.a.prefetcht0(byte_ptr(at(RES, lane)?)).map_err(asm_err)?;
+                    }
+                }
+            }
+        }
         // The K loop.
         let k = &spec.kloop;
         if k.groups > 0 {
