@@ -90,6 +90,7 @@ fn reference(
     (out, mag)
 }
 
+#[derive(Debug, Clone)]
 struct Case {
     cin: usize,
     cout: usize,
@@ -437,5 +438,81 @@ fn flat_row_panels() {
     }
     if Isa::Avx512.host_supports() {
         assert!(flat_seen, "7-wide planes take flat panels on avx512");
+    }
+}
+
+/// Random convolutions: every path (direct 1x1, strided 1x1, row panels flat or per row), channel
+/// counts that are not multiples of any tile, planes that are not multiples of any vector,
+/// padding, dilation, groups, every epilogue, on every ISA of the host.
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_case() -> impl Strategy<Value = Case> {
+        (
+            (1usize..5, 1usize..3, 1usize..4),
+            (1usize..40, 1usize..40, 1usize..18, 1usize..4),
+            (0usize..3, 1usize..3, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+            (prop::bool::ANY, 0usize..3, prop::bool::ANY, 0usize..3),
+        )
+            .prop_filter_map(
+                "a valid convolution",
+                |(
+                    (k, s, groups),
+                    (cin_g, cout_g, hw, hw2),
+                    (pad, d, affine, residual, post),
+                    (bias, relu, one, pro),
+                )| {
+                    let (cin, cout) = (cin_g * groups, cout_g * groups);
+                    let (k, pad, d) = if one { (1, 0, 1) } else { (k, pad.min(k / 2 + 1), d) };
+                    let span = d * (k - 1) + 1;
+                    let hw = [hw, (hw + hw2 * 3) % 23 + 1];
+                    if hw.iter().any(|&n| n + 2 * pad < span) {
+                        return None;
+                    }
+                    let kind = match (k, pad, groups) {
+                        (1, 0, 1) if s == 1 => ConvKind::Gemm1x1,
+                        (1, 0, 1) => ConvKind::StridedGemm1x1,
+                        _ => ConvKind::Direct,
+                    };
+                    let relu = match relu {
+                        0 => Relu::None,
+                        1 => Relu::All,
+                        _ if groups == 1 => Relu::First(cout / 2),
+                        _ => Relu::All,
+                    };
+                    // A pre-activation prologue on the 1x1 GEMMs.
+                    let prologue = match (kind, pro) {
+                        (ConvKind::Direct, _) | (_, 0) => None,
+                        (_, p) => Some(p == 2),
+                    };
+                    Some(Case {
+                        cin,
+                        cout,
+                        hw,
+                        kernel: k,
+                        stride: s,
+                        pad,
+                        dilation: d,
+                        groups,
+                        kind,
+                        prologue,
+                        affine,
+                        residual,
+                        post,
+                        relu,
+                        bias,
+                    })
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_convolutions_match_the_definition(c in arb_case()) {
+            check(c);
+        }
     }
 }

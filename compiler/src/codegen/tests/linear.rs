@@ -70,3 +70,24 @@ fn linear_rejects_wrong_weights() {
     assert!(pack_linear_weights(&spec, &[&[0.0; 6]]).is_err());
     assert!(pack_linear_weights(&spec, &[&[0.0; 5], &[0.0; 2]]).is_err());
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random sizes, from a single input feature to more than one K step of every unroll, and
+        /// output counts around the 32-wide panels, on every ISA (batches of 1, 3 and 10).
+        #[test]
+        fn random_linears_match_the_definition(
+            inn in prop_oneof![1usize..8, 8usize..700],
+            out in prop_oneof![1usize..40, 60usize..140],
+            bias in prop::bool::ANY,
+            relu in prop::bool::ANY,
+        ) {
+            check(inn, out, bias, relu);
+        }
+    }
+}
