@@ -32,13 +32,13 @@ impl ConvPath {
     }
 
     /// The path of a fused convolution, from the algorithm the optimiser chose.
+    ///
+    /// A strided 1x1 convolution runs as a row panel: its fill subsamples the input with vector
+    /// de-interleaves (once per item, for every channel), and a flat panel over the subsampled
+    /// rows has no padding columns to waste lanes on.
     pub fn of(spec: &ConvSpec) -> ConvPath {
         let c = &spec.op.conv;
-        if matches!(spec.op.kind, ConvKind::Gemm1x1 | ConvKind::StridedGemm1x1)
-            && c.groups == 1
-            && c.kernel == [1, 1]
-            && c.padding == [0, 0]
-        {
+        if spec.op.kind == ConvKind::Gemm1x1 && c.groups == 1 && c.kernel == [1, 1] && c.padding == [0, 0] {
             ConvPath::Direct1x1
         } else {
             ConvPath::RowPanel
@@ -151,6 +151,8 @@ const KC_MAX: usize = 256;
 
 /// Most column tiles per flat block (each is a separate tile variant).
 const MAX_FLAT_TILES: usize = 16;
+/// Most scratch bytes of a flat block.
+const FLAT_SCRATCH_BYTES: usize = 256 * 1024;
 
 /// A column tile of a flat row panel (see [`ConvPlan::flat_tiles`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,10 @@ pub struct ConvPlan {
     pub slots: usize,
     /// Floats per phase row, per channel.
     pub sw_len: usize,
+    /// Flat panels: the slot of each row phase (`rho % sh`; `None`: no tap reads it), and floats
+    /// per (row phase, column phase) plane of `ceil(rows / sh)` phase rows.
+    pub row_phase_slot: Vec<Option<usize>>,
+    pub plane_len: usize,
     pub rows: usize,
     pub chan_len: usize,
     /// Direct path: input channels per K block and the number of K blocks (the last block holds
@@ -238,6 +244,8 @@ impl ConvPlan {
             phase_slot: Vec::new(),
             slots: 0,
             sw_len: 0,
+            row_phase_slot: Vec::new(),
+            plane_len: 0,
             rows: 0,
             chan_len: 0,
             kc: layout.k_g,
@@ -287,14 +295,11 @@ impl ConvPlan {
                 // Tiles read whole vectors: the last one of a row up to `ceil(ow / lanes) * lanes`,
                 // plus the largest tap shift.
                 plan.sw_len = (ow.div_ceil(lanes) * lanes + max_shift).div_ceil(lanes) * lanes;
-                let flat = if (sh, sw) == (1, 1) && spec.tile.is_none() {
-                    plan.flat_block(ow, oh, ow + max_shift)
-                } else {
-                    None
-                };
+                let flat = if spec.tile.is_none() { plan.flat_block(spec, ow + max_shift) } else { None };
                 if let Some(rb) = flat {
-                    // A flat block: padded rows exactly `ow + max_shift` long, one after the other,
-                    // with a vector of slack after the last (tiles read whole vectors).
+                    // A flat block: phase rows exactly `ow + max_shift` long, one after the other
+                    // per row phase, with a vector of slack after each channel (tiles read whole
+                    // vectors).
                     let (mt, nv) = default_tile(isa, ConvPath::RowPanel, usize::MAX);
                     plan.mt = mt;
                     plan.nv = nv;
@@ -305,7 +310,23 @@ impl ConvPlan {
                     plan.sw_len = ow + max_shift;
                 }
                 plan.rows = (plan.block - 1) * sh + (c.kernel[0] - 1) * dh + 1;
-                plan.chan_len = plan.rows * slots * plan.sw_len + if plan.flat { lanes } else { 0 };
+                if plan.flat {
+                    // Row phases some tap reads (every output row t reads rows t*sh + kh*dh).
+                    let mut row_phase_slot = vec![None; sh];
+                    let mut row_slots = 0;
+                    for kh in 0..c.kernel[0] {
+                        let p = (kh * dh) % sh;
+                        if row_phase_slot[p].is_none() {
+                            row_phase_slot[p] = Some(row_slots);
+                            row_slots += 1;
+                        }
+                    }
+                    plan.row_phase_slot = row_phase_slot;
+                    plan.plane_len = plan.rows.div_ceil(sh) * plan.sw_len;
+                    plan.chan_len = row_slots * slots * plan.plane_len + lanes;
+                } else {
+                    plan.chan_len = plan.rows * slots * plan.sw_len;
+                }
             }
         }
         let units = plan.blocks * g;
@@ -319,18 +340,28 @@ impl ConvPlan {
     /// The rows per block of a flat row panel, if one beats tiles per output row: the share of
     /// stored lanes among computed ones, per output row `ow / (ceil(ow / NR) * NR)` (with the
     /// narrow tile when it applies), flat `rb * ow / (ceil(((rb-1) * row_len + ow) / NR) * NR)`,
-    /// over blocks of at most [`MAX_FLAT_TILES`] wide tiles.
-    fn flat_block(&self, ow: usize, oh: usize, row_len: usize) -> Option<usize> {
+    /// over blocks of at most [`MAX_FLAT_TILES`] wide tiles whose scratch stays within
+    /// [`FLAT_SCRATCH_BYTES`] (a bigger panel is read from further out than L2).
+    fn flat_block(&self, spec: &ConvSpec, row_len: usize) -> Option<usize> {
+        let c = &spec.op.conv;
+        let [_, oh, ow] = self.out;
+        let (sh, dh) = (c.stride[0], c.dilation[0]);
         let lanes = self.lanes;
         let (_, nv_row) = default_tile(self.isa, ConvPath::RowPanel, ow);
         let nr_row = nv_row * lanes;
         let per_row = ow as f64 / (ow.div_ceil(nr_row) * nr_row) as f64;
         let (_, nv) = default_tile(self.isa, ConvPath::RowPanel, usize::MAX);
         let nr = nv * lanes;
+        let row_phases =
+            (0..c.kernel[0]).map(|kh| (kh * dh) % sh).collect::<std::collections::BTreeSet<_>>().len();
+        let scratch_bytes = |rb: usize| {
+            let rows = (rb - 1) * sh + (c.kernel[0] - 1) * dh + 1;
+            4 * self.layout.cin_g * (row_phases * self.slots * rows.div_ceil(sh) * row_len + lanes)
+        };
         let mut best: Option<(f64, usize)> = None;
         for rb in 1..=oh {
             let cols = (rb - 1) * row_len + ow;
-            if cols.div_ceil(nr) > MAX_FLAT_TILES {
+            if cols.div_ceil(nr) > MAX_FLAT_TILES || (rb > 1 && scratch_bytes(rb) > FLAT_SCRATCH_BYTES) {
                 break;
             }
             let eff = (rb * ow) as f64 / (cols.div_ceil(nr) * nr) as f64;
@@ -376,6 +407,20 @@ impl ConvPlan {
                 FlatTile { q0, nv, pieces }
             })
             .collect()
+    }
+
+    /// Where scratch row `rho` of the block (input row `oh0*sh - ph + rho`), column phase slot
+    /// `slot`, starts inside a channel (floats), or `None` for a row no tap reads. Per-row panels
+    /// keep rows in order, each as `slots` phase rows; flat panels keep one plane per (row phase,
+    /// column phase), so output row `t` of a tap is row `t` after the tap's first row, whatever
+    /// the stride.
+    pub fn row_at(&self, rho: usize, slot: usize) -> Option<usize> {
+        if !self.flat {
+            return Some((rho * self.slots + slot) * self.sw_len);
+        }
+        let sh = self.row_phase_slot.len();
+        let p = self.row_phase_slot[rho % sh]?;
+        Some((p * self.slots + slot) * self.plane_len + rho / sh * self.sw_len)
     }
 
     pub fn items_per_sample(&self) -> usize {

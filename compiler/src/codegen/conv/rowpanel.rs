@@ -54,17 +54,20 @@ pub(super) fn item(
     // Taps of one input channel (or 4 channels for 1x1 kernels), offsets into the scratch.
     let row_len = plan.slots * plan.sw_len;
     let kloop = if kh_n * kw_n == 1 {
-        KLoop::strided(plan.layout.cin_g, PANEL_ROWS, plan.chan_len, 4)
+        let b = plan.row_at(0, 0).expect("row 0 is read");
+        let mut k = KLoop::strided(plan.layout.cin_g, PANEL_ROWS, plan.chan_len, 4);
+        for tap in k.taps.iter_mut().chain(k.tail.iter_mut()) {
+            tap.b += b;
+        }
+        k
     } else {
         let mut taps = Vec::new();
         for kh in 0..kh_n {
             for kw in 0..kw_n {
                 let q = kw * dw;
                 let slot = plan.phase_slot[q % sw].expect("every tap's phase has a slot");
-                taps.push(Tap {
-                    a: (kh * kw_n + kw) * PANEL_ROWS,
-                    b: kh * dh * row_len + slot * plan.sw_len + q / sw,
-                });
+                let row = plan.row_at(kh * dh, slot).expect("every tap's row phase has a slot");
+                taps.push(Tap { a: (kh * kw_n + kw) * PANEL_ROWS, b: row + q / sw });
             }
         }
         KLoop {
@@ -135,8 +138,9 @@ pub(super) fn item(
 }
 
 /// Fills the scratch with the padded phase rows of group `g`'s channels for output rows from `oh0`.
-/// Scratch float `ci * chan_len + rho * slots * sw_len + slot(f) * sw_len + col` holds padded input
-/// column `col * sw + f` of input row `oh0 * sh - ph + rho` (zero outside the input).
+/// Scratch float `ci * chan_len + row_at(rho, slot(f)) + col` holds padded input column
+/// `col * sw + f` of input row `oh0 * sh - ph + rho` (zero outside the input; see
+/// [`ConvPlan::row_at`]).
 fn fill_rows(
     cx: &mut KernelCx,
     spec: &ConvSpec,
@@ -166,7 +170,7 @@ fn fill_rows(
     let ih0 = cx.b.ins().imul_imm_s(oh0, sh as i64);
     let ih0 = cx.b.ins().iadd_imm_s(ih0, -(ph as i64));
     let packed = plan.layout.pre.map(|_| ops.packed);
-    let filled = plan.rows * row_len;
+    let filled = if plan.flat { plan.chan_len - plan.lanes } else { plan.rows * row_len };
     cx.for_count(plan.layout.cin_g, "fill: input channels", |cx, ci| {
         let src_c = cx.offset(x, ci, h * w);
         let dst_c = cx.offset(cx.scratch, ci, plan.chan_len);
@@ -186,7 +190,12 @@ fn fill_rows(
             let ih = cx.b.ins().iadd_imm_s(ih0, rho as i64);
             // 0 <= ih < H as one unsigned compare.
             let inside = cx.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, h as i64);
-            let dst = cx.add_floats(dst_c, rho * row_len);
+            let rows_at: Vec<(usize, usize)> = plan
+                .phase_slot
+                .iter()
+                .enumerate()
+                .filter_map(|(f, slot)| slot.and_then(|s| plan.row_at(rho, s).map(|at| (f, at))))
+                .collect();
             let then_block = cx.b.create_block();
             let else_block = cx.b.create_block();
             let done = cx.b.create_block();
@@ -195,12 +204,11 @@ fn fill_rows(
             cx.b.seal_block(then_block);
             cx.note(then_block, format!("fill: row {rho} inside the input"));
             let src = cx.offset(src_c, ih, w);
-            for (f, slot) in plan.phase_slot.iter().enumerate() {
-                let Some(slot) = slot else { continue };
+            for &(f, at) in &rows_at {
                 // Columns col with 0 <= col*sw + f - pw < W.
                 let lo = pw.saturating_sub(f).div_ceil(sw).min(plan.sw_len);
                 let hi = (w + pw).saturating_sub(f).div_ceil(sw).clamp(lo, plan.sw_len);
-                let d = cx.add_floats(dst, slot * plan.sw_len);
+                let d = cx.add_floats(dst_c, at);
                 zero_run(cx, d, 0, lo);
                 copy_run(cx, src, lo * sw + f - pw, sw, w, d, lo, hi - lo, pro);
                 zero_run(cx, d, hi, plan.sw_len - hi);
@@ -209,7 +217,9 @@ fn fill_rows(
             cx.b.switch_to_block(else_block);
             cx.b.seal_block(else_block);
             cx.note(else_block, format!("fill: row {rho} in the padding"));
-            zero_run(cx, dst, 0, row_len);
+            for &(_, at) in &rows_at {
+                zero_run(cx, dst_c, at, plan.sw_len);
+            }
             cx.b.ins().jump(done, &[]);
             cx.b.switch_to_block(done);
             cx.b.seal_block(done);
