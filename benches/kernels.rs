@@ -35,10 +35,12 @@ const SHAPES: &[Shape] = &[
     Shape { name: "3x3 256->256 @14", cin: 256, cout: 256, hw: 14, k: 3, stride: 1, residual: false },
     Shape { name: "3x3 512->512 @7", cin: 512, cout: 512, hw: 7, k: 3, stride: 1, residual: false },
     Shape { name: "3x3s2 128->128 @56", cin: 128, cout: 128, hw: 56, k: 3, stride: 2, residual: false },
+    Shape { name: "3x3s2 512->512 @14", cin: 512, cout: 512, hw: 14, k: 3, stride: 2, residual: false },
     Shape { name: "1x1 1024->256 @14", cin: 1024, cout: 256, hw: 14, k: 1, stride: 1, residual: false },
     Shape { name: "1x1 2048->512 @7", cin: 2048, cout: 512, hw: 7, k: 1, stride: 1, residual: false },
     Shape { name: "1x1 512->2048 @7", cin: 512, cout: 2048, hw: 7, k: 1, stride: 1, residual: true },
     Shape { name: "1x1s2 512->1024 @28", cin: 512, cout: 1024, hw: 28, k: 1, stride: 2, residual: true },
+    Shape { name: "1x1s2 1024->2048 @14", cin: 1024, cout: 2048, hw: 14, k: 1, stride: 2, residual: true },
     Shape { name: "7x7s2 3->64 @224", cin: 3, cout: 64, hw: 224, k: 7, stride: 2, residual: false },
 ];
 

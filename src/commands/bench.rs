@@ -105,11 +105,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     let profile = if args.profile { Some(exe.run_profiled(&inputs, threads)?) } else { None };
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let (median, p90) = (pick(0.5), pick(0.9));
+    let (median, p90, min) = (pick(0.5), pick(0.9), times[0]);
     let result = serde_json::json!({
         "model": exe.graph().name,
         "median_ms": median,
         "p90_ms": p90,
+        "min_ms": min,
         "images_per_s": batch as f64 / (median / 1e3),
         "batch": batch,
         "threads": threads,

@@ -72,6 +72,11 @@ impl CompiledKernel {
         self.spec.work_items(self.isa, n) as u64
     }
 
+    /// Consecutive work items that share set-up work (see [`KernelSpec::items_sharing_setup`]).
+    pub fn items_sharing_setup(&self) -> u64 {
+        self.spec.items_sharing_setup(self.isa) as u64
+    }
+
     /// Floats of per-thread scratch the kernel needs (0 for most).
     pub fn scratch_floats(&self) -> usize {
         self.spec.scratch_floats(self.isa)

@@ -234,6 +234,18 @@ impl KernelSpec {
         }
     }
 
+    /// How many consecutive work items share set-up work that a thread running them together does
+    /// once (a row panel's chunks of one block share its fill); an executor should hand them out
+    /// together when that still balances its threads.
+    pub fn items_sharing_setup(&self, isa: Isa) -> usize {
+        match self {
+            KernelSpec::Conv(s) => {
+                ConvPlan::new(s, isa).ok().filter(|p| p.path == ConvPath::RowPanel).map_or(1, |p| p.chunks)
+            }
+            _ => 1,
+        }
+    }
+
     /// Floats of per-thread scratch for kernels of `isa`.
     pub fn scratch_floats(&self, isa: Isa) -> usize {
         match self {

@@ -247,9 +247,11 @@ fn run_calls(
 ) {
     for call in calls {
         let start = times.is_some().then(Instant::now);
-        // Chunks of a quarter of a thread's even share: few claims, and a late thread still
-        // finds work.
-        let grain = call.items.div_ceil(4 * threads as u64).max(1);
+        // Chunks of a quarter of a thread's even share (few claims, and a late thread still finds
+        // work), or the run of items that share set-up work when a thread's share allows it.
+        let share = call.items.div_ceil(threads as u64);
+        let grain =
+            call.items.div_ceil(4 * threads as u64).max(call.kernel.items_sharing_setup().min(share)).max(1);
         loop {
             let begin = call.next.fetch_add(grain, Ordering::Relaxed);
             if begin >= call.items {

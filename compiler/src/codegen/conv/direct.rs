@@ -17,7 +17,7 @@ struct Prologue {
     relu: bool,
 }
 
-/// One item of the direct 1x1 path: (sample, block of column tiles, chunk of row tiles).
+/// One item of the direct 1x1 path: (sample, chunk of row tiles, block of column tiles).
 pub(super) fn item(
     cx: &mut KernelCx,
     tiles: &mut Tiles,
@@ -33,7 +33,9 @@ pub(super) fn item(
     let plane_in = h * w;
     let stride = spec.op.conv.stride;
     let nr = plan.nv * plan.lanes;
-    let (pb, chunk) = cx.divmod(r, plan.chunks);
+    // Chunk-major: consecutive items (claimed together by a thread) share their chunk of A, which
+    // then stays in L2 across pixel blocks.
+    let (chunk, pb) = cx.divmod(r, plan.blocks);
     let px0 = cx.b.ins().imul_imm_s(pb, plan.block as i64);
     // Tiles of this block: every block but the last holds `block` pixels.
     let last = plan.blocks - 1;

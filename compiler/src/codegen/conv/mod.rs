@@ -8,7 +8,7 @@
 //! `out[Cout x P] = W[Cout x Cin] * B[Cin x P]` with `P = OH*OW`. Row `ci` of B is channel plane
 //! `ci` of the input, subsampled for a stride (output pixel `(oy, ox)` reads input pixel
 //! `(oy*sh, ox*sw)`), with the prologue (pre-activation BN+ReLU) applied on the way. Work item =
-//! (sample, block of column tiles, chunk of row tiles); inside: `for column tile in block { for kb
+//! (sample, chunk of row tiles, block of column tiles; consecutive items share a chunk of A); inside: `for column tile in block { for kb
 //! in K blocks { pack; for row tile in chunk { K loop over kc } } }`. *pack* copies (for a stride:
 //! gathers) the tile's `kc x NR` slice of B into the scratch, row after row (`kc * NR` contiguous
 //! floats, zero lanes past a tail tile's columns): read in place, one tile's rows are `H*W` floats
@@ -105,11 +105,13 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
     let packed = cx.ptr_at(cx.weights, 0);
     let ips = plan.items_per_sample();
     let ops = Operands { input, residual, packed };
+    let none = cx.ic(-1);
+    let filled = cx.var(cranelift_codegen::ir::types::I64, none);
     cx.for_items(|cx, item| {
         let (n, r) = cx.divmod(item, ips);
         match plan.path {
             ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r),
-            ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r),
+            ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
     });
 }

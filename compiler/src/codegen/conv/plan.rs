@@ -300,7 +300,10 @@ impl ConvPlan {
                     // A flat block: phase rows exactly `ow + max_shift` long, one after the other
                     // per row phase, with a vector of slack after each channel (tiles read whole
                     // vectors).
-                    let (mt, nv) = default_tile(isa, ConvPath::RowPanel, usize::MAX);
+                    // Wide tiles, or the narrow one when the whole block is one vector.
+                    let cols = (rb - 1) * (ow + max_shift) + ow;
+                    let (mt, nv) =
+                        default_tile(isa, ConvPath::RowPanel, if cols <= lanes { cols } else { usize::MAX });
                     plan.mt = mt;
                     plan.nv = nv;
                     plan.tpg = plan.layout.cout_g.div_ceil(mt);
@@ -338,18 +341,17 @@ impl ConvPlan {
     }
 
     /// The rows per block of a flat row panel, if one beats tiles per output row: the share of
-    /// stored lanes among computed ones, per output row `ow / (ceil(ow / NR) * NR)` (with the
-    /// narrow tile when it applies), flat `rb * ow / (ceil(((rb-1) * row_len + ow) / NR) * NR)`,
-    /// over blocks of at most [`MAX_FLAT_TILES`] wide tiles whose scratch stays within
-    /// [`FLAT_SCRATCH_BYTES`] (a bigger panel is read from further out than L2).
+    /// stored lanes among computed ones (tiles shrink to the vectors they need, so a row of `ow`
+    /// computes `ceil(ow / lanes)` vectors, a flat block `ceil(((rb-1) * row_len + ow) / lanes)`),
+    /// over blocks of at most [`MAX_FLAT_TILES`] wide tiles whose scratch stays in L2
+    /// ([`FLAT_SCRATCH_BYTES`], or more when the weights are large: every block streams all of
+    /// them, so fewer, taller blocks save more than a bigger scratch costs).
     fn flat_block(&self, spec: &ConvSpec, row_len: usize) -> Option<usize> {
         let c = &spec.op.conv;
         let [_, oh, ow] = self.out;
         let (sh, dh) = (c.stride[0], c.dilation[0]);
         let lanes = self.lanes;
-        let (_, nv_row) = default_tile(self.isa, ConvPath::RowPanel, ow);
-        let nr_row = nv_row * lanes;
-        let per_row = ow as f64 / (ow.div_ceil(nr_row) * nr_row) as f64;
+        let per_row = ow as f64 / (ow.div_ceil(lanes) * lanes) as f64;
         let (_, nv) = default_tile(self.isa, ConvPath::RowPanel, usize::MAX);
         let nr = nv * lanes;
         let row_phases =
@@ -358,13 +360,16 @@ impl ConvPlan {
             let rows = (rb - 1) * sh + (c.kernel[0] - 1) * dh + 1;
             4 * self.layout.cin_g * (row_phases * self.slots * rows.div_ceil(sh) * row_len + lanes)
         };
+        let a_bytes = 4 * self.layout.groups * self.layout.ppg * self.layout.panel_stride();
+        let limit =
+            if a_bytes > 4 * FLAT_SCRATCH_BYTES { 3 * FLAT_SCRATCH_BYTES } else { FLAT_SCRATCH_BYTES };
         let mut best: Option<(f64, usize)> = None;
         for rb in 1..=oh {
             let cols = (rb - 1) * row_len + ow;
-            if cols.div_ceil(nr) > MAX_FLAT_TILES || (rb > 1 && scratch_bytes(rb) > FLAT_SCRATCH_BYTES) {
+            if cols.div_ceil(nr) > MAX_FLAT_TILES || (rb > 1 && scratch_bytes(rb) > limit) {
                 break;
             }
-            let eff = (rb * ow) as f64 / (cols.div_ceil(nr) * nr) as f64;
+            let eff = (rb * ow) as f64 / (cols.div_ceil(lanes) * lanes) as f64;
             if best.is_none_or(|(e, _)| eff >= e) {
                 best = Some((eff, rb));
             }

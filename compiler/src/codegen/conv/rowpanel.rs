@@ -11,7 +11,8 @@
 //! padding needs no branch in the inner loop. The K loop runs over the group's input channels with
 //! the `KH*KW` taps unrolled (each a constant offset into the scratch). The fill copies
 //! `O(Cin * rows * W)` floats per item against `O(Cout * Cin * KH*KW * OW * RB)` FMAs, a few
-//! percent at most.
+//! percent at most, and consecutive items of one call that share their rows (chunks of the same
+//! block) fill them once.
 //!
 //! Why an implicit GEMM on row panels rather than a full im2col: im2col of a 3x3 layer at 56x56
 //! writes and re-reads 9x the input (7 MB per sample for 64 channels), far beyond L2; the row panel
@@ -23,8 +24,12 @@ use crate::codegen::rows::{copy_run, zero_run};
 use crate::codegen::tile::{KLoop, Tap, Tiles};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
 
-/// One item: (sample, block of output rows, group, chunk of row tiles).
+/// One item: (sample, block of output rows, group, chunk of row tiles). `filled` holds the last
+/// (sample, block, group) whose rows this call filled into the scratch (-1 for none): an item of
+/// the same unit finds them there.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn item(
     cx: &mut KernelCx,
     tiles: &mut Tiles,
@@ -33,6 +38,7 @@ pub(super) fn item(
     ops: Operands,
     n: Value,
     r: Value,
+    filled: Variable,
 ) {
     let c = &spec.op.conv;
     let [kh_n, kw_n] = c.kernel;
@@ -40,10 +46,20 @@ pub(super) fn item(
     let (dh, dw) = (c.dilation[0], c.dilation[1]);
     let [_, oh, ow] = plan.out;
     let nr = plan.nv * plan.lanes;
-    let (rb, rest) = cx.divmod(r, plan.layout.groups * plan.chunks);
-    let (g, chunk) = cx.divmod(rest, plan.chunks);
+    // Block-major: consecutive items (claimed together by a thread) share their rows, which are
+    // then filled once for all of them.
+    let (unit, chunk) = cx.divmod(r, plan.chunks);
+    let (rb, g) = cx.divmod(unit, plan.layout.groups);
     let oh0 = cx.b.ins().imul_imm_s(rb, plan.block as i64);
-    fill_rows(cx, spec, plan, ops, n, g, oh0);
+    let units = (plan.blocks * plan.layout.groups) as i64;
+    let this = cx.b.ins().imul_imm_s(n, units);
+    let this = cx.b.ins().iadd(this, unit);
+    let last = cx.b.use_var(filled);
+    let stale = cx.b.ins().icmp(IntCC::NotEqual, this, last);
+    cx.if_then(stale, |cx| {
+        fill_rows(cx, spec, plan, ops, n, g, oh0);
+        cx.b.def_var(filled, this);
+    });
 
     // Rows of this block: `block`, or what is left for the last one.
     let last = plan.blocks - 1;
