@@ -2,7 +2,9 @@
 //! host's FMA peak for that ISA measured in the same run.
 //!
 //! `cargo bench --bench kernels` prints, for every ISA the host has (or `--isa NAME`), the peak of
-//! a register-only FMA loop, then one row per shape: the implementation and tile, GFLOP/s on one
+//! a register-only FMA loop, then one row per shape (`--winograd`: 3x3 stride-1 shapes also as
+//! Winograd F(2x2) and F(4x4), GFLOP/s counted as direct-convolution FLOPs, i.e. "effective"):
+//! the implementation and tile, GFLOP/s on one
 //! thread (thread CPU time, best of N: immune to other processes on a shared machine) and its
 //! share of the 1-core peak, and GFLOP/s on two threads (wall time, best of N). `-- --sweep` also
 //! tries other register tiles, `--orders` both loop orders, `--quick` fewer iterations, and a
@@ -14,7 +16,7 @@ use netc_compiler::codegen::{
     compile, default_tile, pack_conv_weights, AlignedF32, CompileOptions, ConvPath, ConvPlan, ConvSpec, Isa,
     IsaChoice, KernelArgs, KernelRequest, KernelSpec,
 };
-use netc_compiler::ir::{Conv2d, ConvKind, FusedConv, Relu};
+use netc_compiler::ir::{Conv2d, ConvKind, FusedConv, Relu, WeightExpr, WinogradTile};
 use std::time::Instant;
 
 struct Shape {
@@ -44,10 +46,11 @@ const SHAPES: &[Shape] = &[
     Shape { name: "7x7s2 3->64 @224", cin: 3, cout: 64, hw: 224, k: 7, stride: 2, residual: false },
 ];
 
-fn spec(s: &Shape) -> ConvSpec {
-    let kind = match (s.k, s.stride) {
-        (1, 1) => ConvKind::Gemm1x1,
-        (1, _) => ConvKind::StridedGemm1x1,
+fn spec(s: &Shape, winograd: Option<WinogradTile>) -> ConvSpec {
+    let kind = match (s.k, s.stride, winograd) {
+        (1, 1, _) => ConvKind::Gemm1x1,
+        (1, _, _) => ConvKind::StridedGemm1x1,
+        (3, 1, Some(tile)) => ConvKind::Winograd(tile),
         _ => ConvKind::Direct,
     };
     let op = FusedConv {
@@ -105,7 +108,13 @@ fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize) -> Result<(f64,
     let k = &ks.kernels[0];
     let c = &spec.op.conv;
     let wlen = c.out_channels * c.in_channels * c.kernel[0] * c.kernel[1];
-    let w: Vec<f32> = (0..wlen).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let mut w: Vec<f32> = (0..wlen).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    if let ConvKind::Winograd(tile) = spec.op.kind {
+        let g = WeightExpr::param("w", vec![c.out_channels, c.in_channels, 3, 3]);
+        w = WeightExpr::Winograd { x: Box::new(g), tile }
+            .eval(&|_| Some(&w[..]))
+            .map_err(|e| e.to_string())?;
+    }
     let b = vec![0.1f32; c.out_channels];
     let packed = AlignedF32::from_slice(&pack_conv_weights(spec, &[&w, &b]).map_err(|e| e.to_string())?);
     let x = AlignedF32::from_slice(&vec![0.5f32; spec.in_stride]);
@@ -187,8 +196,18 @@ fn main() {
             "{:<22} {:>7} {:>22} {:>9} {:>6} {:>9} {:>6}",
             "shape", "MFLOP", "implementation tile", "1 thread", "peak", "2 threads", "peak"
         );
-        for s in SHAPES.iter().filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f))) {
-            let base = spec(s);
+        let kinds: Vec<Option<WinogradTile>> = if flag("--winograd") {
+            vec![None, Some(WinogradTile::F2), Some(WinogradTile::F4)]
+        } else {
+            vec![None]
+        };
+        for (s, winograd) in SHAPES
+            .iter()
+            .filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f)))
+            .flat_map(|s| kinds.iter().map(move |&k| (s, k)))
+            .filter(|(s, k)| k.is_none() || (s.k == 3 && s.stride == 1))
+        {
+            let base = spec(s, winograd);
             let [co, oh, ow] = base.output().expect("valid");
             let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
             let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
@@ -209,7 +228,8 @@ fn main() {
                 sp.order = order;
                 let Ok(plan) = ConvPlan::new(&sp, isa) else { continue };
                 let label = format!(
-                    "{}x{}{}",
+                    "{}{}x{}{}",
+                    winograd.map_or("", |t| if t == WinogradTile::F2 { "F2 " } else { "F4 " }),
                     plan.mt,
                     plan.nv * plan.lanes,
                     if plan.tiles_outer { " T" } else { " P" }

@@ -187,7 +187,7 @@ fn kernels_can_be_dumped_as_clif_and_assembly_named_by_their_nodes() {
     let net = model("resnet18");
     let clif = ok(&["ir", net.to_str().unwrap(), "--stage", "clif"]);
     assert!(
-        clif.contains("; ---- kernel `layer1.0.conv2 conv+bias+add+relu`"),
+        clif.contains("; ---- kernel `layer1.0.conv2 winograd+bias+add+relu`"),
         "{}",
         &clif[..2000.min(clif.len())]
     );
@@ -197,8 +197,12 @@ fn kernels_can_be_dumped_as_clif_and_assembly_named_by_their_nodes() {
     // Each kernel names the implementation it got; a tiled one lists its assembled tiles.
     for isa in crate::common::host_isas() {
         let asm = ok(&["ir", net.to_str().unwrap(), "--stage", "asm", "--isa", isa.name()]);
-        let head = format!("`layer1.0.conv2 conv+bias+add+relu`: conv.rowpanel.{isa}:");
-        assert!(asm.contains(&head), "{isa}: {}", &asm[..2000.min(asm.len())]);
+        for head in [
+            format!("`conv1 conv+bias+relu`: conv.rowpanel.{isa}:"),
+            format!("`layer1.0.conv2 winograd+bias+add+relu`: conv.winograd.{isa}:"),
+        ] {
+            assert!(asm.contains(&head), "{isa}: no {head}");
+        }
         if isa.name() != "sse" {
             assert!(asm.contains("; tile netc_tile_"), "{isa}: no assembled tile listed");
         }

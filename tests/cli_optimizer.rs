@@ -98,6 +98,7 @@ fn list_passes_names_the_pipeline_in_order() {
             "fuse-epilogue",
             "fuse-prologue",
             "gemm-1x1",
+            "winograd",
             "merge-consecutive-1x1",
             "merge-siblings-1x1",
             "concat-in-place"

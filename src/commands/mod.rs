@@ -78,6 +78,9 @@ pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> a
                 s.before.values().sum::<usize>(),
                 s.after.values().sum::<usize>()
             );
+            for note in &s.notes {
+                text += &format!("    {note}\n");
+            }
             let ops: std::collections::BTreeSet<&String> = s.before.keys().chain(s.after.keys()).collect();
             for op in ops {
                 let (b, a) = (s.before.get(op).copied().unwrap_or(0), s.after.get(op).copied().unwrap_or(0));

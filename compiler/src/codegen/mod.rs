@@ -255,13 +255,15 @@ impl KernelSpec {
         }
     }
 
-    /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`, `linear`,
+    /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`,
+    /// `conv.winograd`, `linear`,
     /// `pool`, `lrn`, `eltwise`, `softmax`.
     pub fn algorithm(&self) -> &'static str {
         match self {
             KernelSpec::Conv(s) => match ConvPath::of(s) {
                 ConvPath::Direct1x1 => "conv.gemm1x1",
                 ConvPath::RowPanel => "conv.rowpanel",
+                ConvPath::Winograd(_) => "conv.winograd",
             },
             KernelSpec::Linear(_) => "linear",
             KernelSpec::Pool(_) => "pool",

@@ -4,8 +4,10 @@
 //! Convolution (`pack_conv_weights`), with `ppg` and the sections from [`ConvLayout`] and
 //! `R` = [`PANEL_ROWS`] (12) output channels per panel, whatever the ISA:
 //! ```text
-//! A panels   [groups * ppg][k_g][R]      a[(gp * k_g + k) * R + r] = W[g*cout_g + p*R + r][k]
-//!                                        (k = ci * KH*KW + kh * KW + kw; rows past cout_g are 0)
+//! A panels   [points][groups * ppg][k_g][R]
+//!                                        a[((x * groups*ppg + gp) * k_g + k) * R + r] = W_x[g*cout_g + p*R + r][k]
+//!                                        (k = ci * KH*KW + kh * KW + kw; rows past cout_g are 0;
+//!                                        one point x, except Winograd: W_x = U[x], k = ci)
 //! s1, b1     [groups * ppg * R] each     y = acc * s1 + b1      (bias, affine, and the post-affine
 //!                                                                when there is no residual, folded)
 //! s2, b2     [groups * ppg * R] each     y = (y + residual) * s2 + b2   (post-affine with residual)
@@ -94,7 +96,8 @@ pub fn pack_conv_weights(spec: &ConvSpec, weights: &[&[f32]]) -> Result<Vec<f32>
         Ok(w)
     };
     let (cout, cin) = (c.out_channels, c.in_channels);
-    let w = next("weight", cout * plan.k_g)?;
+    let points = plan.points;
+    let w = next("weight", points * cout * plan.k_g)?;
     let bias = if c.bias { Some(next("bias", cout)?) } else { None };
     let pre =
         if op.prologue.is_some() { Some((next("pre_scale", cin)?, next("pre_shift", cin)?)) } else { None };
@@ -112,8 +115,12 @@ pub fn pack_conv_weights(spec: &ConvSpec, weights: &[&[f32]]) -> Result<Vec<f32>
             let gp = g * ppg + p;
             for r in 0..mr.min(plan.cout_g - p * mr) {
                 let co = g * plan.cout_g + p * mr + r;
-                for k in 0..k_g {
-                    out[(gp * k_g + k) * mr + r] = w[co * k_g + k];
+                for xi in 0..points {
+                    // Winograd weights are `[points, Cout, Cin]`, others `[Cout, K]` (one point).
+                    let (src, dst) = ((xi * cout + co) * k_g, xi * plan.point_stride() + gp * k_g * mr);
+                    for k in 0..k_g {
+                        out[dst + k * mr + r] = w[src + k];
+                    }
                 }
                 let b = bias.map_or(0.0, |b| b[co] as f64);
                 let (s, t) = affine.map_or((1.0, 0.0), |(s, t)| (s[co] as f64, t[co] as f64));

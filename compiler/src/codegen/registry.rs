@@ -45,6 +45,10 @@ fn rowpanel(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::RowPanel)
 }
 
+fn winograd(spec: &KernelSpec) -> bool {
+    matches!(spec, KernelSpec::Conv(c) if matches!(ConvPath::of(c), ConvPath::Winograd(_)))
+}
+
 fn linear(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Linear(_))
 }
@@ -77,6 +81,9 @@ pub static REGISTRY: &[Implementation] = &[
     entry("conv.rowpanel.avx512", Isa::Avx512, rowpanel),
     entry("conv.rowpanel.avx2", Isa::Avx2, rowpanel),
     entry("conv.rowpanel.sse", Isa::Sse, rowpanel),
+    entry("conv.winograd.avx512", Isa::Avx512, winograd),
+    entry("conv.winograd.avx2", Isa::Avx2, winograd),
+    entry("conv.winograd.sse", Isa::Sse, winograd),
     entry("linear.avx512", Isa::Avx512, linear),
     entry("linear.avx2", Isa::Avx2, linear),
     entry("linear.sse", Isa::Sse, linear),

@@ -8,6 +8,7 @@ pub mod serial;
 pub mod shape;
 pub mod verify;
 pub mod weights;
+pub mod winograd;
 
 pub use count::{summarize, LayerRow, Summary};
 pub use graph::{Graph, GraphOutput, Node, NodeId, ValueId};
@@ -18,3 +19,4 @@ pub use op::{
 pub use shape::{Shape, ShapeError};
 pub use verify::{verify, VerifyError};
 pub use weights::WeightExpr;
+pub use winograd::WinogradTile;

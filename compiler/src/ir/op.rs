@@ -84,6 +84,10 @@ pub enum ConvKind {
     Gemm1x1,
     /// A 1x1 strided, unpadded convolution: subsample the input, then a GEMM over channels.
     StridedGemm1x1,
+    /// A 3x3, stride-1, undilated, ungrouped convolution computed with Winograd's minimal filtering
+    /// (see [`crate::ir::winograd`]); its weight slot holds the transformed filter `G g G^T`,
+    /// `[a*a, Cout, Cin]`.
+    Winograd(super::winograd::WinogradTile),
 }
 
 /// Which output channels a fused ReLU applies to.
@@ -231,6 +235,7 @@ impl Op {
                 ConvKind::Direct => "conv",
                 ConvKind::Gemm1x1 => "gemm1x1",
                 ConvKind::StridedGemm1x1 => "subsample+gemm1x1",
+                ConvKind::Winograd(_) => "winograd",
             },
             Op::FusedLinear(_) => "linear",
             Op::Affine(_) => "affine",
@@ -460,6 +465,10 @@ impl Op {
             Op::FusedConv(f) => {
                 let mut w = conv(&f.conv);
                 let (ci, co) = (f.conv.in_channels, f.conv.out_channels);
+                if let ConvKind::Winograd(tile) = f.kind {
+                    // The transformed filter, one `Cout x Cin` matrix per point of the input tile.
+                    w[0].shape = vec![tile.alpha() * tile.alpha(), co, ci];
+                }
                 if f.prologue.is_some() {
                     w.push(learn("pre_scale", vec![ci]));
                     w.push(learn("pre_shift", vec![ci]));
@@ -547,6 +556,9 @@ impl Op {
             Op::Conv(c) => conv_text(c),
             Op::FusedConv(f) => {
                 let mut s = conv_text(&f.conv);
+                if let ConvKind::Winograd(tile) = f.kind {
+                    s += &format!(" tile={}", tile.name());
+                }
                 match f.relu {
                     Relu::First(n) => s += &format!(" relu_channels={n}"),
                     Relu::None | Relu::All => {}
@@ -638,6 +650,14 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
         ConvKind::Direct => {}
         ConvKind::Gemm1x1 if one_by_one && c.stride == [1, 1] => {}
         ConvKind::StridedGemm1x1 if one_by_one && c.stride != [1, 1] => {}
+        ConvKind::Winograd(_)
+            if c.kernel == [3, 3]
+                && c.stride == [1, 1]
+                && c.dilation == [1, 1]
+                && c.groups == 1
+                && c.padding[0] <= 2
+                && c.padding[1] <= 2
+                && f.prologue.is_none() => {}
         _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
     }
     if let Relu::First(n) = f.relu {

@@ -33,6 +33,9 @@ pub enum WeightExpr {
     ConcatRows(Vec<WeightExpr>),
     /// The product of two 1x1 conv weights `a: [O, M, 1, 1]`, `b: [M, I, 1, 1]` -> `[O, I, 1, 1]`.
     MatMul(Box<WeightExpr>, Box<WeightExpr>),
+    /// The Winograd transform of a 3x3 conv weight `x: [O, I, 3, 3]`: `G g G^T` for every
+    /// `(o, i)`, laid out `[a*a, O, I]` (one matrix per point of the transformed tile).
+    Winograd { x: Box<WeightExpr>, tile: super::winograd::WinogradTile },
 }
 
 impl WeightExpr {
@@ -56,6 +59,10 @@ impl WeightExpr {
                 shape
             }
             WeightExpr::MatMul(a, b) => vec![a.shape()[0], b.shape()[1], 1, 1],
+            WeightExpr::Winograd { x, tile } => {
+                let sx = x.shape();
+                vec![tile.alpha() * tile.alpha(), sx[0], sx[1]]
+            }
         }
     }
 
@@ -112,6 +119,10 @@ impl WeightExpr {
                     _ => Err(format!("matmul of shapes {sa:?} and {sb:?}")),
                 }
             }
+            WeightExpr::Winograd { x, .. } => match &x.check()?[..] {
+                [_, _, 3, 3] => Ok(self.shape()),
+                sx => Err(format!("winograd of a weight of shape {sx:?}, not [O, I, 3, 3]")),
+            },
         }
     }
 
@@ -132,6 +143,7 @@ impl WeightExpr {
                 b.params(out);
             }
             WeightExpr::ConcatRows(parts) => parts.iter().for_each(|p| p.params(out)),
+            WeightExpr::Winograd { x, .. } => x.params(out),
         }
     }
 
@@ -206,6 +218,19 @@ impl WeightExpr {
                 }
                 out
             }
+            WeightExpr::Winograd { x, tile } => {
+                let shape = x.shape();
+                let (o, i) = (shape[0], shape[1]);
+                let g = x.eval64(leaf)?;
+                let points = tile.alpha() * tile.alpha();
+                let mut out = vec![0.0; points * o * i];
+                for (oi, filter) in g.chunks_exact(9).enumerate() {
+                    for (xi, u) in tile.filter(filter).into_iter().enumerate() {
+                        out[xi * o * i + oi] = u;
+                    }
+                }
+                out
+            }
         })
     }
 }
@@ -233,6 +258,7 @@ impl fmt::Display for WeightExpr {
                 write!(f, ")")
             }
             WeightExpr::MatMul(a, b) => write!(f, "matmul({a}, {b})"),
+            WeightExpr::Winograd { x, tile } => write!(f, "winograd({x}, {})", tile.name()),
         }
     }
 }

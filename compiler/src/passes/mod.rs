@@ -14,6 +14,7 @@ mod legalize;
 mod merge_consecutive_1x1;
 mod merge_siblings_1x1;
 mod slots;
+mod winograd;
 
 pub use legalize::legalize;
 
@@ -28,6 +29,11 @@ pub trait Pass: Sync {
     fn summary(&self) -> &'static str;
     /// Rewrites `graph`, returning how many rewrites it made (0: the graph is unchanged).
     fn run(&self, graph: &mut Graph) -> usize;
+    /// What the pass would decide on `graph` and why, a line per decision (for `--stats`; most
+    /// passes have nothing to add to their node counts).
+    fn explain(&self, _graph: &Graph) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The pipeline, in order.
@@ -37,6 +43,7 @@ pub static PIPELINE: &[&dyn Pass] = &[
     &fuse_epilogue::FuseEpilogue,
     &fuse_prologue::FusePrologue,
     &gemm_1x1::Gemm1x1,
+    &winograd::Winograd,
     &merge_consecutive_1x1::MergeConsecutive1x1,
     &merge_siblings_1x1::MergeSiblings1x1,
     &concat_in_place::ConcatInPlace,
@@ -76,6 +83,8 @@ pub struct PassStats {
     pub rewrites: usize,
     pub before: OpCounts,
     pub after: OpCounts,
+    /// The pass's decisions and their inputs ([`Pass::explain`]).
+    pub notes: Vec<String>,
 }
 
 /// A pass left a graph that fails `verify()`: a bug in the pass.
@@ -92,11 +101,12 @@ pub fn optimize(graph: &mut Graph, options: &Options) -> Result<Vec<PassStats>, 
     for pass in PIPELINE {
         if !options.disabled.iter().any(|d| d == pass.name()) {
             let before = op_counts(graph);
+            let notes = pass.explain(graph);
             let rewrites = pass.run(graph);
             if options.verify_each || cfg!(debug_assertions) {
                 verify(graph).map_err(|error| PassError { pass: pass.name(), error })?;
             }
-            stats.push(PassStats { pass: pass.name(), rewrites, before, after: op_counts(graph) });
+            stats.push(PassStats { pass: pass.name(), rewrites, before, after: op_counts(graph), notes });
         }
         if options.stop_after.as_deref() == Some(pass.name()) {
             break;

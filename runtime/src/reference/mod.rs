@@ -17,10 +17,11 @@ mod fused;
 mod norm;
 mod parallel;
 mod pool;
+mod winograd;
 
 use crate::tensor::{Dims, Tensor};
 use crate::weights::BoundWeights;
-use netc_compiler::ir::{Graph, Node, NodeId, Op, Relu, ValueId};
+use netc_compiler::ir::{ConvKind, Graph, Node, NodeId, Op, Relu, ValueId};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -280,9 +281,17 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
                     Cow::Owned(x)
                 }
             };
-            let w = weight(weights, node, "weight", co * per_out)?;
             let b = if p.bias { Some(weight(weights, node, "bias", co)?) } else { None };
-            let mut y = conv::conv2d(&input, p, &w, b.as_deref(), out, options.threads);
+            let mut y = match f.kind {
+                ConvKind::Winograd(tile) => {
+                    let u = weight(weights, node, "weight", tile.alpha() * tile.alpha() * co * ci)?;
+                    winograd::conv2d(&input, p, tile, &u, b.as_deref(), out, options.threads)
+                }
+                _ => {
+                    let w = weight(weights, node, "weight", co * per_out)?;
+                    conv::conv2d(&input, p, &w, b.as_deref(), out, options.threads)
+                }
+            };
             if f.affine {
                 fused::affine(
                     &mut y,

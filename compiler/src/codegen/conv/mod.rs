@@ -23,6 +23,9 @@
 //! an implicit GEMM over a padded, de-interleaved copy of the input rows a block of output rows
 //! needs; see that module.
 //!
+//! **`winograd`** ([`winograd`]; 3x3 stride-1 layers the `winograd` pass chose): Winograd's
+//! minimal filtering, its `a^2` GEMMs on the same register tiles.
+//!
 //! Output channels: tiles of `mt` rows ([`ConvPlan::mt`]) read the ISA-independent packed panels of
 //! [`PANEL_ROWS`] channels. Output columns: `OW / NR` full tiles and one tail tile of `OW % NR`
 //! columns whose last vector is stored masked, so no tile ever overlaps another or writes outside
@@ -35,6 +38,7 @@
 mod direct;
 mod plan;
 mod rowpanel;
+pub mod winograd;
 
 pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, FlatTile, PANEL_ROWS};
 
@@ -112,6 +116,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
         match plan.path {
             ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r),
             ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r, filled),
+            ConvPath::Winograd(_) => winograd::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
     });
 }

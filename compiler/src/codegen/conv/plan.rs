@@ -6,7 +6,7 @@ use super::ConvSpec;
 use crate::codegen::isa::Isa;
 use crate::codegen::tile::{x86, Piece};
 use crate::codegen::CodegenError;
-use crate::ir::{ConvKind, Relu};
+use crate::ir::{ConvKind, Relu, WinogradTile};
 
 /// Output channels per packed A panel. Every ISA's tile height divides it or is a multiple of it,
 /// so one packed layout serves every tile: a tile of `mt` rows reads rows `r % 12` of panels
@@ -20,6 +20,9 @@ pub enum ConvPath {
     Direct1x1,
     /// `rowpanel`: an implicit GEMM over a padded copy of the input rows.
     RowPanel,
+    /// `winograd`: Winograd's minimal filtering over a padded copy of the input rows (see
+    /// [`super::winograd`]).
+    Winograd(WinogradTile),
 }
 
 impl ConvPath {
@@ -28,6 +31,7 @@ impl ConvPath {
         match self {
             ConvPath::Direct1x1 => "gemm1x1",
             ConvPath::RowPanel => "rowpanel",
+            ConvPath::Winograd(_) => "winograd",
         }
     }
 
@@ -38,6 +42,9 @@ impl ConvPath {
     /// rows has no padding columns to waste lanes on.
     pub fn of(spec: &ConvSpec) -> ConvPath {
         let c = &spec.op.conv;
+        if let ConvKind::Winograd(tile) = spec.op.kind {
+            return ConvPath::Winograd(tile);
+        }
         if spec.op.kind == ConvKind::Gemm1x1 && c.groups == 1 && c.kernel == [1, 1] && c.padding == [0, 0] {
             ConvPath::Direct1x1
         } else {
@@ -56,6 +63,9 @@ pub struct ConvLayout {
     pub k_g: usize,
     /// Panels of [`PANEL_ROWS`] output channels per group (the last may be partial).
     pub ppg: usize,
+    /// Weight matrices: 1, or `a*a` for a Winograd convolution (one `Cout x Cin` matrix per point
+    /// of the transformed tile, each packed in panels, [`ConvLayout::point_stride`] apart).
+    pub points: usize,
     /// Float offsets of the epilogue vectors (`groups * ppg * PANEL_ROWS` each, indexed by
     /// `g * ppg * PANEL_ROWS + channel in group`) and of `pre_scale`, `pre_shift` (`Cin` each).
     pub s1: Option<usize>,
@@ -94,10 +104,13 @@ impl ConvLayout {
             ));
         }
         let (cin_g, cout_g) = (cin / g, c.out_channels / g);
-        let k_g = cin_g * c.kernel[0] * c.kernel[1];
+        let (k_g, points) = match op.kind {
+            ConvKind::Winograd(tile) => (cin_g, tile.alpha() * tile.alpha()),
+            _ => (cin_g * c.kernel[0] * c.kernel[1], 1),
+        };
         let ppg = cout_g.div_ceil(PANEL_ROWS);
         let rows_total = g * ppg * PANEL_ROWS;
-        let mut len = g * ppg * k_g * PANEL_ROWS;
+        let mut len = points * g * ppg * k_g * PANEL_ROWS;
         let mut section = |present: bool, size: usize| {
             present.then(|| {
                 let at = len;
@@ -112,12 +125,17 @@ impl ConvLayout {
         let s2 = section(!fold_post && op.post_affine, rows_total);
         let b2 = section(!fold_post && op.post_affine, rows_total);
         let pre = section(op.prologue.is_some(), 2 * cin);
-        Ok(ConvLayout { groups: g, cin_g, cout_g, k_g, ppg, s1, b1, s2, b2, pre, packed_len: len })
+        Ok(ConvLayout { groups: g, cin_g, cout_g, k_g, ppg, points, s1, b1, s2, b2, pre, packed_len: len })
     }
 
     /// Floats between consecutive A panels.
     pub fn panel_stride(&self) -> usize {
         self.k_g * PANEL_ROWS
+    }
+
+    /// Floats between the weight matrices of consecutive Winograd points.
+    pub fn point_stride(&self) -> usize {
+        self.groups * self.ppg * self.panel_stride()
     }
 }
 
@@ -203,6 +221,8 @@ pub struct ConvPlan {
     /// `Cin - (kblocks - 1) * kc` channels).
     pub kc: usize,
     pub kblocks: usize,
+    /// The Winograd path's own geometry.
+    pub winograd: Option<super::winograd::WinogradPlan>,
 }
 
 impl ConvPlan {
@@ -250,6 +270,7 @@ impl ConvPlan {
             chan_len: 0,
             kc: layout.k_g,
             kblocks: 1,
+            winograd: None,
             layout,
         };
         let nr = nv * lanes;
@@ -275,6 +296,7 @@ impl ConvPlan {
                 }
                 plan.chunks = a_chunks;
             }
+            ConvPath::Winograd(tile) => super::winograd::plan(&mut plan, spec, tile),
             ConvPath::RowPanel => {
                 let (sh, sw) = (c.stride[0], c.stride[1]);
                 let (dh, dw) = (c.dilation[0], c.dilation[1]);
@@ -337,6 +359,9 @@ impl ConvPlan {
         plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, tpg);
         plan.tiles_per_chunk = tpg.div_ceil(plan.chunks);
         plan.chunks = tpg.div_ceil(plan.tiles_per_chunk);
+        if matches!(plan.path, ConvPath::Winograd(_)) {
+            super::winograd::finish(&mut plan);
+        }
         Ok(plan)
     }
 
@@ -440,6 +465,7 @@ impl ConvPlan {
                 self.kc * nr + partials
             }
             ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
+            ConvPath::Winograd(_) => self.winograd.as_ref().map_or(0, |w| w.floats),
         }
     }
 

@@ -157,7 +157,7 @@ pub(super) fn item(
 /// Scratch float `ci * chan_len + row_at(rho, slot(f)) + col` holds padded input column
 /// `col * sw + f` of input row `oh0 * sh - ph + rho` (zero outside the input; see
 /// [`ConvPlan::row_at`]).
-fn fill_rows(
+pub(super) fn fill_rows(
     cx: &mut KernelCx,
     spec: &ConvSpec,
     plan: &ConvPlan,

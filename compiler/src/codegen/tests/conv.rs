@@ -163,10 +163,20 @@ fn check(c: Case) {
     spec.out_stride += 3;
     spec.res_stride += 7;
     let mut rng = Rng::new((c.cin * 1000 + c.cout * 10 + c.kernel) as u64);
+    // The reference computes the plain convolution; a Winograd kernel packs the transformed
+    // filter, computed from the same weights as the optimiser's symbolic transform does.
+    let direct = FusedConv { kind: ConvKind::Direct, ..op.clone() };
     let weights: Vec<Vec<f32>> =
-        Op::FusedConv(op).weights().iter().map(|w| rng.vec(w.shape.iter().product())).collect();
+        Op::FusedConv(direct).weights().iter().map(|w| rng.vec(w.shape.iter().product())).collect();
     let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
-    let packed = pack_conv_weights(&spec, &wrefs).unwrap();
+    let mut packing = weights.clone();
+    if let ConvKind::Winograd(tile) = op.kind {
+        let g = crate::ir::WeightExpr::param("w", vec![c.cout, c.cin, 3, 3]);
+        let u = crate::ir::WeightExpr::Winograd { x: Box::new(g), tile };
+        packing[0] = u.eval(&|_| Some(&weights[0][..])).unwrap();
+    }
+    let prefs: Vec<&[f32]> = packing.iter().map(|w| w.as_slice()).collect();
+    let packed = pack_conv_weights(&spec, &prefs).unwrap();
     for isa in host_isas() {
         let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
         let plan = ConvPlan::new(&spec, isa).unwrap();
@@ -194,14 +204,22 @@ fn check_kernel(
             inputs.push(&res);
         }
         let got = run(k, n, &inputs, &[packed], n * spec.out_stride);
-        let (want, mag) = reference(spec, n, &x, c.residual.then_some(&res[..]), wrefs);
+        let direct = ConvSpec { op: FusedConv { kind: ConvKind::Direct, ..spec.op.clone() }, ..spec.clone() };
+        let (want, mag) = reference(&direct, n, &x, c.residual.then_some(&res[..]), wrefs);
         // Compare the value; the gaps between samples must be untouched.
         for s in 0..n {
             let r = s * spec.out_stride..s * spec.out_stride + out_len;
             let kernel = &k.kernels[0];
             let what =
                 format!("{} {} n={n} sample {s}", kernel.implementation, kernel.spec.describe(plan.isa));
-            assert_close(&what, &got[r.clone()], &want[r.clone()], &mag[r]);
+            // Winograd's transforms scale values by their constants before summing, which
+            // amplifies rounding: F(4x4) by up to two decimal orders over the direct sum.
+            let slack = match spec.op.kind {
+                ConvKind::Winograd(crate::ir::WinogradTile::F4) => 100.0,
+                ConvKind::Winograd(_) => 10.0,
+                _ => 1.0,
+            };
+            assert_close_scaled(&what, &got[r.clone()], &want[r.clone()], &mag[r], slack);
             for g in &got[s * spec.out_stride + out_len..(s + 1) * spec.out_stride] {
                 assert!(g.is_nan(), "{what}: wrote past the value");
             }
@@ -514,5 +532,33 @@ mod random {
         fn random_convolutions_match_the_definition(c in arb_case()) {
             check(c);
         }
+    }
+}
+
+/// Winograd convolutions (F(2x2) and F(4x4)): tile grids cut by the plane's edge (odd sizes),
+/// several blocks of tile rows, padding 0, 1 and 2, channel counts off every tile, residual,
+/// affine and ReLU epilogues, on every ISA of the host; the reference is the direct convolution of
+/// the untransformed weights.
+#[test]
+fn winograd_convolutions() {
+    use crate::ir::WinogradTile::{F2, F4};
+    for (tile, cin, cout, hw, pad, residual) in [
+        (F2, 5, 13, 7, 1, false),
+        (F4, 5, 13, 7, 1, true),
+        (F4, 16, 30, 14, 1, false),
+        (F2, 3, 7, 9, 0, true),
+        (F4, 8, 12, 11, 2, false),
+        (F4, 17, 25, 30, 1, true),
+        (F2, 24, 40, 13, 1, false),
+        (F4, 4, 6, 3, 1, false),
+        (F2, 2, 3, 1, 1, true),
+        (F4, 6, 5, 23, 0, false),
+    ] {
+        let mut c = case(cin, cout, hw, 3, 1, pad);
+        c.kind = ConvKind::Winograd(tile);
+        c.residual = residual;
+        c.post = residual;
+        c.affine = !residual;
+        check(c);
     }
 }

@@ -100,9 +100,15 @@ pub(super) fn run(
 
 /// Asserts `got` matches `want` within `1e-5 * (1 + mag)` element-wise.
 pub(super) fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64]) {
+    assert_close_scaled(what, got, want, mag, 1.0);
+}
+
+/// [`assert_close`] with the tolerance multiplied by `slack` (algorithms that round more, such as
+/// Winograd's).
+pub(super) fn assert_close_scaled(what: &str, got: &[f32], want: &[f64], mag: &[f64], slack: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = 1e-5 * (1.0 + m);
+        let tol = slack * 1e-5 * (1.0 + m);
         assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tolerance {tol:e})");
     }
 }

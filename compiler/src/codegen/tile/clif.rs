@@ -156,3 +156,96 @@ fn offset(row: usize, at: isize, lane: usize) -> usize {
     debug_assert!(o >= 0, "a tile lane before its base");
     o.max(0) as usize
 }
+
+/// Runs a Winograd transform program on f32x4 values.
+fn run_program(cx: &mut KernelCx, program: &crate::ir::winograd::Program, inputs: &[Value]) -> Vec<Value> {
+    use crate::ir::winograd::Step;
+    let mut v: Vec<Value> = inputs.to_vec();
+    for step in program.steps {
+        let y = match *step {
+            Step::Add(a, b) => cx.b.ins().fadd(v[a], v[b]),
+            Step::Sub(a, b) => cx.b.ins().fsub(v[a], v[b]),
+            Step::Fma(a, c, b) => {
+                let c = cx.fconst(VEC, c);
+                cx.fma(v[a], c, v[b])
+            }
+        };
+        v.push(y);
+    }
+    program.outputs.iter().map(|&o| v[o]).collect()
+}
+
+/// The Winograd input transform with f32x4 vectors of tiles (see [`super::InputTransformSpec`]).
+pub(crate) fn input_transform(
+    cx: &mut KernelCx,
+    spec: &super::InputTransformSpec,
+    [src, dst, _tmp]: [Value; 3],
+) {
+    let a = spec.tile.alpha();
+    let program = spec.tile.input_program();
+    let src_v = cx.var(I64, src);
+    let dst_v = cx.var(I64, dst);
+    cx.for_count(spec.channels, "winograd input transform: channels", |cx, _| {
+        let (s, d) = (cx.b.use_var(src_v), cx.b.use_var(dst_v));
+        let mut t = vec![Vec::new(); a];
+        for j in 0..a {
+            let col: Vec<Value> = (0..a).map(|i| cx.load_v(s, spec.offsets[i * a + j])).collect();
+            for (i, value) in run_program(cx, program, &col).into_iter().enumerate() {
+                t[i].push(value);
+            }
+        }
+        for (i, row) in t.iter().enumerate() {
+            for (j, value) in run_program(cx, program, row).into_iter().enumerate() {
+                cx.store(value, d, (i * a + j) * spec.point_stride);
+            }
+        }
+        let (s2, d2) = (cx.add_floats(s, spec.src_stride), cx.add_floats(d, spec.dst_stride));
+        cx.b.def_var(src_v, s2);
+        cx.b.def_var(dst_v, d2);
+    });
+}
+
+/// The Winograd output transform with f32x4 vectors of tiles, its epilogue, and the stores lane by
+/// lane (see [`super::OutputTransformSpec`]).
+pub(crate) fn output_transform(
+    cx: &mut KernelCx,
+    spec: &super::OutputTransformSpec,
+    [src, out, epi, res, _tmp]: [Value; 5],
+) {
+    let (m, a) = (spec.tile.m(), spec.tile.alpha());
+    let program = spec.tile.output_program();
+    let mut t = vec![Vec::new(); m];
+    for j in 0..a {
+        let col: Vec<Value> = (0..a).map(|i| cx.load_v(src, (i * a + j) * spec.point_stride)).collect();
+        for (i, value) in run_program(cx, program, &col).into_iter().enumerate() {
+            t[i].push(value);
+        }
+    }
+    let e = &spec.epilogue;
+    let scalar = |cx: &mut KernelCx, cv: Option<ChanVec>| cv.map(|c| cx.load_splat(epi, c.at));
+    for (i, row) in t.iter().enumerate() {
+        for (j, mut y) in run_program(cx, program, row).into_iter().enumerate() {
+            let (disp, mask) = spec.pixels[i * m + j];
+            let lanes: Vec<usize> = (0..LANES).filter(|l| mask & (1 << l) != 0).collect();
+            let (s1, b1) = (scalar(cx, e.s1), scalar(cx, e.b1));
+            y = affine(cx, y, s1, b1);
+            if e.residual.is_some() {
+                let mut r = cx.fconst(VEC, 0.0);
+                for &l in &lanes {
+                    let x = cx.load_s(res, spec.index[l] + disp);
+                    r = cx.b.ins().insertlane(r, x, l as u8);
+                }
+                y = cx.b.ins().fadd(y, r);
+            }
+            let (s2, b2) = (scalar(cx, e.s2), scalar(cx, e.b2));
+            y = affine(cx, y, s2, b2);
+            if e.relu_rows.first().copied().unwrap_or(false) {
+                y = cx.relu(y);
+            }
+            for &l in &lanes {
+                let x = cx.b.ins().extractlane(y, l as u8);
+                cx.store(x, out, spec.index[l] + disp);
+            }
+        }
+    }
+}

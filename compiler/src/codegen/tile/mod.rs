@@ -194,6 +194,42 @@ impl TileSpec {
     }
 }
 
+/// The Winograd input transform of `channels` channels for one vector of tiles (see
+/// [`crate::codegen::conv::winograd`]): run-time operands `(src, dst, tmp)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InputTransformSpec {
+    pub isa: Isa,
+    pub tile: crate::ir::WinogradTile,
+    /// Float offset from `src` of input-tile element `(i, j)`, row-major `a x a` (each a vector
+    /// over the tiles).
+    pub offsets: Vec<usize>,
+    pub channels: usize,
+    /// Floats between consecutive channels in `src` and in `dst`.
+    pub src_stride: usize,
+    pub dst_stride: usize,
+    /// Floats between the transformed points in `dst` (point `x` at `dst + x * point_stride`).
+    pub point_stride: usize,
+}
+
+/// The Winograd output transform of one output channel for one vector of tiles, with its fused
+/// epilogue and the store to the tiles' pixels: run-time operands `(src, out, epi, res, tmp)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutputTransformSpec {
+    pub isa: Isa,
+    pub tile: crate::ir::WinogradTile,
+    /// Floats between the points in `src`.
+    pub point_stride: usize,
+    /// Per lane: the float offset from `out` (and `res`) of its tile's pixel `(0, 0)` (0 for lanes
+    /// without a tile).
+    pub index: Vec<usize>,
+    /// Per output pixel `(i, j)` of the tile, row-major `m x m`: its displacement from the tile's
+    /// pixel `(0, 0)` and the lanes whose tile has that pixel (bit per lane).
+    pub pixels: Vec<(usize, u32)>,
+    /// Per-channel values as [`Axis::Row`] vectors at `epi` (one channel: row 0), residual read at
+    /// the stored pixels, ReLU when `relu_rows[0]`.
+    pub epilogue: Epilogue,
+}
+
 /// The run-time operands of a tile call (Cranelift values of the calling kernel); absent ones
 /// are passed as null.
 #[derive(Debug, Clone, Copy)]
@@ -213,12 +249,47 @@ pub struct AssembledTile {
     pub code: Vec<u8>,
 }
 
-/// Emits tiles into the kernels of one JIT module: inline Cranelift code for [`Isa::Sse`], calls
-/// to assembled functions (defined once per distinct spec in the module) for the wide ISAs.
+/// Every kind of routine [`Tiles`] emits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Routine {
+    Tile(TileSpec),
+    Input(InputTransformSpec),
+    Output(OutputTransformSpec),
+}
+
+impl Routine {
+    fn isa(&self) -> Isa {
+        match self {
+            Routine::Tile(s) => s.isa,
+            Routine::Input(s) => s.isa,
+            Routine::Output(s) => s.isa,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Routine::Tile(s) => s.label(),
+            Routine::Input(s) => format!("{} winograd {} input transform", s.isa, s.tile.name()),
+            Routine::Output(s) => format!("{} winograd {} output transform", s.isa, s.tile.name()),
+        }
+    }
+
+    fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        match self {
+            Routine::Tile(s) => x86::assemble(s),
+            Routine::Input(s) => x86::winograd::assemble_input(s),
+            Routine::Output(s) => x86::winograd::assemble_output(s),
+        }
+    }
+}
+
+/// Emits tiles (and the other register-level routines: Winograd transforms) into the kernels of
+/// one JIT module: inline Cranelift code for [`Isa::Sse`], calls to assembled functions (defined
+/// once per distinct spec in the module) for the wide ISAs.
 pub(crate) struct Tiles<'m> {
     pub module: &'m mut JITModule,
     call_conv: CallConv,
-    defined: HashMap<TileSpec, FuncId>,
+    defined: HashMap<Routine, FuncId>,
     /// Tiles assembled for the kernel being emitted (taken by [`Tiles::take_assembled`]).
     assembled: Vec<AssembledTile>,
     /// The first failure while emitting the current kernel (see [`Tiles::take_error`]).
@@ -248,37 +319,6 @@ impl<'m> Tiles<'m> {
             clif::emit(cx, spec, args);
             return;
         }
-        if let Err(e) = self.call_assembled(cx, spec, args) {
-            self.error.get_or_insert(e);
-        }
-    }
-
-    fn call_assembled(
-        &mut self,
-        cx: &mut KernelCx,
-        spec: &TileSpec,
-        args: TileArgs,
-    ) -> Result<(), CodegenError> {
-        let id = match self.defined.get(spec) {
-            Some(&id) => id,
-            None => {
-                let code = x86::assemble(spec)?;
-                let name = format!("netc_tile_{}", self.defined.len());
-                let id = self
-                    .module
-                    .declare_function(&name, Linkage::Local, &tile_signature(self.call_conv))
-                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
-                self.module
-                    .define_function_bytes(id, 64, &code, &[])
-                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
-                self.assembled.push(AssembledTile { name: format!("{name}: {}", spec.label()), code });
-                self.defined.insert(spec.clone(), id);
-                id
-            }
-        };
-        let callee = self.module.declare_func_in_func(id, cx.b.func);
-        // An absolute call: the module's code blocks may lie further apart than a rel32 reaches.
-        cx.b.func.dfg.ext_funcs[callee].colocated = false;
         let null = cx.ic(0);
         let operands = [
             args.a,
@@ -288,15 +328,69 @@ impl<'m> Tiles<'m> {
             args.res.unwrap_or(null),
             args.init.unwrap_or(null),
         ];
-        cx.b.ins().call(callee, &operands);
+        self.call(cx, Routine::Tile(spec.clone()), &operands);
+    }
+
+    /// Emits a Winograd input transform with operands `(src, dst, tmp)`.
+    pub fn input_transform(&mut self, cx: &mut KernelCx, spec: &InputTransformSpec, operands: [Value; 3]) {
+        if spec.isa == Isa::Sse {
+            clif::input_transform(cx, spec, operands);
+        } else {
+            self.call(cx, Routine::Input(spec.clone()), &operands);
+        }
+    }
+
+    /// Emits a Winograd output transform with operands `(src, out, epi, res, tmp)`.
+    pub fn output_transform(&mut self, cx: &mut KernelCx, spec: &OutputTransformSpec, operands: [Value; 5]) {
+        if spec.isa == Isa::Sse {
+            clif::output_transform(cx, spec, operands);
+        } else {
+            self.call(cx, Routine::Output(spec.clone()), &operands);
+        }
+    }
+
+    fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {
+        if let Err(e) = self.call_assembled(cx, routine, operands) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn call_assembled(
+        &mut self,
+        cx: &mut KernelCx,
+        routine: Routine,
+        operands: &[Value],
+    ) -> Result<(), CodegenError> {
+        debug_assert_ne!(routine.isa(), Isa::Sse);
+        let id = match self.defined.get(&routine) {
+            Some(&id) => id,
+            None => {
+                let code = routine.assemble()?;
+                let name = format!("netc_tile_{}", self.defined.len());
+                let id = self
+                    .module
+                    .declare_function(&name, Linkage::Local, &tile_signature(self.call_conv, operands.len()))
+                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+                self.module
+                    .define_function_bytes(id, 64, &code, &[])
+                    .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+                self.assembled.push(AssembledTile { name: format!("{name}: {}", routine.label()), code });
+                self.defined.insert(routine, id);
+                id
+            }
+        };
+        let callee = self.module.declare_func_in_func(id, cx.b.func);
+        // An absolute call: the module's code blocks may lie further apart than a rel32 reaches.
+        cx.b.func.dfg.ext_funcs[callee].colocated = false;
+        cx.b.ins().call(callee, operands);
         Ok(())
     }
 }
 
-/// The signature of an assembled tile: six pointers, no result (SysV on x86-64).
-fn tile_signature(call_conv: CallConv) -> Signature {
+/// The signature of an assembled routine: `pointers` pointers, no result (SysV on x86-64).
+fn tile_signature(call_conv: CallConv, pointers: usize) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for _ in 0..6 {
+    for _ in 0..pointers {
         sig.params.push(AbiParam::new(I64));
     }
     sig

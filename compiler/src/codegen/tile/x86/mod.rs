@@ -27,6 +27,8 @@
 //! the residual is read the same way. The AVX2 generator uses ymm0-15 and no broadcast memory
 //! operands only, so iced never picks an EVEX encoding for it (a test decodes every tile to check).
 
+pub mod winograd;
+
 use super::{Axis, ChanVec, Piece, Tap, TileOut, TileSpec};
 use crate::codegen::isa::Isa;
 use crate::codegen::CodegenError;
@@ -72,8 +74,9 @@ pub fn max_accumulators(isa: Isa) -> usize {
 struct Gen {
     a: CodeAssembler,
     isa: Isa,
-    /// AVX2 lane masks (`lo..hi`), emitted as data after the code.
-    masks: Vec<((usize, usize), CodeLabel)>,
+    /// Constant data (AVX2 lane masks, broadcast constants, index vectors), emitted after the code
+    /// and addressed RIP-relative.
+    data: Vec<(Vec<u32>, CodeLabel)>,
     /// The lanes mask currently in k1 (AVX-512).
     k1: Option<(usize, usize)>,
 }
@@ -109,7 +112,7 @@ impl Gen {
         if isa == Isa::Sse {
             return Err(CodegenError::Unsupported("the sse tile is Cranelift code, not assembled".into()));
         }
-        Ok(Gen { a: CodeAssembler::new(64).map_err(asm_err)?, isa, masks: Vec::new(), k1: None })
+        Ok(Gen { a: CodeAssembler::new(64).map_err(asm_err)?, isa, data: Vec::new(), k1: None })
     }
 
     fn lanes(&self) -> usize {
@@ -221,14 +224,20 @@ impl Gen {
         .map_err(asm_err)
     }
 
-    /// The RIP-relative label of the AVX2 mask selecting lanes `lo..hi`.
-    fn mask_label(&mut self, lo: usize, hi: usize) -> CodeLabel {
-        if let Some((_, l)) = self.masks.iter().find(|(k, _)| *k == (lo, hi)) {
+    /// The RIP-relative label of constant `words` (one copy per distinct value).
+    fn data_label(&mut self, words: Vec<u32>) -> CodeLabel {
+        if let Some((_, l)) = self.data.iter().find(|(w, _)| *w == words) {
             return *l;
         }
         let l = self.a.create_label();
-        self.masks.push(((lo, hi), l));
+        self.data.push((words, l));
         l
+    }
+
+    /// The RIP-relative label of the AVX2 mask selecting lanes `lo..hi`.
+    fn mask_label(&mut self, lo: usize, hi: usize) -> CodeLabel {
+        let words = (0..self.lanes()).map(|l| if (lo..hi).contains(&l) { u32::MAX } else { 0 }).collect();
+        self.data_label(words)
     }
 
     /// Makes k1 select lanes `lo..hi` (AVX-512).
@@ -512,11 +521,8 @@ impl Gen {
     fn finish(mut self) -> Result<Vec<u8>, CodegenError> {
         self.a.vzeroupper().map_err(asm_err)?;
         self.a.ret().map_err(asm_err)?;
-        let lanes = self.lanes();
-        for ((lo, hi), mut label) in std::mem::take(&mut self.masks) {
+        for (words, mut label) in std::mem::take(&mut self.data) {
             self.a.set_label(&mut label).map_err(asm_err)?;
-            let words: Vec<u32> =
-                (0..lanes).map(|l| if (lo..hi).contains(&l) { u32::MAX } else { 0 }).collect();
             self.a.dd(&words).map_err(asm_err)?;
         }
         self.a.assemble(0).map_err(asm_err)
