@@ -127,3 +127,48 @@ pub(crate) fn copy_run(
         });
     }
 }
+
+/// The four column phases of `chunks * 4` columns from `col0` of a padded row with column stride 4:
+/// phase `f` column `c` is `src[from + 4 (c - col0) + f]`, stored at `dst + at[f] + c`. Each chunk
+/// is four vector loads and a 4x4 transpose (eight shuffles), four vector stores.
+pub(crate) fn copy_phases4(
+    cx: &mut KernelCx,
+    src: Value,
+    from: usize,
+    dst: Value,
+    at: &[usize],
+    col0: usize,
+    chunks: usize,
+) {
+    let src = cx.add_floats(src, from);
+    let dst = cx.add_floats(dst, col0);
+    cx.for_count(chunks, "fill: 4x4 transposes of stride-4 phases", |cx, i| {
+        let s = cx.offset(src, i, 4 * LANES);
+        let d = cx.offset(dst, i, LANES);
+        let v: Vec<Value> = (0..4).map(|k| cx.load_v(s, k * LANES)).collect();
+        let t0 = shuffle(cx, v[0], v[1], [0, 4, 1, 5]);
+        let t1 = shuffle(cx, v[0], v[1], [2, 6, 3, 7]);
+        let t2 = shuffle(cx, v[2], v[3], [0, 4, 1, 5]);
+        let t3 = shuffle(cx, v[2], v[3], [2, 6, 3, 7]);
+        let out = [
+            shuffle(cx, t0, t2, [0, 1, 4, 5]),
+            shuffle(cx, t0, t2, [2, 3, 6, 7]),
+            shuffle(cx, t1, t3, [0, 1, 4, 5]),
+            shuffle(cx, t1, t3, [2, 3, 6, 7]),
+        ];
+        for (f, o) in out.into_iter().enumerate() {
+            cx.store(o, d, at[f]);
+        }
+    });
+}
+
+/// Lanes of `a` (0..4) and `b` (4..8) picked by `lanes`.
+fn shuffle(cx: &mut KernelCx, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    use cranelift_codegen::ir::types::I8X16;
+    use cranelift_codegen::ir::ConstantData;
+    let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
+    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
+    let v = cx.b.ins().shuffle(a, b, mask);
+    cx.bitcast(VEC, v)
+}

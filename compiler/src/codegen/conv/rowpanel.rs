@@ -20,7 +20,7 @@
 
 use super::{for_cols, nest, tile, Cols, ConvPlan, ConvSpec, Dest, Operands, RowTile, PANEL_ROWS, WHOLE_K};
 use crate::codegen::cx::KernelCx;
-use crate::codegen::rows::{copy_run, zero_run};
+use crate::codegen::rows::{copy_phases4, copy_run, zero_run};
 use crate::codegen::tile::{KLoop, Tap, Tiles};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -220,13 +220,40 @@ pub(super) fn fill_rows(
             cx.b.seal_block(then_block);
             cx.note(then_block, format!("fill: row {rho} inside the input"));
             let src = cx.offset(src_c, ih, w);
+            // Stride 4 with every phase kept (Winograd F(4x4), 11x11/4 stems): the columns every
+            // phase has inside the input, four at a time, as 4x4 transposes of the input.
+            let bulk = (sw == 4 && rows_at.len() == 4 && pro.is_none())
+                .then(|| {
+                    let c0 = (0..4).map(|f| pw.saturating_sub(f).div_ceil(4)).max().unwrap_or(0);
+                    // The last chunk reads input columns up to 4c - pw + 15 < W.
+                    let c_end = ((w + pw).saturating_sub(16) / 4 + 1).min(plan.sw_len);
+                    let chunks = c_end.saturating_sub(c0) / 4;
+                    (c0, c0 + 4 * chunks)
+                })
+                .filter(|(c0, c1)| c1 > c0);
+            if let Some((c0, c1)) = bulk {
+                let dsts: Vec<usize> = {
+                    let mut at = [0; 4];
+                    for &(f, a) in &rows_at {
+                        at[f] = a;
+                    }
+                    at.to_vec()
+                };
+                copy_phases4(cx, src, c0 * 4 - pw, dst_c, &dsts, c0, (c1 - c0) / 4);
+            }
             for &(f, at) in &rows_at {
                 // Columns col with 0 <= col*sw + f - pw < W.
                 let lo = pw.saturating_sub(f).div_ceil(sw).min(plan.sw_len);
                 let hi = (w + pw).saturating_sub(f).div_ceil(sw).clamp(lo, plan.sw_len);
                 let d = cx.add_floats(dst_c, at);
                 zero_run(cx, d, 0, lo);
-                copy_run(cx, src, lo * sw + f - pw, sw, w, d, lo, hi - lo, pro);
+                match bulk {
+                    Some((c0, c1)) => {
+                        copy_run(cx, src, lo * sw + f - pw, sw, w, d, lo, c0 - lo, pro);
+                        copy_run(cx, src, c1 * sw + f - pw, sw, w, d, c1, hi - c1, pro);
+                    }
+                    None => copy_run(cx, src, lo * sw + f - pw, sw, w, d, lo, hi - lo, pro),
+                }
                 zero_run(cx, d, hi, plan.sw_len - hi);
             }
             cx.b.ins().jump(done, &[]);

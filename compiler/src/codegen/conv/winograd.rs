@@ -15,9 +15,10 @@
 //! 3. **GEMMs**: for each of the `a^2` points, `M[point][co][q] = sum_ci U[point][co][ci] *
 //!    V[point][ci][q]` on the register tiles (A: the point's packed weight panels, B: `V[point]`,
 //!    raw accumulators stored to `M`).
-//! 4. **Output transform** per output channel and vector of tiles: `Y = A^T M A`, the fused
-//!    epilogue (bias, affine, residual, post-affine, ReLU), and the store of every pixel that
-//!    exists (tiles past the plane's edge store only their inside pixels; padding lanes nothing).
+//! 4. **Output transform** per output channel and vector of tiles: `Y = A^T M A`, each output row's
+//!    vectors interleaved so the tiles' pixels sit side by side, the fused epilogue (bias, affine,
+//!    residual, post-affine, ReLU), and the store as contiguous pieces of output rows (tiles past
+//!    the plane's edge store only their inside pixels; padding columns nothing).
 //!
 //! Scratch per thread: the fill, `V` (`a^2 x Cin x T`), `M` (`a^2 x chunk x T`) and a temporary
 //! area for the transforms. Blocks are sized so `V` stays within
@@ -27,7 +28,7 @@ use super::plan::{ConvPath, PANEL_ROWS};
 use super::{for_row_tiles, rowpanel, ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::KernelCx;
 use crate::codegen::tile::{
-    Axis, ChanVec, Epilogue, InputTransformSpec, KLoop, OutputTransformSpec, RowsA, TileArgs, TileOut,
+    Axis, ChanVec, Epilogue, InputTransformSpec, KLoop, OutputTransformSpec, Piece, RowsA, TileArgs, TileOut,
     TileSpec, Tiles,
 };
 use crate::ir::{ConvKind, WinogradTile};
@@ -232,13 +233,11 @@ pub(super) fn item(
                 let epi = cx.offset(ops.packed, rt.chan, 1);
                 let epi = cx.add_floats(epi, r);
                 for v in 0..vectors {
-                    let (index, pixels) = store_map(plan, w, v, rows_in_block, last_block);
                     let out_spec = OutputTransformSpec {
                         isa: plan.isa,
                         tile: w.tile,
                         point_stride: w.co_rows * w.t_pad,
-                        index,
-                        pixels,
+                        pieces: store_pieces(plan, w, v, rows_in_block, last_block),
                         epilogue: Epilogue {
                             s1: row_vec(layout.s1),
                             b1: row_vec(layout.b1),
@@ -267,42 +266,44 @@ pub(super) fn item(
     }
 }
 
-/// Where the lanes of vector `v` of a block store: per lane, the offset (from the block's first
-/// output pixel) of its tile's pixel (0, 0); per pixel (i, j) of a tile, its displacement and the
-/// lanes whose tile exists and has that pixel inside the output (the last block of the plane may
-/// hold fewer tile rows, and the last tile row and column may be cut by the plane's edge).
-fn store_map(
+/// Where the interleaved vectors of vector `v` of a block store (see [`OutputTransformSpec`]):
+/// `[i][k]` lists the pieces of interleaved vector `k` of output row `i`, offsets from the block's
+/// first output pixel. A lane is stored when its tile exists (a column of the flat tile axis
+/// below the block's columns, not a padding column, in a tile row the block has) and its pixel is
+/// inside the output (the last tile row and column may be cut by the plane's edge).
+fn store_pieces(
     plan: &ConvPlan,
     w: &WinogradPlan,
     v: usize,
     rows_in_block: usize,
     last_block: bool,
-) -> (Vec<usize>, Vec<(usize, u32)>) {
+) -> Vec<Vec<Vec<Piece>>> {
     let [_, oh, ow] = plan.out;
     let (m, lanes, sw_len) = (w.tile.m(), plan.lanes, plan.sw_len);
     let cols = w.cols(rows_in_block, sw_len);
     // Output rows left below the block's first row, when it is the plane's last block.
     let rows_left = if last_block { oh - (plan.blocks - 1) * plan.block * m } else { usize::MAX };
-    let mut index = vec![0; lanes];
-    let mut tiles: Vec<Option<(usize, usize)>> = vec![None; lanes];
-    for (l, slot) in tiles.iter_mut().enumerate() {
-        let q = v * lanes + l;
-        let (ty, tx) = (q / sw_len, q % sw_len);
-        if q < cols && tx < w.tw && ty < rows_in_block {
-            index[l] = ty * m * ow + tx * m;
-            *slot = Some((ty * m, tx * m));
-        }
-    }
-    let pixels = (0..m * m)
-        .map(|p| {
-            let (i, j) = (p / m, p % m);
-            let mask = tiles
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.is_some_and(|(y, x)| y + i < rows_left && x + j < ow))
-                .fold(0u32, |mask, (l, _)| mask | 1 << l);
-            (i * ow + j, mask)
+    (0..m)
+        .map(|i| {
+            (0..m)
+                .map(|k| {
+                    let mut pieces: Vec<Piece> = Vec::new();
+                    for l in 0..lanes {
+                        let (q, j) = (v * lanes + k * lanes / m + l / m, l % m);
+                        let (ty, tx) = (q / sw_len, q % sw_len);
+                        let (y, x) = (ty * m + i, tx * m + j);
+                        if q >= cols || tx >= w.tw || ty >= rows_in_block || y >= rows_left || x >= ow {
+                            continue;
+                        }
+                        let at = (y * ow + x) as isize - l as isize;
+                        match pieces.last_mut() {
+                            Some(p) if p.at == at && p.hi == l => p.hi = l + 1,
+                            _ => pieces.push(Piece { lo: l, hi: l + 1, at }),
+                        }
+                    }
+                    pieces
+                })
+                .collect()
         })
-        .collect();
-    (index, pixels)
+        .collect()
 }

@@ -205,8 +205,9 @@ pub(crate) fn input_transform(
     });
 }
 
-/// The Winograd output transform with f32x4 vectors of tiles, its epilogue, and the stores lane by
-/// lane (see [`super::OutputTransformSpec`]).
+/// The Winograd output transform with f32x4 vectors of tiles: each output row's vectors
+/// interleaved so a tile's pixels sit side by side, then the epilogue and the pieces' stores (see
+/// [`super::OutputTransformSpec`]).
 pub(crate) fn output_transform(
     cx: &mut KernelCx,
     spec: &super::OutputTransformSpec,
@@ -224,28 +225,50 @@ pub(crate) fn output_transform(
     let e = &spec.epilogue;
     let scalar = |cx: &mut KernelCx, cv: Option<ChanVec>| cv.map(|c| cx.load_splat(epi, c.at));
     for (i, row) in t.iter().enumerate() {
-        for (j, mut y) in run_program(cx, program, row).into_iter().enumerate() {
-            let (disp, mask) = spec.pixels[i * m + j];
-            let lanes: Vec<usize> = (0..LANES).filter(|l| mask & (1 << l) != 0).collect();
+        let y = run_program(cx, program, row);
+        let interleaved: Vec<Value> = match m {
+            4 => {
+                let t0 = shuffle(cx, y[0], y[1], [0, 4, 1, 5]);
+                let t1 = shuffle(cx, y[0], y[1], [2, 6, 3, 7]);
+                let t2 = shuffle(cx, y[2], y[3], [0, 4, 1, 5]);
+                let t3 = shuffle(cx, y[2], y[3], [2, 6, 3, 7]);
+                vec![
+                    shuffle(cx, t0, t2, [0, 1, 4, 5]),
+                    shuffle(cx, t0, t2, [2, 3, 6, 7]),
+                    shuffle(cx, t1, t3, [0, 1, 4, 5]),
+                    shuffle(cx, t1, t3, [2, 3, 6, 7]),
+                ]
+            }
+            _ => vec![shuffle(cx, y[0], y[1], [0, 4, 1, 5]), shuffle(cx, y[0], y[1], [2, 6, 3, 7])],
+        };
+        for (mut v, pieces) in interleaved.into_iter().zip(&spec.pieces[i]) {
             let (s1, b1) = (scalar(cx, e.s1), scalar(cx, e.b1));
-            y = affine(cx, y, s1, b1);
+            v = affine(cx, v, s1, b1);
             if e.residual.is_some() {
-                let mut r = cx.fconst(VEC, 0.0);
-                for &l in &lanes {
-                    let x = cx.load_s(res, spec.index[l] + disp);
-                    r = cx.b.ins().insertlane(r, x, l as u8);
+                for p in pieces {
+                    let x = load_piece(cx, res, 0, *p);
+                    v = cx.b.ins().fadd(v, x);
                 }
-                y = cx.b.ins().fadd(y, r);
             }
             let (s2, b2) = (scalar(cx, e.s2), scalar(cx, e.b2));
-            y = affine(cx, y, s2, b2);
+            v = affine(cx, v, s2, b2);
             if e.relu_rows.first().copied().unwrap_or(false) {
-                y = cx.relu(y);
+                v = cx.relu(v);
             }
-            for &l in &lanes {
-                let x = cx.b.ins().extractlane(y, l as u8);
-                cx.store(x, out, spec.index[l] + disp);
+            for p in pieces {
+                store_piece(cx, v, out, 0, *p);
             }
         }
     }
+}
+
+/// Lanes of `a` (0..4) and `b` (4..8) picked by `lanes`.
+fn shuffle(cx: &mut KernelCx, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    use cranelift_codegen::ir::types::I8X16;
+    use cranelift_codegen::ir::ConstantData;
+    let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
+    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
+    let v = cx.b.ins().shuffle(a, b, mask);
+    cx.bitcast(VEC, v)
 }

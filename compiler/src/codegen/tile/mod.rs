@@ -213,18 +213,20 @@ pub struct InputTransformSpec {
 
 /// The Winograd output transform of one output channel for one vector of tiles, with its fused
 /// epilogue and the store to the tiles' pixels: run-time operands `(src, out, epi, res, tmp)`.
+///
+/// For each output row `i` of the tiles, the `m` vectors `Y[i][0..m]` (a lane per tile) are
+/// interleaved into `m` vectors holding the tiles' `m` pixels side by side (vector `k`, lane `l`:
+/// pixel `l % m` of tile `k * lanes / m + l / m`), so the pixels of consecutive tiles of a tile row
+/// are consecutive floats of the output row, stored as pieces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutputTransformSpec {
     pub isa: Isa,
     pub tile: crate::ir::WinogradTile,
     /// Floats between the points in `src`.
     pub point_stride: usize,
-    /// Per lane: the float offset from `out` (and `res`) of its tile's pixel `(0, 0)` (0 for lanes
-    /// without a tile).
-    pub index: Vec<usize>,
-    /// Per output pixel `(i, j)` of the tile, row-major `m x m`: its displacement from the tile's
-    /// pixel `(0, 0)` and the lanes whose tile has that pixel (bit per lane).
-    pub pixels: Vec<(usize, u32)>,
+    /// `pieces[i][k]`: where interleaved vector `k` of output row `i` goes, relative to `out` (and
+    /// `res`): lanes of tiles that do not exist or pixels past the plane's edge are in no piece.
+    pub pieces: Vec<Vec<Vec<Piece>>>,
     /// Per-channel values as [`Axis::Row`] vectors at `epi` (one channel: row 0), residual read at
     /// the stored pixels, ReLU when `relu_rows[0]`.
     pub epilogue: Epilogue,

@@ -11,10 +11,11 @@
 //!   `a x a` tile elements at constant offsets from `src` go through `B^T . B` and the `a^2` points
 //!   are stored at `dst + x * point_stride`; then `src` and `dst` advance by one channel.
 //! - Output transform `(src = rdi, out = rsi, epi = rdx, res = rcx, tmp = r8)`: the `a^2` points at
-//!   `src + x * point_stride` go through `A^T . A`; each of the `m x m` results gets the fused
-//!   epilogue (per-channel scalars at `epi`, the residual gathered at the pixels' offsets from
-//!   `res`, ReLU) and is stored to its tiles' pixels, `out + index[lane] + disp`, lanes without a
-//!   pixel masked off: AVX-512 scatters (k-masked), AVX2 stores lane by lane from `tmp`.
+//!   `src + x * point_stride` go through `A^T . A`; each output row's `m` vectors are interleaved
+//!   (unpacks and 128-bit lane shuffles) so a tile's pixels sit side by side, get the fused
+//!   epilogue (per-channel scalars at `epi`, the residual read at the same pieces from `res`,
+//!   ReLU), and are stored as pieces: contiguous runs of pixels, partial ones with k-masks
+//!   (AVX-512) or `vmaskmovps` (AVX2).
 //!
 //! Soundness: every store writes a pixel of a tile the routine owns (the index vector and masks
 //! come from the driver's plan, which checks them against the output shape); the registers and ABI
@@ -22,7 +23,7 @@
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::{Axis, InputTransformSpec, OutputTransformSpec};
+use crate::codegen::tile::{Axis, InputTransformSpec, OutputTransformSpec, Piece};
 use crate::codegen::CodegenError;
 use crate::ir::winograd::{Program, Step};
 use iced_x86::code_asm::*;
@@ -68,42 +69,106 @@ pub fn assemble_output(spec: &OutputTransformSpec) -> Result<Vec<u8>, CodegenErr
     let (m, a, lanes) = (spec.tile.m(), spec.tile.alpha(), spec.isa.lanes());
     let program = spec.tile.output_program();
     let regs = spec.isa.registers();
-    // Registers the epilogue reserves at the top: the index vector, two temporaries, a scratch.
-    let (idx, t0, t1, t2) = (regs - 1, regs - 2, regs - 3, regs - 4);
-    let index: Vec<u32> = spec.index.iter().map(|&i| i as u32).collect();
-    if g.isa == Isa::Avx512 {
-        let l = g.data_label(index);
-        g.a.vmovups(ZMM[idx], zmmword_ptr(l)).map_err(asm_err)?;
-    }
     // Columns: T[i][j] = (A^T M[., j])[i], i < m, to tmp[(i * a + j) * lanes].
     for j in 0..a {
         let inputs: Vec<_> =
             (0..a).map(|i| at(rdi, ((i * a + j) * spec.point_stride) as isize)).collect::<Result<_, _>>()?;
         let outputs: Vec<_> =
             (0..m).map(|i| at(r8, ((i * a + j) * lanes) as isize)).collect::<Result<_, _>>()?;
-        run_program_limited(&mut g, program, &inputs, regs - 4, &mut |g, i, reg| g.store(outputs[i], reg))?;
+        run_program(&mut g, program, &inputs, &mut |g, i, reg| g.store(outputs[i], reg))?;
     }
-    // Rows: Y[i][j] = (A^T T[i, .]^T)[j], then the epilogue and the store.
+    // Rows: Y[i][j] = (A^T T[i, .]^T)[j] to the stage after the columns, then interleaved into
+    // registers 0..m, the epilogue (temporaries from register m up), and the stores.
+    let stage = m * a * lanes;
     for i in 0..m {
         let inputs: Vec<_> =
             (0..a).map(|j| at(r8, ((i * a + j) * lanes) as isize)).collect::<Result<_, _>>()?;
-        run_program_limited(&mut g, program, &inputs, regs - 4, &mut |g, j, reg| {
-            let (disp, mask) = spec.pixels[i * m + j];
-            epilogue_and_store(g, spec, reg, disp, mask, [idx, t0, t1, t2])
-        })?;
+        let outputs: Vec<_> =
+            (0..m).map(|j| at(r8, (stage + j * lanes) as isize)).collect::<Result<_, _>>()?;
+        run_program(&mut g, program, &inputs, &mut |g, j, reg| g.store(outputs[j], reg))?;
+        for (j, &o) in outputs.iter().enumerate() {
+            g.load(j, o)?;
+        }
+        interleave(&mut g, m, regs)?;
+        for (k, pieces) in spec.pieces[i].iter().enumerate() {
+            epilogue_and_store(&mut g, spec, k, pieces, [m, m + 1, m + 2, m + 3])?;
+        }
     }
     g.finish()
 }
 
-/// The fused epilogue on `v` (one output channel: per-channel values broadcast from `epi`), then
-/// the store of the lanes in `mask` at `out + index[lane] + disp`.
+/// Interleaves registers `0..m` (`Y[i][j]`, a lane per tile) in place into `m` registers whose
+/// lanes are the tiles' pixels side by side (see [`OutputTransformSpec`]); temporaries from the
+/// top register down.
+fn interleave(g: &mut Gen, m: usize, regs: usize) -> Result<(), CodegenError> {
+    let t = |k: usize| regs - 1 - k;
+    let a = &mut g.a;
+    match (g.isa, m) {
+        (Isa::Avx512, 4) => {
+            let z = |r: usize| ZMM[r];
+            a.vunpcklps(z(t(0)), z(0), z(1)).map_err(asm_err)?;
+            a.vunpckhps(z(t(1)), z(0), z(1)).map_err(asm_err)?;
+            a.vunpcklps(z(t(2)), z(2), z(3)).map_err(asm_err)?;
+            a.vunpckhps(z(t(3)), z(2), z(3)).map_err(asm_err)?;
+            // u_j: 128-bit lane L holds tile 4L + j.
+            a.vunpcklpd(z(t(4)), z(t(0)), z(t(2))).map_err(asm_err)?;
+            a.vunpckhpd(z(t(5)), z(t(0)), z(t(2))).map_err(asm_err)?;
+            a.vunpcklpd(z(t(6)), z(t(1)), z(t(3))).map_err(asm_err)?;
+            a.vunpckhpd(z(t(7)), z(t(1)), z(t(3))).map_err(asm_err)?;
+            // A 4x4 transpose of 128-bit lanes.
+            a.vshuff32x4(z(t(0)), z(t(4)), z(t(5)), 0x44).map_err(asm_err)?;
+            a.vshuff32x4(z(t(1)), z(t(4)), z(t(5)), 0xEE).map_err(asm_err)?;
+            a.vshuff32x4(z(t(2)), z(t(6)), z(t(7)), 0x44).map_err(asm_err)?;
+            a.vshuff32x4(z(t(3)), z(t(6)), z(t(7)), 0xEE).map_err(asm_err)?;
+            a.vshuff32x4(z(0), z(t(0)), z(t(2)), 0x88).map_err(asm_err)?;
+            a.vshuff32x4(z(1), z(t(0)), z(t(2)), 0xDD).map_err(asm_err)?;
+            a.vshuff32x4(z(2), z(t(1)), z(t(3)), 0x88).map_err(asm_err)?;
+            a.vshuff32x4(z(3), z(t(1)), z(t(3)), 0xDD).map_err(asm_err)?;
+        }
+        (Isa::Avx512, 2) => {
+            let z = |r: usize| ZMM[r];
+            a.vunpcklps(z(t(0)), z(0), z(1)).map_err(asm_err)?;
+            a.vunpckhps(z(t(1)), z(0), z(1)).map_err(asm_err)?;
+            a.vshuff32x4(z(t(2)), z(t(0)), z(t(1)), 0x44).map_err(asm_err)?;
+            a.vshuff32x4(z(t(3)), z(t(0)), z(t(1)), 0xEE).map_err(asm_err)?;
+            a.vshuff32x4(z(0), z(t(2)), z(t(2)), 0xD8).map_err(asm_err)?;
+            a.vshuff32x4(z(1), z(t(3)), z(t(3)), 0xD8).map_err(asm_err)?;
+        }
+        (_, 4) => {
+            let y = |r: usize| YMM[r];
+            a.vunpcklps(y(t(0)), y(0), y(1)).map_err(asm_err)?;
+            a.vunpckhps(y(t(1)), y(0), y(1)).map_err(asm_err)?;
+            a.vunpcklps(y(t(2)), y(2), y(3)).map_err(asm_err)?;
+            a.vunpckhps(y(t(3)), y(2), y(3)).map_err(asm_err)?;
+            a.vunpcklpd(y(t(4)), y(t(0)), y(t(2))).map_err(asm_err)?;
+            a.vunpckhpd(y(t(5)), y(t(0)), y(t(2))).map_err(asm_err)?;
+            a.vunpcklpd(y(t(6)), y(t(1)), y(t(3))).map_err(asm_err)?;
+            a.vunpckhpd(y(t(7)), y(t(1)), y(t(3))).map_err(asm_err)?;
+            a.vperm2f128(y(0), y(t(4)), y(t(5)), 0x20).map_err(asm_err)?;
+            a.vperm2f128(y(1), y(t(6)), y(t(7)), 0x20).map_err(asm_err)?;
+            a.vperm2f128(y(2), y(t(4)), y(t(5)), 0x31).map_err(asm_err)?;
+            a.vperm2f128(y(3), y(t(6)), y(t(7)), 0x31).map_err(asm_err)?;
+        }
+        (_, 2) => {
+            let y = |r: usize| YMM[r];
+            a.vunpcklps(y(t(0)), y(0), y(1)).map_err(asm_err)?;
+            a.vunpckhps(y(t(1)), y(0), y(1)).map_err(asm_err)?;
+            a.vperm2f128(y(0), y(t(0)), y(t(1)), 0x20).map_err(asm_err)?;
+            a.vperm2f128(y(1), y(t(0)), y(t(1)), 0x31).map_err(asm_err)?;
+        }
+        _ => return Err(CodegenError::Unsupported(format!("winograd output tile of {m}"))),
+    }
+    Ok(())
+}
+
+/// The fused epilogue on register `v` (one output channel: per-channel values broadcast from
+/// `epi`; the residual read at the pieces), then the pieces' stores.
 fn epilogue_and_store(
     g: &mut Gen,
     spec: &OutputTransformSpec,
     v: usize,
-    disp: usize,
-    mask: u32,
-    [idx, t0, t1, t2]: [usize; 4],
+    pieces: &[Piece],
+    [t0, t1, t2, t3]: [usize; 4],
 ) -> Result<(), CodegenError> {
     let e = &spec.epilogue;
     let scalar = |cv: Option<crate::codegen::tile::ChanVec>| {
@@ -132,63 +197,31 @@ fn epilogue_and_store(
         }
     };
     affine(g, scalar(e.s1)?, scalar(e.b1)?)?;
-    let disp_bytes =
-        i32::try_from(disp * 4).map_err(|_| CodegenError::Unsupported("output offset".into()))?;
-    if e.residual.is_some() && mask != 0 {
-        match g.isa {
-            Isa::Avx512 => {
-                g.a.mov(eax, mask).map_err(asm_err)?;
-                g.a.kmovw(k2, eax).map_err(asm_err)?;
-                g.zero(t0)?;
-                g.a.vgatherdps(ZMM[t0].k2(), dword_ptr(rcx + ZMM[idx] * 4 + disp_bytes)).map_err(asm_err)?;
-            }
-            _ => {
-                let l = g.data_label(lane_mask(mask, 8));
-                let idx_l = g.data_label(spec.index.iter().map(|&i| i as u32).collect());
-                g.a.vmovups(YMM[t1], ymmword_ptr(l)).map_err(asm_err)?;
-                g.a.vmovups(YMM[t2], ymmword_ptr(idx_l)).map_err(asm_err)?;
-                g.zero(t0)?;
-                g.a.vgatherdps_3(YMM[t0], dword_ptr(rcx + YMM[t2] * 4 + disp_bytes), YMM[t1])
-                    .map_err(asm_err)?;
+    let lanes = g.lanes();
+    if e.residual.is_some() {
+        for p in pieces {
+            let m = at(rcx, p.at)?;
+            if p.lo == 0 && p.hi == lanes {
+                g.add(v, Src::Mem(m))?;
+            } else {
+                g.load_lanes(t2, m, *p, t3)?;
+                g.add(v, Src::Reg(t2))?;
             }
         }
-        g.add(v, Src::Reg(t0))?;
     }
     affine(g, scalar(e.s2)?, scalar(e.b2)?)?;
     if e.relu_rows.first().copied().unwrap_or(false) {
         g.relu(v, t0)?;
     }
-    if mask == 0 {
-        return Ok(());
-    }
-    match g.isa {
-        Isa::Avx512 => {
-            g.a.mov(eax, mask).map_err(asm_err)?;
-            g.a.kmovw(k2, eax).map_err(asm_err)?;
-            g.a.vscatterdps(dword_ptr(rsi + ZMM[idx] * 4 + disp_bytes).k2(), ZMM[v]).map_err(asm_err)?;
-        }
-        _ => {
-            // Lane by lane through the temporary area after the column results.
-            let stage = at(r8, (spec.tile.m() * spec.tile.alpha() * g.lanes()) as isize)?;
-            g.store(stage, v)?;
-            let stage_bytes = (spec.tile.m() * spec.tile.alpha() * g.lanes() * 4) as i32;
-            for (lane, &offset) in spec.index.iter().enumerate() {
-                if mask & (1 << lane) == 0 {
-                    continue;
-                }
-                let dst = i32::try_from((offset + disp) * 4)
-                    .map_err(|_| CodegenError::Unsupported("output offset".into()))?;
-                g.a.mov(eax, dword_ptr(r8 + stage_bytes + (lane * 4) as i32)).map_err(asm_err)?;
-                g.a.mov(dword_ptr(rsi + dst), eax).map_err(asm_err)?;
-            }
+    for p in pieces {
+        let m = at(rsi, p.at)?;
+        if p.lo == 0 && p.hi == lanes {
+            g.store(m, v)?;
+        } else {
+            g.store_lanes(m, v, *p, t3)?;
         }
     }
     Ok(())
-}
-
-/// An AVX2 lane mask from the low bits of `mask`.
-fn lane_mask(mask: u32, lanes: usize) -> Vec<u32> {
-    (0..lanes).map(|l| if mask & (1 << l) != 0 { u32::MAX } else { 0 }).collect()
 }
 
 /// Runs `program` on the vectors at `inputs`, calling `output(k, register)` for each output `k`
