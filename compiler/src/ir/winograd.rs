@@ -236,7 +236,7 @@ impl WinogradTile {
 
 /// Bytes the transformed input of a block (`a^2 x Cin x T` floats) may take: it must stay in L2
 /// with the block's other scratch.
-pub const BLOCK_BYTES: usize = 640 * 1024;
+pub const BLOCK_BYTES: usize = 384 * 1024;
 /// Most vectors of tiles per block.
 pub const BLOCK_VECTORS: usize = 8;
 
