@@ -562,3 +562,36 @@ fn winograd_convolutions() {
         check(c);
     }
 }
+
+/// Random Winograd convolutions: F(2x2) and F(4x4), channel counts off every tile, odd and
+/// non-square planes (tile grids cut by the edge), padding 0 to 2, every epilogue, on every ISA.
+mod random_winograd {
+    use super::*;
+    use crate::ir::WinogradTile;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_winograd_convolutions_match_the_definition(
+            f4 in prop::bool::ANY,
+            (cin, cout) in (1usize..40, 1usize..40),
+            (h, w) in (1usize..24, 1usize..24),
+            pad in 0usize..3,
+            (bias, affine, residual, post) in (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+            relu in prop::bool::ANY,
+        ) {
+            prop_assume!(h + 2 * pad >= 3 && w + 2 * pad >= 3);
+            let mut c = case(cin, cout, h, 3, 1, pad);
+            c.hw = [h, w];
+            c.kind = ConvKind::Winograd(if f4 { WinogradTile::F4 } else { WinogradTile::F2 });
+            c.bias = bias;
+            c.affine = affine;
+            c.residual = residual;
+            c.post = post;
+            c.relu = if relu { Relu::All } else { Relu::None };
+            check(c);
+        }
+    }
+}
