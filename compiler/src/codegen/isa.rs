@@ -187,6 +187,28 @@ impl IsaChoice {
     }
 }
 
+/// Whether a 512-bit FMA does twice the work of a 256-bit one per cycle on this host. AMD's first
+/// AVX-512 cores (Zen 4, family 0x19) execute each zmm FMA as two 256-bit halves, so their ymm and
+/// zmm peaks are equal and 8-lane tiles lose nothing where they fill more lanes; Intel's AVX-512
+/// cores and AMD's later ones (family 0x1A on, full 512-bit datapaths) run zmm at twice the rate.
+pub fn zmm_doubles_peak() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        // SAFETY: `cpuid` exists on every x86-64 CPU, reads identification registers and has no
+        // side effect. (Newer Rust versions declare the intrinsic safe, hence the allow.)
+        #[allow(unused_unsafe)]
+        let (vendor, signature) = unsafe { (__cpuid(0), __cpuid(1)) };
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        let family = ((signature.eax >> 8) & 0xf) + ((signature.eax >> 20) & 0xff);
+        !(amd && family == 0x19)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the host has a CPU feature (by its `is_x86_feature_detected!` name).
 fn host_has(feature: &str) -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -8,10 +8,13 @@
 //! avx512 entries and every host gets the widest tiles it can run. Families without register tiles
 //! (pooling, LRN, elementwise, softmax) are f32x4 Cranelift code on every ISA (`*.sse`).
 //!
+//! On hosts whose zmm FMAs run at the ymm rate (AMD Zen 4), a convolution that fills clearly more
+//! lanes with 8-lane vectors (7x7 planes) takes the avx2 implementation.
+//!
 //! The chosen name travels with the compiled kernel: `netc bench --profile` and
 //! `netc ir --stage asm` print it.
 
-use super::conv::ConvPath;
+use super::conv::{ConvPath, ConvPlan};
 use super::isa::Isa;
 use super::{CodegenError, KernelSpec};
 
@@ -39,6 +42,33 @@ impl std::fmt::Debug for Implementation {
 
 fn gemm1x1(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::Direct1x1)
+}
+
+/// Whether a convolution should take 8-lane tiles on an AVX-512 host: where zmm FMAs do not
+/// double the peak ([`super::isa::zmm_doubles_peak`]) and 8-lane vectors hold clearly more outputs
+/// (a 7x7 plane is 49 of 64 zmm lanes but 49 of 56 ymm ones).
+fn prefers_ymm(spec: &KernelSpec) -> bool {
+    let KernelSpec::Conv(c) = spec else { return false };
+    static FULL_RATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *FULL_RATE.get_or_init(super::isa::zmm_doubles_peak) {
+        return false;
+    }
+    match (ConvPlan::new(c, Isa::Avx512), ConvPlan::new(c, Isa::Avx2)) {
+        (Ok(wide), Ok(narrow)) => narrow.lane_share() > 1.05 * wide.lane_share(),
+        _ => false,
+    }
+}
+
+fn gemm1x1_zmm(spec: &KernelSpec) -> bool {
+    gemm1x1(spec) && !prefers_ymm(spec)
+}
+
+fn rowpanel_zmm(spec: &KernelSpec) -> bool {
+    rowpanel(spec) && !prefers_ymm(spec)
+}
+
+fn winograd_zmm(spec: &KernelSpec) -> bool {
+    winograd(spec) && !prefers_ymm(spec)
 }
 
 fn rowpanel(spec: &KernelSpec) -> bool {
@@ -75,13 +105,13 @@ const fn entry(name: &'static str, isa: Isa, accepts: fn(&KernelSpec) -> bool) -
 
 /// Every implementation, in the order they are tried.
 pub static REGISTRY: &[Implementation] = &[
-    entry("conv.gemm1x1.avx512", Isa::Avx512, gemm1x1),
+    entry("conv.gemm1x1.avx512", Isa::Avx512, gemm1x1_zmm),
     entry("conv.gemm1x1.avx2", Isa::Avx2, gemm1x1),
     entry("conv.gemm1x1.sse", Isa::Sse, gemm1x1),
-    entry("conv.rowpanel.avx512", Isa::Avx512, rowpanel),
+    entry("conv.rowpanel.avx512", Isa::Avx512, rowpanel_zmm),
     entry("conv.rowpanel.avx2", Isa::Avx2, rowpanel),
     entry("conv.rowpanel.sse", Isa::Sse, rowpanel),
-    entry("conv.winograd.avx512", Isa::Avx512, winograd),
+    entry("conv.winograd.avx512", Isa::Avx512, winograd_zmm),
     entry("conv.winograd.avx2", Isa::Avx2, winograd),
     entry("conv.winograd.sse", Isa::Sse, winograd),
     entry("linear.avx512", Isa::Avx512, linear),
@@ -126,7 +156,7 @@ mod tests {
             post_affine: false,
             relu: Relu::None,
         };
-        KernelSpec::Conv(ConvSpec::contiguous(op, [8, 9, 9]).unwrap())
+        KernelSpec::Conv(ConvSpec::contiguous(op, [8, 16, 16]).unwrap())
     }
 
     #[test]
@@ -139,6 +169,20 @@ mod tests {
         }
         // A 1x1 convolution the optimiser left as a general one runs the row panel.
         assert_eq!(select(&conv(ConvKind::Direct, 1), Isa::Avx2).unwrap().name, "conv.rowpanel.avx2");
+    }
+
+    /// A 7x7 plane fills 49 of 64 zmm lanes, 49 of 56 ymm ones: where zmm FMAs do not double the
+    /// peak, 8-lane tiles win; elsewhere the zmm ones do.
+    #[test]
+    fn small_planes_take_ymm_tiles_where_zmm_does_not_double_the_peak() {
+        let op = match conv(ConvKind::Gemm1x1, 1) {
+            KernelSpec::Conv(c) => c.op,
+            _ => unreachable!(),
+        };
+        let small = KernelSpec::Conv(ConvSpec::contiguous(op, [8, 7, 7]).unwrap());
+        let want =
+            if crate::codegen::isa::zmm_doubles_peak() { "conv.gemm1x1.avx512" } else { "conv.gemm1x1.avx2" };
+        assert_eq!(select(&small, Isa::Avx512).unwrap().name, want);
     }
 
     #[test]

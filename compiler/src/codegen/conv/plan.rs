@@ -453,6 +453,22 @@ impl ConvPlan {
         Some((p * self.slots + slot) * self.plane_len + rho / sh * self.sw_len)
     }
 
+    /// The share of computed lanes that hold outputs (the rest pad vectors past a row, a plane or
+    /// a tile grid).
+    pub fn lane_share(&self) -> f64 {
+        let [_, oh, ow] = self.out;
+        let lanes = self.lanes;
+        let share = |useful: usize, span: usize| useful as f64 / (span.div_ceil(lanes) * lanes) as f64;
+        match self.path {
+            ConvPath::Direct1x1 => share(oh * ow, oh * ow),
+            ConvPath::RowPanel if self.flat => share(self.block * ow, (self.block - 1) * self.sw_len + ow),
+            ConvPath::RowPanel => share(ow, ow),
+            ConvPath::Winograd(_) => {
+                self.winograd.as_ref().map_or(1.0, |w| (self.block * w.tw) as f64 / w.t_pad as f64)
+            }
+        }
+    }
+
     pub fn items_per_sample(&self) -> usize {
         self.blocks * self.layout.groups * self.chunks
     }
