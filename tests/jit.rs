@@ -159,7 +159,9 @@ proptest! {
 #[test]
 fn conv_kernels_use_the_vector_fma_of_each_isa() {
     use netc_compiler::codegen::{compile, CompileOptions, IsaChoice};
-    let g = single("network n(x: [16, 8, 8]) { x |> conv(16, 3, pad = 1) @c |> relu }");
+    // 32 columns fill whole vectors of every width (a narrower plane may take 8-lane tiles on an
+    // AVX-512 host whose zmm FMAs run at the ymm rate).
+    let g = single("network n(x: [16, 32, 32]) { x |> conv(16, 3, pad = 1) @c |> relu }");
     let program = netc_compiler::lower::Program::new(g).unwrap();
     for isa in crate::common::host_isas() {
         let options = CompileOptions { isa: IsaChoice::Fixed(isa), ..Default::default() };
