@@ -365,6 +365,18 @@ impl<'f> KernelCx<'f> {
         acc
     }
 
+    /// Lanes of `a` (0..4) and `b` (4..8) picked by `lanes` (one `shuffle` of the bytes; x64
+    /// lowers the usual patterns to `unpcklps`/`shufps`).
+    pub fn shuffle(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        use cranelift_codegen::ir::types::I8X16;
+        use cranelift_codegen::ir::ConstantData;
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let (a, b) = (self.bitcast(I8X16, a), self.bitcast(I8X16, b));
+        let v = self.b.ins().shuffle(a, b, mask);
+        self.bitcast(VEC, v)
+    }
+
     /// Reinterprets an `f32x4` as `i32x4` bits or back.
     pub fn bitcast(&mut self, ty: Type, v: Value) -> Value {
         self.b.ins().bitcast(ty, MemFlagsData::new().with_endianness(Endianness::Little), v)

@@ -75,15 +75,7 @@ impl MaxRows {
     fn new(spec: &PoolSpec) -> MaxRows {
         let [_, oh, ow] = spec.output;
         let ([kh, kw], [sh, sw], [dh, dw]) = (spec.kernel, spec.stride, spec.dilation);
-        let mut phase_slot = vec![None; sw];
-        let mut slots = 0;
-        for k in 0..kw {
-            let f = (k * dw) % sw;
-            if phase_slot[f].is_none() {
-                phase_slot[f] = Some(slots);
-                slots += 1;
-            }
-        }
+        let (phase_slot, slots) = super::rows::phase_slots(kw, dw, sw);
         let max_shift = (kw - 1) * dw / sw;
         MaxRows {
             rows: (oh - 1) * sh + (kh - 1) * dh + 1,

@@ -3,6 +3,22 @@
 //! optional per-channel affine + ReLU applied on the way).
 
 use super::cx::{KernelCx, LANES, VEC};
+
+/// The phases of a strided window: for taps `k * dilation` (`k < taps`) and stride `stride`, the
+/// slot of each phase `(k * dilation) % stride` some tap reads (`None`: none does), in order of
+/// first use, and the number of slots. Rows and columns of padded phase rows are kept per slot.
+pub(crate) fn phase_slots(taps: usize, dilation: usize, stride: usize) -> (Vec<Option<usize>>, usize) {
+    let mut slot = vec![None; stride];
+    let mut slots = 0;
+    for k in 0..taps {
+        let f = (k * dilation) % stride;
+        if slot[f].is_none() {
+            slot[f] = Some(slots);
+            slots += 1;
+        }
+    }
+    (slot, slots)
+}
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
@@ -30,17 +46,6 @@ pub(crate) fn fill_run(cx: &mut KernelCx, dst: Value, at: usize, len: usize, val
     for s in vecs * LANES..len {
         cx.store(zs, dst, at + s);
     }
-}
-
-/// Lanes 0 and 2 of `a`, then 0 and 2 of `b`: `[a0, a2, b0, b2]`.
-pub(crate) fn even_lanes(cx: &mut KernelCx, a: Value, b: Value) -> Value {
-    use cranelift_codegen::ir::types::I8X16;
-    use cranelift_codegen::ir::ConstantData;
-    let bytes: Vec<u8> = [0u8, 2, 4, 6].iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
-    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
-    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
-    let v = cx.b.ins().shuffle(a, b, mask);
-    cx.bitcast(VEC, v)
 }
 
 /// Copies `len` floats from `src + from + i*step` to `dst + at + i`, applying the prologue
@@ -110,7 +115,7 @@ pub(crate) fn copy_run(
                 let s = cx.offset(src, i, 2 * LANES);
                 let d = cx.offset(dst, i, LANES);
                 let (a, b) = (cx.load_v(s, 0), cx.load_v(s, LANES));
-                let v = even_lanes(cx, a, b);
+                let v = cx.shuffle(a, b, [0, 2, 4, 6]);
                 let v = apply(cx, v, pv);
                 cx.store(v, d, 0);
             });
@@ -146,29 +151,18 @@ pub(crate) fn copy_phases4(
         let s = cx.offset(src, i, 4 * LANES);
         let d = cx.offset(dst, i, LANES);
         let v: Vec<Value> = (0..4).map(|k| cx.load_v(s, k * LANES)).collect();
-        let t0 = shuffle(cx, v[0], v[1], [0, 4, 1, 5]);
-        let t1 = shuffle(cx, v[0], v[1], [2, 6, 3, 7]);
-        let t2 = shuffle(cx, v[2], v[3], [0, 4, 1, 5]);
-        let t3 = shuffle(cx, v[2], v[3], [2, 6, 3, 7]);
+        let t0 = cx.shuffle(v[0], v[1], [0, 4, 1, 5]);
+        let t1 = cx.shuffle(v[0], v[1], [2, 6, 3, 7]);
+        let t2 = cx.shuffle(v[2], v[3], [0, 4, 1, 5]);
+        let t3 = cx.shuffle(v[2], v[3], [2, 6, 3, 7]);
         let out = [
-            shuffle(cx, t0, t2, [0, 1, 4, 5]),
-            shuffle(cx, t0, t2, [2, 3, 6, 7]),
-            shuffle(cx, t1, t3, [0, 1, 4, 5]),
-            shuffle(cx, t1, t3, [2, 3, 6, 7]),
+            cx.shuffle(t0, t2, [0, 1, 4, 5]),
+            cx.shuffle(t0, t2, [2, 3, 6, 7]),
+            cx.shuffle(t1, t3, [0, 1, 4, 5]),
+            cx.shuffle(t1, t3, [2, 3, 6, 7]),
         ];
         for (f, o) in out.into_iter().enumerate() {
             cx.store(o, d, at[f]);
         }
     });
-}
-
-/// Lanes of `a` (0..4) and `b` (4..8) picked by `lanes`.
-fn shuffle(cx: &mut KernelCx, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    use cranelift_codegen::ir::types::I8X16;
-    use cranelift_codegen::ir::ConstantData;
-    let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
-    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
-    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
-    let v = cx.b.ins().shuffle(a, b, mask);
-    cx.bitcast(VEC, v)
 }

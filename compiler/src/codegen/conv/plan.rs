@@ -302,15 +302,7 @@ impl ConvPlan {
                 let (dh, dw) = (c.dilation[0], c.dilation[1]);
                 plan.block = 64usize.div_ceil(ow).clamp(1, oh);
                 plan.blocks = oh.div_ceil(plan.block);
-                let mut phase_slot = vec![None; sw];
-                let mut slots = 0;
-                for kw in 0..c.kernel[1] {
-                    let f = (kw * dw) % sw;
-                    if phase_slot[f].is_none() {
-                        phase_slot[f] = Some(slots);
-                        slots += 1;
-                    }
-                }
+                let (phase_slot, slots) = crate::codegen::rows::phase_slots(c.kernel[1], dw, sw);
                 let max_shift = (c.kernel[1] - 1) * dw / sw;
                 plan.phase_slot = phase_slot;
                 plan.slots = slots;
@@ -337,15 +329,7 @@ impl ConvPlan {
                 plan.rows = (plan.block - 1) * sh + (c.kernel[0] - 1) * dh + 1;
                 if plan.flat {
                     // Row phases some tap reads (every output row t reads rows t*sh + kh*dh).
-                    let mut row_phase_slot = vec![None; sh];
-                    let mut row_slots = 0;
-                    for kh in 0..c.kernel[0] {
-                        let p = (kh * dh) % sh;
-                        if row_phase_slot[p].is_none() {
-                            row_phase_slot[p] = Some(row_slots);
-                            row_slots += 1;
-                        }
-                    }
+                    let (row_phase_slot, row_slots) = crate::codegen::rows::phase_slots(c.kernel[0], dh, sh);
                     plan.row_phase_slot = row_phase_slot;
                     plan.plane_len = plan.rows.div_ceil(sh) * plan.sw_len;
                     plan.chan_len = row_slots * slots * plan.plane_len + lanes;
@@ -379,8 +363,7 @@ impl ConvPlan {
         let per_row = ow as f64 / (ow.div_ceil(lanes) * lanes) as f64;
         let (_, nv) = default_tile(self.isa, ConvPath::RowPanel, usize::MAX);
         let nr = nv * lanes;
-        let row_phases =
-            (0..c.kernel[0]).map(|kh| (kh * dh) % sh).collect::<std::collections::BTreeSet<_>>().len();
+        let row_phases = crate::codegen::rows::phase_slots(c.kernel[0], dh, sh).1;
         let scratch_bytes = |rb: usize| {
             let rows = (rb - 1) * sh + (c.kernel[0] - 1) * dh + 1;
             4 * self.layout.cin_g * (row_phases * self.slots * rows.div_ceil(sh) * row_len + lanes)

@@ -228,18 +228,18 @@ pub(crate) fn output_transform(
         let y = run_program(cx, program, row);
         let interleaved: Vec<Value> = match m {
             4 => {
-                let t0 = shuffle(cx, y[0], y[1], [0, 4, 1, 5]);
-                let t1 = shuffle(cx, y[0], y[1], [2, 6, 3, 7]);
-                let t2 = shuffle(cx, y[2], y[3], [0, 4, 1, 5]);
-                let t3 = shuffle(cx, y[2], y[3], [2, 6, 3, 7]);
+                let t0 = cx.shuffle(y[0], y[1], [0, 4, 1, 5]);
+                let t1 = cx.shuffle(y[0], y[1], [2, 6, 3, 7]);
+                let t2 = cx.shuffle(y[2], y[3], [0, 4, 1, 5]);
+                let t3 = cx.shuffle(y[2], y[3], [2, 6, 3, 7]);
                 vec![
-                    shuffle(cx, t0, t2, [0, 1, 4, 5]),
-                    shuffle(cx, t0, t2, [2, 3, 6, 7]),
-                    shuffle(cx, t1, t3, [0, 1, 4, 5]),
-                    shuffle(cx, t1, t3, [2, 3, 6, 7]),
+                    cx.shuffle(t0, t2, [0, 1, 4, 5]),
+                    cx.shuffle(t0, t2, [2, 3, 6, 7]),
+                    cx.shuffle(t1, t3, [0, 1, 4, 5]),
+                    cx.shuffle(t1, t3, [2, 3, 6, 7]),
                 ]
             }
-            _ => vec![shuffle(cx, y[0], y[1], [0, 4, 1, 5]), shuffle(cx, y[0], y[1], [2, 6, 3, 7])],
+            _ => vec![cx.shuffle(y[0], y[1], [0, 4, 1, 5]), cx.shuffle(y[0], y[1], [2, 6, 3, 7])],
         };
         for (mut v, pieces) in interleaved.into_iter().zip(&spec.pieces[i]) {
             let (s1, b1) = (scalar(cx, e.s1), scalar(cx, e.b1));
@@ -260,15 +260,4 @@ pub(crate) fn output_transform(
             }
         }
     }
-}
-
-/// Lanes of `a` (0..4) and `b` (4..8) picked by `lanes`.
-fn shuffle(cx: &mut KernelCx, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    use cranelift_codegen::ir::types::I8X16;
-    use cranelift_codegen::ir::ConstantData;
-    let bytes: Vec<u8> = lanes.iter().flat_map(|&lane| (0..4).map(move |k| lane * 4 + k)).collect();
-    let mask = cx.b.func.dfg.immediates.push(ConstantData::from(bytes));
-    let (a, b) = (cx.bitcast(I8X16, a), cx.bitcast(I8X16, b));
-    let v = cx.b.ins().shuffle(a, b, mask);
-    cx.bitcast(VEC, v)
 }
