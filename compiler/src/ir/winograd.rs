@@ -241,18 +241,19 @@ pub const BLOCK_BYTES: usize = 384 * 1024;
 pub const BLOCK_VECTORS: usize = 8;
 
 /// How a `th x tw` grid of tiles is cut into blocks for vectors of `lanes` lanes: `(rows, columns)`,
-/// the tile rows per block and the flat columns of a full block rounded up to whole vectors (a row
-/// of `tw` tiles and one padding column, rows end to end), chosen for the largest share of used
+/// the tile rows per block and the columns of the block's transformed input and products (its
+/// `rows * tw` tiles, compacted, rounded up to whole vectors), chosen for the largest share of used
 /// lanes within [`BLOCK_BYTES`] of transformed input (`cin` channels) and [`BLOCK_VECTORS`]
 /// vectors. Shared by the cost model and the kernels so both plan the same blocks.
 pub fn block(tile: WinogradTile, cin: usize, th: usize, tw: usize, lanes: usize) -> (usize, usize) {
     let a2 = tile.alpha() * tile.alpha();
-    let row = tw + (tile.alpha() - 1) / tile.m();
-    let cols = |rb: usize| ((rb - 1) * row + tw).div_ceil(lanes) * lanes;
+    let cols = |rb: usize| (rb * tw).div_ceil(lanes) * lanes;
+    // A single vector of tiles is the least any block takes, within budget or not.
+    let budget = BLOCK_BYTES.max(4 * a2 * cin * cols(1));
     let mut best = (0.0, 1);
     for rb in 1..=th {
         let t = cols(rb);
-        if rb > 1 && (4 * a2 * cin * t > BLOCK_BYTES || t / lanes > BLOCK_VECTORS) {
+        if rb > 1 && (4 * a2 * cin * t > budget || t / lanes > BLOCK_VECTORS) {
             break;
         }
         let share = (rb * tw) as f64 / t as f64;

@@ -11,7 +11,9 @@
 //!    per row is padding that no output keeps): element `(i, j)` of tile `q` is at the constant
 //!    offset `row_at(i, j % m) + j / m` plus `q`, so a vector load reads it for `lanes` tiles.
 //! 2. **Input transform** (same): `V = B^T d B` for every channel and vector of tiles, into
-//!    `V[point][channel][q]` (`T` floats per row, the block's columns rounded up to whole vectors).
+//!    `V[point][channel][c]`, the tiles compacted (`c = tile_row * TW + tile_col`: the padding
+//!    columns' lanes are dropped when storing), `T` floats per row (the block's tiles rounded up to
+//!    whole vectors).
 //! 3. **GEMMs**: for each of the `a^2` points, `M[point][co][q] = sum_ci U[point][co][ci] *
 //!    V[point][ci][q]` on the register tiles (A: the point's packed weight panels, B: `V[point]`,
 //!    raw accumulators stored to `M`).
@@ -159,19 +161,35 @@ pub(super) fn item(
                     plan.row_at(i, j % m).expect("every phase is kept") + j / m
                 })
                 .collect();
-            let input = InputTransformSpec {
-                isa: plan.isa,
-                tile: w.tile,
-                offsets,
-                channels: cin,
-                src_stride: plan.chan_len,
-                dst_stride: w.t_pad,
-                point_stride: cin * w.t_pad,
-            };
-            for v in 0..vectors {
+            // Vectors over the flat axis (tile rows `sw_len` apart, padding columns between); their
+            // tiles' lanes are stored compacted, tile `ty * tw + tx` at column `ty * tw + tx`.
+            let flat_cols = w.cols(plan.block, plan.sw_len);
+            let mut next = 0;
+            for v in 0..flat_cols.div_ceil(lanes) {
+                let kept: Vec<u8> = (0..lanes)
+                    .filter(|&l| {
+                        let q = v * lanes + l;
+                        q < flat_cols && q % plan.sw_len < w.tw
+                    })
+                    .map(|l| l as u8)
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                let input = InputTransformSpec {
+                    isa: plan.isa,
+                    tile: w.tile,
+                    offsets: offsets.clone(),
+                    channels: cin,
+                    src_stride: plan.chan_len,
+                    dst_stride: w.t_pad,
+                    point_stride: cin * w.t_pad,
+                    lanes: kept.clone(),
+                };
                 let src = cx.add_floats(cx.scratch, v * lanes);
-                let dst = cx.add_floats(v_base, v * lanes);
+                let dst = cx.add_floats(v_base, next);
                 tiles.input_transform(cx, &input, [src, dst, tmp]);
+                next += kept.len();
             }
             cx.b.def_var(filled, this);
         },
@@ -268,9 +286,9 @@ pub(super) fn item(
 
 /// Where the interleaved vectors of vector `v` of a block store (see [`OutputTransformSpec`]):
 /// `[i][k]` lists the pieces of interleaved vector `k` of output row `i`, offsets from the block's
-/// first output pixel. A lane is stored when its tile exists (a column of the flat tile axis
-/// below the block's columns, not a padding column, in a tile row the block has) and its pixel is
-/// inside the output (the last tile row and column may be cut by the plane's edge).
+/// first output pixel. Lane columns are compacted tiles (`ty * tw + tx`); a lane is stored when its
+/// tile is in a tile row the block has and its pixel is inside the output (the last tile row and
+/// column may be cut by the plane's edge).
 fn store_pieces(
     plan: &ConvPlan,
     w: &WinogradPlan,
@@ -279,8 +297,7 @@ fn store_pieces(
     last_block: bool,
 ) -> Vec<Vec<Vec<Piece>>> {
     let [_, oh, ow] = plan.out;
-    let (m, lanes, sw_len) = (w.tile.m(), plan.lanes, plan.sw_len);
-    let cols = w.cols(rows_in_block, sw_len);
+    let (m, lanes) = (w.tile.m(), plan.lanes);
     // Output rows left below the block's first row, when it is the plane's last block.
     let rows_left = if last_block { oh - (plan.blocks - 1) * plan.block * m } else { usize::MAX };
     (0..m)
@@ -289,10 +306,10 @@ fn store_pieces(
                 .map(|k| {
                     let mut pieces: Vec<Piece> = Vec::new();
                     for l in 0..lanes {
-                        let (q, j) = (v * lanes + k * lanes / m + l / m, l % m);
-                        let (ty, tx) = (q / sw_len, q % sw_len);
+                        let (c, j) = (v * lanes + k * lanes / m + l / m, l % m);
+                        let (ty, tx) = (c / w.tw, c % w.tw);
                         let (y, x) = (ty * m + i, tx * m + j);
-                        if q >= cols || tx >= w.tw || ty >= rows_in_block || y >= rows_left || x >= ow {
+                        if ty >= rows_in_block || y >= rows_left || x >= ow {
                             continue;
                         }
                         let at = (y * ow + x) as isize - l as isize;

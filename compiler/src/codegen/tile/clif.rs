@@ -194,9 +194,19 @@ pub(crate) fn input_transform(
                 t[i].push(value);
             }
         }
+        let whole = spec.lanes.len() == LANES && spec.lanes.iter().enumerate().all(|(k, &l)| l as usize == k);
         for (i, row) in t.iter().enumerate() {
             for (j, value) in run_program(cx, program, row).into_iter().enumerate() {
-                cx.store(value, d, (i * a + j) * spec.point_stride);
+                let at = (i * a + j) * spec.point_stride;
+                if whole {
+                    cx.store(value, d, at);
+                } else {
+                    // Compacted: lane `lanes[k]` to `at + k`.
+                    for (k, &lane) in spec.lanes.iter().enumerate() {
+                        let x = cx.b.ins().extractlane(value, lane);
+                        cx.store(x, d, at + k);
+                    }
+                }
             }
         }
         let (s2, d2) = (cx.add_floats(s, spec.src_stride), cx.add_floats(d, spec.dst_stride));

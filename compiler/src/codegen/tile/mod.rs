@@ -209,6 +209,9 @@ pub struct InputTransformSpec {
     pub dst_stride: usize,
     /// Floats between the transformed points in `dst` (point `x` at `dst + x * point_stride`).
     pub point_stride: usize,
+    /// Which lanes hold tiles, stored compacted: lane `lanes[k]` goes to `dst + k` (the lanes of
+    /// padding columns are dropped).
+    pub lanes: Vec<u8>,
 }
 
 /// The Winograd output transform of one output channel for one vector of tiles, with its fused

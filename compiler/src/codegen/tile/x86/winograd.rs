@@ -9,7 +9,9 @@
 //!
 //! - Input transform `(src = rdi, dst = rsi, tmp = rdx)`: for each of `channels` channels, the
 //!   `a x a` tile elements at constant offsets from `src` go through `B^T . B` and the `a^2` points
-//!   are stored at `dst + x * point_stride`; then `src` and `dst` advance by one channel.
+//!   are stored at `dst + x * point_stride`, the lanes of tiles compacted to the front (a lane
+//!   permutation and a masked store: padding columns are dropped); then `src` and `dst` advance by
+//!   one channel.
 //! - Output transform `(src = rdi, out = rsi, epi = rdx, res = rcx, tmp = r8)`: the `a^2` points at
 //!   `src + x * point_stride` go through `A^T . A`; each output row's `m` vectors are interleaved
 //!   (unpacks and 128-bit lane shuffles) so a tile's pixels sit side by side, get the fused
@@ -33,6 +35,46 @@ pub fn assemble_input(spec: &InputTransformSpec) -> Result<Vec<u8>, CodegenError
     let mut g = Gen::new(spec.isa)?;
     let (a, lanes) = (spec.tile.alpha(), spec.isa.lanes());
     let program = spec.tile.input_program();
+    let regs = spec.isa.registers();
+    // Compaction: the kept lanes permuted to the front (index vector in the top register), the
+    // first `count` lanes stored (mask: k1, or the register below the index on AVX2); the program
+    // gets the registers below those and one temporary.
+    let count = spec.lanes.len();
+    let compact = count < lanes || spec.lanes.iter().enumerate().any(|(k, &l)| l as usize != k);
+    let (idx, mask, perm) = (regs - 1, regs - 2, regs - 3);
+    let limit = if compact { regs - 3 } else { regs };
+    if compact {
+        let mut index: Vec<u32> = spec.lanes.iter().map(|&l| l as u32).collect();
+        index.resize(lanes, 0);
+        let l = g.data_label(index);
+        match g.isa {
+            Isa::Avx512 => {
+                g.a.vmovups(ZMM[idx], zmmword_ptr(l)).map_err(asm_err)?;
+                g.a.mov(eax, ((1u64 << count) - 1) as u32).map_err(asm_err)?;
+                g.a.kmovw(k1, eax).map_err(asm_err)?;
+            }
+            _ => {
+                g.a.vmovups(YMM[idx], ymmword_ptr(l)).map_err(asm_err)?;
+                let m = g.mask_label(0, count);
+                g.a.vmovups(YMM[mask], ymmword_ptr(m)).map_err(asm_err)?;
+            }
+        }
+    }
+    let store = |g: &mut Gen, m: AsmMemoryOperand, reg: usize| -> Result<(), CodegenError> {
+        if !compact {
+            return g.store(m, reg);
+        }
+        match g.isa {
+            Isa::Avx512 => {
+                g.a.vpermps(ZMM[perm], ZMM[idx], ZMM[reg]).map_err(asm_err)?;
+                g.a.vmovups(zmmword_ptr(m).k1(), ZMM[perm]).map_err(asm_err)
+            }
+            _ => {
+                g.a.vpermps(YMM[perm], YMM[idx], YMM[reg]).map_err(asm_err)?;
+                g.a.vmaskmovps(ymmword_ptr(m), YMM[mask], YMM[perm]).map_err(asm_err)
+            }
+        }
+    };
     let mut top = g.a.create_label();
     if spec.channels > 1 {
         g.a.mov(r10d, spec.channels as u32).map_err(asm_err)?;
@@ -44,15 +86,15 @@ pub fn assemble_input(spec: &InputTransformSpec) -> Result<Vec<u8>, CodegenError
             (0..a).map(|i| at(rdi, (spec.offsets[i * a + j]) as isize)).collect::<Result<_, _>>()?;
         let outputs: Vec<_> =
             (0..a).map(|i| at(rdx, ((i * a + j) * lanes) as isize)).collect::<Result<_, _>>()?;
-        run_program(&mut g, program, &inputs, &mut |g, i, reg| g.store(outputs[i], reg))?;
+        run_program_limited(&mut g, program, &inputs, limit, &mut |g, i, reg| g.store(outputs[i], reg))?;
     }
-    // Rows: V[i][j] = (B^T T[i, .]^T)[j], to dst + (i * a + j) * point_stride.
+    // Rows: V[i][j] = (B^T T[i, .]^T)[j], to dst + (i * a + j) * point_stride (compacted).
     for i in 0..a {
         let inputs: Vec<_> =
             (0..a).map(|j| at(rdx, ((i * a + j) * lanes) as isize)).collect::<Result<_, _>>()?;
         let outputs: Vec<_> =
             (0..a).map(|j| at(rsi, ((i * a + j) * spec.point_stride) as isize)).collect::<Result<_, _>>()?;
-        run_program(&mut g, program, &inputs, &mut |g, j, reg| g.store(outputs[j], reg))?;
+        run_program_limited(&mut g, program, &inputs, limit, &mut |g, j, reg| store(g, outputs[j], reg))?;
     }
     if spec.channels > 1 {
         g.advance(rdi, spec.src_stride)?;
