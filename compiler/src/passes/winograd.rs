@@ -168,17 +168,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_planes_take_f4_small_planes_f2() {
+    fn planes_of_many_tiles_take_f4_the_smallest_f2() {
         assert_eq!(choose(64, 64, 56, 56), Some(WinogradTile::F4));
         assert_eq!(choose(128, 128, 28, 28), Some(WinogradTile::F4));
-        assert_eq!(choose(256, 256, 14, 14), Some(WinogradTile::F2));
+        assert_eq!(choose(256, 256, 14, 14), Some(WinogradTile::F4));
+        // 7x7: F(4x4) has 4 tiles for 16 lanes, F(2x2) 16.
+        assert_eq!(choose(512, 512, 7, 7), Some(WinogradTile::F2));
     }
 
-    /// ResNet's 7x7 layers: 2.4M weights (9.4 MB, 16.8 MB transformed) for 49 outputs a channel,
-    /// read once per block of tiles: streaming them costs more than the FMAs Winograd saves.
+    /// A 2x2 plane is one F(2x2) tile: 16 lanes computed for 1 tile, and 16/9 the weights to
+    /// stream, against 4 outputs of the direct kernel.
     #[test]
-    fn weight_bound_layers_stay_direct() {
-        assert_eq!(choose(512, 512, 7, 7), None);
+    fn tiny_planes_stay_direct() {
+        assert_eq!(choose(512, 512, 2, 2), None);
     }
 
     #[test]
