@@ -46,13 +46,13 @@ const SHAPES: &[Shape] = &[
     Shape { name: "7x7s2 3->64 @224", cin: 3, cout: 64, hw: 224, k: 7, stride: 2, residual: false },
 ];
 
-fn spec(s: &Shape, winograd: Option<WinogradTile>) -> ConvSpec {
-    let kind = match (s.k, s.stride, winograd) {
-        (1, 1, _) => ConvKind::Gemm1x1,
-        (1, _, _) => ConvKind::StridedGemm1x1,
-        (3, 1, Some(tile)) => ConvKind::Winograd(tile),
+/// The shape's convolution, of `kind` or the kind its geometry gets by default.
+fn spec(s: &Shape, kind: Option<ConvKind>) -> ConvSpec {
+    let kind = kind.unwrap_or(match (s.k, s.stride) {
+        (1, 1) => ConvKind::Gemm1x1,
+        (1, _) => ConvKind::StridedGemm1x1,
         _ => ConvKind::Direct,
-    };
+    });
     let op = FusedConv {
         conv: Conv2d {
             in_channels: s.cin,
@@ -196,18 +196,24 @@ fn main() {
             "{:<22} {:>7} {:>22} {:>9} {:>6} {:>9} {:>6}",
             "shape", "MFLOP", "implementation tile", "1 thread", "peak", "2 threads", "peak"
         );
-        let kinds: Vec<Option<WinogradTile>> = if flag("--winograd") {
-            vec![None, Some(WinogradTile::F2), Some(WinogradTile::F4)]
-        } else {
-            vec![None]
-        };
-        for (s, winograd) in SHAPES
+        // Algorithms to time besides each shape's default.
+        let mut kinds: Vec<Option<ConvKind>> = vec![None];
+        if flag("--winograd") {
+            kinds.extend([
+                Some(ConvKind::Winograd(WinogradTile::F2)),
+                Some(ConvKind::Winograd(WinogradTile::F4)),
+            ]);
+        }
+        if flag("--chanvec") {
+            kinds.push(Some(ConvKind::ChanVec));
+        }
+        for (s, kind) in SHAPES
             .iter()
             .filter(|s| filter.as_deref().is_none_or(|f| s.name.contains(f)))
             .flat_map(|s| kinds.iter().map(move |&k| (s, k)))
-            .filter(|(s, k)| k.is_none() || (s.k == 3 && s.stride == 1))
+            .filter(|(s, k)| !matches!(k, Some(ConvKind::Winograd(_))) || (s.k == 3 && s.stride == 1))
         {
-            let base = spec(s, winograd);
+            let base = spec(s, kind);
             let [co, oh, ow] = base.output().expect("valid");
             let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
             let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
@@ -229,7 +235,11 @@ fn main() {
                 let Ok(plan) = ConvPlan::new(&sp, isa) else { continue };
                 let label = format!(
                     "{}{}x{}{}",
-                    winograd.map_or("", |t| if t == WinogradTile::F2 { "F2 " } else { "F4 " }),
+                    match kind {
+                        Some(ConvKind::Winograd(WinogradTile::F2)) => "F2 ",
+                        Some(ConvKind::Winograd(_)) => "F4 ",
+                        _ => "",
+                    },
                     plan.mt,
                     plan.nv * plan.lanes,
                     if plan.tiles_outer { " T" } else { " P" }

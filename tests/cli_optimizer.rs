@@ -101,6 +101,7 @@ fn list_passes_names_the_pipeline_in_order() {
             "winograd",
             "merge-consecutive-1x1",
             "merge-siblings-1x1",
+            "chanvec",
             "concat-in-place"
         ]
     );

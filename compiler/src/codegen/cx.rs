@@ -377,6 +377,20 @@ impl<'f> KernelCx<'f> {
         self.bitcast(VEC, v)
     }
 
+    /// The 4x4 transpose of four vectors (`out[j][i] = v[i][j]`; eight shuffles).
+    pub fn transpose4(&mut self, v: [Value; 4]) -> [Value; 4] {
+        let t0 = self.shuffle(v[0], v[1], [0, 4, 1, 5]);
+        let t1 = self.shuffle(v[0], v[1], [2, 6, 3, 7]);
+        let t2 = self.shuffle(v[2], v[3], [0, 4, 1, 5]);
+        let t3 = self.shuffle(v[2], v[3], [2, 6, 3, 7]);
+        [
+            self.shuffle(t0, t2, [0, 1, 4, 5]),
+            self.shuffle(t0, t2, [2, 3, 6, 7]),
+            self.shuffle(t1, t3, [0, 1, 4, 5]),
+            self.shuffle(t1, t3, [2, 3, 6, 7]),
+        ]
+    }
+
     /// Reinterprets an `f32x4` as `i32x4` bits or back.
     pub fn bitcast(&mut self, ty: Type, v: Value) -> Value {
         self.b.ins().bitcast(ty, MemFlagsData::new().with_endianness(Endianness::Little), v)

@@ -239,9 +239,12 @@ impl KernelSpec {
     /// together when that still balances its threads.
     pub fn items_sharing_setup(&self, isa: Isa) -> usize {
         match self {
-            KernelSpec::Conv(s) => {
-                ConvPlan::new(s, isa).ok().filter(|p| p.path == ConvPath::RowPanel).map_or(1, |p| p.chunks)
-            }
+            KernelSpec::Conv(s) => ConvPlan::new(s, isa).ok().map_or(1, |p| match p.path {
+                ConvPath::RowPanel => p.chunks,
+                // The padded copy of a sample serves all its items.
+                ConvPath::ChanVec if p.chanvec.as_ref().is_some_and(|v| v.fill) => p.items_per_sample(),
+                _ => 1,
+            }),
             _ => 1,
         }
     }
@@ -256,14 +259,14 @@ impl KernelSpec {
     }
 
     /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`,
-    /// `conv.winograd`, `linear`,
-    /// `pool`, `lrn`, `eltwise`, `softmax`.
+    /// `conv.winograd`, `conv.chanvec`, `linear`, `pool`, `lrn`, `eltwise`, `softmax`.
     pub fn algorithm(&self) -> &'static str {
         match self {
             KernelSpec::Conv(s) => match ConvPath::of(s) {
                 ConvPath::Direct1x1 => "conv.gemm1x1",
                 ConvPath::RowPanel => "conv.rowpanel",
                 ConvPath::Winograd(_) => "conv.winograd",
+                ConvPath::ChanVec => "conv.chanvec",
             },
             KernelSpec::Linear(_) => "linear",
             KernelSpec::Pool(_) => "pool",

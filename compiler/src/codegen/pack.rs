@@ -2,7 +2,9 @@
 //! `Op::weights()` slot order) to the layouts the kernels read. Done once, at load or bundle time.
 //!
 //! Convolution (`pack_conv_weights`), with `ppg` and the sections from [`ConvLayout`] and
-//! `R` = [`PANEL_ROWS`] (12) output channels per panel, whatever the ISA:
+//! `R` = [`ConvLayout::panel`] output channels per panel, whatever the ISA ([`PANEL_ROWS`] = 12
+//! rows of the A operand; [`CHANVEC_PANEL`] = 32 lanes of the B operand for `chanvec`, whose tiles
+//! read the same array with channels along the vectors):
 //! ```text
 //! A panels   [points][groups * ppg][k_g][R]
 //!                                        a[((x * groups*ppg + gp) * k_g + k) * R + r] = W_x[g*cout_g + p*R + r][k]
@@ -21,7 +23,8 @@
 //! Every packed buffer should start 64-byte aligned (cache line): [`AlignedF32`] does that in
 //! memory, and a bundle writer should pad to 64 bytes. Kernels do not *require* alignment.
 
-use super::conv::{ConvLayout, ConvSpec, PANEL_ROWS};
+#[allow(unused_imports)] // named by the documentation
+use super::conv::{ConvLayout, ConvSpec, CHANVEC_PANEL, PANEL_ROWS};
 use super::CodegenError;
 
 /// A float buffer whose first element is 64-byte aligned.
@@ -109,7 +112,7 @@ pub fn pack_conv_weights(spec: &ConvSpec, weights: &[&[f32]]) -> Result<Vec<f32>
     }
 
     let mut out = vec![0f32; plan.packed_len];
-    let (mr, ppg, k_g) = (PANEL_ROWS, plan.ppg, plan.k_g);
+    let (mr, ppg, k_g) = (plan.panel, plan.ppg, plan.k_g);
     for g in 0..plan.groups {
         for p in 0..ppg {
             let gp = g * ppg + p;

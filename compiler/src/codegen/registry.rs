@@ -79,6 +79,10 @@ fn winograd(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Conv(c) if matches!(ConvPath::of(c), ConvPath::Winograd(_)))
 }
 
+fn chanvec(spec: &KernelSpec) -> bool {
+    matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::ChanVec)
+}
+
 fn linear(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Linear(_))
 }
@@ -114,6 +118,9 @@ pub static REGISTRY: &[Implementation] = &[
     entry("conv.winograd.avx512", Isa::Avx512, winograd_zmm),
     entry("conv.winograd.avx2", Isa::Avx2, winograd),
     entry("conv.winograd.sse", Isa::Sse, winograd),
+    entry("conv.chanvec.avx512", Isa::Avx512, chanvec),
+    entry("conv.chanvec.avx2", Isa::Avx2, chanvec),
+    entry("conv.chanvec.sse", Isa::Sse, chanvec),
     entry("linear.avx512", Isa::Avx512, linear),
     entry("linear.avx2", Isa::Avx2, linear),
     entry("linear.sse", Isa::Sse, linear),

@@ -150,17 +150,8 @@ pub(crate) fn copy_phases4(
     cx.for_count(chunks, "fill: 4x4 transposes of stride-4 phases", |cx, i| {
         let s = cx.offset(src, i, 4 * LANES);
         let d = cx.offset(dst, i, LANES);
-        let v: Vec<Value> = (0..4).map(|k| cx.load_v(s, k * LANES)).collect();
-        let t0 = cx.shuffle(v[0], v[1], [0, 4, 1, 5]);
-        let t1 = cx.shuffle(v[0], v[1], [2, 6, 3, 7]);
-        let t2 = cx.shuffle(v[2], v[3], [0, 4, 1, 5]);
-        let t3 = cx.shuffle(v[2], v[3], [2, 6, 3, 7]);
-        let out = [
-            cx.shuffle(t0, t2, [0, 1, 4, 5]),
-            cx.shuffle(t0, t2, [2, 3, 6, 7]),
-            cx.shuffle(t1, t3, [0, 1, 4, 5]),
-            cx.shuffle(t1, t3, [2, 3, 6, 7]),
-        ];
+        let v = [0, 1, 2, 3].map(|k| cx.load_v(s, k * LANES));
+        let out = cx.transpose4(v);
         for (f, o) in out.into_iter().enumerate() {
             cx.store(o, d, at[f]);
         }

@@ -88,6 +88,10 @@ pub enum ConvKind {
     /// (see [`crate::ir::winograd`]); its weight slot holds the transformed filter `G g G^T`,
     /// `[a*a, Cout, Cin]`.
     Winograd(super::winograd::WinogradTile),
+    /// An ungrouped convolution without a prologue, any window, computed with output channels in
+    /// the vector lanes and output pixels in the rows of the register tiles: for small planes
+    /// (7x7, 14x14), whose pixels fill vectors badly while their channel counts fill them whole.
+    ChanVec,
 }
 
 /// Which output channels a fused ReLU applies to.
@@ -236,6 +240,7 @@ impl Op {
                 ConvKind::Gemm1x1 => "gemm1x1",
                 ConvKind::StridedGemm1x1 => "subsample+gemm1x1",
                 ConvKind::Winograd(_) => "winograd",
+                ConvKind::ChanVec => "chanvec",
             },
             Op::FusedLinear(_) => "linear",
             Op::Affine(_) => "affine",
@@ -658,6 +663,7 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
                 && c.padding[0] <= 2
                 && c.padding[1] <= 2
                 && f.prologue.is_none() => {}
+        ConvKind::ChanVec if c.groups == 1 && f.prologue.is_none() => {}
         _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
     }
     if let Relu::First(n) = f.relu {

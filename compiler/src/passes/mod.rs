@@ -4,6 +4,7 @@
 //! is sound. Passes only ever see and produce graphs that `verify()` accepts; [`optimize`] checks that
 //! after every pass when asked to (tests and debug builds do).
 
+mod chanvec;
 mod concat_in_place;
 mod dead_code;
 mod fold_batchnorm;
@@ -46,6 +47,7 @@ pub static PIPELINE: &[&dyn Pass] = &[
     &winograd::Winograd,
     &merge_consecutive_1x1::MergeConsecutive1x1,
     &merge_siblings_1x1::MergeSiblings1x1,
+    &chanvec::ChanVec,
     &concat_in_place::ConcatInPlace,
 ];
 

@@ -105,7 +105,7 @@ const LANES: f64 = 16.0;
 /// The share of computed lanes that hold outputs over a plane of `rows x cols` outputs: the best
 /// of one row per vector run and of blocks of rows laid end to end with `pad` columns between them
 /// (as the kernels' flat panels do, at most 16 vectors a block).
-fn lane_share(rows: usize, cols: usize, pad: usize) -> f64 {
+pub(super) fn lane_share(rows: usize, cols: usize, pad: usize) -> f64 {
     let vectors = |n: usize| (n as f64 / LANES).ceil();
     let mut best = cols as f64 / (vectors(cols) * LANES);
     for rb in 1..=rows {

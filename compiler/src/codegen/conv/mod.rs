@@ -35,12 +35,13 @@
 //! across threads is valid; `items_per_sample` is sized for at least 16 items per sample when the
 //! layer is big enough, so two threads balance at batch 1.
 
+pub mod chanvec;
 mod direct;
 mod plan;
 mod rowpanel;
 pub mod winograd;
 
-pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, FlatTile, PANEL_ROWS};
+pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, FlatTile, CHANVEC_PANEL, PANEL_ROWS};
 
 use super::cx::KernelCx;
 use super::tile::{Axis, ChanVec, Epilogue, KLoop, Piece, RowsA, TileArgs, TileOut, TileSpec, Tiles};
@@ -117,6 +118,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
             ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r),
             ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::Winograd(_) => winograd::item(cx, tiles, spec, plan, ops, n, r, filled),
+            ConvPath::ChanVec => chanvec::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
     });
 }

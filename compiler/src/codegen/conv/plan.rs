@@ -13,6 +13,11 @@ use crate::ir::{ConvKind, Relu, WinogradTile};
 /// `r / 12` (see [`crate::codegen::tile::RowsA::Panels`]).
 pub const PANEL_ROWS: usize = 12;
 
+/// Output channels per packed B panel of a `chanvec` convolution (its weights are the B operand:
+/// channels in the vector lanes). Every ISA's tile width divides it: avx512 reads a whole panel
+/// (two zmm), avx2 and sse half of one (two ymm, four xmm).
+pub const CHANVEC_PANEL: usize = 32;
+
 /// Which loop nest a convolution compiles to (the algorithm: the optimiser's [`ConvKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvPath {
@@ -23,6 +28,9 @@ pub enum ConvPath {
     /// `winograd`: Winograd's minimal filtering over a padded copy of the input rows (see
     /// [`super::winograd`]).
     Winograd(WinogradTile),
+    /// `chanvec`: output channels in the vector lanes, output pixels in the tile rows (see
+    /// [`super::chanvec`]).
+    ChanVec,
 }
 
 impl ConvPath {
@@ -32,6 +40,7 @@ impl ConvPath {
             ConvPath::Direct1x1 => "gemm1x1",
             ConvPath::RowPanel => "rowpanel",
             ConvPath::Winograd(_) => "winograd",
+            ConvPath::ChanVec => "chanvec",
         }
     }
 
@@ -42,8 +51,10 @@ impl ConvPath {
     /// rows has no padding columns to waste lanes on.
     pub fn of(spec: &ConvSpec) -> ConvPath {
         let c = &spec.op.conv;
-        if let ConvKind::Winograd(tile) = spec.op.kind {
-            return ConvPath::Winograd(tile);
+        match spec.op.kind {
+            ConvKind::Winograd(tile) => return ConvPath::Winograd(tile),
+            ConvKind::ChanVec => return ConvPath::ChanVec,
+            _ => {}
         }
         if spec.op.kind == ConvKind::Gemm1x1 && c.groups == 1 && c.kernel == [1, 1] && c.padding == [0, 0] {
             ConvPath::Direct1x1
@@ -61,12 +72,14 @@ pub struct ConvLayout {
     pub cout_g: usize,
     /// K per group: `cin_g * KH * KW`.
     pub k_g: usize,
-    /// Panels of [`PANEL_ROWS`] output channels per group (the last may be partial).
+    /// Output channels per packed panel: [`PANEL_ROWS`], or [`CHANVEC_PANEL`] for `chanvec`.
+    pub panel: usize,
+    /// Panels of `panel` output channels per group (the last may be partial).
     pub ppg: usize,
     /// Weight matrices: 1, or `a*a` for a Winograd convolution (one `Cout x Cin` matrix per point
     /// of the transformed tile, each packed in panels, [`ConvLayout::point_stride`] apart).
     pub points: usize,
-    /// Float offsets of the epilogue vectors (`groups * ppg * PANEL_ROWS` each, indexed by
+    /// Float offsets of the epilogue vectors (`groups * ppg * panel` each, indexed by
     /// `g * ppg * PANEL_ROWS + channel in group`) and of `pre_scale`, `pre_shift` (`Cin` each).
     pub s1: Option<usize>,
     pub b1: Option<usize>,
@@ -98,6 +111,9 @@ impl ConvLayout {
         if g > 1 && matches!(op.relu, Relu::First(_)) {
             return Err(CodegenError::Unsupported("a partial ReLU on a grouped convolution".into()));
         }
+        if op.kind == ConvKind::ChanVec && (g != 1 || op.prologue.is_some()) {
+            return Err(CodegenError::Unsupported("a chanvec convolution with groups or a prologue".into()));
+        }
         if op.prologue.is_some() && (c.padding != [0, 0] || c.kernel != [1, 1] || g != 1) {
             return Err(CodegenError::Unsupported(
                 "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
@@ -108,9 +124,10 @@ impl ConvLayout {
             ConvKind::Winograd(tile) => (cin_g, tile.alpha() * tile.alpha()),
             _ => (cin_g * c.kernel[0] * c.kernel[1], 1),
         };
-        let ppg = cout_g.div_ceil(PANEL_ROWS);
-        let rows_total = g * ppg * PANEL_ROWS;
-        let mut len = points * g * ppg * k_g * PANEL_ROWS;
+        let panel = if op.kind == ConvKind::ChanVec { CHANVEC_PANEL } else { PANEL_ROWS };
+        let ppg = cout_g.div_ceil(panel);
+        let rows_total = g * ppg * panel;
+        let mut len = points * g * ppg * k_g * panel;
         let mut section = |present: bool, size: usize| {
             present.then(|| {
                 let at = len;
@@ -125,12 +142,26 @@ impl ConvLayout {
         let s2 = section(!fold_post && op.post_affine, rows_total);
         let b2 = section(!fold_post && op.post_affine, rows_total);
         let pre = section(op.prologue.is_some(), 2 * cin);
-        Ok(ConvLayout { groups: g, cin_g, cout_g, k_g, ppg, points, s1, b1, s2, b2, pre, packed_len: len })
+        Ok(ConvLayout {
+            groups: g,
+            cin_g,
+            cout_g,
+            k_g,
+            panel,
+            ppg,
+            points,
+            s1,
+            b1,
+            s2,
+            b2,
+            pre,
+            packed_len: len,
+        })
     }
 
     /// Floats between consecutive A panels.
     pub fn panel_stride(&self) -> usize {
-        self.k_g * PANEL_ROWS
+        self.k_g * self.panel
     }
 
     /// Floats between the weight matrices of consecutive Winograd points.
@@ -223,6 +254,8 @@ pub struct ConvPlan {
     pub kblocks: usize,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
+    /// The chanvec path's own geometry.
+    pub chanvec: Option<super::chanvec::ChanVecPlan>,
 }
 
 impl ConvPlan {
@@ -271,6 +304,7 @@ impl ConvPlan {
             kc: layout.k_g,
             kblocks: 1,
             winograd: None,
+            chanvec: None,
             layout,
         };
         let nr = nv * lanes;
@@ -297,6 +331,14 @@ impl ConvPlan {
                 plan.chunks = a_chunks;
             }
             ConvPath::Winograd(tile) => super::winograd::plan(&mut plan, spec, tile),
+            ConvPath::ChanVec => {
+                if plan.layout.cout_g % 4 != 0 {
+                    return Err(CodegenError::Unsupported(
+                        "a chanvec convolution needs a multiple of 4 output channels".into(),
+                    ));
+                }
+                super::chanvec::plan(&mut plan, spec)
+            }
             ConvPath::RowPanel => {
                 let (sh, sw) = (c.stride[0], c.stride[1]);
                 let (dh, dw) = (c.dilation[0], c.dilation[1]);
@@ -449,6 +491,10 @@ impl ConvPlan {
             ConvPath::Winograd(_) => {
                 self.winograd.as_ref().map_or(1.0, |w| (self.block * w.tw) as f64 / w.t_pad as f64)
             }
+            ConvPath::ChanVec => {
+                let nr = self.chanvec.as_ref().map_or(lanes, |v| v.nr);
+                share(self.layout.cout_g, self.layout.cout_g.div_ceil(nr) * nr)
+            }
         }
     }
 
@@ -465,6 +511,7 @@ impl ConvPlan {
             }
             ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
             ConvPath::Winograd(_) => self.winograd.as_ref().map_or(0, |w| w.floats),
+            ConvPath::ChanVec => self.chanvec.as_ref().map_or(0, |v| v.floats),
         }
     }
 

@@ -595,3 +595,67 @@ mod random_winograd {
         }
     }
 }
+
+/// Chanvec convolutions (output channels in the lanes): the ResNet shapes it exists for (1x1 on a
+/// 7x7 plane, strided 1x1 and 3x3 from 14x14), several K blocks, one and several pixel blocks,
+/// padding, dilation, a channel count that is not a whole panel, every epilogue, on every ISA.
+#[test]
+fn chanvec_convolutions() {
+    for (cin, cout, hw, k, stride, pad, residual) in [
+        (40, 64, 7, 1, 1, 0, true),
+        (600, 48, 7, 1, 1, 0, false),
+        (24, 32, 14, 1, 2, 0, true),
+        (20, 36, 14, 3, 2, 1, false),
+        (9, 16, 5, 3, 1, 1, true),
+        (70, 96, 9, 3, 1, 1, false),
+        (3, 20, 11, 5, 1, 2, false),
+        (5, 8, 1, 1, 1, 0, false),
+        (8, 12, 30, 1, 1, 0, true),
+    ] {
+        let mut c = case(cin, cout, hw, k, stride, pad);
+        c.kind = ConvKind::ChanVec;
+        c.residual = residual;
+        c.post = residual;
+        c.affine = !residual;
+        c.relu = if residual { Relu::All } else { Relu::First(cout / 2) };
+        check(c);
+    }
+    let mut c = case(6, 24, 9, 3, 1, 2);
+    c.dilation = 2;
+    c.kind = ConvKind::ChanVec;
+    check(c);
+}
+
+/// Random chanvec convolutions: any window, stride, padding and dilation, output channels a
+/// multiple of 4 but not of the 32-channel panels, odd and non-square planes, every epilogue.
+mod random_chanvec {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_chanvec_convolutions_match_the_definition(
+            (cin, quads) in (1usize..40, 1usize..20),
+            (h, w) in (1usize..20, 1usize..20),
+            (k, stride, pad, dilation) in (1usize..4, 1usize..3, 0usize..3, 1usize..3),
+            (bias, affine, residual, post) in (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+            relu in 0usize..3,
+        ) {
+            let span = dilation * (k - 1) + 1;
+            prop_assume!(h + 2 * pad >= span && w + 2 * pad >= span);
+            let cout = 4 * quads;
+            let mut c = case(cin, cout, h, k, stride, pad);
+            c.hw = [h, w];
+            c.dilation = dilation;
+            c.kind = ConvKind::ChanVec;
+            c.bias = bias;
+            c.affine = affine;
+            c.residual = residual;
+            c.post = post;
+            c.relu = match relu { 0 => Relu::None, 1 => Relu::All, _ => Relu::First(cout / 2) };
+            check(c);
+        }
+    }
+}

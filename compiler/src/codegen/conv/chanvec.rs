@@ -1,0 +1,510 @@
+//! The `chanvec` path: output channels in the vector lanes, output pixels in the tile rows, for
+//! small planes (7x7, 14x14) whose pixels fill vectors badly while their channel counts (multiples
+//! of 16) fill them whole. A 7x7 plane is 49 of 64 zmm lanes as columns of the other paths; here a
+//! tile is `R` pixels x 32 channels and every lane holds an output.
+//!
+//! In the terms of the tile contract ([`crate::codegen::tile`]): A is the input (row `r` of the
+//! tile is pixel `p0 + r`, whose window starts `sw` floats after pixel `p0 + r - 1`'s:
+//! [`RowsA::Strided`]), B is the packed weight panel of 32 channels (the conv layout with
+//! [`CHANVEC_PANEL`]-wide panels: `B[k][c]` at `panel + k * 32 + c`, `k = (ci * KH + kh) * KW + kw`),
+//! and the K loop is a group per input channel with its `KH*KW` taps at constant offsets, exactly
+//! as the row panels run it (1x1 kernels: four channels per group).
+//!
+//! A work item is (sample, panel of 32 output channels, block of output pixels). Per item:
+//! 1. **Fill** (padded convolutions, once per sample and thread): the whole input, zero-padded, in
+//!    the scratch, so every tap of every pixel is a constant offset and padding needs no branch.
+//!    Unpadded convolutions read the input in place.
+//! 2. **K blocks**: the input channels in blocks of `kc` whose slice of the panel (`kc*KH*KW x 32`
+//!    floats, at most [`B_SLICE_BYTES`]) stays in cache while every pixel tile of the block runs
+//!    over it; each tile starts from the previous block's sums and leaves its raw sums, pixel-major,
+//!    in the item's accumulator area (`pixel * 32 + channel`).
+//! 3. **Epilogue**: the accumulator area is transposed four pixels by four channels (eight
+//!    shuffles) into channel-major vectors, the fused epilogue applied (bias, affine, residual,
+//!    post-affine, ReLU, in the IR's order), and stored as runs of four pixels of each output
+//!    channel. This is `O(pixels x channels)` work against `O(pixels x channels x K)` FMAs.
+//!
+//! Sound for any stride, padding and dilation: each accumulator is the k-ascending sum of
+//! `x[ci][oy*sh + kh*dh - ph][ox*sw + kw*dw - pw] * w[co][ci][kh][kw]`, the padded copy supplying
+//! the zeros, and each output is written once by the item owning its (channel panel, pixel).
+
+use super::plan::CHANVEC_PANEL;
+use super::{ConvPlan, ConvSpec, Operands};
+use crate::codegen::cx::{KernelCx, LANES, VEC};
+use crate::codegen::isa::Isa;
+use crate::codegen::rows::{copy_run, zero_run};
+use crate::codegen::tile::{KLoop, RowsA, Tap, TileArgs, TileOut, TileSpec, Tiles};
+use crate::ir::Relu;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::F32;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
+
+/// Most bytes of a K block's slice of the weight panel (read once per pixel tile of the block).
+const B_SLICE_BYTES: usize = 64 * 1024;
+/// Work items per sample worth aiming for (two threads balance at batch 1).
+const TARGET_ITEMS: usize = 16;
+
+/// A tile of output pixels inside a block: the first pixel (index into the block's pixels and
+/// accumulator rows), how many, and its A offset from the block's first window (floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelTile {
+    pub at: usize,
+    pub rows: usize,
+    pub a: usize,
+}
+
+/// The `chanvec` geometry of a convolution kernel.
+#[derive(Debug, Clone)]
+pub struct ChanVecPlan {
+    /// Whether the input is copied, zero-padded, into the scratch first (any padding).
+    pub fill: bool,
+    /// Columns per row and floats per channel of what the tiles read (the padded copy or the input).
+    pub wp: usize,
+    pub chan_len: usize,
+    /// Output channels per tile (`nv * lanes`) and tiles per panel.
+    pub nr: usize,
+    pub halves: usize,
+    /// Input channels per K block, and K blocks.
+    pub kc: usize,
+    pub kblocks: usize,
+    /// Pixel blocks per sample, pixels of a full block and of the last one.
+    pub blocks: usize,
+    pub block: usize,
+    pub last_block: usize,
+    /// A offset between consecutive blocks (floats).
+    pub block_a: usize,
+    /// The pixel tiles of a full block and of the last one.
+    pub tiles: Vec<PixelTile>,
+    pub last_tiles: Vec<PixelTile>,
+    /// Scratch: the padded input at 0, the accumulators at `acc_at`; `floats` in all.
+    pub acc_at: usize,
+    pub floats: usize,
+}
+
+/// Most tile rows (pixels) per ISA: the accumulators of `rows x 2` vectors, two B vectors and two
+/// broadcasts fill the registers (avx512 28 + 4 of 32, avx2 12 + 4 of 16); sse runs 3 x 4 f32x4.
+pub fn max_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 14,
+        Isa::Avx2 => 6,
+        Isa::Sse => 3,
+    }
+}
+
+/// Vectors per tile row (32 channels on avx512, 16 on avx2 and sse).
+fn vectors(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 | Isa::Avx2 => 2,
+        Isa::Sse => 4,
+    }
+}
+
+/// `len` pixels in tiles of at most `max` rows, balanced (`ceil(len / tiles)` each, the last
+/// shorter): `(start, rows)`.
+fn split(len: usize, max: usize) -> Vec<(usize, usize)> {
+    let tiles = len.div_ceil(max);
+    let rows = len.div_ceil(tiles);
+    (0..len).step_by(rows).map(|s| (s, rows.min(len - s))).collect()
+}
+
+/// The geometry and work split of a `chanvec` kernel.
+pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
+    let c = &spec.op.conv;
+    let [cin, h, w] = spec.input;
+    let [_, oh, ow] = plan.out;
+    let isa = plan.isa;
+    let (nv, lanes) = (vectors(isa), isa.lanes());
+    let nr = nv * lanes;
+    let fill = c.padding != [0, 0];
+    let (hp, wp) = if fill { (h + 2 * c.padding[0], w + 2 * c.padding[1]) } else { (h, w) };
+    let chan_len = hp * wp;
+    // One flat run of pixels when pixel `p` reads input float `p` (1x1, stride 1, unpadded).
+    let flat = c.kernel == [1, 1] && c.stride == [1, 1] && !fill;
+    let ppg = plan.layout.ppg;
+    let max = max_rows(isa);
+    let (blocks, block, last_block, block_a, tiles, last_tiles) = if flat {
+        // Pixel `p` reads input float `p`: balanced tiles over the whole plane, `per` of them a
+        // block (the epilogue handles a partial quad, so tiles need not be multiples of 4).
+        let all = split(oh * ow, max);
+        let per = all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len()));
+        let blocks = all.len().div_ceil(per);
+        let block = all[per - 1].0 + all[per - 1].1;
+        let base = (blocks - 1) * block;
+        let tiles = |from: &[(usize, usize)], base: usize| -> Vec<PixelTile> {
+            from.iter().map(|&(s, rows)| PixelTile { at: s - base, rows, a: s - base }).collect()
+        };
+        (blocks, block, oh * ow - base, block, tiles(&all[..per], 0), tiles(&all[(blocks - 1) * per..], base))
+    } else {
+        let row_tiles = split(ow, max);
+        let blocks = TARGET_ITEMS.div_ceil(ppg).clamp(1, oh);
+        let rows = oh.div_ceil(blocks);
+        let blocks = oh.div_ceil(rows);
+        let block_tiles = |n: usize| -> Vec<PixelTile> {
+            (0..n)
+                .flat_map(|t| {
+                    row_tiles.iter().map(move |&(x0, r)| PixelTile {
+                        at: t * ow + x0,
+                        rows: r,
+                        a: t * c.stride[0] * wp + x0 * c.stride[1],
+                    })
+                })
+                .collect()
+        };
+        let last_rows = oh - (blocks - 1) * rows;
+        (
+            blocks,
+            rows * ow,
+            last_rows * ow,
+            rows * c.stride[0] * wp,
+            block_tiles(rows),
+            block_tiles(last_rows),
+        )
+    };
+    let taps = c.kernel[0] * c.kernel[1];
+    let kc_max = (B_SLICE_BYTES / (taps * CHANVEC_PANEL * 4)).max(1);
+    let kblocks = cin.div_ceil(kc_max);
+    let kc = cin.div_ceil(kblocks);
+    let kblocks = cin.div_ceil(kc);
+    // A row's copy also zeroes the next row's left padding: `pw` floats of slack at the end.
+    let fill_len = if fill { cin * chan_len + c.padding[1] } else { 0 };
+    let acc_at = fill_len.div_ceil(16) * 16;
+    plan.mt = max;
+    plan.nv = nv;
+    plan.tpg = ppg;
+    plan.chunks = ppg;
+    plan.tiles_per_chunk = 1;
+    plan.blocks = blocks;
+    plan.block = block;
+    plan.kc = kc;
+    plan.kblocks = kblocks;
+    plan.chanvec = Some(ChanVecPlan {
+        fill,
+        wp,
+        chan_len,
+        nr,
+        halves: CHANVEC_PANEL / nr,
+        kc,
+        kblocks,
+        blocks,
+        block,
+        last_block,
+        block_a,
+        tiles,
+        last_tiles,
+        acc_at,
+        // A partial quad reads up to 3 rows past its pixels.
+        floats: acc_at + (block + LANES - 1) * CHANVEC_PANEL,
+    });
+}
+
+/// One item: (sample, panel of output channels, block of pixels). `filled` holds the sample whose
+/// padded input this call last copied into the scratch (-1 for none).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn item(
+    cx: &mut KernelCx,
+    tiles: &mut Tiles,
+    spec: &ConvSpec,
+    plan: &ConvPlan,
+    ops: Operands,
+    n: Value,
+    r: Value,
+    filled: Variable,
+) {
+    let v = plan.chanvec.as_ref().expect("a chanvec plan");
+    // Panel-major: consecutive items share their weight panel.
+    let (panel, pb) = cx.divmod(r, v.blocks);
+    let src = if v.fill {
+        let last = cx.b.use_var(filled);
+        let stale = cx.b.ins().icmp(IntCC::NotEqual, n, last);
+        cx.if_then(stale, |cx| {
+            fill(cx, spec, v, ops, n);
+            cx.b.def_var(filled, n);
+        });
+        cx.scratch
+    } else {
+        cx.offset(ops.input, n, spec.in_stride)
+    };
+    let block_src = cx.offset(src, pb, v.block_a);
+    let panel_b = cx.offset(ops.packed, panel, plan.layout.panel_stride());
+    let acc = cx.add_floats(cx.scratch, v.acc_at);
+    let is_last = cx.b.ins().icmp_imm_s(IntCC::Equal, pb, (v.blocks - 1) as i64);
+    let body = |cx: &mut KernelCx, tiles: &mut Tiles, pixel_tiles: &[PixelTile], pixels: usize| {
+        if v.kblocks == 1 {
+            // Each tile's sums are final at once: its epilogue runs while they are in L1.
+            for t in pixel_tiles {
+                k_blocks(cx, tiles, spec, plan, v, block_src, panel_b, acc, std::slice::from_ref(t));
+                epilogue(cx, spec, plan, ops, n, panel, pb, t.at, t.rows);
+            }
+        } else {
+            k_blocks(cx, tiles, spec, plan, v, block_src, panel_b, acc, pixel_tiles);
+            epilogue(cx, spec, plan, ops, n, panel, pb, 0, pixels);
+        }
+    };
+    if v.blocks == 1 || (v.tiles == v.last_tiles && v.block == v.last_block) {
+        body(cx, tiles, &v.tiles, v.block);
+    } else {
+        cx.if_else_with(
+            tiles,
+            is_last,
+            |cx, tiles| body(cx, tiles, &v.last_tiles, v.last_block),
+            |cx, tiles| body(cx, tiles, &v.tiles, v.block),
+        );
+    }
+}
+
+/// Copies sample `n`'s input, zero-padded, to the scratch: channel `ci` at `ci * chan_len`, padded
+/// row `y` at `y * wp`.
+fn fill(cx: &mut KernelCx, spec: &ConvSpec, v: &ChanVecPlan, ops: Operands, n: Value) {
+    let c = &spec.op.conv;
+    let [cin, h, w] = spec.input;
+    let [ph, pw] = c.padding;
+    let wp = v.wp;
+    let x = cx.offset(ops.input, n, spec.in_stride);
+    cx.for_count(cin, "chanvec fill: channels", |cx, ci| {
+        let src = cx.offset(x, ci, h * w);
+        let dst = cx.offset(cx.scratch, ci, v.chan_len);
+        zero_run(cx, dst, 0, ph * wp + pw);
+        cx.for_count(h, "chanvec fill: rows", |cx, y| {
+            let s = cx.offset(src, y, w);
+            let d = cx.offset(dst, y, wp);
+            let d = cx.add_floats(d, (ph * wp) + pw);
+            copy_run(cx, s, 0, 1, w, d, 0, w, None);
+            // The right padding of this row and the left padding of the next.
+            zero_run(cx, d, w, 2 * pw);
+        });
+        // The bottom rows (the first `pw` floats were zeroed with the last row).
+        if ph > 0 {
+            zero_run(cx, dst, (ph + h) * wp + pw, ph * wp - pw);
+        }
+    });
+}
+
+/// Every K block of every pixel tile of a block, raw sums into the accumulator area.
+#[allow(clippy::too_many_arguments)]
+fn k_blocks(
+    cx: &mut KernelCx,
+    tiles: &mut Tiles,
+    spec: &ConvSpec,
+    plan: &ConvPlan,
+    v: &ChanVecPlan,
+    block_src: Value,
+    panel_b: Value,
+    acc: Value,
+    pixel_tiles: &[PixelTile],
+) {
+    let c = &spec.op.conv;
+    let cin = spec.input[0];
+    let [kh_n, kw_n] = c.kernel;
+    let (dh, dw) = (c.dilation[0], c.dilation[1]);
+    let taps = kh_n * kw_n;
+    let kloop = |channels: usize| {
+        if kh_n * kw_n == 1 {
+            KLoop::strided(channels, v.chan_len, CHANVEC_PANEL, 4)
+        } else {
+            let tap_list = (0..kh_n)
+                .flat_map(|kh| {
+                    (0..kw_n).map(move |kw| Tap {
+                        a: kh * dh * v.wp + kw * dw,
+                        b: (kh * kw_n + kw) * CHANVEC_PANEL,
+                    })
+                })
+                .collect();
+            KLoop {
+                groups: channels,
+                taps: tap_list,
+                a_step: v.chan_len,
+                b_step: taps * CHANVEC_PANEL,
+                tail: Vec::new(),
+            }
+        }
+    };
+    let rows_a = RowsA::Strided(c.stride[1]);
+    let kc_last = cin - (v.kblocks - 1) * v.kc;
+    let run = |cx: &mut KernelCx, tiles: &mut Tiles, kb: Value, channels: usize, first: bool| {
+        let kloop = kloop(channels);
+        let a0 = cx.offset(block_src, kb, v.kc * v.chan_len);
+        let b0 = cx.offset(panel_b, kb, v.kc * taps * CHANVEC_PANEL);
+        for t in pixel_tiles {
+            for half in 0..v.halves {
+                let spec = TileSpec {
+                    isa: plan.isa,
+                    rows: t.rows,
+                    rows_a,
+                    nv: plan.nv,
+                    kloop: kloop.clone(),
+                    init: (!first).then_some(CHANVEC_PANEL),
+                    out: TileOut::Partial { row: CHANVEC_PANEL },
+                };
+                let a = cx.add_floats(a0, t.a);
+                let b = cx.add_floats(b0, half * v.nr);
+                let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
+                let init = (!first).then_some(out);
+                tiles.emit(cx, &spec, TileArgs { a, b, out, epi: None, res: None, init });
+            }
+        }
+    };
+    let zero = cx.ic(0);
+    if v.kblocks == 1 {
+        run(cx, tiles, zero, kc_last, true);
+        return;
+    }
+    run(cx, tiles, zero, v.kc, true);
+    let (one, mid_end) = (cx.ic(1), cx.ic((v.kblocks - 1) as i64));
+    cx.for_range(one, mid_end, 1, "chanvec K blocks", |cx, kb| run(cx, tiles, kb, v.kc, false));
+    run(cx, tiles, mid_end, kc_last, false);
+}
+
+/// The fused epilogue of `pixels` outputs of the panel's channels from pixel `first` of the block,
+/// from the accumulator area (pixel-major) to the output (channel planes): four pixels x four
+/// channels at a time (a last partial quad reads accumulator rows past `pixels`, inside the area,
+/// and stores only its own lanes).
+#[allow(clippy::too_many_arguments)]
+fn epilogue(
+    cx: &mut KernelCx,
+    spec: &ConvSpec,
+    plan: &ConvPlan,
+    ops: Operands,
+    n: Value,
+    panel: Value,
+    pb: Value,
+    first: usize,
+    pixels: usize,
+) {
+    let v = plan.chanvec.as_ref().expect("a chanvec plan");
+    let layout = &plan.layout;
+    let [cout, oh, ow] = plan.out;
+    let plane = oh * ow;
+    let acc = cx.add_floats(cx.scratch, v.acc_at + first * CHANVEC_PANEL);
+    let co0 = cx.b.ins().imul_imm_s(panel, CHANVEC_PANEL as i64);
+    // Groups of four channels of this panel that exist (`Cout` is a multiple of 4).
+    let total = cx.ic(cout as i64);
+    let left = cx.b.ins().isub(total, co0);
+    let groups = cx.b.ins().ushr_imm_u(left, 2);
+    let full = cx.ic((CHANVEC_PANEL / 4) as i64);
+    let groups = cx.imin(groups, full);
+    let pix0 = cx.b.ins().imul_imm_s(pb, v.block as i64);
+    let pix0 = cx.b.ins().iadd_imm_s(pix0, first as i64);
+    let y0 = cx.offset(cx.output, n, spec.out_stride);
+    let y0 = cx.offset(y0, pix0, 1);
+    let r0 = ops.residual.map(|res| {
+        let r = cx.offset(res, n, spec.res_stride);
+        cx.offset(r, pix0, 1)
+    });
+    let zero = cx.ic(0);
+    let relu = spec.op.relu;
+    cx.for_range(zero, groups, 1, "chanvec epilogue: channel quads", |cx, q| {
+        let c4 = cx.b.ins().imul_imm_s(q, 4);
+        let co = cx.b.ins().iadd(co0, c4);
+        let epi = cx.offset(ops.packed, co, 1);
+        // Per channel j of the quad: its epilogue constants, splatted, and its ReLU flag.
+        let chans: Vec<Chan> = (0..4)
+            .map(|j| {
+                let splat = |cx: &mut KernelCx, at: Option<usize>| at.map(|at| cx.load_splat(epi, at + j));
+                let relu = match relu {
+                    Relu::None => ReluFlag::Never,
+                    Relu::All => ReluFlag::Always,
+                    Relu::First(limit) => {
+                        let ch = cx.b.ins().iadd_imm_s(co, j as i64);
+                        ReluFlag::If(cx.b.ins().icmp_imm_s(IntCC::SignedLessThan, ch, limit as i64))
+                    }
+                };
+                let ch = cx.b.ins().iadd_imm_s(co, j as i64);
+                let y = cx.offset(y0, ch, plane);
+                let res = r0.map(|r| cx.offset(r, ch, plane));
+                Chan {
+                    s1: splat(cx, layout.s1),
+                    b1: splat(cx, layout.b1),
+                    s2: splat(cx, layout.s2),
+                    b2: splat(cx, layout.b2),
+                    relu,
+                    y,
+                    res,
+                }
+            })
+            .collect();
+        let acc_q = cx.offset(acc, q, 4);
+        let quad = |cx: &mut KernelCx, p: Value, stored: usize| {
+            let a = cx.offset(acc_q, p, CHANVEC_PANEL);
+            let rows = [0, 1, 2, 3].map(|t| cx.load_v(a, t * CHANVEC_PANEL));
+            let cols = cx.transpose4(rows);
+            for (j, ch) in chans.iter().enumerate() {
+                let y = cx.offset(ch.y, p, 1);
+                let res = ch.res.map(|r| cx.offset(r, p, 1));
+                let out = ch.apply(cx, cols[j], res, stored);
+                if stored == LANES {
+                    cx.store(out, y, 0);
+                } else {
+                    for l in 0..stored {
+                        let s = cx.b.ins().extractlane(out, l as u8);
+                        cx.store(s, y, l);
+                    }
+                }
+            }
+        };
+        let quads = pixels / LANES;
+        if quads > 0 {
+            let (lo, hi) = (cx.ic(0), cx.ic((quads * LANES) as i64));
+            cx.for_range(lo, hi, LANES as i64, "chanvec epilogue: pixel quads", |cx, p| quad(cx, p, LANES));
+        }
+        if pixels % LANES > 0 {
+            let p = cx.ic((quads * LANES) as i64);
+            quad(cx, p, pixels % LANES);
+        }
+    });
+}
+
+enum ReluFlag {
+    Never,
+    Always,
+    If(Value),
+}
+
+/// One output channel's epilogue: constants (splatted), ReLU, and its output/residual rows.
+struct Chan {
+    s1: Option<Value>,
+    b1: Option<Value>,
+    s2: Option<Value>,
+    b2: Option<Value>,
+    relu: ReluFlag,
+    y: Value,
+    res: Option<Value>,
+}
+
+impl Chan {
+    /// `acc * s1 + b1`, `+ residual`, `* s2 + b2`, ReLU, for the first `lanes` pixels of `res`.
+    fn apply(&self, cx: &mut KernelCx, acc: Value, res: Option<Value>, lanes: usize) -> Value {
+        let mut y = match (self.s1, self.b1) {
+            (Some(s), Some(b)) => cx.fma(acc, s, b),
+            (Some(s), None) => cx.b.ins().fmul(acc, s),
+            (None, Some(b)) => cx.b.ins().fadd(acc, b),
+            (None, None) => acc,
+        };
+        if let Some(r) = res {
+            let rv = if lanes == LANES {
+                cx.load_v(r, 0)
+            } else {
+                let mut rv = cx.fconst(VEC, 0.0);
+                for l in 0..lanes {
+                    let s = cx.load(F32, r, l);
+                    rv = cx.b.ins().insertlane(rv, s, l as u8);
+                }
+                rv
+            };
+            y = cx.b.ins().fadd(y, rv);
+        }
+        y = match (self.s2, self.b2) {
+            (Some(s), Some(b)) => cx.fma(y, s, b),
+            (Some(s), None) => cx.b.ins().fmul(y, s),
+            (None, Some(b)) => cx.b.ins().fadd(y, b),
+            (None, None) => y,
+        };
+        match self.relu {
+            ReluFlag::Never => y,
+            ReluFlag::Always => cx.relu(y),
+            ReluFlag::If(cond) => {
+                let r = cx.relu(y);
+                cx.b.ins().select(cond, r, y)
+            }
+        }
+    }
+}
