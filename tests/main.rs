@@ -26,3 +26,6 @@ mod cli_optimizer;
 // JIT backend.
 mod cli_jit;
 mod jit;
+
+// The library facade.
+mod library;

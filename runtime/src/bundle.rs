@@ -285,6 +285,16 @@ impl Bundle {
     /// Each step's packed weight buffers, read in place (checked against the lengths the step's
     /// kernel takes).
     pub fn weights(&self, program: &Program) -> Result<Vec<Vec<&[f32]>>, BundleError> {
+        Ok(self
+            .weight_spans(program)?
+            .into_iter()
+            .map(|spans| spans.into_iter().map(|span| self.floats(span)).collect())
+            .collect())
+    }
+
+    /// Where each step's packed weight buffers lie in the mapping (checked against the lengths
+    /// the step's kernel takes); [`Bundle::floats`] reads them.
+    pub fn weight_spans(&self, program: &Program) -> Result<Vec<Vec<BlobSpan>>, BundleError> {
         program
             .steps()
             .iter()
@@ -295,22 +305,38 @@ impl Bundle {
                     .enumerate()
                     .map(|(j, &(what, len))| {
                         let name = blob_name(k, j);
-                        let blob = self.blob(&name).ok_or_else(|| {
+                        let &(offset, count) = self.blobs.get(&name).ok_or_else(|| {
                             self.program_err(format!("weight blob {name} of `{}` is missing", step.name))
                         })?;
-                        if blob.len() != len {
+                        if count != len {
                             return Err(self.program_err(format!(
-                                "weight blob {name} of `{}` ({what}) holds {} floats, the kernel takes {len}",
-                                step.name,
-                                blob.len()
+                                "weight blob {name} of `{}` ({what}) holds {count} floats, the kernel takes {len}",
+                                step.name
                             )));
                         }
-                        Ok(blob)
+                        Ok(BlobSpan { start: self.data_start + offset, count })
                     })
                     .collect()
             })
             .collect()
     }
+
+    /// The floats of a span of this bundle (from [`Bundle::weight_spans`]).
+    ///
+    /// Panics if the span does not lie in the mapping (spans come from this bundle's checked
+    /// blob table).
+    pub fn floats(&self, span: BlobSpan) -> &[f32] {
+        // The mapping is page aligned and blobs start at multiples of 64 bytes (checked in `open`),
+        // so the cast never fails.
+        bytemuck::cast_slice(&self.map[span.start..][..span.count * 4])
+    }
+}
+
+/// A blob's place in a bundle's mapping: its first byte and its number of floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobSpan {
+    start: usize,
+    count: usize,
 }
 
 #[cfg(test)]

@@ -21,6 +21,6 @@ pub mod reference;
 pub mod tensor;
 pub mod weights;
 
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorView};
 pub use weights::{bind, BoundWeights, WeightError, WeightFile};
 pub mod jit;

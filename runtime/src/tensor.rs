@@ -10,6 +10,42 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
+/// A borrowed dense row-major f32 tensor: a shape (batch dimension first) and its data, for
+/// running a model on the caller's memory without a copy into a [`Tensor`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorView<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+impl<'a> TensorView<'a> {
+    /// A view of `data` as `shape`; the data length must be the shape's element count.
+    pub fn new(shape: &'a [usize], data: &'a [f32]) -> Result<TensorView<'a>, TensorError> {
+        let expected = element_count(shape).ok_or_else(|| TensorError::Overflow { shape: shape.to_vec() })?;
+        if expected != data.len() {
+            return Err(TensorError::DataLength { shape: shape.to_vec(), expected, found: data.len() });
+        }
+        Ok(TensorView { shape, data })
+    }
+
+    /// The number of elements of one sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape.get(1..).unwrap_or(&[]).iter().product()
+    }
+
+    /// The data of sample `n`.
+    pub fn sample(&self, n: usize) -> &'a [f32] {
+        let len = self.sample_len();
+        &self.data[n * len..(n + 1) * len]
+    }
+}
+
+impl<'a> From<&'a Tensor> for TensorView<'a> {
+    fn from(t: &'a Tensor) -> TensorView<'a> {
+        t.view()
+    }
+}
+
 /// A shape and a data length that do not agree, or tensors that cannot be stacked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TensorError {
@@ -46,6 +82,11 @@ impl Tensor {
     pub fn zeros(shape: Vec<usize>) -> Tensor {
         let n = element_count(&shape).expect("tensor size overflows");
         Tensor { shape, data: vec![0.0; n] }
+    }
+
+    /// A borrowed view of the tensor.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView { shape: &self.shape, data: &self.data }
     }
 
     /// The batch size: the first dimension (1 for a scalar).

@@ -1,7 +1,7 @@
 //! `netc bench`: latency and throughput of the JIT backend.
 
 use super::exec::Source;
-use netc_runtime::{fill, Tensor};
+use netc_runtime::{fill, Tensor, TensorView};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,7 +33,7 @@ pub struct Args {
     /// Timed batches.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub iters: u32,
-    /// Untimed batches before timing.
+    /// Untimed batches before timing (at least one runs: the first, reported as first_run_ms).
     #[arg(long, default_value_t = 3)]
     pub warmup: u32,
     /// Output format.
@@ -62,8 +62,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batch = args.batch as usize;
     let build = Instant::now();
     let source = Source::open(&args.file, args.weights.as_deref())?;
-    let mut exe = source.executable(&args.opt, &args.isa)?;
+    let model = source.model(&args.opt, &args.isa, threads)?;
     let build_s = build.elapsed().as_secs_f64();
+    let jit_ms = model.build_times().jit.as_secs_f64() * 1e3;
+    let load_ms = build_s * 1e3 - jit_ms;
+    let exe = model.executable();
+    let mut session = model.session();
     let inputs: Vec<Tensor> = exe
         .graph()
         .inputs
@@ -75,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
     let progress = (std::io::stderr().is_terminal() && matches!(args.format, Format::Text)).then(|| {
-        let bar = indicatif::ProgressBar::new(u64::from(args.warmup + args.iters));
+        let bar = indicatif::ProgressBar::new(u64::from(args.warmup.max(1) + args.iters));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} batches ({eta} left)")
                 .expect("valid template")
@@ -84,8 +88,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.set_message(format!("{} batch {batch}", exe.graph().name));
         bar
     });
-    for _ in 0..args.warmup {
-        exe.run(&inputs, threads)?;
+    let views: Vec<TensorView> = inputs.iter().map(Tensor::view).collect();
+    let first = Instant::now();
+    exe.run(&mut session, &views)?;
+    let first_run_ms = first.elapsed().as_secs_f64() * 1e3;
+    if let Some(p) = &progress {
+        p.inc(1);
+    }
+    for _ in 1..args.warmup {
+        exe.run(&mut session, &views)?;
         if let Some(p) = &progress {
             p.inc(1);
         }
@@ -93,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.iters as usize);
     for _ in 0..args.iters {
         let t = Instant::now();
-        exe.run(&inputs, threads)?;
+        exe.run(&mut session, &views)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(p) = &progress {
             p.inc(1);
@@ -103,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.finish_and_clear();
     }
     times.sort_by(f64::total_cmp);
-    let profile = if args.profile { Some(exe.run_profiled(&inputs, threads)?) } else { None };
+    let profile = if args.profile { Some(exe.run_profiled(&mut session, &views)?) } else { None };
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90, min) = (pick(0.5), pick(0.9), times[0]);
     let result = serde_json::json!({
@@ -116,12 +127,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "threads": threads,
         "iters": args.iters,
         "build_s": build_s,
+        "load_ms": load_ms,
+        "jit_ms": jit_ms,
+        "first_run_ms": first_run_ms,
         "isa": exe.isa().name(),
     });
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&result)? + "\n",
         Format::Text => format!(
-            "{}: batch {batch}, {threads} threads, {}: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; build {build_s:.2} s)\n",
+            "{}: batch {batch}, {threads} threads, {}: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; load {load_ms:.0} ms, jit {jit_ms:.0} ms, first run {first_run_ms:.0} ms)\n",
             exe.graph().name,
             exe.isa(),
             batch as f64 / (median / 1e3),
@@ -130,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let text = match profile {
         None => text,
-        Some(times) => text + &profile_table(&exe, &times, batch),
+        Some(times) => text + &profile_table(exe, &times, batch),
     };
     super::write_output(None, text.as_bytes())
 }

@@ -2,28 +2,25 @@
 //! a weight file or a compiled bundle, lowering it to a program and building the JIT executable.
 
 use anyhow::bail;
-use netc_compiler::codegen::{CompileOptions, IsaChoice};
+use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_compiler::lower::Program;
-use netc_runtime::bundle::{self, Bundle};
-use netc_runtime::jit::{self, Executable, WeightBuf};
+use netc_runtime::bundle::Bundle;
+use netc_runtime::jit::{self, WeightBuf};
 use netc_runtime::{BoundWeights, WeightFile};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A model ready to be executed.
+#[allow(clippy::large_enum_variant)] // one per command run
 pub enum Source {
     /// A compiled bundle: the optimised graph and packed weights, read in place.
-    Bundle(Bundle),
+    Bundle(Arc<Bundle>),
     /// A `.net` model as written, and its weight file.
     Net { parsed: Graph, file: WeightFile },
 }
 
-/// Whether `path` starts with the bundle magic bytes.
-pub fn is_bundle(path: &Path) -> bool {
-    use std::io::Read as _;
-    let mut magic = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == bundle::MAGIC
-}
+pub use netc::is_bundle;
 
 /// The instruction-set option of `run` and `bench`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -40,7 +37,7 @@ impl Source {
             if weights.is_some() {
                 bail!("{} is a compiled bundle, which carries its weights: drop --weights", model.display());
             }
-            return Ok(Source::Bundle(Bundle::open(model)?));
+            return Ok(Source::Bundle(Arc::new(Bundle::open(model)?)));
         }
         let Some(weights) = weights else {
             bail!(
@@ -84,25 +81,18 @@ impl Source {
         }
     }
 
-    /// Builds the JIT executable: kernels compiled for `isa`, weights packed (or mapped from the
-    /// bundle).
-    pub fn executable(&self, opt: &super::OptArgs, isa: &IsaArgs) -> anyhow::Result<Executable<'_>> {
+    /// Builds the JIT model: kernels compiled for `isa`, weights packed (or mapped from the
+    /// bundle), runs on `threads` threads.
+    pub fn model(&self, opt: &super::OptArgs, isa: &IsaArgs, threads: usize) -> anyhow::Result<netc::Model> {
         let program = self.program(opt)?;
         let weights = match self {
-            Source::Bundle(b) => b
-                .weights(&program)?
-                .into_iter()
-                .map(|bufs| bufs.into_iter().map(WeightBuf::Borrowed).collect())
-                .collect(),
+            Source::Bundle(b) => WeightBuf::from_bundle(b, &program)?,
             Source::Net { .. } => {
                 let (_, bound) = self.bound()?;
-                jit::pack(&program, &bound)?
-                    .into_iter()
-                    .map(|bufs| bufs.into_iter().map(WeightBuf::Owned).collect())
-                    .collect()
+                WeightBuf::owned(jit::pack(&program, &bound)?)
             }
         };
-        let options = CompileOptions { isa: isa.isa, ..Default::default() };
-        Ok(Executable::new(program, weights, options)?)
+        let options = netc::Options { threads: Some(threads), isa: isa.isa, ..Default::default() };
+        Ok(netc::Model::from_program(program, weights, &options)?)
     }
 }

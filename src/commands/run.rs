@@ -84,9 +84,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (model, outputs, labels) = match args.backend {
         Backend::Jit => {
-            let mut exe = source.executable(&args.opt, &args.isa)?;
-            let (batch, labels) = load_inputs(exe.graph(), &args.input)?;
-            (exe.graph().name.clone(), exe.run(&[batch], threads)?, labels)
+            let model = source.model(&args.opt, &args.isa, threads)?;
+            let (batch, labels) = load_inputs(model.graph(), &args.input)?;
+            (model.graph().name.clone(), model.run_all(&[batch.view()])?, labels)
         }
         Backend::Reference => {
             // Weights are checked against the model as written (so a state_dict with the auxiliary

@@ -85,13 +85,12 @@ pub fn jit_run_isa(
     threads: usize,
     isa: netc_compiler::codegen::IsaChoice,
 ) -> netc_runtime::Tensor {
-    use netc_runtime::jit::{pack, Executable, WeightBuf};
+    use netc_runtime::jit::{pack, Executable, Session, WeightBuf};
     let program = netc_compiler::lower::Program::new(graph.clone()).unwrap_or_else(|e| panic!("{e}"));
     let packed = pack(&program, weights).unwrap_or_else(|e| panic!("{e}"));
-    let buffers = packed.into_iter().map(|b| b.into_iter().map(WeightBuf::Owned).collect()).collect();
     let options = netc_compiler::codegen::CompileOptions { isa, ..Default::default() };
-    let mut exe = Executable::new(program, buffers, options).unwrap_or_else(|e| panic!("{e}"));
-    exe.run(std::slice::from_ref(input), threads).unwrap_or_else(|e| panic!("{e}")).remove(0)
+    let exe = Executable::new(program, WeightBuf::owned(packed), options).unwrap_or_else(|e| panic!("{e}"));
+    exe.run(&mut Session::new(threads), &[input.view()]).unwrap_or_else(|e| panic!("{e}")).remove(0)
 }
 
 /// Every ISA the host supports, narrowest first; prints a visible line for each one it lacks.

@@ -2,23 +2,28 @@
 //! kernels (Cranelift, with register tiles for the host's widest ISA; see
 //! `netc_compiler::codegen`) that run over one planned arena.
 //!
-//! [`Executable::new`] compiles every step of the program and takes the kernels' packed weights
-//! (packed from bound weights by [`pack()`], or read in place from a compiled bundle).
-//! [`Executable::run`] binds the batch size, copies the inputs into the arena, calls the kernels in
-//! plan order (each kernel's work items split over the worker threads, which meet at a barrier
-//! between kernels) and copies the outputs out. The code does not depend on the batch size: a
-//! kernel's work items scale with it, so one compilation serves every batch, and the arena is kept
-//! between runs of the same batch size.
+//! The plan and the state of a run are separate. An [`Executable`] is immutable once built: the
+//! program, the compiled kernels and their packed weights (packed from bound weights by
+//! [`pack()`], or read in place from a compiled bundle's mapping, which it co-owns). It is `Send +
+//! Sync`, so many threads can run one model. Everything a run mutates lives in a [`Session`]: the
+//! activation arena (kept between runs of the same batch size), the caller's scratch and the
+//! persistent worker pool. [`Executable::run`] binds the batch size, copies the inputs into the
+//! session's arena, calls the kernels in plan order (each kernel's work items split over the
+//! session's threads, which meet at a barrier between kernels) and copies the outputs out. The
+//! code does not depend on the batch size: a kernel's work items scale with it, so one compilation
+//! serves every batch.
 
 pub mod pack;
 mod threads;
 
 pub use pack::pack;
 
-use crate::tensor::{Dims, Tensor};
+use crate::bundle::{BlobSpan, Bundle};
+use crate::tensor::{Dims, Tensor, TensorView};
 use netc_compiler::codegen::{self, AlignedF32, CodegenError, CompileOptions, CompiledKernels, Isa};
 use netc_compiler::ir::{Graph, ValueId};
 use netc_compiler::lower::{PackError, Placement, Program};
+use std::sync::Arc;
 
 /// Why a graph cannot be compiled or run by the JIT.
 #[derive(Debug, thiserror::Error)]
@@ -27,55 +32,96 @@ pub enum JitError {
     Codegen(#[from] CodegenError),
     #[error(transparent)]
     Pack(#[from] PackError),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
     #[error("weights for `{node}`: {what}")]
     Weights { node: String, what: String },
     #[error("model `{model}` takes {expected} input(s), but {found} were given")]
     InputCount { model: String, expected: usize, found: usize },
     #[error("input `{input}` of model `{model}` must have shape [N, {}], got {}", .expected.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), Dims(.found))]
     InputShape { model: String, input: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("model `{model}` has {expected} output(s), but {found} output buffers were given")]
+    OutputCount { model: String, expected: usize, found: usize },
+    #[error("output `{output}` of model `{model}` holds {expected} floats for this batch, but its buffer holds {found}")]
+    OutputLength { model: String, output: String, expected: usize, found: usize },
     #[error("cannot allocate {bytes} bytes of activations for a batch of {batch}")]
     Memory { bytes: usize, batch: usize },
     #[error(transparent)]
     Threads(#[from] threads::PoolError),
 }
 
-/// A kernel's weight buffer: read in place from a compiled bundle, or packed in memory (64-byte
-/// aligned either way).
-pub enum WeightBuf<'w> {
-    Borrowed(&'w [f32]),
+/// A kernel's weight buffer: read in place from a compiled bundle (whose mapping it keeps alive),
+/// or packed in memory (64-byte aligned either way).
+pub enum WeightBuf {
+    Mapped { bundle: Arc<Bundle>, span: BlobSpan },
     Owned(AlignedF32),
 }
 
-impl WeightBuf<'_> {
+impl WeightBuf {
     pub fn as_slice(&self) -> &[f32] {
         match self {
-            WeightBuf::Borrowed(s) => s,
+            WeightBuf::Mapped { bundle, span } => bundle.floats(*span),
             WeightBuf::Owned(a) => a.as_slice(),
         }
     }
+
+    /// Every step's weight buffers of `program`, read in place from `bundle`.
+    pub fn from_bundle(bundle: &Arc<Bundle>, program: &Program) -> Result<Vec<Vec<WeightBuf>>, JitError> {
+        Ok(bundle
+            .weight_spans(program)?
+            .into_iter()
+            .map(|spans| {
+                spans.into_iter().map(|span| WeightBuf::Mapped { bundle: Arc::clone(bundle), span }).collect()
+            })
+            .collect())
+    }
+
+    /// Every step's weight buffers, packed in memory.
+    pub fn owned(packed: Vec<Vec<AlignedF32>>) -> Vec<Vec<WeightBuf>> {
+        packed.into_iter().map(|b| b.into_iter().map(WeightBuf::Owned).collect()).collect()
+    }
 }
 
-/// A compiled model, ready to run on any batch size.
-pub struct Executable<'w> {
+/// A compiled model, ready to run on any batch size: immutable, shared by any number of threads,
+/// each running with its own [`Session`].
+pub struct Executable {
     program: Program,
     kernels: CompiledKernels,
     /// The weight buffers of each step, in the step's order.
-    weights: Vec<Vec<WeightBuf<'w>>>,
+    weights: Vec<Vec<WeightBuf>>,
     scratch: usize,
+}
+
+/// The mutable state of runs of one thread of control: the arena, the caller's scratch and the
+/// worker pool of `threads - 1` threads (started on the first run, parked between runs).
+pub struct Session {
+    threads: usize,
     /// The arena of the last batch size run, reused while the batch size stays the same.
     arena: Vec<f32>,
-    /// The worker threads of the last thread count run.
+    scratch: Vec<f32>,
     pool: Option<threads::Pool>,
 }
 
-impl<'w> Executable<'w> {
+impl Session {
+    /// A session whose runs use `threads` threads (the caller's included; at least 1).
+    pub fn new(threads: usize) -> Session {
+        Session { threads: threads.max(1), arena: Vec::new(), scratch: Vec::new(), pool: None }
+    }
+
+    /// Threads of each run, the caller's included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Executable {
     /// Compiles `program` with its steps' weight buffers (`weights[k]`: the buffers of step `k`,
     /// in its layout's order and lengths).
     pub fn new(
         program: Program,
-        weights: Vec<Vec<WeightBuf<'w>>>,
+        weights: Vec<Vec<WeightBuf>>,
         options: CompileOptions,
-    ) -> Result<Executable<'w>, JitError> {
+    ) -> Result<Executable, JitError> {
         let steps = program.steps();
         if weights.len() != steps.len() {
             return Err(JitError::Weights {
@@ -95,7 +141,7 @@ impl<'w> Executable<'w> {
         }
         let kernels = codegen::compile(&program.requests(), options)?;
         let scratch = kernels.kernels.iter().map(|k| k.scratch_floats()).max().unwrap_or(0);
-        Ok(Executable { program, kernels, weights, scratch, arena: Vec::new(), pool: None })
+        Ok(Executable { program, kernels, weights, scratch })
     }
 
     /// The legalised graph that runs.
@@ -121,68 +167,106 @@ impl<'w> Executable<'w> {
         self.program.plan().arena_bytes(n)
     }
 
-    /// Runs the inference outputs on `inputs` (one per graph input, `[N, ...]`) with `threads`
-    /// threads (the caller's included).
-    pub fn run(&mut self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, JitError> {
-        self.run_timed(inputs, threads, None)
+    /// Runs the inference outputs on `inputs` (one per graph input, `[N, ...]`) in `session`.
+    pub fn run(&self, session: &mut Session, inputs: &[TensorView]) -> Result<Vec<Tensor>, JitError> {
+        let batch = self.check_inputs(inputs)?;
+        let mut outputs: Vec<Tensor> = self.output_shapes(batch).into_iter().map(Tensor::zeros).collect();
+        let mut buffers: Vec<&mut [f32]> = outputs.iter_mut().map(|t| t.data.as_mut_slice()).collect();
+        self.run_timed(session, inputs, &mut buffers, None)?;
+        Ok(outputs)
+    }
+
+    /// [`Executable::run`], writing output `i` into `outputs[i]`, which must hold exactly its
+    /// `[N, ...]` floats (see [`Executable::output_shapes`]).
+    pub fn run_into(
+        &self,
+        session: &mut Session,
+        inputs: &[TensorView],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), JitError> {
+        self.run_timed(session, inputs, outputs, None)
     }
 
     /// [`Executable::run`], also returning each kernel's wall time in seconds, in step order
     /// (step `k` of the program ran kernel `k` of [`Executable::kernels`]).
-    pub fn run_profiled(&mut self, inputs: &[Tensor], threads: usize) -> Result<Vec<f64>, JitError> {
+    pub fn run_profiled(&self, session: &mut Session, inputs: &[TensorView]) -> Result<Vec<f64>, JitError> {
+        let batch = self.check_inputs(inputs)?;
+        let mut outputs: Vec<Tensor> = self.output_shapes(batch).into_iter().map(Tensor::zeros).collect();
+        let mut buffers: Vec<&mut [f32]> = outputs.iter_mut().map(|t| t.data.as_mut_slice()).collect();
         let mut times = Vec::with_capacity(self.program.steps().len());
-        self.run_timed(inputs, threads, Some(&mut times))?;
+        self.run_timed(session, inputs, &mut buffers, Some(&mut times))?;
         Ok(times)
     }
 
+    /// The shapes of the inference outputs for a batch of `n`, batch dimension first.
+    pub fn output_shapes(&self, n: usize) -> Vec<Vec<usize>> {
+        let graph = self.program.graph();
+        graph
+            .inference_outputs()
+            .map(|v| std::iter::once(n).chain(graph.shape(v).dims().iter().copied()).collect())
+            .collect()
+    }
+
     fn run_timed(
-        &mut self,
-        inputs: &[Tensor],
-        threads: usize,
+        &self,
+        session: &mut Session,
+        inputs: &[TensorView],
+        outputs: &mut [&mut [f32]],
         times: Option<&mut Vec<f64>>,
-    ) -> Result<Vec<Tensor>, JitError> {
+    ) -> Result<(), JitError> {
         let batch = self.check_inputs(inputs)?;
+        let graph = self.program.graph();
+        let output_values: Vec<ValueId> = graph.inference_outputs().collect();
+        if outputs.len() != output_values.len() {
+            return Err(JitError::OutputCount {
+                model: graph.name.clone(),
+                expected: output_values.len(),
+                found: outputs.len(),
+            });
+        }
+        for (&v, buffer) in output_values.iter().zip(outputs.iter()) {
+            let expected = graph.shape(v).elements() * batch;
+            if buffer.len() != expected {
+                return Err(JitError::OutputLength {
+                    model: graph.name.clone(),
+                    output: graph.node(v.producer()).name.clone(),
+                    expected,
+                    found: buffer.len(),
+                });
+            }
+        }
         let floats = self
             .program
             .plan()
             .arena
             .checked_mul(batch)
             .ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
-        if self.arena.len() != floats {
-            self.arena = Vec::new();
-            self.arena
+        if session.arena.len() != floats {
+            session.arena = Vec::new();
+            session
+                .arena
                 .try_reserve_exact(floats)
                 .map_err(|_| JitError::Memory { bytes: floats * 4, batch })?;
-            self.arena.resize(floats, 0.0);
+            session.arena.resize(floats, 0.0);
         }
-        let graph = self.program.graph();
-        let places: Vec<Placement> = graph.inputs.iter().map(|v| self.program.plan().values[v]).collect();
-        for (place, t) in places.into_iter().zip(inputs) {
+        for (&v, t) in graph.inputs.iter().zip(inputs) {
+            let place = self.program.plan().values[&v];
             let len = t.sample_len();
             for n in 0..batch {
                 let at = self.float_offset(place, batch) + n * place.sample_stride;
-                self.arena[at..at + len].copy_from_slice(t.sample(n));
+                session.arena[at..at + len].copy_from_slice(t.sample(n));
             }
         }
-        self.execute(batch, threads, times)?;
-        let graph = self.program.graph();
-        let outputs: Vec<ValueId> = graph.inference_outputs().collect();
-        Ok(outputs
-            .into_iter()
-            .map(|v| {
-                let place = self.program.plan().values[&v];
-                let sample = graph.shape(v);
-                let len = sample.elements();
-                let mut data = Vec::with_capacity(batch * len);
-                for n in 0..batch {
-                    let at = self.float_offset(place, batch) + n * place.sample_stride;
-                    data.extend_from_slice(&self.arena[at..at + len]);
-                }
-                let mut shape = vec![batch];
-                shape.extend_from_slice(sample.dims());
-                Tensor { shape, data }
-            })
-            .collect())
+        self.execute(session, batch, times)?;
+        for (&v, buffer) in output_values.iter().zip(outputs.iter_mut()) {
+            let place = self.program.plan().values[&v];
+            let len = graph.shape(v).elements();
+            for n in 0..batch {
+                let at = self.float_offset(place, batch) + n * place.sample_stride;
+                buffer[n * len..(n + 1) * len].copy_from_slice(&session.arena[at..at + len]);
+            }
+        }
+        Ok(())
     }
 
     /// Where a value's sample 0 starts in the arena of a batch of `n`, in floats.
@@ -190,7 +274,7 @@ impl<'w> Executable<'w> {
         self.program.plan().buffers[place.buffer.0].offset * n + place.offset
     }
 
-    fn check_inputs(&self, inputs: &[Tensor]) -> Result<usize, JitError> {
+    fn check_inputs(&self, inputs: &[TensorView]) -> Result<usize, JitError> {
         let graph = self.program.graph();
         let model = || graph.name.clone();
         if inputs.len() != graph.inputs.len() {
@@ -212,26 +296,28 @@ impl<'w> Executable<'w> {
                     model: model(),
                     input: graph.node(v.producer()).name.clone(),
                     expected: declared.to_vec(),
-                    found: t.shape.clone(),
+                    found: t.shape.to_vec(),
                 });
             }
         }
         Ok(batch)
     }
 
-    /// Calls every kernel in order, splitting each one's work items over `threads` threads.
+    /// Calls every kernel in order, splitting each one's work items over the session's threads.
     fn execute(
-        &mut self,
+        &self,
+        session: &mut Session,
         batch: usize,
-        threads: usize,
         times: Option<&mut Vec<f64>>,
     ) -> Result<(), JitError> {
-        let threads = threads.max(1);
-        if self.pool.as_ref().is_none_or(|p| p.threads() != threads) {
-            self.pool = None;
-            self.pool = Some(threads::Pool::new(threads)?);
+        if session.pool.as_ref().is_none_or(|p| p.threads() != session.threads) {
+            session.pool = None;
+            session.pool = Some(threads::Pool::new(session.threads)?);
         }
-        let arena = threads::SharedPtr(self.arena.as_mut_ptr());
+        if session.scratch.len() < self.scratch {
+            session.scratch.resize(self.scratch, 0.0);
+        }
+        let arena = threads::SharedPtr(session.arena.as_mut_ptr());
         let calls: Vec<threads::Call> = self
             .program
             .steps()
@@ -255,9 +341,23 @@ impl<'w> Executable<'w> {
                 }
             })
             .collect();
-        if let Some(pool) = &self.pool {
-            pool.run(&calls, self.scratch, times);
+        if let Some(pool) = &session.pool {
+            pool.run(&calls, &mut session.scratch, self.scratch, times);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn an_executable_is_shared_between_threads_and_a_session_moves_between_them() {
+        assert_send_sync::<Executable>();
+        fn assert_send<T: Send>() {}
+        assert_send::<Session>();
     }
 }

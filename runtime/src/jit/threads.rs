@@ -1,6 +1,6 @@
 //! Running a sequence of kernel calls on several threads: a persistent worker pool.
 //!
-//! An [`Executable`](super::Executable) keeps a [`Pool`] of `threads - 1` workers, created on the
+//! A [`Session`](super::Session) keeps a [`Pool`] of `threads - 1` workers, created on the
 //! first run with that thread count and parked between runs. For a run, the caller publishes the
 //! list of calls and wakes the workers; then every thread (the caller included) walks the same
 //! list: for each call, the threads claim chunks of its work items from a shared counter until
@@ -174,11 +174,12 @@ impl Pool {
     /// Runs `calls` in order on every thread of the pool; with `times`, records the wall time of
     /// each call (barrier included) as seen by the calling thread. Returns when every thread has
     /// finished the last call.
-    pub fn run(&self, calls: &[Call], scratch: usize, times: Option<&mut Vec<f64>>) {
+    /// `buf` is the caller's scratch, at least `scratch` floats; the workers keep their own.
+    pub fn run(&self, calls: &[Call], buf: &mut [f32], scratch: usize, times: Option<&mut Vec<f64>>) {
         let threads = self.shared.threads;
-        let mut buf = vec![0f32; scratch];
+        debug_assert!(buf.len() >= scratch);
         if threads == 1 {
-            run_calls(calls, 1, &mut buf, None, times);
+            run_calls(calls, 1, buf, None, times);
             return;
         }
         {
@@ -189,7 +190,7 @@ impl Pool {
             state.job = Some(Job { calls: calls.as_ptr().cast(), len: calls.len(), scratch });
             self.shared.wake.notify_all();
         }
-        run_calls(calls, threads, &mut buf, Some(&self.shared.barrier), times);
+        run_calls(calls, threads, buf, Some(&self.shared.barrier), times);
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.job = None;
     }
