@@ -38,6 +38,8 @@ pub struct CompileOptions {
     pub opt_level: Option<OptLevel>,
     /// The instruction set to generate for.
     pub isa: IsaChoice,
+    /// Threads that compile kernels (default: the machine's available parallelism).
+    pub threads: Option<usize>,
 }
 
 /// Arguments of one kernel call; see [`KernelFn`] for what each pointer must satisfy.
@@ -158,11 +160,88 @@ impl Drop for CompiledKernels {
 }
 
 /// Compiles every request; kernel `i` of the result implements `requests[i]`.
+///
+/// Requests with equal specs (ResNet-152 has 157 kernels but far fewer distinct shapes) are
+/// compiled once and share their code, unless CLIF is kept (each kernel's dump names its node).
+/// The distinct kernels are compiled on up to [`CompileOptions::threads`] threads, each into
+/// modules of its own.
 pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<CompiledKernels, CodegenError> {
     let target_isa = options.isa.resolve()?;
+    // `same[i]`: the first request with `requests[i]`'s spec, the one that is compiled.
+    let mut distinct: Vec<usize> = Vec::new();
+    let same: Vec<usize> = (0..requests.len())
+        .map(|i| {
+            let found = (!options.keep_clif)
+                .then(|| distinct.iter().copied().find(|&d| requests[d].spec == requests[i].spec))
+                .flatten();
+            found.unwrap_or_else(|| {
+                distinct.push(i);
+                i
+            })
+        })
+        .collect();
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, distinct.len().max(1));
+    // Round robin over the distinct kernels in request order: neighbouring layers have similar
+    // sizes, so the groups get similar work.
+    let groups: Vec<Vec<usize>> =
+        (0..threads).map(|t| distinct.iter().copied().skip(t).step_by(threads).collect()).collect();
+    // The calling thread compiles the first group (its allocator is warm), helpers the others.
+    let results: Vec<Result<Group, CodegenError>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = groups[1..]
+            .iter()
+            .map(|g| scope.spawn(move || compile_group(requests, g, options, target_isa)))
+            .collect();
+        let first = compile_group(requests, &groups[0], options, target_isa);
+        std::iter::once(first)
+            .chain(helpers.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+            .collect()
+    });
+    let mut modules = Vec::new();
+    let mut built: HashMap<usize, Built> = HashMap::new();
+    for result in results {
+        let (group_modules, group_built) = result?;
+        let base = modules.len();
+        built.extend(group_built.into_iter().map(|(i, b)| (i, Built { module: base + b.module, ..b })));
+        modules.extend(group_modules);
+    }
+    let mut kernels = Vec::with_capacity(requests.len());
+    for (i, req) in requests.iter().enumerate() {
+        let b = built.get(&same[i]).expect("every distinct request was compiled");
+        let ptr = modules[b.module].get_finalized_function(b.id);
+        // SAFETY: the function was declared with `kernel_signature`, which is `KernelFn`'s ABI
+        // (seven 64-bit integer/pointer arguments, no result, the platform's default convention).
+        let func = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+        kernels.push(CompiledKernel {
+            name: req.name.clone(),
+            spec: req.spec.clone(),
+            implementation: b.implementation.name,
+            isa: b.implementation.isa,
+            func,
+            clif: b.clif.clone(),
+            code: b.code.clone(),
+            tiles: b.tiles.clone(),
+        });
+    }
+    Ok(CompiledKernels { kernels, isa: target_isa, modules: Mutex::new(modules) })
+}
+
+/// The finalised modules of a group of kernels, and where each kernel is.
+type Group = (Vec<JITModule>, HashMap<usize, Built>);
+
+/// Compiles `requests[i]` for every `i` in `indices` into modules of its own (one per optimisation
+/// level), finalised; the map says where each kernel is.
+fn compile_group(
+    requests: &[KernelRequest],
+    indices: &[usize],
+    options: CompileOptions,
+    target_isa: Isa,
+) -> Result<Group, CodegenError> {
     let mut by_level: BTreeMap<OptLevel, Vec<usize>> = BTreeMap::new();
-    for (i, r) in requests.iter().enumerate() {
-        by_level.entry(options.opt_level.unwrap_or(r.spec.opt_level())).or_default().push(i);
+    for &i in indices {
+        by_level.entry(options.opt_level.unwrap_or(requests[i].spec.opt_level())).or_default().push(i);
     }
     let mut modules = Vec::new();
     let mut built: HashMap<usize, Built> = HashMap::new();
@@ -211,25 +290,7 @@ pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<Co
         module.finalize_definitions().map_err(|e| CodegenError::Cranelift(e.to_string()))?;
         modules.push(module);
     }
-    let mut kernels = Vec::with_capacity(requests.len());
-    for (i, req) in requests.iter().enumerate() {
-        let b = built.remove(&i).expect("every request was compiled");
-        let ptr = modules[b.module].get_finalized_function(b.id);
-        // SAFETY: the function was declared with `kernel_signature`, which is `KernelFn`'s ABI
-        // (seven 64-bit integer/pointer arguments, no result, the platform's default convention).
-        let func = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
-        kernels.push(CompiledKernel {
-            name: req.name.clone(),
-            spec: req.spec.clone(),
-            implementation: b.implementation.name,
-            isa: b.implementation.isa,
-            func,
-            clif: b.clif,
-            code: b.code,
-            tiles: b.tiles,
-        });
-    }
-    Ok(CompiledKernels { kernels, isa: target_isa, modules: Mutex::new(modules) })
+    Ok((modules, built))
 }
 
 /// A compiled kernel before its module is finalised.

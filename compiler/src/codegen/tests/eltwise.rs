@@ -117,3 +117,21 @@ fn concat_copies() {
         });
     }
 }
+
+#[test]
+fn kernels_with_equal_specs_are_compiled_once_and_share_their_code() {
+    let relu = KernelSpec::Eltwise(spec(EltwiseOp::Relu, 37, 1));
+    let add = KernelSpec::Eltwise(spec(EltwiseOp::Add, 37, 2));
+    let request = |name: &str, spec: &KernelSpec| KernelRequest { name: name.into(), spec: spec.clone() };
+    let requests = [request("a", &relu), request("b", &add), request("c", &relu), request("d", &add)];
+    let options = |keep_clif| CompileOptions { keep_clif, threads: Some(2), ..Default::default() };
+    let k = compile(&requests, options(false)).unwrap();
+    let names: Vec<&str> = k.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c", "d"]);
+    assert_eq!(k.kernels[0].entry() as usize, k.kernels[2].entry() as usize);
+    assert_eq!(k.kernels[1].entry() as usize, k.kernels[3].entry() as usize);
+    assert_ne!(k.kernels[0].entry() as usize, k.kernels[1].entry() as usize);
+    // Dumps name every node: with CLIF kept, nothing is shared.
+    let k = compile(&requests, options(true)).unwrap();
+    assert_ne!(k.kernels[0].entry() as usize, k.kernels[2].entry() as usize);
+}

@@ -49,7 +49,7 @@ pub(super) fn compile_one(spec: KernelSpec) -> CompiledKernels {
 pub(super) fn compile_for(spec: KernelSpec, isa: Isa) -> CompiledKernels {
     compile(
         &[KernelRequest { name: "test".into(), spec }],
-        CompileOptions { keep_clif: true, opt_level: None, isa: IsaChoice::Fixed(isa) },
+        CompileOptions { keep_clif: true, opt_level: None, isa: IsaChoice::Fixed(isa), threads: None },
     )
     .unwrap_or_else(|e| panic!("compile failed for {isa}: {e}"))
 }
