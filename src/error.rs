@@ -8,6 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The `.net` source is malformed or does not check (shapes, arguments, ...).
+    #[cfg(feature = "frontend")]
     #[error("{0}")]
     Source(Box<netc_compiler::Diagnostic>),
     /// An optimisation pass failed or was named wrongly.
@@ -36,6 +37,7 @@ pub enum Error {
     Usage { path: PathBuf, what: String },
 }
 
+#[cfg(feature = "frontend")]
 impl From<netc_compiler::Diagnostic> for Error {
     fn from(d: netc_compiler::Diagnostic) -> Error {
         Error::Source(Box::new(d))

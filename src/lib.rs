@@ -31,6 +31,9 @@
 //! # }
 //! ```
 //!
+//! With the default feature `frontend` off (`default-features = false`), the crate runs compiled
+//! bundles only ([`Model::load`]) and does not build the `.net` front end (parser, elaborator).
+//!
 //! A model owns everything it runs on: the compiled kernels, and the packed weights (in memory,
 //! or the bundle's memory mapping). Each run takes a [`Session`] (the activation arena, scratch
 //! and a persistent worker pool) from a pool inside the model, or the caller's own via
@@ -42,7 +45,9 @@ mod error;
 mod model;
 
 pub use error::Error;
-pub use model::{is_bundle, write_random_weights, BuildTimes, Model, Options};
+#[cfg(feature = "frontend")]
+pub use model::write_random_weights;
+pub use model::{is_bundle, BuildTimes, Model, Options};
 pub use netc_compiler::codegen::{Isa, IsaChoice};
 pub use netc_runtime::jit::Session;
 pub use netc_runtime::jit::WeightBuf;

@@ -6,12 +6,12 @@ use netc_compiler::ir::Graph;
 use netc_compiler::lower::Program;
 use netc_runtime::bundle::{self, Bundle};
 use netc_runtime::jit::{self, Executable, Session, WeightBuf};
-use netc_runtime::{Tensor, TensorView, WeightFile};
+use netc_runtime::{Tensor, TensorView};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How to build and run a model.
+/// How to build and run a model (the optimiser settings apply to `.net` sources only).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Threads of each run, the caller's included (default: the machine's available parallelism).
@@ -65,6 +65,7 @@ impl Model {
     }
 
     /// Compiles a `.net` model with its weights (safetensors with the model's scoped names).
+    #[cfg(feature = "frontend")]
     pub fn from_net(
         net: impl AsRef<Path>,
         weights: impl AsRef<Path>,
@@ -72,7 +73,7 @@ impl Model {
     ) -> Result<Model, Error> {
         let start = Instant::now();
         let parsed = netc_compiler::compile_file(net.as_ref(), &Default::default())?;
-        let file = WeightFile::open(weights.as_ref())?;
+        let file = netc_runtime::WeightFile::open(weights.as_ref())?;
         // Bound to the model as written: missing, extra and mis-shaped weights are reported by
         // their names in the file; folded and merged slots are evaluated from them when packing.
         let bound = file.bind(&parsed)?;
@@ -82,6 +83,7 @@ impl Model {
     }
 
     /// A bundle (by its content) or a `.net` source with its weights: what `netc run` accepts.
+    #[cfg(feature = "frontend")]
     pub fn open(model: impl AsRef<Path>, weights: Option<&Path>, options: &Options) -> Result<Model, Error> {
         let model = model.as_ref();
         match (is_bundle(model), weights) {
@@ -225,6 +227,7 @@ pub fn is_bundle(path: &Path) -> bool {
 }
 
 /// The parsed graph of `net`, optimised as `options` say.
+#[cfg(feature = "frontend")]
 fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, Error> {
     if !options.optimize {
         return Ok(graph);
@@ -248,6 +251,7 @@ fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, E
 
 /// Writes deterministic He-initialised weights for a `.net` model (what `netc init` does): for
 /// trying a model out; the outputs mean nothing until real weights are bound.
+#[cfg(feature = "frontend")]
 pub fn write_random_weights(net: impl AsRef<Path>, out: impl AsRef<Path>, seed: u64) -> Result<(), Error> {
     let graph = netc_compiler::compile_file(net.as_ref(), &Default::default())?;
     let tensors = netc_runtime::init::he_init(&graph, seed);

@@ -127,3 +127,33 @@ fn every_failure_is_one_error_type_with_a_clear_message() {
     let err = Model::from_net(&net, &weights, &options).err().unwrap();
     assert!(err.to_string().contains("no optimisation pass named `no-such-pass`"), "{err}");
 }
+
+/// The features cargo enables on `netc-compiler` when building `package` with `args`.
+fn compiler_features(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "-e", "normal,features", "--prefix", "none", "-i", "netc-compiler"])
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("netc-compiler"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn running_bundles_does_not_build_the_front_end() {
+    let runtime = compiler_features(&["-p", "netc-runtime"]);
+    assert!(runtime.contains("netc-compiler v") && !runtime.contains("netc-compiler feature"), "{runtime}");
+    let bundles_only = compiler_features(&["-p", "netc", "--no-default-features"]);
+    assert!(
+        bundles_only.contains("netc-compiler v") && !bundles_only.contains("netc-compiler feature"),
+        "{bundles_only}"
+    );
+    let full = compiler_features(&["-p", "netc"]);
+    assert!(full.contains("netc-compiler feature \"frontend\""), "{full}");
+}

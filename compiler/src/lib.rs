@@ -4,19 +4,27 @@
 
 //! netc-compiler: the `.net` front end (grammar, AST, diagnostics), the IR with shape inference,
 //! and the stages that turn it into an executable program.
+//!
+//! The front end ([`syntax`], [`elaborate`]: pest, the parser and the elaborator) sits behind the
+//! default cargo feature `frontend`. Without it the crate is what running a compiled bundle
+//! needs: the IR, the passes (lowering legalises with them), lowering and the code generator.
 
 pub mod codegen;
+#[cfg(feature = "frontend")]
 pub mod elaborate;
 pub mod ir;
 pub mod lower;
 pub mod passes;
+#[cfg(feature = "frontend")]
 pub mod syntax;
 
+#[cfg(feature = "frontend")]
 pub use elaborate::{compile_file, compile_source, Options};
+#[cfg(feature = "frontend")]
 pub use syntax::Diagnostic;
 
 /// Test support shared by the crate's unit tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "frontend"))]
 pub(crate) mod testing {
     use std::path::PathBuf;
 
