@@ -26,6 +26,9 @@ pub enum Error {
     /// Compiling or running the kernels failed (input shapes, memory, threads).
     #[error(transparent)]
     Run(#[from] netc_runtime::jit::JitError),
+    /// Random weights do not fit in memory.
+    #[error(transparent)]
+    Init(#[from] netc_runtime::init::InitError),
     /// A tensor's shape and data disagree.
     #[error(transparent)]
     Tensor(#[from] netc_runtime::tensor::TensorError),

@@ -22,11 +22,19 @@ pub struct Options {
     pub optimize: bool,
     /// Optimisation passes to skip, by name (`netc ir --list-passes`).
     pub disabled_passes: Vec<String>,
+    /// Accept NaN and infinite weights in a `.net` model's weight file (by default an error).
+    pub allow_nonfinite: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { threads: None, isa: IsaChoice::Auto, optimize: true, disabled_passes: Vec::new() }
+        Options {
+            threads: None,
+            isa: IsaChoice::Auto,
+            optimize: true,
+            disabled_passes: Vec::new(),
+            allow_nonfinite: false,
+        }
     }
 }
 
@@ -76,7 +84,11 @@ impl Model {
         let file = netc_runtime::WeightFile::open(weights.as_ref())?;
         // Bound to the model as written: missing, extra and mis-shaped weights are reported by
         // their names in the file; folded and merged slots are evaluated from them when packing.
-        let bound = file.bind(&parsed)?;
+        let bound = netc_runtime::bind_with(
+            &parsed,
+            &file,
+            netc_runtime::weights::BindOptions { allow_nonfinite: options.allow_nonfinite },
+        )?;
         let program = Program::new(optimized(net.as_ref(), parsed, options)?)?;
         let packed = jit::pack(&program, &bound)?;
         Model::build(program, WeightBuf::owned(packed), options, start)
@@ -223,7 +235,10 @@ impl Model {
 pub fn is_bundle(path: &Path) -> bool {
     use std::io::Read as _;
     let mut magic = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == bundle::MAGIC
+    // Regular files only: opening a FIFO would block.
+    netc_compiler::files::regular_file_len(path).is_ok()
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && &magic == bundle::MAGIC
 }
 
 /// The parsed graph of `net`, optimised as `options` say.
@@ -254,7 +269,7 @@ fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, E
 #[cfg(feature = "frontend")]
 pub fn write_random_weights(net: impl AsRef<Path>, out: impl AsRef<Path>, seed: u64) -> Result<(), Error> {
     let graph = netc_compiler::compile_file(net.as_ref(), &Default::default())?;
-    let tensors = netc_runtime::init::he_init(&graph, seed);
+    let tensors = netc_runtime::init::he_init(&graph, seed)?;
     netc_runtime::weights::write_file(out.as_ref(), &tensors)?;
     Ok(())
 }

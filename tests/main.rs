@@ -10,6 +10,7 @@ mod common;
 // Front end.
 mod cli_frontend;
 mod diagnostics;
+mod hostile_inputs;
 mod language;
 mod models;
 mod robustness;

@@ -266,7 +266,7 @@ fn a_missing_file_names_the_path() {
 fn he_init_writes_exactly_the_keys_binding_expects() {
     for name in ["googlenet", "alexnet_paper", "preact_resnet50"] {
         let graph = crate::common::compile(&crate::common::model(name));
-        let tensors = netc_runtime::init::he_init(&graph, 3);
+        let tensors = netc_runtime::init::he_init(&graph, 3).unwrap();
         let file = WeightFile::from_bytes(name, to_bytes(&tensors).unwrap()).unwrap();
         let weights = file.bind(&graph).unwrap_or_else(|e| panic!("{e}"));
         let floats = tensors.values().filter(|t| matches!(t, OwnedTensor::F32 { .. })).count();

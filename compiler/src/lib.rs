@@ -12,6 +12,7 @@
 pub mod codegen;
 #[cfg(feature = "frontend")]
 pub mod elaborate;
+pub mod files;
 pub mod ir;
 pub mod lower;
 pub mod passes;

@@ -170,11 +170,13 @@ impl Bundle {
     #[allow(unsafe_code)]
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
         let err_path = || path.to_path_buf();
+        netc_compiler::files::regular_file_len(path)
+            .map_err(|source| BundleError::Io { path: err_path(), source })?;
         let file =
             std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
         let len = file.metadata().map_err(|source| BundleError::Io { path: err_path(), source })?.len();
-        if len < HEADER as u64 {
-            // Too short to hold a header (an empty file cannot even be mapped).
+        if len < MAGIC.len() as u64 {
+            // Too short to tell what it is (an empty file cannot even be mapped).
             return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
         }
         // SAFETY: the mapping is read-only and private to this process; netc never writes to a bundle
@@ -184,6 +186,9 @@ impl Bundle {
             unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
         if &map[..8] != MAGIC {
             return Err(BundleError::BadMagic { path: err_path() });
+        }
+        if len < HEADER as u64 {
+            return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
         }
         let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes"));

@@ -18,12 +18,31 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::collections::BTreeMap;
 
+/// Weights that do not fit in memory.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot allocate {bytes} bytes for weight `{tensor}` ({total} bytes of weights in all)")]
+pub struct InitError {
+    pub tensor: String,
+    pub bytes: u128,
+    pub total: u128,
+}
+
 /// He-initialised weights for every tensor of `graph` (training-only parts included), by key.
-pub fn he_init(graph: &Graph, seed: u64) -> BTreeMap<String, OwnedTensor> {
+/// Allocation is fallible: weights larger than memory are an error, not an abort.
+pub fn he_init(graph: &Graph, seed: u64) -> Result<BTreeMap<String, OwnedTensor>, InitError> {
+    let expected = expected_tensors(graph);
+    let total: u128 = expected.iter().map(|e| 4 * e.shape.iter().map(|&d| d as u128).product::<u128>()).sum();
     let mut out = BTreeMap::new();
-    for e in expected_tensors(graph) {
+    for e in expected {
         let node = graph.node(e.node);
-        let n: usize = e.shape.iter().product();
+        let too_big = |e: &crate::weights::ExpectedTensor| InitError {
+            tensor: e.key.clone(),
+            bytes: 4 * e.shape.iter().map(|&d| d as u128).product::<u128>(),
+            total,
+        };
+        let n = crate::tensor::element_count(&e.shape).ok_or_else(|| too_big(&e))?;
+        let mut data: Vec<f32> = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| too_big(&e))?;
         let suffix = e.key.rsplit('.').next().unwrap_or_default();
         let data = match (&node.op, suffix) {
             (Op::Conv(_) | Op::Linear(_), "weight") => {
@@ -32,10 +51,17 @@ pub fn he_init(graph: &Graph, seed: u64) -> BTreeMap<String, OwnedTensor> {
                 let normal = Normal::new(0.0, std).expect("a positive, finite standard deviation");
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(fnv1a64(&e.key));
-                (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+                data.extend((0..n).map(|_| normal.sample(&mut rng) as f32));
+                data
             }
-            (Op::BatchNorm(_), "weight" | "running_var") => vec![1.0; n],
-            _ => vec![0.0; n],
+            (Op::BatchNorm(_), "weight" | "running_var") => {
+                data.resize(n, 1.0);
+                data
+            }
+            _ => {
+                data.resize(n, 0.0);
+                data
+            }
         };
         if let Op::BatchNorm(_) = node.op {
             if suffix == "running_var" {
@@ -45,7 +71,7 @@ pub fn he_init(graph: &Graph, seed: u64) -> BTreeMap<String, OwnedTensor> {
         }
         out.insert(e.key, OwnedTensor::F32 { shape: e.shape, data });
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -60,9 +86,9 @@ mod tests {
     #[test]
     fn he_init_is_deterministic_and_scaled_by_fan_in() {
         let g = graph();
-        let a = he_init(&g, 7);
-        assert_eq!(a, he_init(&g, 7));
-        assert_ne!(a, he_init(&g, 8));
+        let a = he_init(&g, 7).unwrap();
+        assert_eq!(a, he_init(&g, 7).unwrap());
+        assert_ne!(a, he_init(&g, 8).unwrap());
         let OwnedTensor::F32 { data, shape } = &a["c.weight"] else { panic!() };
         assert_eq!(shape, &vec![4, 3, 3, 3]);
         let var: f64 = data.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / data.len() as f64;

@@ -22,5 +22,5 @@ pub mod tensor;
 pub mod weights;
 
 pub use tensor::{Tensor, TensorView};
-pub use weights::{bind, BoundWeights, WeightError, WeightFile};
+pub use weights::{bind, bind_with, BoundWeights, WeightError, WeightFile};
 pub mod jit;

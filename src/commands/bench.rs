@@ -24,6 +24,9 @@ pub struct Args {
     /// The weights (.safetensors) of a .net model.
     #[arg(long, value_name = "W.safetensors")]
     pub weights: Option<PathBuf>,
+    /// Accept NaN and infinite weights (by default the first one is an error naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// Images per batch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
@@ -61,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
     let batch = args.batch as usize;
     let build = Instant::now();
-    let source = Source::open(&args.file, args.weights.as_deref())?;
+    let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
     let model = source.model(&args.opt, &args.isa, threads)?;
     let build_s = build.elapsed().as_secs_f64();
     let jit_ms = model.build_times().jit.as_secs_f64() * 1e3;

@@ -24,6 +24,9 @@ pub struct Args {
     /// The weights (.safetensors).
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,
+    /// Accept NaN and infinite weights (by default the first one is an error naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// The bundle to write.
     #[arg(short, long, value_name = "M.netc")]
     pub output: PathBuf,
@@ -33,7 +36,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let source = super::exec::Source::open(&args.file, Some(&args.weights))?;
+    let source = super::exec::Source::open(&args.file, Some(&args.weights), args.allow_nonfinite)?;
     let (_, bound) = source.bound()?;
     let program = source.program(&args.opt)?;
     let packed = jit::pack(&program, &bound)?;

@@ -7,6 +7,7 @@ use netc_compiler::ir::Graph;
 use netc_compiler::lower::Program;
 use netc_runtime::bundle::Bundle;
 use netc_runtime::jit::{self, WeightBuf};
+use netc_runtime::weights::BindOptions;
 use netc_runtime::{BoundWeights, WeightFile};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub enum Source {
     /// A compiled bundle: the optimised graph and packed weights, read in place.
     Bundle(Arc<Bundle>),
     /// A `.net` model as written, and its weight file.
-    Net { parsed: Graph, file: WeightFile },
+    Net { parsed: Graph, file: WeightFile, options: BindOptions },
 }
 
 pub use netc::is_bundle;
@@ -32,8 +33,12 @@ pub struct IsaArgs {
 }
 
 impl Source {
-    pub fn open(model: &Path, weights: Option<&Path>) -> anyhow::Result<Source> {
-        if is_bundle(model) {
+    pub fn open(model: &Path, weights: Option<&Path>, allow_nonfinite: bool) -> anyhow::Result<Source> {
+        netc_compiler::files::regular_file_len(model)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", model.display()))?;
+        // Bundles are recognised by content; a `.netc` file that is not one is a damaged or
+        // foreign file, and says so, rather than being parsed as a `.net` source.
+        if is_bundle(model) || model.extension().is_some_and(|e| e == "netc") {
             if weights.is_some() {
                 bail!("{} is a compiled bundle, which carries its weights: drop --weights", model.display());
             }
@@ -47,13 +52,13 @@ impl Source {
         };
         let parsed = super::load_model(model, None)?;
         let file = WeightFile::open(weights)?;
-        Ok(Source::Net { parsed, file })
+        Ok(Source::Net { parsed, file, options: BindOptions { allow_nonfinite } })
     }
 
     /// The weights bound to the model as written (a `.net` source only).
     pub fn bound(&self) -> anyhow::Result<(&Graph, BoundWeights<'_>)> {
         match self {
-            Source::Net { parsed, file } => Ok((parsed, file.bind(parsed)?)),
+            Source::Net { parsed, file, options } => Ok((parsed, netc_runtime::bind_with(parsed, file, *options)?)),
             Source::Bundle(b) => bail!(
                 "{} holds weights packed for the JIT only; the reference backend needs the .net file and --weights",
                 b.path().display()

@@ -28,7 +28,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = super::load_model(&args.file, None)?;
     netc_runtime::io::atomic::check_writable(&args.output)?;
-    let tensors = netc_runtime::init::he_init(&graph, args.seed);
+    let tensors = netc_runtime::init::he_init(&graph, args.seed)?;
     netc_runtime::weights::write_file(&args.output, &tensors)?;
     let values: usize = tensors.values().map(|t| t.shape().iter().product::<usize>()).sum();
     println!(

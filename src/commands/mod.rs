@@ -20,7 +20,16 @@ pub fn report(e: &anyhow::Error) {
     if let Some(d) = e.downcast_ref::<Diagnostic>() {
         eprint!("{d}");
     } else {
-        eprintln!("error: {e:#}");
+        // The chain of causes, leaving out a cause whose text its parent already shows (errors
+        // that print their source inline).
+        let mut text = e.to_string();
+        for cause in e.chain().skip(1) {
+            let cause = cause.to_string();
+            if !text.contains(&cause) {
+                text = format!("{text}: {cause}");
+            }
+        }
+        eprintln!("error: {text}");
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Args {
     /// The weights (.safetensors) of a .net model.
     #[arg(long, value_name = "W.safetensors")]
     pub weights: Option<PathBuf>,
+    /// Accept NaN and infinite weights (by default the first one is an error naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// Input files: .npy arrays or JPEG/PNG images (several make a batch).
     #[arg(long, short, value_name = "X", num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
@@ -68,15 +71,18 @@ pub enum Backend {
     Reference,
 }
 
+/// The most threads a run may ask for (each is an OS thread with its own scratch).
+const MAX_THREADS: usize = 1024;
+
 fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("`{text}` is not a positive integer")),
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a thread count from 1 to {MAX_THREADS}")),
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let source = Source::open(&args.file, args.weights.as_deref())?;
+    let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
     if let Some(out) = &args.output {
         // Fail before the (possibly long) run, not after it.
         atomic::check_writable(out)?;

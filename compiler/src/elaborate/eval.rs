@@ -71,6 +71,7 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         prog: program,
         graph: Graph::new(net.name.name.clone()),
         used_names: HashSet::new(),
+        next_suffix: HashMap::new(),
         scope_sites: HashMap::new(),
         instances: Vec::new(),
         steps: 0,
@@ -157,6 +158,8 @@ struct Elab<'p> {
     prog: &'p Program,
     graph: Graph,
     used_names: HashSet<String>,
+    /// The next suffix to try for each generated name's base.
+    next_suffix: HashMap<String, usize>,
     /// Weight scope -> where it was first given.
     scope_sites: HashMap<String, Span>,
     instances: Vec<Instance>,
@@ -957,11 +960,13 @@ impl Elab<'_> {
             None if frame.scope.is_empty() => op.name().to_string(),
             None => format!("{}.{}", frame.scope.join("."), op.name()),
         };
+        // Suffixes continue from the last one this base took, so naming stays linear in the
+        // number of nodes (a loop of N relus would otherwise probe 1..N for every node).
         let mut name = base.clone();
-        let mut k = 1;
+        let next = self.next_suffix.entry(base.clone()).or_insert(1);
         while self.used_names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
+            name = format!("{base}_{next}");
+            *next += 1;
         }
         self.used_names.insert(name.clone());
         let training_only =

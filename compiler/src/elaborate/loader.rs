@@ -50,13 +50,15 @@ pub fn load(path: &Path, text: Option<String>) -> Result<Program, Diagnostic> {
 }
 
 fn read(path: &Path, site: Option<Span>, sources: &SourceMap) -> Result<String, Diagnostic> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let error = |e: &dyn std::fmt::Display| {
         Diagnostic::new(
             ErrorKind::Io,
             format!("cannot read {}: {e}", path.display()),
             site.map(|s| sources.locate(s)),
         )
-    })
+    };
+    let bytes = crate::files::read_capped(path, crate::files::MAX_SOURCE_BYTES).map_err(|e| error(&e))?;
+    String::from_utf8(bytes).map_err(|_| error(&"stream did not contain valid UTF-8"))
 }
 
 struct Loader {

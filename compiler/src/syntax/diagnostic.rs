@@ -81,6 +81,32 @@ impl Diagnostic {
     }
 }
 
+/// The most characters of a source line a diagnostic shows.
+const EXCERPT_CHARS: usize = 120;
+
+/// The part of `line` a diagnostic shows, with the caret's column and width in it: the whole line
+/// when short, else [`EXCERPT_CHARS`] characters around the caret, cut ends marked `...` (a
+/// machine-generated source can be one line of megabytes).
+fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let len = line.chars().count();
+    if len <= EXCERPT_CHARS {
+        return (line.to_string(), col, width);
+    }
+    let start = (col - 1).saturating_sub(EXCERPT_CHARS / 3).min(len - EXCERPT_CHARS);
+    let end = start + EXCERPT_CHARS;
+    let mut text: String = line.chars().skip(start).take(EXCERPT_CHARS).collect();
+    let mut col = col - start;
+    if start > 0 {
+        text.insert_str(0, "...");
+        col += 3;
+    }
+    if end < len {
+        text.push_str("...");
+    }
+    let width = width.min(EXCERPT_CHARS + 1 - (col - if start > 0 { 3 } else { 0 })).max(1);
+    (text, col, width)
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error[{}]: {}", self.kind.code(), self.message)?;
@@ -89,11 +115,12 @@ impl fmt::Display for Diagnostic {
             let pad = " ".repeat(gutter);
             writeln!(f, "{pad}--> {loc}")?;
             writeln!(f, "{pad} |")?;
-            writeln!(f, "{} | {}", loc.line, loc.line_text)?;
+            let (text, col, width) = excerpt(&loc.line_text, loc.col, loc.width);
+            writeln!(f, "{} | {text}", loc.line)?;
             // Keep tabs in the prefix so the caret lines up under the source.
             let prefix: String =
-                loc.line_text.chars().take(loc.col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            writeln!(f, "{pad} | {prefix}{}", "^".repeat(loc.width))?;
+                text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            writeln!(f, "{pad} | {prefix}{}", "^".repeat(width))?;
         }
         for frame in &self.trace {
             match &frame.call_site {

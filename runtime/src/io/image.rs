@@ -19,6 +19,14 @@ pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// The most bytes an image file may have.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// The largest width and height an image may declare.
+pub const MAX_SIDE: u32 = 16_384;
+/// The most bytes decoding may allocate: a 64-megapixel RGB image (about 8000 x 8000), decoded
+/// from a file that may claim more than it holds.
+pub const MAX_DECODED_BYTES: u64 = 3 * 64 * 1024 * 1024;
+
 /// Why an image cannot be used as an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -32,6 +40,8 @@ pub enum ImageError {
     UnknownFormat { path: PathBuf },
     #[error("{}: cannot decode the image: {detail}", .path.display())]
     Decode { path: PathBuf, detail: String },
+    #[error("{}: the JPEG data ends before its end-of-image marker (a truncated file?)", .path.display())]
+    Truncated { path: PathBuf },
 }
 
 /// An 8-bit RGB image, rows top to bottom, pixels `[r, g, b]`.
@@ -44,19 +54,44 @@ pub struct Rgb {
 
 /// Decodes a JPEG or PNG file (recognised by its content) to RGB; grey images are replicated over the
 /// channels and alpha is dropped, like Pillow's `convert("RGB")`.
+///
+/// Bounded: files of at most [`MAX_FILE_BYTES`], sides of at most [`MAX_SIDE`], decoding within
+/// [`MAX_DECODED_BYTES`]; a JPEG without its end-of-image marker (a truncated file, which the decoder
+/// would otherwise fill with grey) is refused, as is a PNG whose data ends early.
 pub fn decode(path: &Path) -> Result<Rgb, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+    let bytes = netc_compiler::files::read_capped(path, MAX_FILE_BYTES)
+        .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
-    if !matches!(reader.format(), Some(image::ImageFormat::Jpeg | image::ImageFormat::Png)) {
-        return Err(ImageError::UnknownFormat { path: path.to_path_buf() });
+    match reader.format() {
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+            return Err(ImageError::Truncated { path: path.to_path_buf() })
+        }
+        Some(image::ImageFormat::Jpeg | image::ImageFormat::Png) => {}
+        _ => return Err(ImageError::UnknownFormat { path: path.to_path_buf() }),
     }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
     let img = reader
         .decode()
         .map_err(|e| ImageError::Decode { path: path.to_path_buf(), detail: e.to_string() })?;
     let rgb = img.to_rgb8();
     Ok(Rgb { width: rgb.width() as usize, height: rgb.height() as usize, pixels: rgb.into_raw() })
+}
+
+/// Whether a JPEG's last scan is followed by the end-of-image marker `FF D9`. Entropy-coded data
+/// never contains `FF D9` (a data `FF` is followed by `00` or a restart marker), so a file cut
+/// anywhere after its last start-of-scan `FF DA` lacks it.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_marker = |code: u8| bytes.windows(2).rposition(|w| w == [0xFF, code]);
+    match (last_marker(0xDA), last_marker(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }
 
 /// torchvision's `Resize(256)` output size `(width, height)` for an image of `width x height`.

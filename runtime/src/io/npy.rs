@@ -26,7 +26,9 @@ pub enum NpyError {
 
 /// Reads a float32 `.npy` file into a tensor of the stored shape.
 pub fn read(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    // Regular files only; the header's shape must then account for the whole length.
+    let bytes = netc_compiler::files::read_capped(path, u64::MAX)
+        .map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
     from_bytes(path, &bytes)
 }
 

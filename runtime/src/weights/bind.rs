@@ -188,10 +188,27 @@ fn is_batch_counter(name: &str, dtype: Dtype) -> bool {
     dtype == Dtype::I64 && (name == "num_batches_tracked" || name.ends_with(".num_batches_tracked"))
 }
 
+/// How strictly [`bind_with`] checks the values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindOptions {
+    /// Accept NaN and infinite weights (by default the first one is an error).
+    pub allow_nonfinite: bool,
+}
+
 /// Binds `file` to `graph`: every tensor of every non-training node must be present with its exact
 /// shape and a float dtype; tensors of training-only nodes are bound when present. F32 data is
-/// borrowed from the file, F16/BF16 converted.
+/// borrowed from the file, F16/BF16 converted. Values are checked: no NaN or infinity, and no
+/// negative BatchNorm variance (whose square root the folded weights take).
 pub fn bind<'a>(graph: &Graph, file: &'a WeightFile) -> Result<BoundWeights<'a>, WeightError> {
+    bind_with(graph, file, BindOptions::default())
+}
+
+/// [`bind`] with options.
+pub fn bind_with<'a>(
+    graph: &Graph,
+    file: &'a WeightFile,
+    options: BindOptions,
+) -> Result<BoundWeights<'a>, WeightError> {
     let expected = expected_tensors(graph);
     let mut report =
         MismatchReport { path: file.path().to_path_buf(), model: graph.name.clone(), ..Default::default() };
@@ -222,9 +239,33 @@ pub fn bind<'a>(graph: &Graph, file: &'a WeightFile) -> Result<BoundWeights<'a>,
     let mut tensors = HashMap::with_capacity(present.len());
     for e in present {
         let data = file.f32_data(&e.key)?;
+        check_values(file, &e.key, &data, options)?;
         tensors.insert(e.key.clone(), BoundTensor { shape: e.shape.clone(), data });
     }
     Ok(BoundWeights { tensors })
+}
+
+/// The value checks of [`bind_with`] on one tensor.
+fn check_values(file: &WeightFile, key: &str, data: &[f32], options: BindOptions) -> Result<(), WeightError> {
+    let error = |index: usize, nonfinite: bool| {
+        let (path, tensor, value) = (file.path().to_path_buf(), key.to_string(), data[index]);
+        if nonfinite {
+            WeightError::NonFinite { path, tensor, index, value }
+        } else {
+            WeightError::NegativeVariance { path, tensor, index, value }
+        }
+    };
+    if !options.allow_nonfinite {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(error(i, true));
+        }
+    }
+    if key == "running_var" || key.ends_with(".running_var") {
+        if let Some(i) = data.iter().position(|&v| v < 0.0) {
+            return Err(error(i, false));
+        }
+    }
+    Ok(())
 }
 
 impl WeightFile {

@@ -66,6 +66,7 @@ impl WeightFile {
     pub fn open(path: impl AsRef<Path>) -> Result<WeightFile, WeightError> {
         let path = path.as_ref().to_path_buf();
         let io = |source| WeightError::Io { path: path.clone(), source };
+        netc_compiler::files::regular_file_len(&path).map_err(io)?;
         let file = std::fs::File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len < 8 {

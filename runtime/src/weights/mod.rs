@@ -13,7 +13,9 @@ mod bind;
 mod file;
 pub mod write;
 
-pub use bind::{bind, expected_tensors, BoundTensor, BoundWeights, ExpectedTensor, MismatchReport};
+pub use bind::{
+    bind, bind_with, expected_tensors, BindOptions, BoundTensor, BoundWeights, ExpectedTensor, MismatchReport,
+};
 pub use file::{TensorEntry, WeightFile};
 pub use safetensors::Dtype;
 pub use write::{to_bytes, write_file, OwnedTensor};
@@ -25,6 +27,14 @@ use std::path::PathBuf;
 /// label of an in-memory buffer) and, where there is one, the tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
+    #[error(
+        "{}: tensor `{tensor}` holds {value} at index {index}: weights must be finite \
+         (--allow-nonfinite runs anyway)",
+        .path.display()
+    )]
+    NonFinite { path: PathBuf, tensor: String, index: usize, value: f32 },
+    #[error("{}: tensor `{tensor}` holds the variance {value} at index {index}: variances cannot be negative", .path.display())]
+    NegativeVariance { path: PathBuf, tensor: String, index: usize, value: f32 },
     #[error("cannot read weight file {}: {source}", .path.display())]
     Io {
         path: PathBuf,
