@@ -250,3 +250,69 @@ fn thread_counts_are_bounded_with_a_clear_error() {
     );
     fails_with(&["bench", s(&bundle), "--threads", "5000"], "5000");
 }
+
+/// The loaders the fuzz targets drive (fuzz/fuzz_targets/), by seed directory: each must accept
+/// or refuse its input with an error, never panic.
+fn load_as(target: &str, bytes: &[u8]) {
+    let label = Path::new("seed");
+    match target {
+        "parse_check" => {
+            let path = root().join("models/fuzzed.net");
+            if let Ok(g) = netc_compiler::compile_bytes(&path, bytes, &Default::default()) {
+                netc_compiler::ir::verify(&g).unwrap();
+            }
+        }
+        "weights_bind" => {
+            let text = "network tiny(x: [3, 4, 4]) {\n  x |> conv(2, 3, pad = 1) @conv |> batchnorm @bn |> relu\n    |> flatten |> linear(5) @fc\n}\n";
+            let graph = crate::common::compile_text(text).unwrap();
+            if let Ok(file) = netc_runtime::WeightFile::from_bytes(label, bytes.to_vec()) {
+                let _ = file.bind(&graph);
+            }
+        }
+        "bundle_load" => {
+            if let Ok(b) = netc_runtime::bundle::Bundle::from_bytes(label, bytes) {
+                if let Ok(p) = b.program() {
+                    let _ = b.weights(&p);
+                }
+            }
+        }
+        "npy_read" => {
+            if let Ok(t) = netc_runtime::io::npy::from_bytes(label, bytes) {
+                assert_eq!(t.data.len(), t.shape.iter().product::<usize>());
+            }
+        }
+        "image_decode" => {
+            if let Ok(rgb) = netc_runtime::io::image::decode_bytes(label, bytes) {
+                assert_eq!(netc_runtime::io::image::preprocess(&rgb, 8, 8).shape, [1, 3, 8, 8]);
+            }
+        }
+        other => panic!("no loader for fuzz seeds `{other}`"),
+    }
+}
+
+#[test]
+fn every_fuzz_seed_and_its_truncations_and_bit_flips_go_through_its_loader_without_a_panic() {
+    let seeds = root().join("fuzz/seeds");
+    let mut count = 0;
+    for dir in std::fs::read_dir(&seeds).unwrap() {
+        let dir = dir.unwrap().path();
+        let target = dir.file_name().unwrap().to_str().unwrap().to_string();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            load_as(&target, &bytes);
+            // Cut at a few points, and a byte flipped at a few others (a smoke test of the
+            // fuzzers' first mutations; the fuzzers themselves run for millions).
+            for k in 1..8 {
+                load_as(&target, &bytes[..bytes.len() * k / 8]);
+                let mut flipped = bytes.clone();
+                let at = bytes.len() * k / 8;
+                if at < flipped.len() {
+                    flipped[at] ^= 0x5a;
+                    load_as(&target, &flipped);
+                }
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 5 * 3, "expected seeds for every target, found {count}");
+}

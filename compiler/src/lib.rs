@@ -20,7 +20,7 @@ pub mod passes;
 pub mod syntax;
 
 #[cfg(feature = "frontend")]
-pub use elaborate::{compile_file, compile_source, Options};
+pub use elaborate::{compile_bytes, compile_file, compile_source, Options};
 #[cfg(feature = "frontend")]
 pub use syntax::Diagnostic;
 

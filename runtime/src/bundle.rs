@@ -55,6 +55,8 @@ pub enum BundleError {
     Truncated { path: PathBuf, expected: u64, found: u64 },
     #[error("{path}: corrupted: checksum {found:#010x} does not match the stored {expected:#010x}")]
     Checksum { path: PathBuf, expected: u32, found: u32 },
+    #[error("{path}: bad header: {what}")]
+    Header { path: PathBuf, what: String },
     #[error("{path}: bad manifest: {what}")]
     Manifest { path: PathBuf, what: String },
     #[error("{path}: blob `{name}` lies outside the data section or is misaligned")]
@@ -184,6 +186,29 @@ impl Bundle {
         // a mapped file can defend against, and the checksum below is verified after mapping.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
+        Bundle::from_map(path, map)
+    }
+
+    /// A bundle from bytes in memory (copied into an anonymous mapping, so blobs keep the
+    /// alignment of a mapped file); `label` names it in errors. For tests and fuzzing.
+    pub fn from_bytes(label: &Path, bytes: &[u8]) -> Result<Bundle, BundleError> {
+        let io = |source| BundleError::Io { path: label.to_path_buf(), source };
+        if bytes.len() < MAGIC.len() {
+            return Err(BundleError::Truncated {
+                path: label.to_path_buf(),
+                expected: HEADER as u64,
+                found: bytes.len() as u64,
+            });
+        }
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+        map.copy_from_slice(bytes);
+        Bundle::from_map(label, map.make_read_only().map_err(io)?)
+    }
+
+    /// Checks a mapped bundle (at least [`MAGIC`]'s length).
+    fn from_map(path: &Path, map: Mmap) -> Result<Bundle, BundleError> {
+        let err_path = || path.to_path_buf();
+        let len = map.len() as u64;
         if &map[..8] != MAGIC {
             return Err(BundleError::BadMagic { path: err_path() });
         }
@@ -195,6 +220,14 @@ impl Bundle {
         let version = u32_at(8);
         if version != FORMAT_VERSION {
             return Err(BundleError::Version { path: err_path(), found: version });
+        }
+        // Reserved bytes (and the checksum's upper half) are zero in every bundle this version
+        // writes; anything else is a damaged or foreign file.
+        if let Some(at) = (12..16).chain(36..HEADER).find(|&i| map[i] != 0) {
+            return Err(BundleError::Header {
+                path: err_path(),
+                what: format!("reserved byte {at} is not zero"),
+            });
         }
         let (manifest_len, data_len, checksum) = (u64_at(16), u64_at(24), u64_at(32));
         let expected = (manifest_len.div_ceil(ALIGN as u64) * ALIGN as u64)
@@ -394,6 +427,11 @@ mod tests {
         std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................")
             .unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));
+        let mut reserved = bytes.clone();
+        reserved[50] = 7;
+        std::fs::write(&path, &reserved).unwrap();
+        let err = Bundle::open(&path).err().unwrap();
+        assert!(err.to_string().ends_with("bad header: reserved byte 50 is not zero"), "{err}");
         std::fs::write(&path, b"NETC").unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::Truncated { .. })));
         std::fs::write(&path, b"").unwrap();

@@ -21,6 +21,23 @@ pub fn compile_source(path: &Path, text: &str, options: &Options) -> Result<Grap
     with_deep_stack(|| eval::elaborate(&loader::load(path, Some(text.to_string()))?, options))
 }
 
+/// Like [`compile_source`] for bytes that should be UTF-8 text (a file read by other means, a
+/// fuzzer's input): anything else is a diagnostic naming the first invalid byte.
+pub fn compile_bytes(path: &Path, bytes: &[u8], options: &Options) -> Result<Graph, Diagnostic> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => compile_source(path, text, options),
+        Err(e) => Err(Diagnostic::new(
+            crate::syntax::ErrorKind::Io,
+            format!(
+                "cannot read {}: not UTF-8 text (invalid byte at offset {})",
+                path.display(),
+                e.valid_up_to()
+            ),
+            None,
+        )),
+    }
+}
+
 /// Stack for the front end. Parsing and elaboration recurse over the program's nesting, which the
 /// parser bounds (bracket nesting, expression depth, block depth); this stack holds the worst case
 /// of those bounds in an unoptimised build, whatever thread the caller is on.

@@ -61,11 +61,16 @@ pub struct Rgb {
 pub fn decode(path: &Path) -> Result<Rgb, ImageError> {
     let bytes = netc_compiler::files::read_capped(path, MAX_FILE_BYTES)
         .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+    decode_bytes(path, &bytes)
+}
+
+/// [`decode`] for a file's bytes already in memory (`path` labels the errors).
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, ImageError> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
     match reader.format() {
-        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(ImageError::Truncated { path: path.to_path_buf() })
         }
         Some(image::ImageFormat::Jpeg | image::ImageFormat::Png) => {}
