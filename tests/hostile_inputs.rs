@@ -315,4 +315,9 @@ fn every_fuzz_seed_and_its_truncations_and_bit_flips_go_through_its_loader_witho
         }
     }
     assert!(count >= 5 * 3, "expected seeds for every target, found {count}");
+    // Found by `npy_read`: a header length field of 3.6 GB over a 56-byte file once made the
+    // parser allocate it.
+    let oom = std::fs::read(seeds.join("npy_read/regression-oom-header-length.npy")).unwrap();
+    let err = netc_runtime::io::npy::from_bytes(Path::new("x.npy"), &oom).unwrap_err();
+    assert!(err.to_string().contains("the header declares 3632594294 bytes"), "{err}");
 }

@@ -35,6 +35,7 @@ pub fn read(path: &Path) -> Result<Tensor, NpyError> {
 /// Parses the bytes of a `.npy` file (`path` names it in errors).
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Tensor, NpyError> {
     let format = |detail: String| NpyError::Format { path: path.to_path_buf(), detail };
+    check_header_length(bytes).map_err(format)?;
     let file = npyz::NpyFile::new(bytes).map_err(|e| format(e.to_string()))?;
     let dtype = match file.dtype() {
         npyz::DType::Plain(t) => t.to_string(),
@@ -63,6 +64,60 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Tensor, NpyError> {
     }
     let data: Vec<f32> = file.into_vec().map_err(|e| format(format!("data: {e}")))?;
     Tensor::new(shape, data).map_err(|e| format(e.to_string()))
+}
+
+/// Checks that the header length a `.npy` file declares fits in the file, before the parser
+/// allocates a buffer of that length (a corrupt length field would ask for gigabytes).
+fn check_header_length(bytes: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    if bytes.len() < 10 || !bytes.starts_with(MAGIC) {
+        return Err("no .npy magic bytes".into());
+    }
+    let (prefix, declared) = match bytes[6] {
+        1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+        2 | 3 if bytes.len() >= 12 => {
+            (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize)
+        }
+        2 | 3 => return Err("the header is cut short".into()),
+        v => return Err(format!("format version {v} (netc reads versions 1 to 3)")),
+    };
+    if prefix + declared > bytes.len() {
+        return Err(format!("the header declares {declared} bytes, but the file has only {}", bytes.len()));
+    }
+    check_header_tokens(&bytes[prefix..prefix + declared])
+}
+
+/// Checks, in one linear pass, that a header is the plain dictionary numpy writes: braces,
+/// parentheses, colons, commas, quoted names, `True`/`False` and short integers, padded with
+/// spaces and a newline. The parser behind `npyz` backtracks exponentially on some malformed
+/// number literals (found by fuzzing); only headers of this shape reach it.
+fn check_header_tokens(header: &[u8]) -> Result<(), String> {
+    let bad = |at: usize| Err(format!("unsupported header syntax at byte {at}"));
+    let mut i = 0;
+    while i < header.len() {
+        match header[i] {
+            b'{' | b'}' | b'(' | b')' | b':' | b',' | b' ' | b'\n' => i += 1,
+            b'\'' => {
+                let Some(len) = header[i + 1..].iter().position(|&c| c == b'\'') else { return bad(i) };
+                if len > 64 || !header[i + 1..i + 1 + len].iter().all(|c| c.is_ascii_graphic() && *c != b'\\')
+                {
+                    return bad(i);
+                }
+                i += len + 2;
+            }
+            b'0'..=b'9' => {
+                let len = header[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if len > 20 {
+                    return bad(i);
+                }
+                i += len;
+            }
+            b'T' if header[i..].starts_with(b"True") => i += 4,
+            b'F' if header[i..].starts_with(b"False") => i += 5,
+            _ => return bad(i),
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a float32 `.npy` file holding `t`.
@@ -109,5 +164,27 @@ mod tests {
         assert!(err.to_string().starts_with("x.npy: not a valid .npy file"), "{err}");
         let err = from_bytes(Path::new("x.npy"), b"not numpy at all").unwrap_err();
         assert!(matches!(err, NpyError::Format { .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_numpy_header_dictionaries_reach_the_parser() {
+        let ok = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }          \n";
+        assert!(check_header_tokens(ok).is_ok());
+        assert!(check_header_tokens(b"{'descr': '<f4', 'fortran_order': True, 'shape': (), }\n").is_ok());
+        // Number syntax the backtracking parser chokes on, expressions, and overlong tokens.
+        for bad in [
+            &b"{'shape': (1.5e10e10e10e10,)}"[..],
+            b"{'shape': (-1,)}",
+            b"{'descr': '<f4' + 'x'}",
+            b"{'shape': (123456789012345678901234,)}",
+            b"{'descr': 'unterminated}",
+        ] {
+            assert!(check_header_tokens(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }
