@@ -87,37 +87,106 @@ fn check_header_length(bytes: &[u8]) -> Result<(), String> {
     check_header_tokens(&bytes[prefix..prefix + declared])
 }
 
-/// Checks, in one linear pass, that a header is the plain dictionary numpy writes: braces,
-/// parentheses, colons, commas, quoted names, `True`/`False` and short integers, padded with
-/// spaces and a newline. The parser behind `npyz` backtracks exponentially on some malformed
-/// number literals (found by fuzzing); only headers of this shape reach it.
+/// Checks, in one linear pass, that a header is the plain dictionary numpy writes:
+/// `{'key': value, ...}` with string, `True`/`False` or integer-tuple values, padded with spaces and
+/// a newline. The parser behind `npyz` backtracks exponentially on malformed input (nested braces,
+/// odd number literals: found by fuzzing); only headers of this shape reach it.
 fn check_header_tokens(header: &[u8]) -> Result<(), String> {
-    let bad = |at: usize| Err(format!("unsupported header syntax at byte {at}"));
-    let mut i = 0;
-    while i < header.len() {
-        match header[i] {
-            b'{' | b'}' | b'(' | b')' | b':' | b',' | b' ' | b'\n' => i += 1,
-            b'\'' => {
-                let Some(len) = header[i + 1..].iter().position(|&c| c == b'\'') else { return bad(i) };
-                if len > 64 || !header[i + 1..i + 1 + len].iter().all(|c| c.is_ascii_graphic() && *c != b'\\')
-                {
-                    return bad(i);
-                }
-                i += len + 2;
-            }
-            b'0'..=b'9' => {
-                let len = header[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-                if len > 20 {
-                    return bad(i);
-                }
-                i += len;
-            }
-            b'T' if header[i..].starts_with(b"True") => i += 4,
-            b'F' if header[i..].starts_with(b"False") => i += 5,
-            _ => return bad(i),
+    let mut p = HeaderScan { bytes: header, at: 0 };
+    p.dictionary().map_err(|at| format!("unsupported header syntax at byte {at}"))
+}
+
+/// A cursor over a `.npy` header; errors are byte offsets.
+struct HeaderScan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl HeaderScan<'_> {
+    fn spaces(&mut self) {
+        while self.bytes.get(self.at).is_some_and(|&c| c == b' ' || c == b'\n') {
+            self.at += 1;
         }
     }
-    Ok(())
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.spaces();
+        let hit = self.bytes.get(self.at) == Some(&c);
+        self.at += usize::from(hit);
+        hit
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), usize> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.at)
+        }
+    }
+
+    fn dictionary(&mut self) -> Result<(), usize> {
+        self.expect(b'{')?;
+        while !self.eat(b'}') {
+            self.string()?;
+            self.expect(b':')?;
+            self.value()?;
+            if !self.eat(b',') {
+                self.expect(b'}')?;
+                break;
+            }
+        }
+        self.spaces();
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.at)
+        }
+    }
+
+    fn value(&mut self) -> Result<(), usize> {
+        self.spaces();
+        let rest = &self.bytes[self.at.min(self.bytes.len())..];
+        if rest.starts_with(b"True") {
+            self.at += 4;
+            Ok(())
+        } else if rest.starts_with(b"False") {
+            self.at += 5;
+            Ok(())
+        } else if rest.first() == Some(&b'\'') {
+            self.string()
+        } else {
+            self.expect(b'(')?;
+            while !self.eat(b')') {
+                self.integer()?;
+                if !self.eat(b',') {
+                    self.expect(b')')?;
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn string(&mut self) -> Result<(), usize> {
+        self.expect(b'\'')?;
+        let len = self.bytes[self.at..].iter().position(|&c| c == b'\'').ok_or(self.at)?;
+        let body = &self.bytes[self.at..self.at + len];
+        if len > 64 || !body.iter().all(|c| c.is_ascii_graphic() && *c != b'\\' || *c == b' ') {
+            return Err(self.at);
+        }
+        self.at += len + 1;
+        Ok(())
+    }
+
+    fn integer(&mut self) -> Result<(), usize> {
+        self.spaces();
+        let len = self.bytes[self.at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 || len > 20 {
+            return Err(self.at);
+        }
+        self.at += len;
+        Ok(())
+    }
 }
 
 /// The bytes of a float32 `.npy` file holding `t`.
@@ -183,6 +252,9 @@ mod header_tests {
             b"{'descr': '<f4' + 'x'}",
             b"{'shape': (123456789012345678901234,)}",
             b"{'descr': 'unterminated}",
+            b"{'descr': '<i8', {{{{{{{{{{{{{{{{'fortran_order': False, 'shape': (5,), }",
+            b"{'shape': ((5,),)}",
+            b"{'descr': '<f4'} trailing",
         ] {
             assert!(check_header_tokens(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
