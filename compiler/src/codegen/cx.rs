@@ -143,6 +143,19 @@ impl<'f> KernelCx<'f> {
         self.b.ins().store(mem(), value, addr, d);
     }
 
+    /// Stores the first `lanes` lanes of the vector `value` at `base + floats`: one vector store
+    /// when all are wanted, else one scalar store per lane (a row's tail, never past it).
+    pub fn store_lanes(&mut self, value: Value, base: Value, floats: usize, lanes: usize) {
+        if lanes == LANES {
+            self.store(value, base, floats);
+            return;
+        }
+        for lane in 0..lanes {
+            let s = self.b.ins().extractlane(value, lane as u8);
+            self.store(s, base, floats + lane);
+        }
+    }
+
     /// `x * y + z`: one fused multiply-add where the target has FMA; a multiply and an add (two
     /// roundings) on hosts without it, where Cranelift would otherwise call a library routine per
     /// lane.

@@ -293,14 +293,7 @@ fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
                     acc = cx.b.ins().bitselect(mask, nan, acc);
                 }
                 let out = cx.offset(out_row, col, 1);
-                if lanes == LANES {
-                    cx.store(acc, out, 0);
-                } else {
-                    for lane in 0..lanes {
-                        let s = cx.b.ins().extractlane(acc, lane as u8);
-                        cx.store(s, out, lane);
-                    }
-                }
+                cx.store_lanes(acc, out, 0, lanes);
             };
             let full = ow_n / LANES;
             if full > 0 {

@@ -431,14 +431,7 @@ fn epilogue(
                 let y = cx.offset(ch.y, p, 1);
                 let res = ch.res.map(|r| cx.offset(r, p, 1));
                 let out = ch.apply(cx, cols[j], res, stored);
-                if stored == LANES {
-                    cx.store(out, y, 0);
-                } else {
-                    for l in 0..stored {
-                        let s = cx.b.ins().extractlane(out, l as u8);
-                        cx.store(s, y, l);
-                    }
-                }
+                cx.store_lanes(out, y, 0, stored);
             }
         };
         let quads = pixels / LANES;
