@@ -24,6 +24,9 @@ pub struct Options {
     pub disabled_passes: Vec<String>,
     /// Accept NaN and infinite weights in a `.net` model's weight file (by default an error).
     pub allow_nonfinite: bool,
+    /// Prove every generated kernel's memory accesses in bounds before it runs (see
+    /// `netc_compiler::codegen::bounds`; slower start-up, off by default).
+    pub check_bounds: bool,
 }
 
 impl Default for Options {
@@ -34,6 +37,7 @@ impl Default for Options {
             optimize: true,
             disabled_passes: Vec::new(),
             allow_nonfinite: false,
+            check_bounds: false,
         }
     }
 }
@@ -132,8 +136,11 @@ impl Model {
     ) -> Result<Model, Error> {
         let load = start.elapsed();
         let jit_start = Instant::now();
-        let exe =
-            Executable::new(program, weights, CompileOptions { isa: options.isa, ..Default::default() })?;
+        let exe = Executable::new(
+            program,
+            weights,
+            CompileOptions { isa: options.isa, check_bounds: options.check_bounds, ..Default::default() },
+        )?;
         let threads = options
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -259,6 +266,10 @@ fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, E
         disabled: options.disabled_passes.clone(),
         stop_after: None,
         verify_each: true,
+        target: match options.isa {
+            IsaChoice::Fixed(isa) => Some(isa),
+            IsaChoice::Auto => None,
+        },
     };
     netc_compiler::passes::optimize(&mut graph, &passes)?;
     Ok(graph)

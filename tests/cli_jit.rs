@@ -242,3 +242,23 @@ fn the_jit_runs_a_model_as_written_with_o0() {
     let (a, b) = (netc_runtime::io::npy::read(&a).unwrap(), netc_runtime::io::npy::read(&b).unwrap());
     crate::common::assert_close("optimised vs -O0", &b, &a);
 }
+
+#[test]
+fn compile_proves_every_kernel_in_bounds_and_run_can_check_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("r18.safetensors").to_str().unwrap().to_string();
+    let bundle = dir.path().join("r18.netc").to_str().unwrap().to_string();
+    let net = model("resnet18");
+    ok(&["init", net.to_str().unwrap(), "-o", &weights]);
+    let (code, _, err) = run(&["compile", net.to_str().unwrap(), "--weights", &weights, "-o", &bundle]);
+    assert_eq!(code, 0, "{err}");
+    for isa in crate::common::host_isas() {
+        assert!(
+            err.contains(&format!(" for {isa}")),
+            "compile must say it proved the kernels for {isa}:\n{err}"
+        );
+    }
+    let (code, _, err) =
+        run(&["run", &bundle, "--input", "models/sample/cat.jpg", "--check-bounds", "--top", "1"]);
+    assert_eq!(code, 0, "{err}");
+}

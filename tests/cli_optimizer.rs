@@ -126,3 +126,25 @@ fn summary_reports_planned_activation_memory_beside_the_naive_sum() {
     let (_, table, _) = run(&["summary", model("resnet50").to_str().unwrap()]);
     assert!(table.lines().last().unwrap().starts_with("activations per image:"), "{table}");
 }
+
+#[test]
+fn tune_for_names_the_isa_the_chanvec_cost_model_plans_for() {
+    let net = model("resnet50");
+    for isa in ["avx512", "avx2"] {
+        let (code, _, err) =
+            run(&["ir", net.to_str().unwrap(), "--stage", "optimized", "--stats", "--tune-for", isa]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(&format!("layer4.1.conv1: 512 channels @7x7, K 2048, for {isa}")), "{err}");
+    }
+    // Measured: 256 -> 64 at 56x56 is faster with channels in lanes on avx512 only.
+    let stats = |isa: &str| {
+        run(&["ir", net.to_str().unwrap(), "--stage", "optimized", "--stats", "--tune-for", isa]).2
+    };
+    assert!(stats("avx512").lines().any(|l| l.contains("layer1.1.conv1:") && l.ends_with("-> chanvec")));
+    assert!(stats("avx2")
+        .lines()
+        .any(|l| l.contains("layer1.1.conv1:") && l.ends_with("-> pixels in lanes")));
+    let (code, _, err) = run(&["ir", net.to_str().unwrap(), "--tune-for", "avx1024"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("avx1024"), "{err}");
+}

@@ -144,8 +144,18 @@ fn small_network() -> impl Strategy<Value = String> {
     )
 }
 
+/// Generated graphs per run: 24, or `NETC_PROPTEST_CASES` for a long run (each graph is checked on
+/// every ISA the host has), e.g. `NETC_PROPTEST_CASES=10000 cargo test --profile ci-test --test integration
+/// generated_small_networks_match`.
+fn generated_cases() -> u32 {
+    match std::env::var("NETC_PROPTEST_CASES") {
+        Ok(text) => text.parse().unwrap_or_else(|_| panic!("NETC_PROPTEST_CASES={text:?} is not a count")),
+        Err(_) => 24,
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: generated_cases(), failure_persistence: None, .. ProptestConfig::default() })]
 
     #[test]
     fn generated_small_networks_match(text in small_network(), batch in prop::sample::select(vec![1usize, 3])) {

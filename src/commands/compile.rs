@@ -1,6 +1,8 @@
 //! `netc compile FILE.net --weights W.safetensors -o M.netc`: a bundle with the optimised plan and the
 //! weights already in the kernels' packed layouts, which `netc run M.netc` maps without copying.
 
+use netc_compiler::codegen::jit::check_program;
+use netc_compiler::codegen::Isa;
 use netc_runtime::bundle;
 use netc_runtime::jit;
 use std::path::PathBuf;
@@ -12,7 +14,9 @@ use std::time::Instant;
 /// weights already packed (blocked, 64-byte aligned), behind a header with a format version and a
 /// checksum. `netc run M.netc` and `netc bench M.netc` memory-map it and JIT-compile the kernels:
 /// no weight is copied and nothing is re-optimised. The packed layout is the same for every ISA, so
-/// a bundle compiled on one machine runs on any other (AVX-512, AVX2 or SSE).
+/// a bundle compiled on one machine runs on any other (AVX-512, AVX2 or SSE). Before writing,
+/// every kernel the bundle will need is proved, by a static analysis of the generated code, to
+/// load and store only inside its buffers, for each ISA this machine runs.
 ///
 /// Example:
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
@@ -39,15 +43,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let source = super::exec::Source::open(&args.file, Some(&args.weights), args.allow_nonfinite)?;
     let (_, bound) = source.bound()?;
     let program = source.program(&args.opt)?;
+    // Every kernel proved in bounds for each ISA this machine runs, before anything is written.
+    let check_start = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut proved = Vec::new();
+    for isa in Isa::available() {
+        let distinct = check_program(&program.requests(), isa, threads)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+        proved.push(format!("{distinct} for {isa}"));
+    }
+    let check_secs = check_start.elapsed().as_secs_f64();
     let packed = jit::pack(&program, &bound)?;
     bundle::write_program(&args.output, &program, &packed)?;
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "{}: {} kernels, {:.1} MiB, in {:.2} s",
+        "{}: {} kernels, {:.1} MiB, in {:.2} s (distinct kernels proved in bounds: {}, {check_secs:.2} s)",
         args.output.display(),
         program.steps().len(),
         bytes as f64 / (1 << 20) as f64,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        proved.join(", "),
     );
     Ok(())
 }

@@ -30,6 +30,10 @@ pub struct IsaArgs {
     /// variable), avx512, avx2 or sse (128-bit Cranelift code). An ISA the CPU lacks is an error.
     #[arg(long, value_name = "ISA", value_parser = IsaChoice::parse, default_value = "auto")]
     pub isa: IsaChoice,
+    /// Prove every generated kernel's loads and stores inside their buffers before running it (a
+    /// static analysis of the generated code; adds start-up time). `netc compile` always does.
+    #[arg(long)]
+    pub check_bounds: bool,
 }
 
 impl Source {
@@ -97,7 +101,12 @@ impl Source {
                 WeightBuf::owned(jit::pack(&program, &bound)?)
             }
         };
-        let options = netc::Options { threads: Some(threads), isa: isa.isa, ..Default::default() };
+        let options = netc::Options {
+            threads: Some(threads),
+            isa: isa.isa,
+            check_bounds: isa.check_bounds,
+            ..Default::default()
+        };
         Ok(netc::Model::from_program(program, weights, &options)?)
     }
 }

@@ -108,7 +108,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn kernels(graph: netc_compiler::ir::Graph, asm: bool, isa: &super::exec::IsaArgs) -> anyhow::Result<String> {
     use netc_compiler::codegen::{compile, CompileOptions};
     let program = netc_compiler::lower::Program::new(graph)?;
-    let options = CompileOptions { keep_clif: !asm, isa: isa.isa, ..Default::default() };
+    let options = CompileOptions {
+        keep_clif: !asm,
+        isa: isa.isa,
+        check_bounds: isa.check_bounds,
+        ..Default::default()
+    };
     let compiled = compile(&program.requests(), options)?;
     let mut text = String::new();
     for kernel in &compiled.kernels {

@@ -10,6 +10,7 @@ pub mod run;
 pub mod summary;
 
 use anyhow::Context as _;
+use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_compiler::Diagnostic;
 use std::io::Write as _;
@@ -59,6 +60,10 @@ pub struct OptArgs {
     /// Print node counts per op before and after each pass (to standard error).
     #[arg(long)]
     pub stats: bool,
+    /// The ISA whose kernels the optimiser's cost models plan layer choices for: auto (this
+    /// CPU's widest), avx512, avx2 or sse. The result runs on every ISA; only speed depends on it.
+    #[arg(long = "tune-for", value_name = "ISA", value_parser = IsaChoice::parse, default_value = "auto")]
+    pub tune_for: IsaChoice,
 }
 
 /// Runs the optimisation pipeline as the options say, up to `stop_after` when given.
@@ -75,6 +80,10 @@ pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> a
         disabled: opt.disable_pass.clone(),
         stop_after: stop_after.map(str::to_string),
         verify_each: true,
+        target: match opt.tune_for {
+            IsaChoice::Fixed(isa) => Some(isa),
+            IsaChoice::Auto => None,
+        },
     };
     let stats = netc_compiler::passes::optimize(graph, &options)?;
     if opt.stats {

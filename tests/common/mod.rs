@@ -88,7 +88,8 @@ pub fn jit_run_isa(
     use netc_runtime::jit::{pack, Executable, Session, WeightBuf};
     let program = netc_compiler::lower::Program::new(graph.clone()).unwrap_or_else(|e| panic!("{e}"));
     let packed = pack(&program, weights).unwrap_or_else(|e| panic!("{e}"));
-    let options = netc_compiler::codegen::CompileOptions { isa, ..Default::default() };
+    // Every kernel the JIT tests run is also proved in bounds (`codegen::bounds`).
+    let options = netc_compiler::codegen::CompileOptions { isa, check_bounds: true, ..Default::default() };
     let exe = Executable::new(program, WeightBuf::owned(packed), options).unwrap_or_else(|e| panic!("{e}"));
     exe.run(&mut Session::new(threads), &[input.view()]).unwrap_or_else(|e| panic!("{e}")).remove(0)
 }

@@ -8,6 +8,7 @@
 //! owns the modules and frees their code memory when dropped; the function pointers are only
 //! reachable through `&CompiledKernel`, so they cannot outlive it.
 
+use super::bounds::{self, Buffers};
 use super::cx::{kernel_signature, KernelCx};
 use super::isa::{self, Isa, IsaChoice, OptLevel};
 use super::tile::{AssembledTile, Tiles};
@@ -40,6 +41,78 @@ pub struct CompileOptions {
     pub isa: IsaChoice,
     /// Threads that compile kernels (default: the machine's available parallelism).
     pub threads: Option<usize>,
+    /// Prove every kernel's memory accesses in bounds before it is compiled (the static check of
+    /// [`super::bounds`]; also on when the environment has `NETC_CHECK_BOUNDS=1`). It costs
+    /// start-up time (hundreds of milliseconds for a ResNet-50), so it is off by default: `netc
+    /// compile` proves a bundle's kernels when it makes it ([`check_program`]).
+    pub check_bounds: bool,
+}
+
+/// Batch sizes every kernel's accesses are proved in bounds for (see [`super::bounds`]).
+const CHECKED_BATCHES: [usize; 2] = [1, 2];
+
+/// Proves `func`, the kernel for `spec` on `isa`, in bounds of `buffers` (each a batch size's).
+fn check_bounds(name: &str, func: &Function, buffers: &[Buffers], tiles: &Tiles) -> Result<(), CodegenError> {
+    for b in buffers {
+        bounds::check(func, b, &|index| tiles.footprint(index))
+            .map_err(|e| CodegenError::OutOfBounds(format!("{name} (batch {}): {e}", b.batch)))?;
+    }
+    Ok(())
+}
+
+/// Proves every distinct kernel of `requests` in bounds for `isa` (see [`super::bounds`]) without
+/// compiling machine code, on up to `threads` threads; returns how many distinct kernels it proved.
+pub fn check_program(requests: &[KernelRequest], isa: Isa, threads: usize) -> Result<usize, CodegenError> {
+    let mut distinct: Vec<&KernelRequest> = Vec::new();
+    for req in requests {
+        if !distinct.iter().any(|d| d.spec == req.spec) {
+            distinct.push(req);
+        }
+    }
+    let threads = threads.clamp(1, distinct.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(), CodegenError>> = std::thread::scope(|scope| {
+        let work = || -> Result<(), CodegenError> {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(req) = distinct.get(i) else { return Ok(()) };
+                let implementation = registry::select(&req.spec, isa)?;
+                let buffers = CHECKED_BATCHES.map(|n| Buffers::of(&req.spec, implementation.isa, n));
+                let name = format!("{} ({})", req.name, implementation.name);
+                prove(&name, &req.spec, implementation.isa, &buffers)?;
+            }
+        };
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        std::iter::once(work())
+            .chain(helpers.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(distinct.len())
+}
+
+/// Generates the kernel for `spec` on `isa` and runs the static bounds check against `buffers`
+/// instead of the spec's own (for testing that the check catches a kernel generated from a wrong
+/// spec); nothing is compiled to machine code.
+pub fn check_against(spec: &KernelSpec, isa: Isa, buffers: &[Buffers]) -> Result<(), CodegenError> {
+    prove("kernel", spec, isa, buffers)
+}
+
+/// Generates `spec`'s kernel on `isa` (no machine code) and checks it against `buffers`.
+fn prove(name: &str, spec: &KernelSpec, isa: Isa, buffers: &[Buffers]) -> Result<(), CodegenError> {
+    let (target, has_fma) = isa::build(isa, OptLevel::None)?;
+    let call_conv = target.default_call_conv();
+    let frontend = target.frontend_config();
+    let mut module = JITModule::new(JITBuilder::with_isa(target, default_libcall_names()));
+    let mut tiles = Tiles::new(&mut module, call_conv);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut func = Function::with_name_signature(UserFuncName::user(0, 0), kernel_signature(call_conv));
+    {
+        let mut cx = KernelCx::new(&mut func, &mut fctx, frontend, has_fma);
+        spec.emit(&mut cx, &mut tiles, isa)?;
+        cx.finish();
+    }
+    check_bounds(name, &func, buffers, &tiles)
 }
 
 /// Arguments of one kernel call; see [`KernelFn`] for what each pointer must satisfy.
@@ -239,6 +312,7 @@ fn compile_group(
     options: CompileOptions,
     target_isa: Isa,
 ) -> Result<Group, CodegenError> {
+    let check = options.check_bounds || std::env::var("NETC_CHECK_BOUNDS").is_ok_and(|v| v == "1");
     let mut by_level: BTreeMap<OptLevel, Vec<usize>> = BTreeMap::new();
     for &i in indices {
         by_level.entry(options.opt_level.unwrap_or(requests[i].spec.opt_level())).or_default().push(i);
@@ -274,6 +348,10 @@ fn compile_group(
                     .map_err(|e| CodegenError::Unsupported(format!("{}: {e}", req.name)))?;
                 cx.finish()
             };
+            if check {
+                let buffers = CHECKED_BATCHES.map(|n| Buffers::of(&req.spec, implementation.isa, n));
+                check_bounds(&req.name, &ctx.func, &buffers, &tiles)?;
+            }
             let clif = options
                 .keep_clif
                 .then(|| annotated_clif(&req.name, implementation, &req.spec, &ctx.func, notes));

@@ -28,6 +28,7 @@
 //! [`registry`]. Views (`Slice`, `Flatten`, in-place `Concat`, `Input`, `Dropout`) need no kernel:
 //! see [`KernelSpec::for_node`].
 
+pub mod bounds;
 pub mod conv;
 mod cx;
 pub mod eltwise;
@@ -42,7 +43,9 @@ mod rows;
 pub mod softmax;
 pub mod tile;
 
-pub use conv::{default_tile, ConvLayout, ConvPath, ConvPlan, ConvSpec};
+pub use conv::{
+    chanvec::row_channels as chanvec_row_channels, default_tile, ConvLayout, ConvPath, ConvPlan, ConvSpec,
+};
 pub use eltwise::{EltwiseOp, EltwiseSpec};
 pub use isa::{Isa, IsaChoice};
 pub use jit::{compile, CompileOptions, CompiledKernel, CompiledKernels, KernelArgs, KernelRequest};
@@ -89,6 +92,8 @@ pub enum CodegenError {
     Weights(String),
     #[error("Cranelift failed: {0}")]
     Cranelift(String),
+    #[error("generated code failed the static bounds check (a bug in netc; please report it): {0}")]
+    OutOfBounds(String),
 }
 
 /// What one kernel computes, with every shape and stride it is specialised for.
@@ -273,6 +278,39 @@ impl KernelSpec {
             KernelSpec::Lrn(_) => "lrn",
             KernelSpec::Eltwise(_) => "eltwise",
             KernelSpec::Softmax(_) => "softmax",
+        }
+    }
+
+    /// `(floats per sample, floats between samples)` of each input and of the output, as the
+    /// executor lays them out.
+    pub fn extents(&self) -> (Vec<(usize, usize)>, (usize, usize)) {
+        let chw = |[c, h, w]: [usize; 3]| c * h * w;
+        match self {
+            KernelSpec::Conv(s) => {
+                let out = s.output().map_or(0, chw);
+                let mut inputs = vec![(chw(s.input), s.in_stride)];
+                if s.op.residual {
+                    inputs.push((out, s.res_stride));
+                }
+                (inputs, (out, s.out_stride))
+            }
+            KernelSpec::Linear(s) => {
+                let l = &s.op.linear;
+                (vec![(l.in_features, s.in_stride)], (l.out_features, s.out_stride))
+            }
+            KernelSpec::Pool(s) => (vec![(chw(s.input), s.in_stride)], (chw(s.output), s.out_stride)),
+            KernelSpec::Lrn(s) => {
+                let len = s.channels * s.plane;
+                (vec![(len, s.in_stride)], (len, s.out_stride))
+            }
+            KernelSpec::Eltwise(s) => {
+                let lens = match &s.op {
+                    EltwiseOp::Concat { lens } => lens.clone(),
+                    _ => vec![s.len; s.input_count()],
+                };
+                (lens.into_iter().zip(s.in_strides.iter().copied()).collect(), (s.len, s.out_stride))
+            }
+            KernelSpec::Softmax(s) => (vec![(s.len, s.in_stride)], (s.len, s.out_stride)),
         }
     }
 

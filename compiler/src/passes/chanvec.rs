@@ -12,27 +12,49 @@
 //! Soundness: the kind is a lowering decision; the convolution computed, its weights and its
 //! epilogue are the same (the kernel's tests check it against the definition on every ISA).
 //!
-//! Cost model (inputs and decisions: `netc ir --stats`): the share of computed lanes that hold
-//! outputs, for pixels in 16-lane vectors (whole planes as one run for 1x1 stride-1 layers, else
-//! the best blocks of rows laid end to end, as the other kernels tile them) against channels in
-//! 32-channel panels, the latter discounted by the transposing epilogue (`K / (K + EPILOGUE_K)`
-//! for a reduction of `K` multiply-adds per output). `ChanVec` wins when its share is at least
-//! [`MARGIN`] higher.
+//! Cost model (inputs and decisions: `netc ir --stats`), for the kernels of the target ISA
+//! (`--tune-for`, default the compiling host's widest): each layout's expected share of the FMA
+//! peak. Pixels in lanes: `RATE x` the share of used lanes over the plane (whole planes as one run
+//! for 1x1 stride-1 layers, else the best blocks of rows laid end to end, as those kernels tile
+//! them) `x`, for 1x1 GEMMs, the share of used rows of their output-channel tiles (12 rows on
+//! avx512, 6 on avx2).
+//! Channels in lanes: the share of used lanes of its channel rows (32 or 16 channels) `x
+//! K / (K + E)`, the transposing epilogue costing `E` multiply-adds of the reduction per output.
+//! `ChanVec` wins when its estimate is at least `MARGIN` higher. `RATE`, `E` and `MARGIN` are fitted
+//! per ISA on the 1x1 layers of ResNet-50 (`cargo bench --bench kernels -- --chanvec 1x1`, one
+//! thread, Zen 4): avx512 channels-in-lanes runs at 55% of peak for K = 64, 84% for K = 128, 92-95%
+//! for K = 256, 96-97% for K = 512 and 99% for K >= 1024 (`E` = 20; K = 64 is worse than the fit
+//! but loses either way), pixels-in-lanes at ~95% of its lane share; avx2 at 45%, 74%, 84-86%,
+//! 88-90% and 95-96% (`E` = 48) against ~93%. Measured winners on avx512: 256->64 and 256->128
+//! at 56x56, K >= 512 at 28x28, every K >= 256 at 14x14 and 7x7; on avx2 only K >= 1024.
 
-use super::winograd::lane_share;
+use super::winograd::lane_share_in;
 use super::Pass;
+use crate::codegen::{chanvec_row_channels, default_tile, ConvPath, Isa};
 use crate::ir::{ConvKind, FusedConv, Graph, NodeId, Op};
 
 pub struct ChanVec;
 
-/// The share of useful lanes `ChanVec` must gain to be chosen.
-const MARGIN: f64 = 0.05;
-/// The transposing epilogue's cost per output, in multiply-adds of the reduction. Measured on the
-/// kernels: a 1x1 conv with K = 64 runs at ~70% of the pixels-in-lanes kernel's rate on a plane both
-/// fill whole, one with K = 256 at ~89%; `K / (K + 32)` matches both.
-const EPILOGUE_K: f64 = 32.0;
 /// Most bytes of a zero-padded input copy (per thread).
 pub const FILL_BYTES: usize = 4 << 20;
+
+/// The cost model's constants for one ISA's kernels (see the module doc).
+struct Fit {
+    /// Share of peak of the pixels-in-lanes kernels per share of used lanes and rows.
+    pixel_rate: f64,
+    /// The transposing epilogue's cost per output, in multiply-adds of the reduction.
+    epilogue_k: f64,
+    /// How much higher the channels-in-lanes estimate must be to be chosen.
+    margin: f64,
+}
+
+fn fit(target: Isa) -> Fit {
+    match target {
+        Isa::Avx512 => Fit { pixel_rate: 0.95, epilogue_k: 20.0, margin: 0.0 },
+        // Not fitted on sse: its kernels are the avx2 ones' shape at a quarter of the width.
+        Isa::Avx2 | Isa::Sse => Fit { pixel_rate: 0.93, epilogue_k: 48.0, margin: 0.03 },
+    }
+}
 
 impl Pass for ChanVec {
     fn name(&self) -> &'static str {
@@ -43,7 +65,7 @@ impl Pass for ChanVec {
         "convs on small planes put output channels in the vector lanes, pixels in the tile rows"
     }
 
-    fn explain(&self, graph: &Graph) -> Vec<String> {
+    fn explain(&self, graph: &Graph, target: Isa) -> Vec<String> {
         let mut notes = Vec::new();
         for id in graph.node_ids() {
             let node = graph.node(id);
@@ -51,12 +73,13 @@ impl Pass for ChanVec {
             if !eligible(f, input_chw(graph, id)) {
                 continue;
             }
-            let (pixels, channels) = shares(f, oh, ow);
-            let choice = if channels >= pixels + MARGIN { "chanvec" } else { "pixels in lanes" };
+            let (pixels, channels) = estimates(f, oh, ow, target);
+            let choice = if chooses(f, oh, ow, target) { "chanvec" } else { "pixels in lanes" };
             notes.push(format!(
-                "{}: {} channels @{oh}x{ow}: lanes used by pixels {:.0}%, by channels {:.0}% -> {choice}",
+                "{}: {} channels @{oh}x{ow}, K {}, for {target}: pixels in lanes {:.0}% of peak, channels {:.0}% -> {choice}",
                 node.name,
                 f.conv.out_channels,
+                reduction(f),
                 100.0 * pixels,
                 100.0 * channels
             ));
@@ -64,7 +87,7 @@ impl Pass for ChanVec {
         notes
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, target: Isa) -> usize {
         let ids: Vec<NodeId> = graph.node_ids().collect();
         let mut rewrites = 0;
         for id in ids {
@@ -72,11 +95,7 @@ impl Pass for ChanVec {
             let node = graph.node_mut(id);
             let Some((_, oh, ow)) = node.shape.as_chw() else { continue };
             let Op::FusedConv(f) = &mut node.op else { continue };
-            if !eligible(f, input) {
-                continue;
-            }
-            let (pixels, channels) = shares(f, oh, ow);
-            if channels >= pixels + MARGIN {
+            if eligible(f, input) && chooses(f, oh, ow, target) {
                 f.kind = ConvKind::ChanVec;
                 rewrites += 1;
             }
@@ -102,18 +121,39 @@ fn eligible(f: &FusedConv, input: Option<(usize, usize, usize)>) -> bool {
         && (c.padding == [0, 0] || fill <= FILL_BYTES)
 }
 
-/// `(pixels, channels)`: the share of used lanes with pixels in 16-lane vectors, and with
-/// channels in 32-channel panels discounted by the epilogue's cost.
-fn shares(f: &FusedConv, oh: usize, ow: usize) -> (f64, f64) {
+/// Multiply-adds per output.
+fn reduction(f: &FusedConv) -> usize {
     let c = &f.conv;
-    let pixels = if f.kind == ConvKind::Gemm1x1 {
-        lane_share(1, oh * ow, 0)
+    c.in_channels / c.groups * c.kernel[0] * c.kernel[1]
+}
+
+/// Whether an eligible convolution with a `oh x ow` output takes channels in lanes on `target`.
+fn chooses(f: &FusedConv, oh: usize, ow: usize, target: Isa) -> bool {
+    let (pixels, channels) = estimates(f, oh, ow, target);
+    channels >= pixels + fit(target).margin
+}
+
+/// `(pixels, channels)`: the expected share of `target`'s FMA peak with pixels in the lanes
+/// (the kernel the layer has now) and with channels in the lanes.
+fn estimates(f: &FusedConv, oh: usize, ow: usize, target: Isa) -> (f64, f64) {
+    let c = &f.conv;
+    let fit = fit(target);
+    let lanes = target.lanes();
+    let (lane_share, path) = if f.kind == ConvKind::Gemm1x1 {
+        (lane_share_in(lanes, 1, oh * ow, 0), ConvPath::Direct1x1)
     } else {
-        lane_share(oh, ow, (c.kernel[1] - 1) * c.dilation[1] / c.stride[1])
+        (lane_share_in(lanes, oh, ow, (c.kernel[1] - 1) * c.dilation[1] / c.stride[1]), ConvPath::RowPanel)
     };
     let cout = c.out_channels;
-    let k = (c.in_channels / c.groups * c.kernel[0] * c.kernel[1]) as f64;
-    (pixels, cout as f64 / (cout.div_ceil(32) * 32) as f64 * k / (k + EPILOGUE_K))
+    let used = |per: usize| cout as f64 / (cout.div_ceil(per) * per) as f64;
+    // The 1x1 GEMM's edge tiles of output channels run as slowly as whole ones; the row panels'
+    // hardly cost more than the rows they compute (64 channels in 12-row tiles: 256->64 at 56x56
+    // runs at 79% of peak as a GEMM, the 3->64 stem at 93% as a row panel).
+    let rows = if path == ConvPath::Direct1x1 { used(default_tile(target, path, ow).0) } else { 1.0 };
+    let pixels = fit.pixel_rate * lane_share * rows;
+    let k = reduction(f) as f64;
+    let channels = used(chanvec_row_channels(target)) * k / (k + fit.epilogue_k);
+    (pixels, channels)
 }
 
 #[cfg(test)]
@@ -143,28 +183,44 @@ mod tests {
     }
 
     #[test]
-    fn seven_by_seven_planes_take_channels_in_lanes() {
+    fn seven_by_seven_planes_take_channels_in_lanes_on_every_isa() {
         let f = conv(ConvKind::Gemm1x1, 2048, 512, 1, 1);
-        let (pixels, channels) = shares(&f, 7, 7);
-        assert!((pixels - 49.0 / 64.0).abs() < 1e-9 && (channels - 2048.0 / 2080.0).abs() < 1e-9);
-        assert!(channels >= pixels + MARGIN);
         assert!(eligible(&f, Some((2048, 7, 7))));
+        for isa in Isa::ALL {
+            assert!(chooses(&f, 7, 7, isa), "{isa}: {:?}", estimates(&f, 7, 7, isa));
+        }
     }
 
     #[test]
-    fn short_reductions_on_nearly_full_planes_keep_pixels_in_lanes() {
-        // 14x14 = 196 pixels fill 13 vectors to 94%; with K = 256 the epilogue costs more than
-        // the lanes gained.
-        let f = conv(ConvKind::Gemm1x1, 256, 1024, 1, 1);
-        let (pixels, channels) = shares(&f, 14, 14);
-        assert!(channels < pixels + MARGIN, "{pixels} {channels}");
+    fn long_reductions_on_14x14_planes_take_channels_in_lanes_on_every_isa() {
+        // 196 pixels fill 13 16-lane vectors to 94%, and K = 1024 makes the epilogue cheap.
+        let f = conv(ConvKind::Gemm1x1, 1024, 256, 1, 1);
+        for isa in Isa::ALL {
+            assert!(chooses(&f, 14, 14, isa), "{isa}: {:?}", estimates(&f, 14, 14, isa));
+        }
     }
 
     #[test]
-    fn large_planes_keep_pixels_in_lanes() {
-        let f = conv(ConvKind::Gemm1x1, 64, 256, 1, 1);
-        let (pixels, channels) = shares(&f, 56, 56);
-        assert!(channels < pixels + MARGIN);
+    fn medium_reductions_depend_on_the_target() {
+        // Measured: 256 -> 64 at 56x56 is 19% faster with channels in lanes on avx512 (the pixel
+        // kernel's 12-row tiles fill 64 channels to 89%), 5% slower on avx2 (6-row tiles, 97%).
+        let f = conv(ConvKind::Gemm1x1, 256, 64, 1, 1);
+        assert!(chooses(&f, 56, 56, Isa::Avx512));
+        assert!(!chooses(&f, 56, 56, Isa::Avx2));
+    }
+
+    #[test]
+    fn short_reductions_on_full_planes_keep_pixels_in_lanes() {
+        for (cin, cout, hw) in [(64, 256, 56), (128, 512, 28)] {
+            let f = conv(ConvKind::Gemm1x1, cin, cout, 1, 1);
+            for isa in Isa::ALL {
+                assert!(
+                    !chooses(&f, hw, hw, isa),
+                    "{cin}->{cout}@{hw} {isa}: {:?}",
+                    estimates(&f, hw, hw, isa)
+                );
+            }
+        }
     }
 
     #[test]

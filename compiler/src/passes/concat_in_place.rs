@@ -13,6 +13,7 @@
 //! different layout.
 
 use super::Pass;
+use crate::codegen::Isa;
 use crate::ir::{Concat, Graph, NodeId, Op};
 
 pub struct ConcatInPlace;
@@ -26,7 +27,7 @@ impl Pass for ConcatInPlace {
         "branches write straight into their channel slice of the concat output"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let concats: Vec<NodeId> = graph
             .node_ids()
             .filter(|&id| matches!(graph.node(id).op, Op::Concat(Concat { in_place: false })))

@@ -14,6 +14,7 @@
 //! weights are symbolic ([`WeightExpr`]) and evaluated once, in f64, at load time.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{Affine, Graph, NodeId, Op, WeightExpr};
 
 pub struct FoldBatchNorm;
@@ -38,7 +39,7 @@ impl Pass for FoldBatchNorm {
         "BatchNorm folds into the conv/linear before it; any other BatchNorm becomes a per-channel affine"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let bns: Vec<NodeId> =
             graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::BatchNorm(_))).collect();
         for &bn in &bns {

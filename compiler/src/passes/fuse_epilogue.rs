@@ -17,6 +17,7 @@
 //! only reader), so adding it as an input keeps the graph acyclic.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{ConvKind, FusedConv, FusedLinear, Graph, NodeId, Op, Relu};
 use std::collections::HashMap;
 
@@ -31,7 +32,7 @@ impl Pass for FuseEpilogue {
         "conv/linear + bias + affine + residual add + relu become one node"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let mut rewrites = 0;
         let ids: Vec<NodeId> = graph.node_ids().collect();
         for &id in &ids {

@@ -14,6 +14,7 @@
 //! which is why padded convolutions are excluded.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{Graph, NodeId, Op};
 
 pub struct FusePrologue;
@@ -27,7 +28,7 @@ impl Pass for FusePrologue {
         "a per-channel affine (+relu) feeding only unpadded convs moves into their input reads"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let affines: Vec<NodeId> =
             graph.node_ids().filter(|&id| matches!(graph.node(id).op, Op::Affine(_))).collect();
         let mut rewrites = 0;

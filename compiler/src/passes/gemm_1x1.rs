@@ -10,6 +10,7 @@
 //! `[Cout, Cin]` with the input's channel vector at the pixel the stride selects.
 
 use super::Pass;
+use crate::codegen::Isa;
 use crate::ir::{ConvKind, Graph, NodeId, Op};
 
 pub struct Gemm1x1;
@@ -23,7 +24,7 @@ impl Pass for Gemm1x1 {
         "1x1 convs become channel GEMMs (strided ones: subsample + GEMM)"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let ids: Vec<NodeId> = graph.node_ids().collect();
         let mut rewrites = 0;
         for id in ids {

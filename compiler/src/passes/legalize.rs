@@ -9,13 +9,12 @@
 //! named above for dropout and BatchNorm); a fused conv with no prologue and no epilogue steps is the
 //! plain convolution.
 
-use super::dead_code::DeadCode;
-use super::Pass;
+use super::dead_code::remove_dead;
 use crate::ir::{Affine, ConvKind, FusedConv, FusedLinear, Graph, NodeId, Op, Relu};
 
 /// Rewrites `graph` in place so that every node has a kernel family.
 pub fn legalize(graph: &mut Graph) {
-    DeadCode.run(graph);
+    remove_dead(graph);
     let ids: Vec<NodeId> = graph.node_ids().collect();
     for id in ids {
         let node = graph.node_mut(id);

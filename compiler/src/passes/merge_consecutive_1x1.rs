@@ -11,6 +11,7 @@
 //! per-pixel map, so strides multiply; `W_B (W_A x + b_A) + b_B = (W_B W_A) x + (W_B b_A + b_B)`.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{ConvKind, FusedConv, Graph, NodeId, Op, Relu, WeightExpr};
 
 pub struct MergeConsecutive1x1;
@@ -24,7 +25,7 @@ impl Pass for MergeConsecutive1x1 {
         "two 1x1 GEMMs with nothing nonlinear between them merge into one"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let mut rewrites = 0;
         let order = graph.topo_order().expect("acyclic");
         for a in order {

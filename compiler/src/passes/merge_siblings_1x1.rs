@@ -15,6 +15,7 @@
 //! stacking rows computes every member's channels unchanged, side by side.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{ChannelSlice, ConvKind, FusedConv, Graph, Node, NodeId, Op, Relu, ValueId, WeightExpr};
 use std::collections::HashMap;
 
@@ -32,7 +33,7 @@ impl Pass for MergeSiblings1x1 {
         "sibling 1x1 GEMMs reading one value merge into one wider GEMM; branches read channel slices"
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let mut groups: HashMap<GroupKey, Vec<NodeId>> = HashMap::new();
         let order = graph.topo_order().expect("acyclic");
         for &id in &order {

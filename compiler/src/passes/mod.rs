@@ -19,6 +19,7 @@ mod winograd;
 
 pub use legalize::legalize;
 
+use crate::codegen::Isa;
 use crate::ir::{verify, Graph, VerifyError};
 use std::collections::BTreeMap;
 
@@ -28,11 +29,12 @@ pub trait Pass: Sync {
     fn name(&self) -> &'static str;
     /// One line on what the pass does.
     fn summary(&self) -> &'static str;
-    /// Rewrites `graph`, returning how many rewrites it made (0: the graph is unchanged).
-    fn run(&self, graph: &mut Graph) -> usize;
-    /// What the pass would decide on `graph` and why, a line per decision (for `--stats`; most
-    /// passes have nothing to add to their node counts).
-    fn explain(&self, _graph: &Graph) -> Vec<String> {
+    /// Rewrites `graph`, returning how many rewrites it made (0: the graph is unchanged). Cost
+    /// models plan for kernels of `target` (the result runs correctly on every ISA).
+    fn run(&self, graph: &mut Graph, target: Isa) -> usize;
+    /// What the pass would decide on `graph` for `target` and why, a line per decision (for
+    /// `--stats`; most passes have nothing to add to their node counts).
+    fn explain(&self, _graph: &Graph, _target: Isa) -> Vec<String> {
         Vec::new()
     }
 }
@@ -65,6 +67,16 @@ pub struct Options {
     pub stop_after: Option<String>,
     /// Run `verify()` after every pass.
     pub verify_each: bool,
+    /// The ISA whose kernels the cost models plan for; `None`: the widest this host runs (a bundle
+    /// compiled here runs anywhere, its layer choices are tuned for machines like this one).
+    pub target: Option<Isa>,
+}
+
+impl Options {
+    /// The ISA the cost models plan for.
+    pub fn target_isa(&self) -> Isa {
+        self.target.unwrap_or_else(|| Isa::best().unwrap_or(Isa::Sse))
+    }
 }
 
 /// Node counts per op label.
@@ -100,11 +112,12 @@ pub struct PassError {
 /// Runs the pipeline over `graph` in place, returning per-pass statistics.
 pub fn optimize(graph: &mut Graph, options: &Options) -> Result<Vec<PassStats>, PassError> {
     let mut stats = Vec::new();
+    let target = options.target_isa();
     for pass in PIPELINE {
         if !options.disabled.iter().any(|d| d == pass.name()) {
             let before = op_counts(graph);
-            let notes = pass.explain(graph);
-            let rewrites = pass.run(graph);
+            let notes = pass.explain(graph, target);
+            let rewrites = pass.run(graph, target);
             if options.verify_each || cfg!(debug_assertions) {
                 verify(graph).map_err(|error| PassError { pass: pass.name(), error })?;
             }

@@ -12,7 +12,7 @@ fn graph(text: &str) -> Graph {
 fn run(text: &str, passes: &[&str]) -> Graph {
     let mut g = graph(text);
     for pass in PIPELINE.iter().filter(|p| passes.contains(&p.name())) {
-        pass.run(&mut g);
+        pass.run(&mut g, Isa::Avx512);
         verify(&g).unwrap_or_else(|e| panic!("after {}: {e}", pass.name()));
     }
     g

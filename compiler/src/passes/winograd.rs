@@ -27,6 +27,7 @@
 //! larger weights are read for few outputs each, and the layer is bound by memory, not FMAs.
 
 use super::{slots, Pass};
+use crate::codegen::Isa;
 use crate::ir::{ConvKind, FusedConv, Graph, NodeId, Op, WeightExpr, WinogradTile};
 
 pub struct Winograd;
@@ -40,7 +41,7 @@ impl Pass for Winograd {
         "3x3 stride-1 convs use Winograd F(2x2) or F(4x4) where the cost model says it pays"
     }
 
-    fn explain(&self, graph: &Graph) -> Vec<String> {
+    fn explain(&self, graph: &Graph, _target: Isa) -> Vec<String> {
         let mut notes = Vec::new();
         for id in graph.node_ids() {
             let node = graph.node(id);
@@ -62,7 +63,7 @@ impl Pass for Winograd {
         notes
     }
 
-    fn run(&self, graph: &mut Graph) -> usize {
+    fn run(&self, graph: &mut Graph, _target: Isa) -> usize {
         let ids: Vec<NodeId> = graph.node_ids().collect();
         let mut rewrites = 0;
         for id in ids {
@@ -106,14 +107,20 @@ const LANES: f64 = 16.0;
 /// of one row per vector run and of blocks of rows laid end to end with `pad` columns between them
 /// (as the kernels' flat panels do, at most 16 vectors a block).
 pub(super) fn lane_share(rows: usize, cols: usize, pad: usize) -> f64 {
-    let vectors = |n: usize| (n as f64 / LANES).ceil();
-    let mut best = cols as f64 / (vectors(cols) * LANES);
+    lane_share_in(LANES as usize, rows, cols, pad)
+}
+
+/// [`lane_share`] for vectors of `lanes` lanes.
+pub(super) fn lane_share_in(lanes: usize, rows: usize, cols: usize, pad: usize) -> f64 {
+    let lanes = lanes as f64;
+    let vectors = |n: usize| (n as f64 / lanes).ceil();
+    let mut best = cols as f64 / (vectors(cols) * lanes);
     for rb in 1..=rows {
         let span = (rb - 1) * (cols + pad) + cols;
         if vectors(span) > 16.0 {
             break;
         }
-        best = best.max((rb * cols) as f64 / (vectors(span) * LANES));
+        best = best.max((rb * cols) as f64 / (vectors(span) * lanes));
     }
     best
 }

@@ -91,6 +91,11 @@ pub fn max_rows(isa: Isa) -> usize {
     }
 }
 
+/// Output channels per tile row: the lanes of one row's vectors.
+pub fn row_channels(isa: Isa) -> usize {
+    vectors(isa) * isa.lanes()
+}
+
 /// Vectors per tile row (32 channels on avx512, 16 on avx2 and sse).
 fn vectors(isa: Isa) -> usize {
     match isa {

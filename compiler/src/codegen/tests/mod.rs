@@ -6,6 +6,7 @@
 //! absolute values of the terms that produced the element (computed by the reference), so large
 //! reductions get a proportionally larger budget, never a looser relative one.
 
+mod bounds;
 mod conv;
 mod eltwise;
 mod linear;
@@ -49,7 +50,12 @@ pub(super) fn compile_one(spec: KernelSpec) -> CompiledKernels {
 pub(super) fn compile_for(spec: KernelSpec, isa: Isa) -> CompiledKernels {
     compile(
         &[KernelRequest { name: "test".into(), spec }],
-        CompileOptions { keep_clif: true, opt_level: None, isa: IsaChoice::Fixed(isa), threads: None },
+        CompileOptions {
+            keep_clif: true,
+            isa: IsaChoice::Fixed(isa),
+            check_bounds: true,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("compile failed for {isa}: {e}"))
 }

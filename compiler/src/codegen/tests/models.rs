@@ -21,12 +21,16 @@ fn requests(model: &str) -> Vec<KernelRequest> {
 }
 
 #[test]
-fn seed_models_compile() {
+fn seed_models_compile_with_every_kernel_proved_in_bounds() {
     for model in ["resnet50.net", "googlenet.net", "alexnet_paper.net", "vgg11.net", "preact_resnet50.net"] {
         let reqs = requests(model);
         for isa in super::host_isas() {
             let t = Instant::now();
-            let options = CompileOptions { isa: crate::codegen::IsaChoice::Fixed(isa), ..Default::default() };
+            let options = CompileOptions {
+                isa: crate::codegen::IsaChoice::Fixed(isa),
+                check_bounds: true,
+                ..Default::default()
+            };
             let k = compile(&reqs, options).unwrap_or_else(|e| panic!("{model} {isa}: {e}"));
             eprintln!(
                 "{model}: {} kernels compiled for {isa} in {:.0} ms",

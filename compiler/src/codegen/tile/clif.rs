@@ -15,7 +15,7 @@
 
 use super::super::cx::{KernelCx, LANES, VEC};
 use super::{Axis, ChanVec, Piece, TileArgs, TileOut, TileSpec};
-use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 
@@ -104,20 +104,16 @@ fn kloop(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) -> Vec<Vec<Value>> 
             }
         }
     };
-    let a_ptr = cx.var(I64, args.a);
-    let b_ptr = cx.var(I64, args.b);
-    if k.groups > 0 {
-        cx.for_count(k.groups, "K groups", |cx, _| {
-            let (a, b) = (cx.b.use_var(a_ptr), cx.b.use_var(b_ptr));
-            emit_taps(cx, &k.taps, a, b);
-            let a2 = cx.add_floats(a, k.a_step);
-            let b2 = cx.add_floats(b, k.b_step);
-            cx.b.def_var(a_ptr, a2);
-            cx.b.def_var(b_ptr, b2);
-        });
-    }
+    // Group `g`'s bases are computed from `g` (not carried from group to group), so the static
+    // bounds check sees them bounded by the loop's counter.
+    cx.for_count(k.groups, "K groups", |cx, g| {
+        let a = cx.offset(args.a, g, k.a_step);
+        let b = cx.offset(args.b, g, k.b_step);
+        emit_taps(cx, &k.taps, a, b);
+    });
     if !k.tail.is_empty() {
-        let (a, b) = (cx.b.use_var(a_ptr), cx.b.use_var(b_ptr));
+        let a = cx.add_floats(args.a, k.groups * k.a_step);
+        let b = cx.add_floats(args.b, k.groups * k.b_step);
         emit_taps(cx, &k.tail, a, b);
     }
     acc.iter().map(|row| row.iter().map(|&v| cx.b.use_var(v)).collect()).collect()
@@ -183,10 +179,8 @@ pub(crate) fn input_transform(
 ) {
     let a = spec.tile.alpha();
     let program = spec.tile.input_program();
-    let src_v = cx.var(I64, src);
-    let dst_v = cx.var(I64, dst);
-    cx.for_count(spec.channels, "winograd input transform: channels", |cx, _| {
-        let (s, d) = (cx.b.use_var(src_v), cx.b.use_var(dst_v));
+    cx.for_count(spec.channels, "winograd input transform: channels", |cx, c| {
+        let (s, d) = (cx.offset(src, c, spec.src_stride), cx.offset(dst, c, spec.dst_stride));
         let mut t = vec![Vec::new(); a];
         for j in 0..a {
             let col: Vec<Value> = (0..a).map(|i| cx.load_v(s, spec.offsets[i * a + j])).collect();
@@ -209,9 +203,6 @@ pub(crate) fn input_transform(
                 }
             }
         }
-        let (s2, d2) = (cx.add_floats(s, spec.src_stride), cx.add_floats(d, spec.dst_stride));
-        cx.b.def_var(src_v, s2);
-        cx.b.def_var(dst_v, d2);
     });
 }
 

@@ -36,6 +36,7 @@
 pub(crate) mod clif;
 pub mod x86;
 
+use super::bounds::Footprint;
 use super::cx::KernelCx;
 use super::isa::Isa;
 use super::CodegenError;
@@ -235,6 +236,73 @@ pub struct OutputTransformSpec {
     pub epilogue: Epilogue,
 }
 
+/// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
+fn piece_span(p: &Piece, row: i64) -> (i64, i64) {
+    (row + p.at as i64 + p.lo as i64, row + p.at as i64 + p.hi as i64)
+}
+
+/// The smallest range holding every `lo..hi` (`0..0` for none).
+fn span(ranges: impl Iterator<Item = (i64, i64)>) -> (i64, i64) {
+    ranges
+        .fold(None, |acc: Option<(i64, i64)>, (lo, hi)| {
+            Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
+        })
+        .unwrap_or((0, 0))
+}
+
+impl Epilogue {
+    /// The per-channel vectors it reads.
+    fn vectors(&self) -> impl Iterator<Item = ChanVec> + '_ {
+        [self.s1, self.b1, self.s2, self.b2].into_iter().flatten()
+    }
+}
+
+impl TileSpec {
+    /// The floats of each operand the tile may touch (see the contract in the module doc).
+    pub fn footprint(&self) -> Footprint {
+        let lanes = self.isa.lanes() as i64;
+        let (rows, nv) = (self.rows as i64, self.nv as i64);
+        let k = &self.kloop;
+        let taps = (0..k.groups)
+            .flat_map(|g| k.taps.iter().map(move |t| (g * k.a_step + t.a, g * k.b_step + t.b)))
+            .chain(k.tail.iter().map(|t| (k.groups * k.a_step + t.a, k.groups * k.b_step + t.b)));
+        let (mut print, mut a_span, mut b_span) = (Vec::new(), None::<(i64, i64)>, None::<(i64, i64)>);
+        let last_row_a = (0..self.rows).map(|r| self.rows_a.offset(r)).max().unwrap_or(0) as i64;
+        for (a, b) in taps {
+            let (a, b) = (a as i64, b as i64);
+            a_span = Some(a_span.map_or((a, a), |(lo, hi)| (lo.min(a), hi.max(a))));
+            b_span = Some(b_span.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b))));
+        }
+        if let (Some((alo, ahi)), Some((blo, bhi))) = (a_span, b_span) {
+            print.push((0, alo, ahi + last_row_a + 1));
+            print.push((1, blo, bhi + nv * lanes));
+        }
+        match &self.out {
+            TileOut::Partial { row } => print.push((2, 0, (rows - 1) * *row as i64 + nv * lanes)),
+            TileOut::Final { row, pieces, epilogue } => {
+                let (lo, hi) = span(pieces.iter().flatten().map(|p| piece_span(p, 0)));
+                if hi > lo {
+                    print.push((2, lo, (rows - 1) * *row as i64 + hi));
+                    if let Some(res_row) = epilogue.residual {
+                        print.push((4, lo, (rows - 1) * res_row as i64 + hi));
+                    }
+                }
+                for v in epilogue.vectors() {
+                    let len = match v.axis {
+                        Axis::Row => rows,
+                        Axis::Col => nv * lanes,
+                    };
+                    print.push((3, v.at as i64, v.at as i64 + len));
+                }
+            }
+        }
+        if let Some(init_row) = self.init {
+            print.push((5, 0, (rows - 1) * init_row as i64 + nv * lanes));
+        }
+        print
+    }
+}
+
 /// The run-time operands of a tile call (Cranelift values of the calling kernel); absent ones
 /// are passed as null.
 #[derive(Debug, Clone, Copy)]
@@ -279,6 +347,43 @@ impl Routine {
         }
     }
 
+    /// The floats of each pointer operand the routine may touch, from its spec and the contracts
+    /// above (operands in the order of [`Tiles::emit`], `input_transform`, `output_transform`).
+    fn footprint(&self) -> Footprint {
+        match self {
+            Routine::Tile(s) => s.footprint(),
+            Routine::Input(s) => {
+                let (lanes, a2) = (s.isa.lanes() as i64, (s.tile.alpha() * s.tile.alpha()) as i64);
+                let ch = s.channels as i64 - 1;
+                let (lo, hi) = span(s.offsets.iter().map(|&o| (o as i64, o as i64 + lanes)));
+                vec![
+                    (0, lo, ch * s.src_stride as i64 + hi),
+                    (
+                        1,
+                        0,
+                        (a2 - 1) * s.point_stride as i64 + ch * s.dst_stride as i64 + s.lanes.len() as i64,
+                    ),
+                    (2, 0, a2 * lanes),
+                ]
+            }
+            Routine::Output(s) => {
+                let lanes = s.isa.lanes() as i64;
+                let (m, a) = (s.tile.m() as i64, s.tile.alpha() as i64);
+                let (lo, hi) = span(s.pieces.iter().flatten().flatten().map(|p| piece_span(p, 0)));
+                let mut print = vec![
+                    (0, 0, (a * a - 1) * s.point_stride as i64 + lanes),
+                    (1, lo, hi),
+                    (4, 0, m * a * lanes),
+                ];
+                if s.epilogue.residual.is_some() {
+                    print.push((3, lo, hi));
+                }
+                print.extend(s.epilogue.vectors().map(|v| (2, v.at as i64, v.at as i64 + 1)));
+                print
+            }
+        }
+    }
+
     fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
         match self {
             Routine::Tile(s) => x86::assemble(s),
@@ -299,17 +404,32 @@ pub(crate) struct Tiles<'m> {
     assembled: Vec<AssembledTile>,
     /// The first failure while emitting the current kernel (see [`Tiles::take_error`]).
     error: Option<CodegenError>,
+    /// Each defined routine's footprint, by function index (for the bounds check).
+    footprints: HashMap<u32, Footprint>,
 }
 
 impl<'m> Tiles<'m> {
     pub fn new(module: &'m mut JITModule, call_conv: CallConv) -> Tiles<'m> {
-        Tiles { module, call_conv, defined: HashMap::new(), assembled: Vec::new(), error: None }
+        Tiles {
+            module,
+            call_conv,
+            defined: HashMap::new(),
+            assembled: Vec::new(),
+            error: None,
+            footprints: HashMap::new(),
+        }
     }
 
     /// The first error met by [`Tiles::emit`] since the last call (emission goes on after an
     /// error, so that the drivers' loop nests need no error paths; the kernel is then discarded).
     pub fn take_error(&mut self) -> Result<(), CodegenError> {
         self.error.take().map_or(Ok(()), Err)
+    }
+
+    /// The footprint of the routine defined as function `index` of the module, `None` for any
+    /// other function (see [`crate::codegen::bounds`]).
+    pub fn footprint(&self, index: u32) -> Option<Footprint> {
+        self.footprints.get(&index).cloned()
     }
 
     /// The tiles assembled since the last call (each distinct spec once per module).
@@ -380,6 +500,7 @@ impl<'m> Tiles<'m> {
                     .define_function_bytes(id, 64, &code, &[])
                     .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
                 self.assembled.push(AssembledTile { name: format!("{name}: {}", routine.label()), code });
+                self.footprints.insert(id.as_u32(), routine.footprint());
                 self.defined.insert(routine, id);
                 id
             }
