@@ -384,6 +384,7 @@ pub fn check(
     footprint: &dyn Fn(u32) -> Option<Footprint>,
 ) -> Result<(), BoundsError> {
     let forms = std::cell::RefCell::new(vec![None; func.dfg.num_values()]);
+    let dominated = dominated_blocks(func);
     let run = |item: Option<usize>| {
         let mut analysis = Analysis {
             func,
@@ -394,6 +395,7 @@ pub fn check(
             memo: std::cell::RefCell::new(vec![(0, Abs::Unknown); func.dfg.num_values()]),
             generation: std::cell::Cell::new(1),
             forms: &forms,
+            dominated: &dominated,
         };
         analysis.fixpoint()?;
         analysis.verify(footprint)
@@ -438,6 +440,30 @@ struct Analysis<'a> {
     /// Each value's abstraction where it is defined, by value index.
     vals: Vec<Abs>,
     entries: HashMap<Block, Entry>,
+    /// The blocks each block strictly dominates, by block index.
+    dominated: &'a [Vec<Block>],
+}
+
+/// For each block (by index), the blocks it strictly dominates.
+fn dominated_blocks(func: &Function) -> Vec<Vec<Block>> {
+    let cfg = cranelift_codegen::flowgraph::ControlFlowGraph::with_function(func);
+    let tree = cranelift_codegen::dominator_tree::DominatorTree::with_function(func, &cfg);
+    let n = func.dfg.num_blocks();
+    let mut children: Vec<Vec<Block>> = vec![Vec::new(); n];
+    for block in func.layout.blocks() {
+        if let Some(idom) = tree.idom(block) {
+            children[idom.index()].push(block);
+        }
+    }
+    let mut out = vec![Vec::new(); n];
+    for block in func.layout.blocks() {
+        let mut stack = children[block.index()].clone();
+        while let Some(b) = stack.pop() {
+            out[block.index()].push(b);
+            stack.extend(children[b.index()].iter().copied());
+        }
+    }
+    out
 }
 
 impl Analysis<'_> {
@@ -492,11 +518,19 @@ impl Analysis<'_> {
                     None => incoming,
                     Some(old) => merge(old, &incoming, *n > WIDEN_AFTER),
                 };
-                // A successor also reads this block's values (and its dominators'), which are not
-                // part of its entry: it is evaluated again when they change.
-                if self.entries.get(&target) != Some(&merged) || values_changed {
+                if self.entries.get(&target) != Some(&merged) {
                     self.entries.insert(target, merged);
                     work.insert((order[&target], target));
+                }
+            }
+            // Blocks this one dominates read its values (directly, or through re-evaluated
+            // definitions); they are not part of their entries, so those blocks are evaluated
+            // again when the values change.
+            if values_changed {
+                for &d in &self.dominated[block.index()] {
+                    if self.entries.contains_key(&d) {
+                        work.insert((order[&d], d));
+                    }
                 }
             }
         }
@@ -685,8 +719,13 @@ impl Analysis<'_> {
             }
             InstructionData::Binary { opcode: op @ (Opcode::Iadd | Opcode::Isub), args: [x, k] } => {
                 let Some(k) = constant(k) else { return true };
-                let k = if op == Opcode::Iadd { -k } else { k };
                 let Some(xr) = self.get(facts, x).range() else { return true };
+                // Only when `x ± k` cannot wrap is `x` the learnt range shifted back.
+                let sign = if op == Opcode::Iadd { 1 } else { -1 };
+                if !xr.is_known() || !xr.add(Range::at(sign * k)).is_known() {
+                    return true;
+                }
+                let k = -sign * k;
                 let narrowed = xr.meet(r.add(Range::at(k)));
                 if narrowed.is_empty() {
                     return false;

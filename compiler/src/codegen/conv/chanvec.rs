@@ -43,6 +43,10 @@ use cranelift_frontend::Variable;
 const B_SLICE_BYTES: usize = 64 * 1024;
 /// Work items per sample worth aiming for (two threads balance at batch 1).
 const TARGET_ITEMS: usize = 16;
+/// Most pixel tiles in a block. A block's tiles are unrolled in the kernel (each with its K loop
+/// and transposing epilogue), so this bounds the code: a 56x56 plane in blocks of 14 tiles made
+/// 6-12k instructions per kernel and doubled ResNet-50's JIT time, for no measured speed.
+const MAX_BLOCK_TILES: usize = 4;
 
 /// A tile of output pixels inside a block: the first pixel (index into the block's pixels and
 /// accumulator rows), how many, and its A offset from the block's first window (floats).
@@ -131,7 +135,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         // Pixel `p` reads input float `p`: balanced tiles over the whole plane, `per` of them a
         // block (the epilogue handles a partial quad, so tiles need not be multiples of 4).
         let all = split(oh * ow, max);
-        let per = all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len()));
+        let per = all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len())).min(MAX_BLOCK_TILES);
         let blocks = all.len().div_ceil(per);
         let block = all[per - 1].0 + all[per - 1].1;
         let base = (blocks - 1) * block;
@@ -141,7 +145,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         (blocks, block, oh * ow - base, block, tiles(&all[..per], 0), tiles(&all[(blocks - 1) * per..], base))
     } else {
         let row_tiles = split(ow, max);
-        let blocks = TARGET_ITEMS.div_ceil(ppg).clamp(1, oh);
+        let most_rows = (MAX_BLOCK_TILES / row_tiles.len()).max(1);
+        let blocks = TARGET_ITEMS.div_ceil(ppg).max(oh.div_ceil(most_rows)).clamp(1, oh);
         let rows = oh.div_ceil(blocks);
         let blocks = oh.div_ceil(rows);
         let block_tiles = |n: usize| -> Vec<PixelTile> {
