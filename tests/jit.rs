@@ -2,7 +2,7 @@
 //! `runtime_reference`, against PyTorch too), generated small graphs and single ops with awkward
 //! shapes, and the machine code itself.
 
-use crate::common::{assert_close, compile_text, filled_weights, jit_run_isa, model};
+use crate::common::{assert_close_above, compile_text, filled_weights, jit_run_isa, model};
 use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_runtime::{fill, reference, Tensor};
@@ -14,6 +14,11 @@ fn argmax(v: &[f32]) -> usize {
 
 /// Optimises `graph`, fills weights and a batch of `batch` inputs, runs both backends, compares.
 fn jit_matches_reference(what: &str, graph: &Graph, batch: usize) {
+    jit_matches_reference_above(what, graph, batch, 1e-6);
+}
+
+/// [`jit_matches_reference`] with the tolerance's scale at least `floor` (see `assert_close_above`).
+fn jit_matches_reference_above(what: &str, graph: &Graph, batch: usize, floor: f32) {
     let file = filled_weights(graph);
     let weights = file.bind(graph).unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut optimized = graph.clone();
@@ -27,7 +32,7 @@ fn jit_matches_reference(what: &str, graph: &Graph, batch: usize) {
     for isa in crate::common::host_isas() {
         let got = jit_run_isa(&optimized, &weights, &input, 2, IsaChoice::Fixed(isa));
         let what = format!("{what} ({isa})");
-        assert_close(&what, &got, &expected);
+        assert_close_above(&what, &got, &expected, floor);
         if expected.shape.len() == 2 && expected.shape[1] > 1 {
             for n in 0..batch {
                 assert_eq!(argmax(got.sample(n)), argmax(expected.sample(n)), "{what}: top-1 of sample {n}");
@@ -161,7 +166,9 @@ proptest! {
     fn generated_small_networks_match(text in small_network(), batch in prop::sample::select(vec![1usize, 3])) {
         // Some generated networks are invalid (e.g. pooling a 1x1 map); those must be diagnosed.
         if let Ok(graph) = compile_text(&text) {
-            jit_matches_reference(&text, &graph, batch);
+            // A generated head may be one logit that cancels to ~1e-3 while its terms are ~0.1
+            // (found at case ~300 of a 10,000-case run: |diff| 8e-7, f32 rounding of those terms).
+            jit_matches_reference_above(&text, &graph, batch, 0.01);
         }
     }
 }
