@@ -47,7 +47,7 @@ mod model;
 pub use error::Error;
 #[cfg(feature = "frontend")]
 pub use model::write_random_weights;
-pub use model::{is_bundle, BuildTimes, Model, Options};
+pub use model::{is_bundle, BoundsCheck, BuildTimes, Model, Options};
 pub use netc_compiler::codegen::{Isa, IsaChoice};
 pub use netc_runtime::jit::Session;
 pub use netc_runtime::jit::WeightBuf;

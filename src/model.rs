@@ -24,9 +24,32 @@ pub struct Options {
     pub disabled_passes: Vec<String>,
     /// Accept NaN and infinite weights in a `.net` model's weight file (by default an error).
     pub allow_nonfinite: bool,
-    /// Prove every generated kernel's memory accesses in bounds before it runs (see
-    /// `netc_compiler::codegen::bounds`; slower start-up, off by default).
-    pub check_bounds: bool,
+    /// When to prove every generated kernel's memory accesses in bounds before it runs (see
+    /// `netc_compiler::codegen::bounds`).
+    pub check_bounds: BoundsCheck,
+}
+
+/// When the JIT runs the static bounds check of generated kernels (it costs a few hundred
+/// milliseconds of start-up on a ResNet-50).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BoundsCheck {
+    /// Unless the bundle records that `netc compile` proved its kernels for the ISA they are
+    /// generated for: `.net` sources and programs are always checked.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl BoundsCheck {
+    /// Whether to check kernels generated for `isa`, given whether they were proved before.
+    pub fn wanted(self, proved_before: bool) -> bool {
+        match self {
+            BoundsCheck::Auto => !proved_before,
+            BoundsCheck::Always => true,
+            BoundsCheck::Never => false,
+        }
+    }
 }
 
 impl Default for Options {
@@ -37,7 +60,7 @@ impl Default for Options {
             optimize: true,
             disabled_passes: Vec::new(),
             allow_nonfinite: false,
-            check_bounds: false,
+            check_bounds: BoundsCheck::Auto,
         }
     }
 }
@@ -73,7 +96,8 @@ impl Model {
         let bundle = Arc::new(Bundle::open(path.as_ref())?);
         let program = bundle.program()?;
         let weights = WeightBuf::from_bundle(&bundle, &program)?;
-        Model::build(program, weights, options, start)
+        let proved = options.isa.resolve().is_ok_and(|isa| bundle.bounds_proved_for(isa));
+        Model::build(program, weights, options, proved, start)
     }
 
     /// Compiles a `.net` model with its weights (safetensors with the model's scoped names).
@@ -95,7 +119,7 @@ impl Model {
         )?;
         let program = Program::new(optimized(net.as_ref(), parsed, options)?)?;
         let packed = jit::pack(&program, &bound)?;
-        Model::build(program, WeightBuf::owned(packed), options, start)
+        Model::build(program, WeightBuf::owned(packed), options, false, start)
     }
 
     /// A bundle (by its content) or a `.net` source with its weights: what `netc run` accepts.
@@ -119,19 +143,23 @@ impl Model {
     }
 
     /// Compiles an already lowered program with its steps' weight buffers (what `netc run` and
-    /// `netc bench` do after their own optimisation with `--stats` and the like).
+    /// `netc bench` do after their own optimisation with `--stats` and the like);
+    /// `proved_before`: its kernels were proved in bounds for the ISA they will be generated for
+    /// (a bundle's [`Bundle::bounds_proved_for`]).
     pub fn from_program(
         program: Program,
         weights: Vec<Vec<WeightBuf>>,
         options: &Options,
+        proved_before: bool,
     ) -> Result<Model, Error> {
-        Model::build(program, weights, options, Instant::now())
+        Model::build(program, weights, options, proved_before, Instant::now())
     }
 
     fn build(
         program: Program,
         weights: Vec<Vec<WeightBuf>>,
         options: &Options,
+        proved_before: bool,
         start: Instant,
     ) -> Result<Model, Error> {
         let load = start.elapsed();
@@ -139,7 +167,11 @@ impl Model {
         let exe = Executable::new(
             program,
             weights,
-            CompileOptions { isa: options.isa, check_bounds: options.check_bounds, ..Default::default() },
+            CompileOptions {
+                isa: options.isa,
+                check_bounds: options.check_bounds.wanted(proved_before),
+                ..Default::default()
+            },
         )?;
         let threads = options
             .threads

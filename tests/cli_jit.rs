@@ -252,10 +252,15 @@ fn compile_proves_every_kernel_in_bounds_and_run_can_check_at_load() {
     ok(&["init", net.to_str().unwrap(), "-o", &weights]);
     let (code, _, err) = run(&["compile", net.to_str().unwrap(), "--weights", &weights, "-o", &bundle]);
     assert_eq!(code, 0, "{err}");
+    let opened = netc_runtime::bundle::Bundle::open(std::path::Path::new(&bundle)).unwrap();
     for isa in crate::common::host_isas() {
         assert!(
             err.contains(&format!(" for {isa}")),
             "compile must say it proved the kernels for {isa}:\n{err}"
+        );
+        assert!(
+            opened.bounds_proved_for(isa),
+            "the bundle must record that its kernels were proved for {isa}"
         );
     }
     let (code, _, err) =

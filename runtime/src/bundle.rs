@@ -121,6 +121,17 @@ pub fn blob_name(k: usize, j: usize) -> String {
 /// Writes `program` and its packed weights (`packed[k]`: the buffers of step `k`, as
 /// [`Program::pack`] makes them) as a bundle, atomically.
 pub fn write_program(path: &Path, program: &Program, packed: &[Vec<AlignedF32>]) -> Result<(), BundleError> {
+    write_proved_program(path, program, packed, &[])
+}
+
+/// [`write_program`], recording that every kernel was proved in bounds for the ISAs `proved` (by
+/// `netc_compiler::codegen::jit::check_program`); loaders skip the proof for those ISAs.
+pub fn write_proved_program(
+    path: &Path,
+    program: &Program,
+    packed: &[Vec<AlignedF32>],
+    proved: &[Isa],
+) -> Result<(), BundleError> {
     let program_err = |what: String| BundleError::Program { path: path.to_path_buf(), what };
     if packed.len() != program.steps().len() {
         return Err(program_err(format!("{} steps but weights for {}", program.steps().len(), packed.len())));
@@ -143,6 +154,7 @@ pub fn write_program(path: &Path, program: &Program, packed: &[Vec<AlignedF32>])
         "model": graph.name,
         "packed_layout": PACKED_LAYOUT,
         "packed_on": Isa::best().map_or("unknown", |i| i.name()),
+        "bounds_proved": proved.iter().map(|i| i.name()).collect::<Vec<_>>(),
         "graph": SerialGraph::from_graph(graph),
         "steps": steps,
     });
@@ -266,6 +278,13 @@ impl Bundle {
     /// The manifest (plan and metadata).
     pub fn manifest(&self) -> &serde_json::Value {
         &self.manifest
+    }
+
+    /// Whether `netc compile` proved every kernel in bounds for `isa` when it wrote the bundle.
+    pub fn bounds_proved_for(&self, isa: Isa) -> bool {
+        self.manifest["bounds_proved"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(isa.name())))
     }
 
     /// A blob's floats, read in place from the mapping.

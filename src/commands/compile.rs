@@ -16,7 +16,8 @@ use std::time::Instant;
 /// no weight is copied and nothing is re-optimised. The packed layout is the same for every ISA, so
 /// a bundle compiled on one machine runs on any other (AVX-512, AVX2 or SSE). Before writing,
 /// every kernel the bundle will need is proved, by a static analysis of the generated code, to
-/// load and store only inside its buffers, for each ISA this machine runs.
+/// load and store only inside its buffers, for each ISA this machine runs; the bundle records
+/// them, and a machine with another ISA proves its kernels when it loads the bundle.
 ///
 /// Example:
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
@@ -46,15 +47,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Every kernel proved in bounds for each ISA this machine runs, before anything is written.
     let check_start = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut proved = Vec::new();
+    let (mut proved, mut proved_isas) = (Vec::new(), Vec::new());
     for isa in Isa::available() {
         let distinct = check_program(&program.requests(), isa, threads)
             .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
         proved.push(format!("{distinct} for {isa}"));
+        proved_isas.push(isa);
     }
     let check_secs = check_start.elapsed().as_secs_f64();
     let packed = jit::pack(&program, &bound)?;
-    bundle::write_program(&args.output, &program, &packed)?;
+    bundle::write_proved_program(&args.output, &program, &packed, &proved_isas)?;
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{}: {} kernels, {:.1} MiB, in {:.2} s (distinct kernels proved in bounds: {}, {check_secs:.2} s)",

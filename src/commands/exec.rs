@@ -31,7 +31,8 @@ pub struct IsaArgs {
     #[arg(long, value_name = "ISA", value_parser = IsaChoice::parse, default_value = "auto")]
     pub isa: IsaChoice,
     /// Prove every generated kernel's loads and stores inside their buffers before running it (a
-    /// static analysis of the generated code; adds start-up time). `netc compile` always does.
+    /// static analysis of the generated code). Done anyway for `.net` sources and for bundles not
+    /// proved for this ISA by `netc compile`; this forces it for the others too.
     #[arg(long)]
     pub check_bounds: bool,
 }
@@ -101,12 +102,14 @@ impl Source {
                 WeightBuf::owned(jit::pack(&program, &bound)?)
             }
         };
-        let options = netc::Options {
-            threads: Some(threads),
-            isa: isa.isa,
-            check_bounds: isa.check_bounds,
-            ..Default::default()
+        let check_bounds = if isa.check_bounds { netc::BoundsCheck::Always } else { netc::BoundsCheck::Auto };
+        let options =
+            netc::Options { threads: Some(threads), isa: isa.isa, check_bounds, ..Default::default() };
+        // A bundle's kernels were proved by `netc compile` for the ISAs it records.
+        let proved = match self {
+            Source::Bundle(b) => isa.isa.resolve().is_ok_and(|i| b.bounds_proved_for(i)),
+            Source::Net { .. } => false,
         };
-        Ok(netc::Model::from_program(program, weights, &options)?)
+        Ok(netc::Model::from_program(program, weights, &options, proved)?)
     }
 }

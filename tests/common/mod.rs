@@ -115,7 +115,12 @@ pub fn assert_close(what: &str, got: &netc_runtime::Tensor, expected: &netc_runt
 /// [`assert_close`] with `max |expected|` taken as at least `floor`: for outputs that may cancel
 /// to near zero (a single logit of a random network), whose rounding error follows the size of
 /// the terms that cancelled, not of the result.
-pub fn assert_close_above(what: &str, got: &netc_runtime::Tensor, expected: &netc_runtime::Tensor, floor: f32) {
+pub fn assert_close_above(
+    what: &str,
+    got: &netc_runtime::Tensor,
+    expected: &netc_runtime::Tensor,
+    floor: f32,
+) {
     assert_eq!(got.shape, expected.shape, "{what}: shape");
     let scale = expected.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(floor);
     let diff = got.data.iter().zip(&expected.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
