@@ -16,7 +16,7 @@ use netc_compiler::codegen::{
     compile, default_tile, pack_conv_weights, AlignedF32, CompileOptions, ConvPath, ConvPlan, ConvSpec, Isa,
     IsaChoice, KernelArgs, KernelRequest, KernelSpec,
 };
-use netc_compiler::ir::{Conv2d, ConvKind, FusedConv, Relu, WeightExpr, WinogradTile};
+use netc_compiler::ir::{ConvKind, FusedConv, WeightExpr, WinogradTile};
 use std::time::Instant;
 
 struct Shape {
@@ -59,24 +59,7 @@ fn spec(s: &Shape, kind: Option<ConvKind>) -> ConvSpec {
         (1, _) => ConvKind::StridedGemm1x1,
         _ => ConvKind::Direct,
     });
-    let op = FusedConv {
-        conv: Conv2d {
-            in_channels: s.cin,
-            out_channels: s.cout,
-            kernel: [s.k, s.k],
-            stride: [s.stride, s.stride],
-            padding: [s.k / 2, s.k / 2],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-        },
-        kind,
-        prologue: None,
-        affine: false,
-        residual: s.residual,
-        post_affine: false,
-        relu: Relu::All,
-    };
+    let op = FusedConv { residual: s.residual, ..FusedConv::square(s.cin, s.cout, s.k, s.stride, kind) };
     ConvSpec::contiguous(op, [s.cin, s.hw, s.hw]).expect("valid shape")
 }
 

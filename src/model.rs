@@ -96,8 +96,7 @@ impl Model {
         let bundle = Arc::new(Bundle::open(path.as_ref())?);
         let program = bundle.program()?;
         let weights = WeightBuf::from_bundle(&bundle, &program)?;
-        let proved = options.isa.resolve().is_ok_and(|isa| bundle.bounds_proved_for(isa));
-        Model::build(program, weights, options, proved, start)
+        Model::build(program, weights, options, bundle.bounds_proved(options.isa), start)
     }
 
     /// Compiles a `.net` model with its weights (safetensors with the model's scoped names).

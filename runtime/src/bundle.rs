@@ -280,6 +280,12 @@ impl Bundle {
         &self.manifest
     }
 
+    /// Whether `netc compile` proved every kernel in bounds for the ISA `choice` resolves to on
+    /// this machine.
+    pub fn bounds_proved(&self, choice: netc_compiler::codegen::IsaChoice) -> bool {
+        choice.resolve().is_ok_and(|isa| self.bounds_proved_for(isa))
+    }
+
     /// Whether `netc compile` proved every kernel in bounds for `isa` when it wrote the bundle.
     pub fn bounds_proved_for(&self, isa: Isa) -> bool {
         self.manifest["bounds_proved"]

@@ -107,7 +107,7 @@ impl Source {
             netc::Options { threads: Some(threads), isa: isa.isa, check_bounds, ..Default::default() };
         // A bundle's kernels were proved by `netc compile` for the ISAs it records.
         let proved = match self {
-            Source::Bundle(b) => isa.isa.resolve().is_ok_and(|i| b.bounds_proved_for(i)),
+            Source::Bundle(b) => b.bounds_proved(isa.isa),
             Source::Net { .. } => false,
         };
         Ok(netc::Model::from_program(program, weights, &options, proved)?)

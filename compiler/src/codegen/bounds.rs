@@ -385,6 +385,7 @@ pub fn check(
 ) -> Result<(), BoundsError> {
     let forms = std::cell::RefCell::new(vec![None; func.dfg.num_values()]);
     let dominated = dominated_blocks(func);
+    let order: HashMap<Block, usize> = func.layout.blocks().enumerate().map(|(i, b)| (b, i)).collect();
     let run = |item: Option<usize>| {
         let mut analysis = Analysis {
             func,
@@ -396,6 +397,7 @@ pub fn check(
             generation: std::cell::Cell::new(1),
             forms: &forms,
             dominated: &dominated,
+            order: &order,
         };
         analysis.fixpoint()?;
         analysis.verify(footprint)
@@ -442,6 +444,8 @@ struct Analysis<'a> {
     entries: HashMap<Block, Entry>,
     /// The blocks each block strictly dominates, by block index.
     dominated: &'a [Vec<Block>],
+    /// Each block's position in the layout (the worklist's order).
+    order: &'a HashMap<Block, usize>,
 }
 
 /// For each block (by index), the blocks it strictly dominates.
@@ -467,10 +471,6 @@ fn dominated_blocks(func: &Function) -> Vec<Vec<Block>> {
 }
 
 impl Analysis<'_> {
-    fn order(&self) -> HashMap<Block, usize> {
-        self.func.layout.blocks().enumerate().map(|(i, b)| (b, i)).collect()
-    }
-
     fn fixpoint(&mut self) -> Result<(), BoundsError> {
         let entry =
             self.func.layout.entry_block().ok_or_else(|| BoundsError("the kernel has no code".into()))?;
@@ -493,7 +493,7 @@ impl Analysis<'_> {
             return Err(BoundsError("the kernel does not have the kernel ABI's seven arguments".into()));
         }
         self.entries.insert(entry, Entry { params, facts: Facts::default() });
-        let order = self.order();
+        let order = self.order;
         let mut visits: HashMap<Block, usize> = HashMap::new();
         let mut item_loop = None;
         let mut work: BTreeSet<(usize, Block)> = BTreeSet::from([(order[&entry], entry)]);

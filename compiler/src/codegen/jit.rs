@@ -48,6 +48,21 @@ pub struct CompileOptions {
     pub check_bounds: bool,
 }
 
+/// The first request of each distinct spec, and for every request the first one with its spec.
+fn distinct_specs(requests: &[KernelRequest]) -> (Vec<usize>, Vec<usize>) {
+    let mut distinct: Vec<usize> = Vec::new();
+    let same = (0..requests.len())
+        .map(|i| match distinct.iter().copied().find(|&d| requests[d].spec == requests[i].spec) {
+            Some(d) => d,
+            None => {
+                distinct.push(i);
+                i
+            }
+        })
+        .collect();
+    (distinct, same)
+}
+
 /// Batch sizes every kernel's accesses are proved in bounds for (see [`super::bounds`]).
 const CHECKED_BATCHES: [usize; 2] = [1, 2];
 
@@ -63,12 +78,8 @@ fn check_bounds(name: &str, func: &Function, buffers: &[Buffers], tiles: &Tiles)
 /// Proves every distinct kernel of `requests` in bounds for `isa` (see [`super::bounds`]) without
 /// compiling machine code, on up to `threads` threads; returns how many distinct kernels it proved.
 pub fn check_program(requests: &[KernelRequest], isa: Isa, threads: usize) -> Result<usize, CodegenError> {
-    let mut distinct: Vec<&KernelRequest> = Vec::new();
-    for req in requests {
-        if !distinct.iter().any(|d| d.spec == req.spec) {
-            distinct.push(req);
-        }
-    }
+    let distinct: Vec<&KernelRequest> =
+        distinct_specs(requests).0.into_iter().map(|i| &requests[i]).collect();
     let threads = threads.clamp(1, distinct.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<(), CodegenError>> = std::thread::scope(|scope| {
@@ -240,19 +251,12 @@ impl Drop for CompiledKernels {
 /// modules of its own.
 pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<CompiledKernels, CodegenError> {
     let target_isa = options.isa.resolve()?;
-    // `same[i]`: the first request with `requests[i]`'s spec, the one that is compiled.
-    let mut distinct: Vec<usize> = Vec::new();
-    let same: Vec<usize> = (0..requests.len())
-        .map(|i| {
-            let found = (!options.keep_clif)
-                .then(|| distinct.iter().copied().find(|&d| requests[d].spec == requests[i].spec))
-                .flatten();
-            found.unwrap_or_else(|| {
-                distinct.push(i);
-                i
-            })
-        })
-        .collect();
+    // `same[i]`: the request compiled for `requests[i]` (every one when CLIF is kept).
+    let (distinct, same) = if options.keep_clif {
+        ((0..requests.len()).collect(), (0..requests.len()).collect())
+    } else {
+        distinct_specs(requests)
+    };
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

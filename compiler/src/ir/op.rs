@@ -121,6 +121,31 @@ pub struct FusedConv {
     pub relu: Relu,
 }
 
+impl FusedConv {
+    /// A square `k x k` convolution with bias, stride `stride`, padding `k / 2`, one group and a
+    /// ReLU, nothing else fused: the usual starting point of kernel tests and benchmarks.
+    pub fn square(cin: usize, cout: usize, k: usize, stride: usize, kind: ConvKind) -> FusedConv {
+        FusedConv {
+            conv: Conv2d {
+                in_channels: cin,
+                out_channels: cout,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [k / 2, k / 2],
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+            },
+            kind,
+            prologue: None,
+            affine: false,
+            residual: false,
+            post_affine: false,
+            relu: Relu::All,
+        }
+    }
+}
+
 /// A fully connected layer with its ReLU fused (`linear.bias` says whether a bias is added).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusedLinear {

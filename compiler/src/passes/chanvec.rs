@@ -74,7 +74,7 @@ impl Pass for ChanVec {
                 continue;
             }
             let (pixels, channels) = estimates(f, oh, ow, target);
-            let choice = if chooses(f, oh, ow, target) { "chanvec" } else { "pixels in lanes" };
+            let choice = if channels >= pixels + fit(target).margin { "chanvec" } else { "pixels in lanes" };
             notes.push(format!(
                 "{}: {} channels @{oh}x{ow}, K {}, for {target}: pixels in lanes {:.0}% of peak, channels {:.0}% -> {choice}",
                 node.name,
@@ -159,27 +159,9 @@ fn estimates(f: &FusedConv, oh: usize, ow: usize, target: Isa) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Conv2d, Relu};
 
     fn conv(kind: ConvKind, cin: usize, cout: usize, k: usize, stride: usize) -> FusedConv {
-        FusedConv {
-            conv: Conv2d {
-                in_channels: cin,
-                out_channels: cout,
-                kernel: [k, k],
-                stride: [stride, stride],
-                padding: [k / 2, k / 2],
-                dilation: [1, 1],
-                groups: 1,
-                bias: true,
-            },
-            kind,
-            prologue: None,
-            affine: false,
-            residual: false,
-            post_affine: false,
-            relu: Relu::All,
-        }
+        FusedConv::square(cin, cout, k, stride, kind)
     }
 
     #[test]

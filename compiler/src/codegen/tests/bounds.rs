@@ -10,44 +10,11 @@ use crate::codegen::jit::check_against;
 use crate::codegen::{
     ConvSpec, EltwiseOp, EltwiseSpec, Isa, KernelSpec, LinearSpec, LrnSpec, PoolKind, PoolSpec, SoftmaxSpec,
 };
-use crate::ir::{Conv2d, ConvKind, FusedConv, FusedLinear, Linear, Relu, WinogradTile};
+use crate::ir::{ConvKind, FusedConv, FusedLinear, Linear, WinogradTile};
 
-fn conv(
-    cin: usize,
-    cout: usize,
-    hw: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    kind: ConvKind,
-) -> KernelSpec {
-    let op = FusedConv {
-        conv: Conv2d {
-            in_channels: cin,
-            out_channels: cout,
-            kernel: [k, k],
-            stride: [stride, stride],
-            padding: [pad, pad],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-        },
-        kind,
-        prologue: None,
-        affine: false,
-        residual: true,
-        post_affine: false,
-        relu: Relu::All,
-    };
-    let mut spec = ConvSpec {
-        op,
-        input: [cin, hw, hw],
-        in_stride: 0,
-        out_stride: 0,
-        res_stride: 0,
-        tile: None,
-        order: None,
-    };
+fn conv(cin: usize, cout: usize, hw: usize, k: usize, stride: usize, kind: ConvKind) -> KernelSpec {
+    let op = FusedConv { residual: true, ..FusedConv::square(cin, cout, k, stride, kind) };
+    let mut spec = ConvSpec::contiguous(op, [cin, hw, hw]).expect("a valid convolution");
     let [co, oh, ow] = spec.output().expect("a valid convolution");
     // Samples further apart than their values, as inside a concatenation.
     (spec.in_stride, spec.out_stride, spec.res_stride) =
@@ -71,14 +38,14 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         })
     };
     vec![
-        ("gemm1x1", conv(24, 40, 9, 1, 1, 0, ConvKind::Gemm1x1)),
-        ("strided 1x1", conv(24, 40, 9, 1, 2, 0, ConvKind::StridedGemm1x1)),
-        ("row panel 3x3", conv(7, 19, 11, 3, 1, 1, ConvKind::Direct)),
-        ("row panel 7x7 stride 2", conv(3, 16, 23, 7, 2, 3, ConvKind::Direct)),
-        ("winograd F2", conv(17, 20, 13, 3, 1, 1, ConvKind::Winograd(WinogradTile::F2))),
-        ("winograd F4", conv(17, 20, 13, 3, 1, 1, ConvKind::Winograd(WinogradTile::F4))),
-        ("chanvec 1x1", conv(40, 48, 7, 1, 1, 0, ConvKind::ChanVec)),
-        ("chanvec 3x3", conv(9, 32, 7, 3, 1, 1, ConvKind::ChanVec)),
+        ("gemm1x1", conv(24, 40, 9, 1, 1, ConvKind::Gemm1x1)),
+        ("strided 1x1", conv(24, 40, 9, 1, 2, ConvKind::StridedGemm1x1)),
+        ("row panel 3x3", conv(7, 19, 11, 3, 1, ConvKind::Direct)),
+        ("row panel 7x7 stride 2", conv(3, 16, 23, 7, 2, ConvKind::Direct)),
+        ("winograd F2", conv(17, 20, 13, 3, 1, ConvKind::Winograd(WinogradTile::F2))),
+        ("winograd F4", conv(17, 20, 13, 3, 1, ConvKind::Winograd(WinogradTile::F4))),
+        ("chanvec 1x1", conv(40, 48, 7, 1, 1, ConvKind::ChanVec)),
+        ("chanvec 3x3", conv(9, 32, 7, 3, 1, ConvKind::ChanVec)),
         (
             "linear",
             KernelSpec::Linear(LinearSpec {
@@ -184,11 +151,10 @@ fn an_input_one_float_short_is_caught() {
 #[test]
 fn a_kernel_for_a_larger_input_than_its_buffers_is_caught() {
     for isa in host_isas() {
-        for (kind, k, pad) in [(ConvKind::Gemm1x1, 1, 0), (ConvKind::Direct, 3, 1), (ConvKind::ChanVec, 3, 1)]
-        {
+        for (kind, k) in [(ConvKind::Gemm1x1, 1), (ConvKind::Direct, 3), (ConvKind::ChanVec, 3)] {
             // Generated for a 16x16 input, run on buffers laid out for 14x14.
-            let wrong = conv(16, 32, 16, k, 1, pad, kind);
-            let right = conv(16, 32, 14, k, 1, pad, kind);
+            let wrong = conv(16, 32, 16, k, 1, kind);
+            let right = conv(16, 32, 14, k, 1, kind);
             let e = check_against(&wrong, isa, &buffers(&right, isa)).expect_err("must be caught");
             assert!(e.to_string().contains("static bounds check"), "{e}");
         }
@@ -198,7 +164,7 @@ fn a_kernel_for_a_larger_input_than_its_buffers_is_caught() {
 #[test]
 fn too_little_scratch_is_caught() {
     for isa in host_isas() {
-        for (name, spec) in kernels().into_iter().filter(|(_, s)| s.scratch_floats(Isa::Sse) > 0) {
+        for (name, spec) in kernels().into_iter().filter(|(_, s)| s.scratch_floats(isa) > 0) {
             let e = error_with(&spec, isa, |b| b.scratch /= 2);
             assert!(e.contains("the scratch"), "{name} on {isa}: {e:?}");
         }

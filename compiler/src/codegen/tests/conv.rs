@@ -389,24 +389,7 @@ fn conv_machine_code_has_vector_fma() {
 }
 
 fn case_op(cin: usize, cout: usize, k: usize) -> FusedConv {
-    FusedConv {
-        conv: Conv2d {
-            in_channels: cin,
-            out_channels: cout,
-            kernel: [k, k],
-            stride: [1, 1],
-            padding: [k / 2, k / 2],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-        },
-        kind: ConvKind::Direct,
-        prologue: None,
-        affine: false,
-        residual: false,
-        post_affine: false,
-        relu: Relu::All,
-    }
+    FusedConv::square(cin, cout, k, 1, ConvKind::Direct)
 }
 
 /// Stride-1 row panels whose output rows are one column axis ("flat", chosen where it stores more

@@ -404,8 +404,9 @@ pub(crate) struct Tiles<'m> {
     assembled: Vec<AssembledTile>,
     /// The first failure while emitting the current kernel (see [`Tiles::take_error`]).
     error: Option<CodegenError>,
-    /// Each defined routine's footprint, by function index (for the bounds check).
-    footprints: HashMap<u32, Footprint>,
+    /// Each defined routine by function index (its footprint is computed only when the bounds
+    /// check asks).
+    by_index: HashMap<u32, Routine>,
 }
 
 impl<'m> Tiles<'m> {
@@ -416,7 +417,7 @@ impl<'m> Tiles<'m> {
             defined: HashMap::new(),
             assembled: Vec::new(),
             error: None,
-            footprints: HashMap::new(),
+            by_index: HashMap::new(),
         }
     }
 
@@ -429,7 +430,7 @@ impl<'m> Tiles<'m> {
     /// The footprint of the routine defined as function `index` of the module, `None` for any
     /// other function (see [`crate::codegen::bounds`]).
     pub fn footprint(&self, index: u32) -> Option<Footprint> {
-        self.footprints.get(&index).cloned()
+        self.by_index.get(&index).map(Routine::footprint)
     }
 
     /// The tiles assembled since the last call (each distinct spec once per module).
@@ -500,7 +501,7 @@ impl<'m> Tiles<'m> {
                     .define_function_bytes(id, 64, &code, &[])
                     .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
                 self.assembled.push(AssembledTile { name: format!("{name}: {}", routine.label()), code });
-                self.footprints.insert(id.as_u32(), routine.footprint());
+                self.by_index.insert(id.as_u32(), routine.clone());
                 self.defined.insert(routine, id);
                 id
             }
