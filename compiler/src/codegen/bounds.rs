@@ -6,7 +6,7 @@
 //! offending access, never run.
 //!
 //! ## What the analysis knows
-//! The kernel ABI ([`super::jit::KernelFn`]): argument 0 is the table of input pointers, 1 the
+//! The kernel ABI ([`super::KernelFn`]): argument 0 is the table of input pointers, 1 the
 //! output, 2 the table of weight pointers, 3 the calling thread's scratch, 4 and 5 the work items
 //! `begin..end` (any sub-range of `0..work_items(batch)`), 6 the batch. The buffers' sizes come from
 //! the spec alone ([`Buffers::of`]): input `i` holds `(batch - 1) * stride_i + len_i` floats from
@@ -375,7 +375,7 @@ const LEARN_DEPTH: u32 = 4;
 /// Rounds of a block's entry growing before its growing bounds are widened.
 const WIDEN_AFTER: usize = 1;
 
-/// Proves every memory access of `func` (a kernel with the [`super::jit::KernelFn`] ABI) inside
+/// Proves every memory access of `func` (a kernel with the [`super::KernelFn`] ABI) inside
 /// `buffers`; `footprint` gives each called assembled routine's footprint (`None`: a helper that
 /// takes no pointers).
 pub fn check(

@@ -2,7 +2,7 @@
 //! code memory, and hand out callable kernels owned by [`CompiledKernels`].
 //!
 //! The target ISA is resolved once ([`CompileOptions::isa`]); each kernel gets the implementation
-//! the [`registry`](super::registry) picks for it. Kernels are compiled in one `JITModule` per
+//! the [`registry`] picks for it. Kernels are compiled in one `JITModule` per
 //! optimisation level (the Cranelift target, and so the opt level, is per module; see
 //! [`OptLevel`]); the assembled tiles a kernel calls are defined in its module. `CompiledKernels`
 //! owns the modules and frees their code memory when dropped; the function pointers are only

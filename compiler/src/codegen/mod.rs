@@ -380,11 +380,12 @@ impl KernelSpec {
     }
 
     /// Which Cranelift optimisation level the family is compiled with (see [`isa::OptLevel`]):
-    /// `None` for the register-blocked GEMM families (the order the generator chose matters),
+    /// `None` for the register-blocked GEMM families (the order the generator chose matters) and
+    /// pooling (whose loop-invariant address arithmetic the optimiser sank into the inner loops),
     /// `Speed` for the others, whose loops benefit from GVN/LICM of address arithmetic.
     pub fn opt_level(&self) -> isa::OptLevel {
         match self {
-            KernelSpec::Conv(_) | KernelSpec::Linear(_) => isa::OptLevel::None,
+            KernelSpec::Conv(_) | KernelSpec::Linear(_) | KernelSpec::Pool(_) => isa::OptLevel::None,
             _ => isa::OptLevel::Speed,
         }
     }

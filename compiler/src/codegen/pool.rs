@@ -17,12 +17,21 @@
 //! `ow + (kw*dw) / sw` of phase `(kw*dw) % sw` and four consecutive outputs are one vector load
 //! per tap, with no branch. A NaN anywhere in a window makes the output NaN, as in PyTorch. Average
 //! and adaptive pooling, a small share of any seed model's time, stay scalar.
+//!
+//! With dilation 1 (every seed model's max pools) a faster path runs first ([`row_max_plane`]):
+//! per output row, the column-wise maximum of the window's rows into one padded phase row, then
+//! the maximum along it, `KH + KW` vector loads per four outputs instead of `KH * KW` and no
+//! per-tap NaN test; a plane in which it saw a NaN is recomputed by the exact path above.
+//! Pooling kernels are compiled without Cranelift's egraph optimiser ([`super::KernelSpec::opt_level`]):
+//! the generator already places address arithmetic outside the loops, and the optimiser was seen
+//! to sink it back into the innermost loop (row clamps and plane offsets recomputed per vector).
 
 use super::cx::{KernelCx, LANES, VEC};
 use super::rows::{copy_run, fill_run};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::types::{F32, I32X4, I64, I8};
 use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -221,14 +230,11 @@ fn adaptive(cx: &mut KernelCx, spec: &PoolSpec, x: Value, oh: Value, ow: Value) 
     cx.b.ins().fdiv(s, count)
 }
 
-/// Max pooling over padded phase rows (see the module documentation).
+/// Max pooling: the row-max fast path where it applies, else the exact padded-rows path.
 fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
     let [c, h, w] = spec.input;
     let [_, oh_n, ow_n] = spec.output;
-    let ([kh_n, kw_n], [sh, sw], [dh, dw]) = (spec.kernel, spec.stride, spec.dilation);
-    let [ph, pw] = spec.padding;
-    let m = MaxRows::new(spec);
-    let row_len = m.row_len();
+    let fast = RowMax::applies(spec);
     let x0 = cx.ptr_at(cx.inputs, 0);
     cx.for_items(|cx, item| {
         let (n, ch) = cx.divmod(item, c);
@@ -236,6 +242,24 @@ fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
         let x = cx.offset(x, ch, h * w);
         let y = cx.offset(cx.output, n, spec.out_stride);
         let y = cx.offset(y, ch, oh_n * ow_n);
+        if fast {
+            let saw_nan = row_max_plane(cx, spec, x, y);
+            cx.if_then(saw_nan, |cx| exact_plane(cx, spec, x, y));
+        } else {
+            exact_plane(cx, spec, x, y);
+        }
+    });
+}
+
+/// One channel plane by padded phase rows with a NaN test per tap (see the module documentation).
+fn exact_plane(cx: &mut KernelCx, spec: &PoolSpec, x: Value, y: Value) {
+    let [_, h, w] = spec.input;
+    let [_, oh_n, ow_n] = spec.output;
+    let ([kh_n, kw_n], [sh, sw], [dh, dw]) = (spec.kernel, spec.stride, spec.dilation);
+    let [ph, pw] = spec.padding;
+    let m = MaxRows::new(spec);
+    let row_len = m.row_len();
+    {
         // Fill: padded row r is input row r - ph; phase f, column col is padded column col*sw + f.
         let (r0, r1) = (cx.ic(0), cx.ic(m.rows as i64));
         cx.for_range(r0, r1, 1, "fill: padded rows", |cx, r| {
@@ -305,5 +329,184 @@ fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
                 vector(cx, col, ow_n % LANES);
             }
         });
+    }
+}
+
+/// The row-max fast path of a max pool with dilation 1: one padded, phase-split scratch row per
+/// output row holding the column-wise maximum of the window's input rows.
+struct RowMax {
+    phase_slot: Vec<Option<usize>>,
+    /// Floats per phase row (as [`MaxRows`]).
+    sw_len: usize,
+}
+
+impl RowMax {
+    /// Whether the fast path computes `spec` exactly: dilation 1, and every window holds at least
+    /// one input row (so clamping its row indices into the input only repeats rows it holds,
+    /// which leaves the maximum unchanged). PyTorch's constraints (padding at most half the
+    /// kernel, a ceil-mode window starting inside the input) imply the latter.
+    fn applies(spec: &PoolSpec) -> bool {
+        let [_, h, _] = spec.input;
+        let [_, oh, _] = spec.output;
+        let ([kh, _], [sh, _], [ph, _]) = (spec.kernel, spec.stride, spec.padding);
+        spec.dilation == [1, 1] && ph < kh && (oh - 1) * sh < h + ph
+    }
+
+    fn new(spec: &PoolSpec) -> RowMax {
+        let rows = MaxRows::new(spec);
+        RowMax { phase_slot: rows.phase_slot, sw_len: rows.sw_len }
+    }
+}
+
+/// Max pooling of one channel plane in two passes per output row, without a per-tap NaN test:
+/// the column-wise maximum of the `KH` input rows of the window (row indices clamped into the
+/// input, see [`RowMax::applies`]) goes into padded phase rows as the exact path's, then `KW`
+/// vector loads per four outputs take the maximum along the row. `KH + KW` loads per output
+/// vector instead of `KH * KW`, and no scratch copy of the whole plane. `maxps` does not
+/// propagate NaN, so every loaded input vector is tested for NaN (one compare per two vectors)
+/// and the returned flag says whether any was; the caller then recomputes the plane exactly.
+fn row_max_plane(cx: &mut KernelCx, spec: &PoolSpec, x: Value, y: Value) -> Value {
+    let [_, h, w] = spec.input;
+    let [_, oh_n, ow_n] = spec.output;
+    let ([kh_n, kw_n], [sh, sw]) = (spec.kernel, spec.stride);
+    let [ph, pw] = spec.padding;
+    let rm = RowMax::new(spec);
+    let no_nan = cx.fconst(VEC, 0.0);
+    let nan_v = cx.var(VEC, no_nan);
+    let no = cx.b.ins().iconst(I8, 0);
+    let nan_s = cx.var(I8, no);
+    let (zero, oh_hi) = (cx.ic(0), cx.ic(oh_n as i64));
+    cx.for_range(zero, oh_hi, 1, "row max: output rows", |cx, oh| {
+        let hs = cx.b.ins().imul_imm_s(oh, sh as i64);
+        let hs = cx.b.ins().iadd_imm_s(hs, -(ph as i64));
+        let (first, last) = (cx.ic(0), cx.ic(h as i64 - 1));
+        let rows: Vec<Value> = (0..kh_n)
+            .map(|k| {
+                let r = cx.b.ins().iadd_imm_s(hs, k as i64);
+                let r = cx.imax(r, first);
+                let r = cx.imin(r, last);
+                cx.offset(x, r, w)
+            })
+            .collect();
+        let dst = cx.scratch;
+        for (f, slot) in rm.phase_slot.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let lo = pw.saturating_sub(f).div_ceil(sw).min(rm.sw_len);
+            let hi = (w + pw).saturating_sub(f).div_ceil(sw).clamp(lo, rm.sw_len);
+            let at = slot * rm.sw_len;
+            fill_run(cx, dst, at, lo, f32::NEG_INFINITY);
+            let run = MaxRun { from: lo * sw + f - pw, step: sw, row: w, at: at + lo, len: hi - lo };
+            max_rows_run(cx, &rows, &run, dst, (nan_v, nan_s));
+            fill_run(cx, dst, at + hi, rm.sw_len - hi, f32::NEG_INFINITY);
+        }
+        let out_row = cx.b.ins().imul_imm_s(oh, ow_n as i64);
+        let out_row = cx.offset(y, out_row, 1);
+        let vector = |cx: &mut KernelCx, col: Value, lanes: usize| {
+            let base = cx.offset(dst, col, 1);
+            let mut acc = None;
+            for q in 0..kw_n {
+                let slot = rm.phase_slot[q % sw].expect("every tap's phase has a slot");
+                let v = cx.load_v(base, slot * rm.sw_len + q / sw);
+                acc = Some(match acc {
+                    Some(a) => cx.max(a, v),
+                    None => v,
+                });
+            }
+            let out = cx.offset(out_row, col, 1);
+            cx.store_lanes(acc.expect("a window has a tap"), out, 0, lanes);
+        };
+        let full = ow_n / LANES;
+        if full > 0 {
+            let (v0, v1) = (cx.ic(0), cx.ic((full * LANES) as i64));
+            cx.for_range(v0, v1, LANES as i64, "row max: output vectors", |cx, col| vector(cx, col, LANES));
+        }
+        if ow_n % LANES > 0 {
+            let col = cx.ic((full * LANES) as i64);
+            vector(cx, col, ow_n % LANES);
+        }
+    });
+    let v = cx.b.use_var(nan_v);
+    let v = cx.bitcast(I32X4, v);
+    let any_v = cx.b.ins().vany_true(v);
+    let any_s = cx.b.use_var(nan_s);
+    cx.b.ins().bor(any_v, any_s)
+}
+
+/// A run of one phase row: `len` floats from columns `from + i * step` of input rows of `row`
+/// floats, stored from `at` of the scratch row.
+struct MaxRun {
+    from: usize,
+    step: usize,
+    row: usize,
+    at: usize,
+    len: usize,
+}
+
+/// Stores at `dst + run.at + i` the maximum over `rows` of `row[run.from + i * run.step]`, and
+/// ORs into `nan` (a vector and a scalar flag) whether any loaded float is NaN. Reads stay inside
+/// each row. Stride 1 is one vector load per row and four outputs; stride 2 de-interleaves two
+/// vectors per row and four outputs; other strides gather float by float.
+fn max_rows_run(cx: &mut KernelCx, rows: &[Value], run: &MaxRun, dst: Value, nan: (Variable, Variable)) {
+    let srcs: Vec<Value> = rows.iter().map(|&r| cx.add_floats(r, run.from)).collect();
+    let dst = cx.add_floats(dst, run.at);
+    let per_vector = match run.step {
+        1 => Some(LANES),
+        2 => Some(2 * LANES),
+        _ => None,
+    };
+    // Whole vectors whose loads stay inside the row.
+    let vecs =
+        per_vector.map_or(0, |floats| (run.len / LANES).min(run.row.saturating_sub(run.from) / floats));
+    if vecs > 0 {
+        cx.for_count(vecs, "row max: column maxima", |cx, i| {
+            let floats = per_vector.expect("a vector path");
+            let mut tested: Vec<Value> = Vec::new();
+            let mut halves = [None, None];
+            for &s in &srcs {
+                let s = cx.offset(s, i, floats);
+                for (half, acc) in halves.iter_mut().enumerate().take(floats / LANES) {
+                    let v = cx.load_v(s, half * LANES);
+                    tested.push(v);
+                    *acc = Some(match *acc {
+                        Some(a) => cx.max(a, v),
+                        None => v,
+                    });
+                }
+            }
+            for pair in tested.chunks(2) {
+                let unordered = cx.b.ins().fcmp(FloatCC::Unordered, pair[0], pair[pair.len() - 1]);
+                let unordered = cx.bitcast(VEC, unordered);
+                let seen = cx.b.use_var(nan.0);
+                let seen = cx.b.ins().bor(seen, unordered);
+                cx.b.def_var(nan.0, seen);
+            }
+            let v = match halves {
+                [Some(a), Some(b)] => cx.shuffle(a, b, [0, 2, 4, 6]),
+                [Some(a), None] => a,
+                _ => unreachable!("at least one row"),
+            };
+            let d = cx.offset(dst, i, LANES);
+            cx.store(v, d, 0);
+        });
+    }
+    let done = vecs * LANES;
+    let srcs: Vec<Value> = srcs.iter().map(|&s| cx.add_floats(s, done * run.step)).collect();
+    let dst = cx.add_floats(dst, done);
+    cx.for_count(run.len - done, "row max: gathered columns", |cx, i| {
+        let mut acc = None;
+        for &s in &srcs {
+            let s = cx.offset(s, i, run.step);
+            let v = cx.load_s(s, 0);
+            let unordered = cx.b.ins().fcmp(FloatCC::Unordered, v, v);
+            let seen = cx.b.use_var(nan.1);
+            let seen = cx.b.ins().bor(seen, unordered);
+            cx.b.def_var(nan.1, seen);
+            acc = Some(match acc {
+                Some(a) => cx.max(a, v),
+                None => v,
+            });
+        }
+        let d = cx.offset(dst, i, 1);
+        cx.store(acc.expect("at least one row"), d, 0);
     });
 }

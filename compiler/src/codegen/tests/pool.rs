@@ -134,34 +134,47 @@ fn max_pool() {
     check(PoolKind::Max, 2, [20, 31], 5, 3, 2, 1, true, [0, 0]);
 }
 
-/// A NaN in a window makes the window's maximum NaN (PyTorch's max_pool2d), wherever it is.
+/// A NaN in a window makes the window's maximum NaN (PyTorch's max_pool2d), wherever it is: in
+/// a vector of the row-max pass, in its gathered tail column, or in a plane of its own while the
+/// other planes of the tensor have none (each plane falls back to the exact path on its own).
 #[test]
 fn max_pool_propagates_nan() {
-    let (h, w) = (9, 11);
+    let (c, h, w) = (3, 9, 11);
     let spec = PoolSpec {
         kind: PoolKind::Max,
-        input: [1, h, w],
-        output: [1, 4, 5],
+        input: [c, h, w],
+        output: [c, 4, 5],
         kernel: [3, 3],
         stride: [2, 2],
         padding: [0, 0],
         dilation: [1, 1],
-        in_stride: h * w,
-        out_stride: 20,
+        in_stride: c * h * w,
+        out_stride: c * 20,
     };
     let k = compile_one(KernelSpec::Pool(spec.clone()));
-    let mut x: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
-    for at in [0, 2 * w + 5, 8 * w + 10] {
-        x[at] = f32::NAN;
+    let mut x: Vec<f32> = (0..c * h * w).map(|i| (i % 17) as f32 - 8.0).collect();
+    let nans = [(1, 0, 0), (1, 2, 5), (1, 8, 10), (2, 4, 10)];
+    for &(ch, y, z) in &nans {
+        x[(ch * h + y) * w + z] = f32::NAN;
     }
-    let got = run(&k, 1, &[&x], &[], 20);
-    for oy in 0..4 {
-        for ox in 0..5 {
-            let window_has_nan = [(0, 0), (2, 5), (8, 10)]
-                .iter()
-                .any(|&(y, z)| (oy * 2..oy * 2 + 3).contains(&y) && (ox * 2..ox * 2 + 3).contains(&z));
-            let v = got[oy * 5 + ox];
-            assert_eq!(v.is_nan(), window_has_nan, "output ({oy}, {ox}) = {v}");
+    let got = run(&k, 1, &[&x], &[], c * 20);
+    for ch in 0..c {
+        for oy in 0..4 {
+            for ox in 0..5 {
+                let (rows, cols) = (oy * 2..oy * 2 + 3, ox * 2..ox * 2 + 3);
+                let window_has_nan =
+                    nans.iter().any(|&(n, y, z)| n == ch && rows.contains(&y) && cols.contains(&z));
+                let v = got[ch * 20 + oy * 5 + ox];
+                if window_has_nan {
+                    assert!(v.is_nan(), "channel {ch} output ({oy}, {ox}) = {v}, want NaN");
+                } else {
+                    let x = &x;
+                    let want = rows
+                        .flat_map(|y| cols.clone().map(move |z| x[(ch * h + y) * w + z]))
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(v, want, "channel {ch} output ({oy}, {ox})");
+                }
+            }
         }
     }
 }
