@@ -32,6 +32,9 @@ pub enum Error {
     /// A tensor's shape and data disagree.
     #[error(transparent)]
     Tensor(#[from] netc_runtime::tensor::TensorError),
+    /// The graph cannot be exported to ONNX.
+    #[error(transparent)]
+    Export(#[from] crate::onnx::ExportError),
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -43,6 +43,7 @@
 
 mod error;
 mod model;
+pub mod onnx;
 
 pub use error::Error;
 #[cfg(feature = "frontend")]

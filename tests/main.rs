@@ -30,3 +30,6 @@ mod jit;
 
 // The library facade.
 mod library;
+
+// Export.
+mod onnx_export;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod compile;
 pub mod exec;
+pub mod export;
 pub mod init;
 pub mod ir;
 pub mod run;
