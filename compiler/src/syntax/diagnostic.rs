@@ -1,5 +1,6 @@
-//! Compiler diagnostics: what went wrong, where (file:line:col with the source line and a caret), and the
-//! chain of block instances that led there.
+//! Compiler diagnostics: what went wrong, where (file:line:col with the source line and a caret), the
+//! other places that explain it (secondary labels), the chain of block instances that led there, and
+//! `note:` / `help:` lines. Rendered by `annotate-snippets`, plain or coloured.
 
 use super::source::Location;
 use std::fmt;
@@ -59,78 +60,126 @@ pub struct TraceFrame {
     pub call_site: Option<Location>,
 }
 
+/// A secondary place in the source that explains the error (`first used here`, `this \`if\` has no
+/// \`else\``), underlined with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub location: Location,
+    pub message: String,
+}
+
 /// A front-end error with everything needed to show it to a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Diagnostic {
     pub kind: ErrorKind,
     pub message: String,
     pub location: Option<Location>,
+    /// What the primary caret says, if anything beyond the message.
+    pub primary_label: Option<String>,
+    /// Secondary places, shown with their own underline and message.
+    pub labels: Vec<Label>,
     /// Innermost block instance first.
     pub trace: Vec<TraceFrame>,
     pub notes: Vec<String>,
+    /// How to fix it: `help:` lines.
+    pub helps: Vec<String>,
 }
 
 impl Diagnostic {
     pub fn new(kind: ErrorKind, message: impl Into<String>, location: Option<Location>) -> Diagnostic {
-        Diagnostic { kind, message: message.into(), location, trace: Vec::new(), notes: Vec::new() }
+        Diagnostic {
+            kind,
+            message: message.into(),
+            location,
+            primary_label: None,
+            labels: Vec::new(),
+            trace: Vec::new(),
+            notes: Vec::new(),
+            helps: Vec::new(),
+        }
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Diagnostic {
         self.notes.push(note.into());
         self
     }
-}
 
-/// The most characters of a source line a diagnostic shows.
-const EXCERPT_CHARS: usize = 120;
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.helps.push(help.into());
+        self
+    }
 
-/// The part of `line` a diagnostic shows, with the caret's column and width in it: the whole line
-/// when short, else [`EXCERPT_CHARS`] characters around the caret, cut ends marked `...` (a
-/// machine-generated source can be one line of megabytes).
-fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
-    let len = line.chars().count();
-    if len <= EXCERPT_CHARS {
-        return (line.to_string(), col, width);
+    /// Adds a secondary label at `location`.
+    pub fn with_label(mut self, location: Location, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { location, message: message.into() });
+        self
     }
-    let start = (col - 1).saturating_sub(EXCERPT_CHARS / 3).min(len - EXCERPT_CHARS);
-    let end = start + EXCERPT_CHARS;
-    let mut text: String = line.chars().skip(start).take(EXCERPT_CHARS).collect();
-    let mut col = col - start;
-    if start > 0 {
-        text.insert_str(0, "...");
-        col += 3;
+
+    /// Sets what the primary caret says.
+    pub fn with_primary_label(mut self, message: impl Into<String>) -> Diagnostic {
+        self.primary_label = Some(message.into());
+        self
     }
-    if end < len {
-        text.push_str("...");
+
+    /// The diagnostic as text, with ANSI colours when `styled` (for a terminal).
+    pub fn render(&self, styled: bool) -> String {
+        use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+        let title = Level::ERROR.primary_title(self.message.as_str()).id(self.kind.code());
+        // The places to quote: the primary one first, then the secondary ones; places on the same
+        // quoted text share one snippet.
+        let mut places: Vec<(&Location, Option<&str>, bool)> = Vec::new();
+        if let Some(loc) = &self.location {
+            places.push((loc, self.primary_label.as_deref(), true));
+        }
+        places.extend(self.labels.iter().map(|l| (&l.location, Some(l.message.as_str()), false)));
+        let mut snippets: Vec<(&Location, Vec<annotate_snippets::Annotation<'_>>)> = Vec::new();
+        for (loc, label, primary) in places {
+            let kind = if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
+            let annotation = kind.span(loc.range.clone()).label(label);
+            match snippets
+                .iter_mut()
+                .find(|(l, _)| l.path == loc.path && l.line == loc.line && l.excerpt == loc.excerpt)
+            {
+                Some((_, annotations)) => annotations.push(annotation),
+                None => snippets.push((loc, vec![annotation])),
+            }
+        }
+        let mut group = annotate_snippets::Group::with_title(title);
+        for (loc, annotations) in snippets {
+            group = group.element(
+                Snippet::source(loc.excerpt.as_str())
+                    .line_start(loc.line)
+                    .path(loc.path.as_str())
+                    .fold(false)
+                    .annotations(annotations),
+            );
+        }
+        let trace: Vec<String> = self
+            .trace
+            .iter()
+            .map(|frame| match &frame.call_site {
+                Some(site) => format!("in {} ({site})", frame.description),
+                None => format!("in {}", frame.description),
+            })
+            .collect();
+        for t in &trace {
+            group = group.element(Level::NOTE.no_name().message(t.as_str()));
+        }
+        for note in &self.notes {
+            group = group.element(Level::NOTE.message(note.as_str()));
+        }
+        for help in &self.helps {
+            group = group.element(Level::HELP.message(help.as_str()));
+        }
+        let renderer = if styled { Renderer::styled() } else { Renderer::plain() };
+        let mut text = renderer.render(&[group]);
+        text.push('\n');
+        text
     }
-    let width = width.min(EXCERPT_CHARS + 1 - (col - if start > 0 { 3 } else { 0 })).max(1);
-    (text, col, width)
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error[{}]: {}", self.kind.code(), self.message)?;
-        if let Some(loc) = &self.location {
-            let gutter = loc.line.to_string().len();
-            let pad = " ".repeat(gutter);
-            writeln!(f, "{pad}--> {loc}")?;
-            writeln!(f, "{pad} |")?;
-            let (text, col, width) = excerpt(&loc.line_text, loc.col, loc.width);
-            writeln!(f, "{} | {text}", loc.line)?;
-            // Keep tabs in the prefix so the caret lines up under the source.
-            let prefix: String =
-                text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            writeln!(f, "{pad} | {prefix}{}", "^".repeat(width))?;
-        }
-        for frame in &self.trace {
-            match &frame.call_site {
-                Some(site) => writeln!(f, "  = in {} ({site})", frame.description)?,
-                None => writeln!(f, "  = in {}", frame.description)?,
-            }
-        }
-        for note in &self.notes {
-            writeln!(f, "  = note: {note}")?;
-        }
-        Ok(())
+        f.write_str(&self.render(false))
     }
 }
