@@ -234,3 +234,26 @@ fn a_network_returns_a_tuple_of_outputs_in_order() {
     let names: Vec<&str> = g.outputs.iter().map(|o| g.node(o.value.producer()).name.as_str()).collect();
     assert_eq!(names, ["maxpool", "relu"]);
 }
+
+#[test]
+fn a_utf8_byte_order_mark_is_ignored() {
+    let text = "network n(x: [3, 4, 4]) { x |> relu }";
+    let with_bom = graph(&format!("\u{feff}{text}"));
+    assert_eq!(netc_compiler::ir::print::to_text(&with_bom), netc_compiler::ir::print::to_text(&graph(text)));
+    // Only a leading mark: one inside the text is still not a token.
+    assert!(compile_text("network n(x: [3, 4, 4]) { \u{feff}x |> relu }").is_err());
+}
+
+#[test]
+fn an_if_without_else_is_a_statement() {
+    let g = graph("network n(x: [3, 8, 8]) { y = x \n if x.c == 3 { y = y |> relu } \n if x.c == 4 { y = y |> flatten } \n y }");
+    assert_eq!(ops(&g), ["input", "relu"]);
+    assert!(compile_text("network n(x: [3, 8, 8]) { y = if x.c == 3 { x |> relu } \n y }").is_err());
+}
+
+#[test]
+fn a_named_tensor_must_be_used_unless_its_name_starts_with_an_underscore() {
+    assert!(compile_text("network n(x: [3, 8, 8]) { y = x |> relu \n x |> maxpool(2) }").is_err());
+    let g = graph("network n(x: [3, 8, 8]) { _y = x |> relu \n x |> maxpool(2) }");
+    assert_eq!(output_shape(&g), Shape::chw(3, 4, 4));
+}

@@ -103,8 +103,35 @@ fn syntax_error(sources: &SourceMap, file: FileId, e: pest::error::Error<Rule>) 
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
     let span = Span::new(file, start, token_end.max(end));
-    Diagnostic::new(ErrorKind::Syntax, message, Some(sources.locate(span)))
+    let mut d = Diagnostic::new(ErrorKind::Syntax, message, Some(sources.locate(span)));
+    let word = &text[start..token_end.max(end)];
+    if KEYWORDS.contains(&word) && d.message.contains("expected a name") {
+        d = d
+            .with_primary_label(format!("`{word}` is a reserved word"))
+            .with_help(format!("choose another name, such as `{word}_c`"));
+    }
+    d
 }
+
+/// The reserved words of the language (the grammar's `keyword` rule).
+const KEYWORDS: &[&str] = &[
+    "use",
+    "block",
+    "network",
+    "for",
+    "in",
+    "as",
+    "if",
+    "else",
+    "scope",
+    "sequential",
+    "train",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+];
 
 /// Rules that would only continue an expression already complete (operators, postfixes).
 fn is_continuation(rule: Rule) -> bool {
@@ -313,8 +340,40 @@ impl Walker<'_> {
 
     fn body(&self, pair: Pair<Rule>) -> PResult<Body> {
         let span = self.span(&pair);
-        let stmts = pair.into_inner().map(|s| self.stmt(s)).collect::<PResult<_>>()?;
+        let stmts: Vec<Stmt> = pair.into_inner().map(|s| self.stmt(s)).collect::<PResult<_>>()?;
+        for s in &stmts {
+            self.check_index_after_scope(s)?;
+        }
         Ok(Body { stmts, span })
+    }
+
+    /// `@layer1[0]` is the statement `... @layer1` followed by the list `[0]` (statements need no
+    /// separator): a list statement that starts right after a scope name is an index written the
+    /// Python way, which this reports with the dotted spelling.
+    fn check_index_after_scope(&self, stmt: &Stmt) -> PResult<()> {
+        let Stmt::Expr(Expr { kind: ExprKind::List(items), span, .. }) = stmt else { return Ok(()) };
+        let text = &self.sources.file(self.file).text;
+        let before = &text[..span.start as usize];
+        let path_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '{' | '}')))
+            .map_or(0, |i| i + 1);
+        if path_start == 0 || !before[..path_start].ends_with('@') || path_start == before.len() {
+            return Ok(());
+        }
+        let path = &before[path_start..];
+        let index: Vec<String> = items
+            .iter()
+            .map(|e| match e.kind {
+                ExprKind::Int(i) => i.to_string(),
+                _ => format!("{{{}}}", self.sources.text(e.span)),
+            })
+            .collect();
+        let fixed = format!("@{path}.{}", index.join("."));
+        let at = Span::new(self.file, path_start - 1, span.start as usize);
+        Err(self
+            .error(*span, format!("`{}` cannot index a scope name", self.sources.text(*span)))
+            .with_label(self.sources.locate(at), "this scope name")
+            .with_help(format!("scope segments are joined with dots: write `{fixed}`")))
     }
 
     fn stmt(&self, pair: Pair<Rule>) -> PResult<Stmt> {

@@ -66,7 +66,12 @@ impl SourceMap {
         SourceMap::default()
     }
 
+    /// Adds a file; a leading UTF-8 byte-order mark (some editors write one) is dropped.
     pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         self.files.push(SourceFile { path: path.into(), text, line_starts });
         FileId((self.files.len() - 1) as u32)
