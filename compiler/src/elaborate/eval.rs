@@ -690,10 +690,17 @@ impl Elab<'_> {
                 .builtin(frame, callee, args, values, explicit, span)
                 .map_err(|d| self.paren_hint(d, name, callee.span));
         }
-        if self.prog.blocks.contains_key(name) {
+        let prog = self.prog;
+        let namespace = self
+            .instances
+            .last()
+            .and_then(|i| prog.block_namespaces.get(&i.block))
+            .map_or("", String::as_str);
+        if let Some(resolved) = prog.resolve_block(namespace, name) {
+            let callee = &Ident { name: resolved, span: callee.span };
             return self.block_call(frame, callee, args, values, explicit, span).map_err(|d| {
                 // Only an error of this call's own arguments, not one from inside the block.
-                if d.kind == ErrorKind::Arity && d.message.starts_with(&format!("block `{name}`")) {
+                if d.kind == ErrorKind::Arity && d.message.starts_with(&format!("block `{}`", callee.name)) {
                     self.paren_hint(d, name, callee.span)
                 } else {
                     d
@@ -713,6 +720,8 @@ impl Elab<'_> {
             ));
         } else if let Some(help) = builtins::pytorch_layer(name) {
             d = d.with_help(help);
+        } else if let Some(q) = prog.blocks.keys().filter(|k| k.ends_with(&format!(".{name}"))).min() {
+            d = d.with_help(format!("did you mean `{q}`? (a block of a file brought in with `use ... as`)"));
         } else if let Some(s) = closest(name, candidates) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }

@@ -28,9 +28,14 @@ pub fn parse(sources: &SourceMap, file: FileId) -> Result<Module, Diagnostic> {
     for pair in root.into_inner() {
         match pair.as_rule() {
             Rule::use_decl => {
-                let span = walker.span(&pair);
-                let string = pair.into_inner().next().expect("use has a path");
-                items.push(Item::Use { path: string_value(string), span });
+                let start = walker.span(&pair).start as usize;
+                let mut inner = pair.into_inner();
+                let string = inner.next().expect("use has a path");
+                let alias = inner.next().map(|a| walker.ident(a));
+                // The pair's own span takes in the whitespace after the path (where `as` may follow).
+                let end = alias.as_ref().map_or(string.as_span().end(), |a| a.span.end as usize);
+                let span = Span::new(file, start, end);
+                items.push(Item::Use { path: string_value(string), span, alias });
             }
             Rule::block_def => items.push(Item::Block(walker.block(pair)?)),
             Rule::network_def => items.push(Item::Network(walker.network(pair)?)),
@@ -251,7 +256,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::paren | Rule::tuple_comma => "`(`",
         Rule::list => "`[`",
         Rule::scope_path | Rule::path_segment | Rule::segment_text | Rule::segment_expr => "a scope name",
-        Rule::ident => "a name",
+        Rule::ident | Rule::qualified => "a name",
         Rule::int => "an integer",
         Rule::float => "a number",
         Rule::bool => "`true` or `false`",
@@ -650,7 +655,7 @@ impl Walker<'_> {
                 let args: Vec<Arg> = ci.map(|a| self.arg(a)).collect::<PResult<_>>()?;
                 (callee, args)
             }
-            Rule::ident => (self.ident(head), Vec::new()),
+            Rule::ident | Rule::qualified => (self.ident(head), Vec::new()),
             r => unreachable!("stage: {r:?}"),
         };
         args.insert(0, Arg { name: None, value: piped });
