@@ -301,3 +301,15 @@ fn use_looks_in_netc_path_then_in_the_shipped_models() {
     let tried = dir.path().join("extra/unit.net");
     assert!(err.contains(&format!("not at {}", tried.display())), "the error lists the paths tried: {err}");
 }
+
+#[test]
+fn a_scope_segment_names_a_loop_variable_only_in_braces() {
+    let text = |seg: &str| {
+        format!("network n(x: [3, 4, 4]) {{ for i in 0..2 {{ x = x |> conv(3, 1) @{seg} }} \n x }}")
+    };
+    assert_eq!(scopes(&graph(&text("layer.{i}"))), ["layer.0", "layer.1"]);
+    assert!(compile_text(&text("layer.i")).is_err(), "`@layer.i` in `for i` is a mistake");
+    // The text itself, when meant, is written as a string (here it repeats, so it is used twice).
+    let d = compile_text(&text("layer.{\"i\"}")).unwrap_err();
+    assert!(d.message.contains("weight scope `layer.i` is used twice"), "{d}");
+}

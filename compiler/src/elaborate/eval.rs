@@ -43,6 +43,8 @@ struct Frame {
     vars: HashMap<String, Value>,
     /// Names assigned a tensor that no expression has read yet, with where they were assigned.
     unread: HashMap<String, Span>,
+    /// The variables of the `for` loops being run in this frame.
+    loop_vars: Vec<String>,
     /// Absolute weight-scope path at this point.
     scope: Vec<String>,
     scopes: Vec<ScopeCtx>,
@@ -51,7 +53,14 @@ struct Frame {
 
 impl Frame {
     fn new(scope: Vec<String>, training: bool) -> Frame {
-        Frame { vars: HashMap::new(), unread: HashMap::new(), scope, scopes: Vec::new(), training }
+        Frame {
+            vars: HashMap::new(),
+            unread: HashMap::new(),
+            loop_vars: Vec::new(),
+            scope,
+            scopes: Vec::new(),
+            training,
+        }
     }
 
     fn push_scope(&mut self, segments: Vec<String>, sequential: bool) {
@@ -267,28 +276,47 @@ impl Elab<'_> {
                         ))
                     }
                 };
-                for (k, item) in items.into_iter().enumerate() {
-                    self.step(body.span)?;
-                    if let Some(index) = index {
-                        frame.vars.insert(index.name.clone(), Value::Int(k as i64));
-                    }
-                    self.bind(frame, pattern, item)?;
-                    match scope {
-                        Some(path) => {
-                            let segments = self.scope_path(frame, path)?;
-                            frame.push_scope(segments, false);
-                            let result = self.body(frame, body);
-                            frame.pop_scope();
-                            result?;
-                        }
-                        None => {
-                            self.body(frame, body)?;
-                        }
-                    }
+                let depth = frame.loop_vars.len();
+                if let Some(index) = index {
+                    frame.loop_vars.push(index.name.clone());
                 }
-                Ok(Value::Unit)
+                pattern_names(pattern, &mut frame.loop_vars);
+                let result = self.for_items(frame, items, index.as_ref(), pattern, scope.as_ref(), body);
+                frame.loop_vars.truncate(depth);
+                result.map(|()| Value::Unit)
             }
         }
+    }
+
+    fn for_items(
+        &mut self,
+        frame: &mut Frame,
+        items: Vec<Value>,
+        index: Option<&Ident>,
+        pattern: &Pattern,
+        scope: Option<&ScopePath>,
+        body: &Body,
+    ) -> R<()> {
+        for (k, item) in items.into_iter().enumerate() {
+            self.step(body.span)?;
+            if let Some(index) = index {
+                frame.vars.insert(index.name.clone(), Value::Int(k as i64));
+            }
+            self.bind(frame, pattern, item)?;
+            match scope {
+                Some(path) => {
+                    let segments = self.scope_path(frame, path)?;
+                    frame.push_scope(segments, false);
+                    let result = self.body(frame, body);
+                    frame.pop_scope();
+                    result?;
+                }
+                None => {
+                    self.body(frame, body)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn bind(&mut self, frame: &mut Frame, pattern: &Pattern, value: Value) -> R<()> {
@@ -344,6 +372,9 @@ impl Elab<'_> {
                 }
             }
             if let [SegmentPart::Text(t)] = segment.as_slice() {
+                if frame.loop_vars.contains(t) {
+                    return Err(self.literal_loop_var(path, t));
+                }
                 if frame.vars.contains_key(t) {
                     self.literal_var_segments.insert(t.clone());
                 }
@@ -1070,6 +1101,41 @@ impl Elab<'_> {
         ))
     }
 
+    /// `@layer1.i` inside `for i`: the segment is the text `i`, which gives every iteration the same
+    /// scope; almost surely `{i}` was meant.
+    fn literal_loop_var(&self, path: &ScopePath, name: &str) -> Diagnostic {
+        let sources = &self.prog.sources;
+        let spell = |value: bool| -> String {
+            let segments: Vec<String> = path
+                .segments
+                .iter()
+                .map(|seg| match seg.as_slice() {
+                    [SegmentPart::Text(t)] if t == name => {
+                        if value {
+                            format!("{{{t}}}")
+                        } else {
+                            format!("{{\"{t}\"}}")
+                        }
+                    }
+                    parts => parts
+                        .iter()
+                        .map(|p| match p {
+                            SegmentPart::Text(t) => t.clone(),
+                            SegmentPart::Expr(e) => format!("{{{}}}", sources.text(e.span)),
+                        })
+                        .collect(),
+                })
+                .collect();
+            format!("@{}", segments.join("."))
+        };
+        self.error(
+            ErrorKind::Structure,
+            format!("the scope segment `{name}` is the text `{name}`, not the value of the loop variable `{name}`"),
+            path.span,
+        )
+        .with_help(format!("write `{}` to use the value, or `{}` to mean the text", spell(true), spell(false)))
+    }
+
     /// The `if` keyword of the `if` expression at `span`.
     fn if_keyword(span: Span) -> Span {
         Span { end: span.start + 2, ..span }
@@ -1209,7 +1275,7 @@ impl Elab<'_> {
         for segment in s.split('.') {
             if self.literal_var_segments.contains(segment) {
                 d = d.with_help(format!(
-                    "the scope segment `{segment}` is the text `{segment}`, not the value of the variable `{segment}`; write `{{{segment}}}` to use its value (`@layer1.{{{segment}}}`)"
+                    "the scope segment `{segment}` is the text `{segment}`, not the value of the variable `{segment}`; write `{{{segment}}}` to use its value"
                 ));
             }
         }
@@ -1225,6 +1291,14 @@ impl Elab<'_> {
                 ));
         }
         d
+    }
+}
+
+/// Appends the names `pattern` binds.
+fn pattern_names(pattern: &Pattern, out: &mut Vec<String>) {
+    match pattern {
+        Pattern::Name(id) => out.push(id.name.clone()),
+        Pattern::Tuple(parts, _) => parts.iter().for_each(|p| pattern_names(p, out)),
     }
 }
 
