@@ -14,6 +14,12 @@ pub const MAX_NODES: usize = 1_000_000;
 pub const MAX_LIST: usize = 1_000_000;
 pub const MAX_STEPS: u64 = 20_000_000;
 pub const MAX_BLOCK_DEPTH: usize = 200;
+/// The most errors one run reports.
+pub const MAX_ERRORS: usize = 20;
+
+/// The message of the error a use of a poisoned name (see `Frame::poisoned`) gives: never shown,
+/// as the error that poisoned the name is.
+const CASCADE: &str = "(a use of a value whose statement failed)";
 
 /// Options of elaboration.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +51,9 @@ struct Frame {
     unread: HashMap<String, Span>,
     /// The variables of the `for` loops being run in this frame.
     loop_vars: Vec<String>,
+    /// Names whose statement failed (network body only): a use of one fails quietly, as its error
+    /// has been reported.
+    poisoned: HashSet<String>,
     /// Absolute weight-scope path at this point.
     scope: Vec<String>,
     scopes: Vec<ScopeCtx>,
@@ -57,6 +66,7 @@ impl Frame {
             vars: HashMap::new(),
             unread: HashMap::new(),
             loop_vars: Vec::new(),
+            poisoned: HashSet::new(),
             scope,
             scopes: Vec::new(),
             training,
@@ -120,7 +130,7 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         elab.graph.inputs.push(id.value());
         frame.vars.insert(input.name.name.clone(), Value::Tensor(id.value()));
     }
-    let result = elab.body(&mut frame, &net.body)?;
+    let result = elab.network_body(&mut frame, &net.body)?;
     elab.check_unread(&frame)?;
     let outputs = match &result {
         Value::Tensor(v) => vec![*v],
@@ -217,20 +227,68 @@ impl Elab<'_> {
     fn body(&mut self, frame: &mut Frame, body: &Body) -> R<Value> {
         let mut last = Value::Unit;
         for (i, stmt) in body.stmts.iter().enumerate() {
-            let value = self.stmt(frame, stmt)?;
-            let is_last = i + 1 == body.stmts.len();
-            if !is_last {
-                if let Value::Tensor(_) = value {
-                    return Err(self.error(
-                        ErrorKind::Structure,
-                        "this tensor is computed but never used; assign it (`x = ...`) or remove it",
-                        stmt_span(stmt),
-                    ));
-                }
-            }
-            last = value;
+            last = self.checked_stmt(frame, stmt, i + 1 == body.stmts.len())?;
         }
         Ok(last)
+    }
+
+    /// A statement of a body; a tensor computed by a statement that is not the last is an error.
+    fn checked_stmt(&mut self, frame: &mut Frame, stmt: &Stmt, is_last: bool) -> R<Value> {
+        let value = self.stmt(frame, stmt)?;
+        if !is_last {
+            if let Value::Tensor(_) = value {
+                return Err(self.error(
+                    ErrorKind::Structure,
+                    "this tensor is computed but never used; assign it (`x = ...`) or remove it",
+                    stmt_span(stmt),
+                ));
+            }
+        }
+        Ok(value)
+    }
+
+    /// The network's body: like [`Self::body`], but an error in one statement does not stop the
+    /// others. The names the failed statement assigns are poisoned, so statements that use them fail
+    /// quietly; every independent error is reported, up to [`MAX_ERRORS`].
+    fn network_body(&mut self, frame: &mut Frame, body: &Body) -> R<Value> {
+        let mut errors: Vec<Diagnostic> = Vec::new();
+        let mut last = Value::Unit;
+        // Where the last failed statement ends: a statement on the same line is most likely a piece
+        // of it (`conv (16, 3)` is `conv` and then `(16, 3)`), and its error would repeat the mistake.
+        let mut failed_end: Option<Span> = None;
+        let line = |me: &Self, span: Span| me.prog.sources.locate(span).line;
+        for (i, stmt) in body.stmts.iter().enumerate() {
+            let span = stmt_span(stmt);
+            match self.checked_stmt(frame, stmt, i + 1 == body.stmts.len()) {
+                Ok(v) => {
+                    last = v;
+                    failed_end = None;
+                }
+                Err(d) => {
+                    // Past the step limit every statement would fail again.
+                    let fatal = d.kind == ErrorKind::Limit;
+                    let same_line = failed_end
+                        .is_some_and(|end| line(self, Span { start: end.end, ..end }) == line(self, span));
+                    failed_end = Some(span);
+                    if d.message != CASCADE && !same_line {
+                        errors.push(d);
+                    }
+                    if fatal || errors.len() >= MAX_ERRORS {
+                        break;
+                    }
+                    assigned_names(stmt, &mut frame.poisoned);
+                }
+            }
+        }
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            // Only a reported error poisons names, so a quiet failure implies one.
+            None => Ok(last),
+            Some(mut first) => {
+                first.more = errors.collect();
+                Err(first)
+            }
+        }
     }
 
     fn stmt(&mut self, frame: &mut Frame, stmt: &Stmt) -> R<Value> {
@@ -563,6 +621,9 @@ impl Elab<'_> {
     }
 
     fn lookup(&self, frame: &Frame, name: &str, span: Span) -> R<Value> {
+        if frame.poisoned.contains(name) {
+            return Err(Diagnostic::new(ErrorKind::Structure, CASCADE, None));
+        }
         if let Some(v) = frame.vars.get(name) {
             return Ok(v.clone());
         }
@@ -1291,6 +1352,45 @@ impl Elab<'_> {
                 ));
         }
         d
+    }
+}
+
+/// Adds the names a statement assigns (in nested loops, scopes, `train` and `if` bodies too) to `out`.
+fn assigned_names(stmt: &Stmt, out: &mut HashSet<String>) {
+    let mut names = Vec::new();
+    let mut bodies: Vec<&Body> = Vec::new();
+    match stmt {
+        Stmt::Assign { pattern, .. } => pattern_names(pattern, &mut names),
+        Stmt::For { index, pattern, body, .. } => {
+            names.extend(index.iter().map(|i| i.name.clone()));
+            pattern_names(pattern, &mut names);
+            bodies.push(body);
+        }
+        Stmt::Scope { body, .. } | Stmt::Sequential { body, .. } | Stmt::Train { body, .. } => {
+            bodies.push(body)
+        }
+        Stmt::Expr(Expr { kind: ExprKind::If { then, otherwise, .. }, .. }) => {
+            bodies.push(then);
+            let mut rest = otherwise.as_deref();
+            while let Some(e) = rest {
+                rest = None;
+                match e {
+                    Else::Body(b) => bodies.push(b),
+                    Else::If(Expr { kind: ExprKind::If { then, otherwise, .. }, .. }) => {
+                        bodies.push(then);
+                        rest = otherwise.as_deref();
+                    }
+                    Else::If(_) => {}
+                }
+            }
+        }
+        Stmt::Expr(_) => {}
+    }
+    out.extend(names);
+    for b in bodies {
+        for s in &b.stmts {
+            assigned_names(s, out);
+        }
     }
 }
 

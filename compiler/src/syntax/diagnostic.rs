@@ -83,6 +83,8 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
     /// How to fix it: `help:` lines.
     pub helps: Vec<String>,
+    /// Further independent errors found in the same run, in source order.
+    pub more: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -96,6 +98,7 @@ impl Diagnostic {
             trace: Vec::new(),
             notes: Vec::new(),
             helps: Vec::new(),
+            more: Vec::new(),
         }
     }
 
@@ -174,6 +177,19 @@ impl Diagnostic {
         let renderer = if styled { Renderer::styled() } else { Renderer::plain() };
         let mut text = renderer.render(&[group]);
         text.push('\n');
+        for more in &self.more {
+            text.push('\n');
+            text.push_str(&more.render(styled));
+        }
+        if !self.more.is_empty() {
+            let summary = format!("{} errors", self.more.len() + 1);
+            text.push('\n');
+            text.push_str(
+                &renderer
+                    .render(&[annotate_snippets::Group::with_title(Level::ERROR.primary_title(summary))]),
+            );
+            text.push('\n');
+        }
         text
     }
 }
