@@ -360,8 +360,10 @@ impl Walker<'_> {
         let text = &self.sources.file(self.file).text;
         let before = &text[..span.start as usize];
         let path_start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '{' | '}')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '{' | '}')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         if path_start == 0 || !before[..path_start].ends_with('@') || path_start == before.len() {
             return Ok(());
         }
