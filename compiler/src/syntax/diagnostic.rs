@@ -135,27 +135,57 @@ impl Diagnostic {
             places.push((loc, self.primary_label.as_deref(), true));
         }
         places.extend(self.labels.iter().map(|l| (&l.location, Some(l.message.as_str()), false)));
-        let mut snippets: Vec<(&Location, Vec<annotate_snippets::Annotation<'_>>)> = Vec::new();
-        for (loc, label, primary) in places {
-            let kind = if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
-            let annotation = kind.span(loc.range.clone()).label(label);
-            match snippets
-                .iter_mut()
-                .find(|(l, _)| l.path == loc.path && l.line == loc.line && l.excerpt == loc.excerpt)
-            {
-                Some((_, annotations)) => annotations.push(annotation),
-                None => snippets.push((loc, vec![annotation])),
-            }
-        }
+        // Places in one quotable file share one snippet of the whole file (folded to the lines
+        // that matter); others are quoted from their own excerpts, one snippet per excerpt.
         let mut group = annotate_snippets::Group::with_title(title);
-        for (loc, annotations) in snippets {
-            group = group.element(
-                Snippet::source(loc.excerpt.as_str())
-                    .line_start(loc.line)
-                    .path(loc.path.as_str())
-                    .fold(false)
-                    .annotations(annotations),
-            );
+        let mut done = vec![false; places.len()];
+        for i in 0..places.len() {
+            if done[i] {
+                continue;
+            }
+            let (loc, ..) = places[i];
+            let same_file: Vec<usize> = (i..places.len())
+                .filter(|&j| !done[j] && places[j].0.path == loc.path && places[j].0.file_text.is_some())
+                .collect();
+            let snippet = match (&loc.file_text, same_file.len()) {
+                (Some(text), n) if n > 1 => {
+                    let annotations = same_file.iter().map(|&j| {
+                        let (l, label, primary) = places[j];
+                        done[j] = true;
+                        let kind = if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
+                        kind.span(l.file_range.clone()).label(label)
+                    });
+                    Snippet::source(&**text)
+                        .path(loc.path.as_str())
+                        .fold(true)
+                        .annotations(annotations.collect::<Vec<_>>())
+                }
+                _ => {
+                    let annotations = (i..places.len())
+                        .filter(|&j| {
+                            !done[j]
+                                && places[j].0.path == loc.path
+                                && places[j].0.line == loc.line
+                                && places[j].0.excerpt == loc.excerpt
+                        })
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .map(|j| {
+                            let (l, label, primary) = places[j];
+                            done[j] = true;
+                            let kind =
+                                if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
+                            kind.span(l.range.clone()).label(label)
+                        })
+                        .collect::<Vec<_>>();
+                    Snippet::source(loc.excerpt.as_str())
+                        .line_start(loc.line)
+                        .path(loc.path.as_str())
+                        .fold(false)
+                        .annotations(annotations)
+                }
+            };
+            group = group.element(snippet);
         }
         let trace: Vec<String> = self
             .trace

@@ -1,6 +1,7 @@
 //! Source files and byte spans, and their translation to `line:col` locations.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Index of a file in a [`SourceMap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +40,10 @@ pub struct Location {
     /// the span's byte range in them: what a renderer quotes and underlines.
     pub excerpt: String,
     pub range: std::ops::Range<usize>,
+    /// The whole file, when it is small enough to quote from freely (a diagnostic with several
+    /// places in one file shows them in one snippet), with the span's byte range in it.
+    pub file_text: Option<Arc<str>>,
+    pub file_range: std::ops::Range<usize>,
 }
 
 impl std::fmt::Display for Location {
@@ -51,7 +56,9 @@ impl std::fmt::Display for Location {
 #[derive(Debug)]
 pub struct SourceFile {
     pub path: PathBuf,
-    pub text: String,
+    pub text: Arc<str>,
+    /// Small, with short lines: diagnostics may quote any of it.
+    quotable: bool,
     line_starts: Vec<usize>,
 }
 
@@ -73,7 +80,8 @@ impl SourceMap {
             None => text,
         };
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        self.files.push(SourceFile { path: path.into(), text, line_starts });
+        let quotable = text.len() <= QUOTABLE_FILE_BYTES && text.lines().all(|l| l.len() <= EXCERPT_CHARS);
+        self.files.push(SourceFile { path: path.into(), text: text.into(), line_starts, quotable });
         FileId((self.files.len() - 1) as u32)
     }
 
@@ -112,9 +120,14 @@ impl SourceMap {
             width,
             excerpt,
             range,
+            file_text: file.quotable.then(|| file.text.clone()),
+            file_range: start..(span.end as usize).clamp(start, file.text.len()),
         }
     }
 }
+
+/// The largest file a diagnostic may quote from freely.
+const QUOTABLE_FILE_BYTES: usize = 1 << 20;
 
 /// The most characters of a source line a diagnostic quotes.
 const EXCERPT_CHARS: usize = 120;
