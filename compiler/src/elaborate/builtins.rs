@@ -383,7 +383,12 @@ pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
 
 /// The help line for a layer name a PyTorch user would write (`Conv2d`, `add`, `cat`, ...), if it is one.
 pub fn pytorch_layer(name: &str) -> Option<String> {
-    let key = name.to_ascii_lowercase().replace('_', "");
+    // `nn.Conv2d`, `F.relu`, `torch.cat`: the part after the module.
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    if name.contains('.') && is_builtin(bare) {
+        return Some(format!("did you mean `{bare}`?"));
+    }
+    let key = bare.to_ascii_lowercase().replace('_', "");
     let ours = match key.as_str() {
         "add" | "sum" => return Some("a residual sum is written with `+`: `a + b`".to_string()),
         "conv2d" | "convolution" => "conv",

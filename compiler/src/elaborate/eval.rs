@@ -803,7 +803,7 @@ impl Elab<'_> {
             self.error(ErrorKind::UnknownName, format!("no layer or block named `{name}`"), callee.span);
         let candidates =
             builtins::BUILTINS.iter().copied().chain(self.prog.blocks.keys().map(String::as_str));
-        if let (true, [a, b]) = (builtins::pytorch_layer(name).is_some() && name == "add", args) {
+        if let (true, [a, b]) = (matches!(name.rsplit('.').next(), Some("add")), args) {
             let text = |e: &Expr| self.prog.sources.text(e.span).to_string();
             d = d.with_help(format!(
                 "a residual sum is written with `+`: `{} + {}`",
