@@ -196,13 +196,13 @@ impl Diagnostic {
             })
             .collect();
         for t in &trace {
-            group = group.element(Level::NOTE.no_name().message(t.as_str()));
+            group = group.element(Level::NOTE.no_name().message(plain(t)));
         }
         for note in &self.notes {
-            group = group.element(Level::NOTE.message(note.as_str()));
+            group = group.element(Level::NOTE.message(plain(note)));
         }
         for help in &self.helps {
-            group = group.element(Level::HELP.message(help.as_str()));
+            group = group.element(Level::HELP.message(plain(help)));
         }
         let renderer = if styled { Renderer::styled() } else { Renderer::plain() };
         let mut text = renderer.render(&[group]);
@@ -222,6 +222,17 @@ impl Diagnostic {
         }
         text
     }
+}
+
+/// `text` with control characters (which a quoted file name or string may hold) escaped, so a
+/// message cannot drive the terminal: footers are passed to the renderer as trusted text.
+fn plain(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 impl fmt::Display for Diagnostic {
