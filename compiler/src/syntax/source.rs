@@ -156,7 +156,9 @@ fn excerpt(
         // A span ending right after a newline underlines up to that line's end.
         let end = if text[..end].ends_with('\n') { end - 1 } else { end };
         if short {
-            return (quoted.trim_end_matches(['\r', '\n']).to_string(), start - line_start..end - line_start);
+            let quoted = quoted.trim_end_matches(['\r', '\n']);
+            let clamp = |i: usize| (i - line_start).min(quoted.len());
+            return (quoted.to_string(), clamp(start)..clamp(end));
         }
     }
     let line = text[line_start..line_end].trim_end_matches('\r');
