@@ -25,6 +25,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "netc", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
+    /// When to colour diagnostics: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: clap::ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +46,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    anstream::ColorChoice::write_global(match cli.color {
+        clap::ColorChoice::Auto => anstream::ColorChoice::Auto,
+        clap::ColorChoice::Always => anstream::ColorChoice::Always,
+        clap::ColorChoice::Never => anstream::ColorChoice::Never,
+    });
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Summary(args) => commands::summary::run(args),

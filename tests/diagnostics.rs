@@ -69,6 +69,12 @@ fn each_kind_of_mistake_has_its_own_error_kind() {
     assert_eq!(kind_of("missing_scope"), ErrorKind::Structure);
     assert_eq!(kind_of("unused_value"), ErrorKind::Structure);
     assert_eq!(kind_of("no_network"), ErrorKind::Structure);
+    assert_eq!(kind_of("reserved_word_param"), ErrorKind::Syntax);
+    assert_eq!(kind_of("scope_index_brackets"), ErrorKind::Syntax);
+    assert_eq!(kind_of("if_without_else_value"), ErrorKind::Structure);
+    assert_eq!(kind_of("unused_named_value"), ErrorKind::Structure);
+    assert_eq!(kind_of("use_block_defined_twice"), ErrorKind::Duplicate);
+    assert_eq!(kind_of("duplicate_scope_in_loop"), ErrorKind::Duplicate);
 }
 
 #[test]
@@ -84,4 +90,40 @@ fn errors_deep_in_blocks_list_every_instance_innermost_first() {
     let leaf = text.find("in leaf @stage0.part.head").expect("leaf instance in trace");
     let middle = text.find("in middle @stage0.part").expect("middle instance in trace");
     assert!(leaf < middle, "{text}");
+}
+
+#[test]
+fn diagnostics_are_coloured_only_when_asked_or_on_a_terminal() {
+    let case = "tests/diagnostics/unknown_op.net";
+    let stderr = |args: &[&str]| {
+        let out = crate::common::netc().args(args).env_remove("NO_COLOR").output().expect("netc runs");
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).expect("UTF-8")
+    };
+    // Piped (as here): plain, the same text as the snapshot.
+    let plain = stderr(&["check", case]);
+    assert!(!plain.contains('\x1b'), "{plain}");
+    assert_eq!(plain, std::fs::read_to_string("tests/diagnostics/unknown_op.stderr").unwrap());
+    assert_eq!(stderr(&["--color", "never", "check", case]), plain);
+    let coloured = stderr(&["check", "--color", "always", case]);
+    assert!(coloured.contains("\x1b["), "{coloured}");
+    // Without the escapes it is the same text.
+    let mut stripped = String::new();
+    let mut rest = coloured.as_str();
+    while let Some(i) = rest.find('\x1b') {
+        stripped.push_str(&rest[..i]);
+        rest = &rest[i..];
+        rest = &rest[rest.find('m').map_or(rest.len(), |m| m + 1)..];
+    }
+    stripped.push_str(rest);
+    assert_eq!(stripped, plain);
+}
+
+#[test]
+fn independent_errors_are_all_reported_and_their_consequences_are_not() {
+    let d =
+        netc_compiler::compile_file(Path::new("tests/diagnostics/several_errors.net"), &Default::default())
+            .expect_err("several_errors.net has errors");
+    let kinds: Vec<ErrorKind> = std::iter::once(d.kind).chain(d.more.iter().map(|m| m.kind)).collect();
+    assert_eq!(kinds, [ErrorKind::UnknownName, ErrorKind::Arity, ErrorKind::Type]);
 }

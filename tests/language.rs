@@ -234,3 +234,82 @@ fn a_network_returns_a_tuple_of_outputs_in_order() {
     let names: Vec<&str> = g.outputs.iter().map(|o| g.node(o.value.producer()).name.as_str()).collect();
     assert_eq!(names, ["maxpool", "relu"]);
 }
+
+#[test]
+fn a_utf8_byte_order_mark_is_ignored() {
+    let text = "network n(x: [3, 4, 4]) { x |> relu }";
+    let with_bom = graph(&format!("\u{feff}{text}"));
+    assert_eq!(netc_compiler::ir::print::to_text(&with_bom), netc_compiler::ir::print::to_text(&graph(text)));
+    // Only a leading mark: one inside the text is still not a token.
+    assert!(compile_text("network n(x: [3, 4, 4]) { \u{feff}x |> relu }").is_err());
+}
+
+#[test]
+fn an_if_without_else_is_a_statement() {
+    let g = graph("network n(x: [3, 8, 8]) { y = x \n if x.c == 3 { y = y |> relu } \n if x.c == 4 { y = y |> flatten } \n y }");
+    assert_eq!(ops(&g), ["input", "relu"]);
+    assert!(compile_text("network n(x: [3, 8, 8]) { y = if x.c == 3 { x |> relu } \n y }").is_err());
+}
+
+#[test]
+fn a_named_tensor_must_be_used_unless_its_name_starts_with_an_underscore() {
+    assert!(compile_text("network n(x: [3, 8, 8]) { y = x |> relu \n x |> maxpool(2) }").is_err());
+    let g = graph("network n(x: [3, 8, 8]) { _y = x |> relu \n x |> maxpool(2) }");
+    assert_eq!(output_shape(&g), Shape::chw(3, 4, 4));
+}
+
+/// Writes `files` (relative path, text) under a new temporary folder.
+fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn use_as_puts_a_files_blocks_under_a_name() {
+    let dir = tree(&[
+        ("lib/units.net", "block unit(x) { x |> conv(2, 1) @conv |> relu }\nblock pair(x) { x |> unit @a |> unit @b }\n"),
+        (
+            "main.net",
+            "use \"lib/units.net\" as lib\nblock unit(x) { x |> relu }\nnetwork n(x: [3, 4, 4]) { x |> lib.pair @p |> unit }\n",
+        ),
+    ]);
+    let g = netc_compiler::compile_file(&dir.path().join("main.net"), &Default::default())
+        .unwrap_or_else(|d| panic!("{d}"));
+    // `pair` calls its own file's `unit` (a conv), the network its own (a relu).
+    assert_eq!(scopes(&g), ["p.a.conv", "p.b.conv"]);
+    assert_eq!(ops(&g), ["input", "conv", "relu", "conv", "relu", "relu"]);
+}
+
+#[test]
+fn use_looks_in_netc_path_then_in_the_shipped_models() {
+    let lib = tree(&[("extra/unit.net", "block unit(x) { x |> relu }\n")]);
+    let dir = tree(&[(
+        "main.net",
+        "use \"extra/unit.net\"\nuse \"blocks/resnet.net\"\nnetwork n(x: [3, 64, 64]) { x |> unit |> resnet_stem }\n",
+    )]);
+    let main = dir.path().join("main.net");
+    let out = crate::common::netc().arg("check").arg(&main).env("NETC_PATH", lib.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::common::netc().arg("check").arg(&main).env_remove("NETC_PATH").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot find `extra/unit.net`"), "{err}");
+    let tried = dir.path().join("extra/unit.net");
+    assert!(err.contains(&format!("not at {}", tried.display())), "the error lists the paths tried: {err}");
+}
+
+#[test]
+fn a_scope_segment_names_a_loop_variable_only_in_braces() {
+    let text = |seg: &str| {
+        format!("network n(x: [3, 4, 4]) {{ for i in 0..2 {{ x = x |> conv(3, 1) @{seg} }} \n x }}")
+    };
+    assert_eq!(scopes(&graph(&text("layer.{i}"))), ["layer.0", "layer.1"]);
+    assert!(compile_text(&text("layer.i")).is_err(), "`@layer.i` in `for i` is a mistake");
+    // The text itself, when meant, is written as a string (here it repeats, so it is used twice).
+    let d = compile_text(&text("layer.{\"i\"}")).unwrap_err();
+    assert!(d.message.contains("weight scope `layer.i` is used twice"), "{d}");
+}

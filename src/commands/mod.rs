@@ -20,7 +20,8 @@ use std::path::Path;
 /// Prints an error: diagnostics as rendered (source line and caret), anything else as `error: ...`.
 pub fn report(e: &anyhow::Error) {
     if let Some(d) = e.downcast_ref::<Diagnostic>() {
-        eprint!("{d}");
+        // Styled; anstream strips the colours when stderr is not a terminal or `--color never`.
+        anstream::eprint!("{}", d.render(true));
     } else {
         // The chain of causes, leaving out a cause whose text its parent already shows (errors
         // that print their source inline).

@@ -90,10 +90,42 @@ pub struct ArgError {
     pub kind: crate::syntax::ErrorKind,
     pub message: String,
     pub site: Option<usize>,
+    /// How to fix it, when known.
+    pub help: Option<String>,
 }
 
 fn err(kind: crate::syntax::ErrorKind, message: impl Into<String>, site: Option<usize>) -> ArgError {
-    ArgError { kind, message: message.into(), site }
+    ArgError { kind, message: message.into(), site, help: None }
+}
+
+impl ArgError {
+    fn help(mut self, help: impl Into<String>) -> ArgError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// PyTorch's argument names for what netc spells otherwise (when `op` takes the netc spelling), and
+/// arguments that only matter when training or that netc infers: the help line for each.
+fn pytorch_argument(op: &str, name: &str, takes: &[&str]) -> Option<String> {
+    let to = match name {
+        "padding" => "pad",
+        "kernel_size" => "kernel",
+        "out_channels" | "out_features" => "out",
+        "output_size" => "size",
+        "epsilon" => "eps",
+        "momentum" | "affine" | "track_running_stats" if op == "batchnorm" => {
+            return Some(format!(
+                "`{name}` only matters when training; inference uses the stored running statistics, so leave it out"
+            ))
+        }
+        "inplace" => return Some("netc plans memory itself; leave `inplace` out".to_string()),
+        "in_channels" | "in_features" | "num_features" => {
+            return Some(format!("netc infers `{name}` from the input's shape; leave it out"))
+        }
+        _ => return None,
+    };
+    takes.contains(&to).then(|| format!("netc spells PyTorch's `{name}` as `{to}`: write `{to} = ...`"))
 }
 
 /// Binds a call's arguments (after the input) to the signature: positional first, then by name.
@@ -123,11 +155,18 @@ fn bind(op: &str, sig: &[ParamSig], args: Vec<CallArg>) -> Result<Vec<(Value, Op
                 None => {
                     let names: Vec<&str> = sig.iter().map(|p| p.name).collect();
                     let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-                    return Err(err(
+                    let e = err(
                         Arity,
                         format!("`{op}` has no argument named `{name}` (it takes: {known})"),
                         Some(arg.site),
-                    ));
+                    );
+                    let help = pytorch_argument(op, name, &names).or_else(|| {
+                        closest(name, names.iter().copied()).map(|s| format!("did you mean `{s}`?"))
+                    });
+                    return Err(match help {
+                        Some(h) => e.help(h),
+                        None => e,
+                    });
                 }
             },
         };
@@ -169,11 +208,17 @@ struct Args {
 impl Args {
     fn type_error(&self, i: usize, want: &str) -> ArgError {
         let (v, site) = &self.values[i];
-        err(
+        let e = err(
             crate::syntax::ErrorKind::Type,
             format!("argument `{}` of `{}` must be {want}, got {}", self.names[i], self.op, describe(v)),
             *site,
-        )
+        );
+        match v {
+            Value::Float(f) if want.contains("integer") && f.fract() == 0.0 => {
+                e.help("`/` gives a number even when it divides evenly; use `//` for integer division")
+            }
+            _ => e,
+        }
     }
 
     fn size_error(&self, i: usize, what: String) -> ArgError {
@@ -312,4 +357,50 @@ pub fn build_op(op: &str, input: &Shape, args: Vec<CallArg>) -> Result<Op, ArgEr
         "dropout" => Op::Dropout(Dropout { p: a.float(0)? }),
         other => unreachable!("build_op called for `{other}`"),
     })
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough to be a likely typo.
+pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (levenshtein(name, c), c))
+        .filter(|&(d, c)| d <= 2.max(name.len().min(c.len()) / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The help line for a layer name a PyTorch user would write (`Conv2d`, `add`, `cat`, ...), if it is one.
+pub fn pytorch_layer(name: &str) -> Option<String> {
+    // `nn.Conv2d`, `F.relu`, `torch.cat`: the part after the module.
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    if name.contains('.') && is_builtin(bare) {
+        return Some(format!("did you mean `{bare}`?"));
+    }
+    let key = bare.to_ascii_lowercase().replace('_', "");
+    let ours = match key.as_str() {
+        "add" | "sum" => return Some("a residual sum is written with `+`: `a + b`".to_string()),
+        "conv2d" | "convolution" => "conv",
+        "batchnorm2d" | "bn" | "batchnormalization" => "batchnorm",
+        "maxpool2d" => "maxpool",
+        "avgpool2d" => "avgpool",
+        "adaptiveavgpool2d" => "adaptive_avgpool",
+        "globalavgpool" | "globalaveragepool" => "global_avgpool",
+        "cat" | "concatenate" => "concat",
+        "localresponsenorm" => "lrn",
+        "dense" | "fc" => "linear",
+        _ => return None,
+    };
+    (ours != name).then(|| format!("did you mean `{ours}`? (netc's name for PyTorch's `{name}`)"))
 }

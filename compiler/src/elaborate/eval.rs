@@ -1,7 +1,7 @@
 //! The elaborator: runs the compile-time part of a `.net` program (arithmetic, conditionals, loops,
 //! block calls) and builds the IR graph, inferring every shape as nodes are created.
 
-use super::builtins::{self, describe, CallArg};
+use super::builtins::{self, closest, describe, CallArg};
 use super::loader::Program;
 use super::value::Value;
 use crate::ir::{Concat, Graph, GraphOutput, Node, Op, Shape, ShapeError, ValueId, WeightExpr};
@@ -14,6 +14,12 @@ pub const MAX_NODES: usize = 1_000_000;
 pub const MAX_LIST: usize = 1_000_000;
 pub const MAX_STEPS: u64 = 20_000_000;
 pub const MAX_BLOCK_DEPTH: usize = 200;
+/// The most errors one run reports.
+pub const MAX_ERRORS: usize = 20;
+
+/// The message of the error a use of a poisoned name (see `Frame::poisoned`) gives: never shown,
+/// as the error that poisoned the name is.
+const CASCADE: &str = "(a use of a value whose statement failed)";
 
 /// Options of elaboration.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +33,8 @@ struct Instance {
     block: String,
     description: String,
     call_site: Span,
+    /// Whether the call gave the block a weight scope (`@name`, or a `sequential` index).
+    scoped: bool,
 }
 
 /// A scope construct active in a frame: where the scope path stood before it, and the nn.Sequential-style
@@ -39,6 +47,13 @@ struct ScopeCtx {
 /// The state of one block body (or the network body) being evaluated.
 struct Frame {
     vars: HashMap<String, Value>,
+    /// Names assigned a tensor that no expression has read yet, with where they were assigned.
+    unread: HashMap<String, Span>,
+    /// The variables of the `for` loops being run in this frame.
+    loop_vars: Vec<String>,
+    /// Names whose statement failed (network body only): a use of one fails quietly, as its error
+    /// has been reported.
+    poisoned: HashSet<String>,
     /// Absolute weight-scope path at this point.
     scope: Vec<String>,
     scopes: Vec<ScopeCtx>,
@@ -47,7 +62,15 @@ struct Frame {
 
 impl Frame {
     fn new(scope: Vec<String>, training: bool) -> Frame {
-        Frame { vars: HashMap::new(), scope, scopes: Vec::new(), training }
+        Frame {
+            vars: HashMap::new(),
+            unread: HashMap::new(),
+            loop_vars: Vec::new(),
+            poisoned: HashSet::new(),
+            scope,
+            scopes: Vec::new(),
+            training,
+        }
     }
 
     fn push_scope(&mut self, segments: Vec<String>, sequential: bool) {
@@ -73,6 +96,7 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         used_names: HashSet::new(),
         next_suffix: HashMap::new(),
         scope_sites: HashMap::new(),
+        literal_var_segments: HashSet::new(),
         instances: Vec::new(),
         steps: 0,
     };
@@ -106,21 +130,23 @@ pub fn elaborate(program: &Program, options: &Options) -> R<Graph> {
         elab.graph.inputs.push(id.value());
         frame.vars.insert(input.name.name.clone(), Value::Tensor(id.value()));
     }
-    let result = elab.body(&mut frame, &net.body)?;
+    let result = elab.network_body(&mut frame, &net.body)?;
+    elab.check_unread(&frame)?;
     let outputs = match &result {
         Value::Tensor(v) => vec![*v],
         Value::List(items) if !items.is_empty() && items.iter().all(|v| matches!(v, Value::Tensor(_))) => {
             items.iter().map(|v| if let Value::Tensor(t) = v { *t } else { unreachable!() }).collect()
         }
         other => {
-            return Err(elab.error(
+            let d = elab.error(
                 ErrorKind::Structure,
                 format!(
-                "the network must end with its output tensor (or a tuple of tensors), but it ends with {}",
-                describe(other)
-            ),
+                    "the network must end with its output tensor (or a tuple of tensors), but it ends with {}",
+                    describe(other)
+                ),
                 last_span(&net.body),
-            ))
+            );
+            return Err(elab.explain_missing_else(d, &net.body));
         }
     };
     for v in outputs {
@@ -160,8 +186,11 @@ struct Elab<'p> {
     used_names: HashSet<String>,
     /// The next suffix to try for each generated name's base.
     next_suffix: HashMap<String, usize>,
-    /// Weight scope -> where it was first given.
-    scope_sites: HashMap<String, Span>,
+    /// Weight scope -> where it was first given, and the block instances (with call sites) there.
+    scope_sites: HashMap<String, (Span, Vec<Span>)>,
+    /// Scope segments written as literal text that is also the name of a value in scope
+    /// (`@layer1.i` inside `for i`): a likely missing `{i}`.
+    literal_var_segments: HashSet<String>,
     instances: Vec<Instance>,
     steps: u64,
 }
@@ -198,20 +227,68 @@ impl Elab<'_> {
     fn body(&mut self, frame: &mut Frame, body: &Body) -> R<Value> {
         let mut last = Value::Unit;
         for (i, stmt) in body.stmts.iter().enumerate() {
-            let value = self.stmt(frame, stmt)?;
-            let is_last = i + 1 == body.stmts.len();
-            if !is_last {
-                if let Value::Tensor(_) = value {
-                    return Err(self.error(
-                        ErrorKind::Structure,
-                        "this tensor is computed but never used; assign it (`x = ...`) or remove it",
-                        stmt_span(stmt),
-                    ));
-                }
-            }
-            last = value;
+            last = self.checked_stmt(frame, stmt, i + 1 == body.stmts.len())?;
         }
         Ok(last)
+    }
+
+    /// A statement of a body; a tensor computed by a statement that is not the last is an error.
+    fn checked_stmt(&mut self, frame: &mut Frame, stmt: &Stmt, is_last: bool) -> R<Value> {
+        let value = self.stmt(frame, stmt)?;
+        if !is_last {
+            if let Value::Tensor(_) = value {
+                return Err(self.error(
+                    ErrorKind::Structure,
+                    "this tensor is computed but never used; assign it (`x = ...`) or remove it",
+                    stmt_span(stmt),
+                ));
+            }
+        }
+        Ok(value)
+    }
+
+    /// The network's body: like [`Self::body`], but an error in one statement does not stop the
+    /// others. The names the failed statement assigns are poisoned, so statements that use them fail
+    /// quietly; every independent error is reported, up to [`MAX_ERRORS`].
+    fn network_body(&mut self, frame: &mut Frame, body: &Body) -> R<Value> {
+        let mut errors: Vec<Diagnostic> = Vec::new();
+        let mut last = Value::Unit;
+        // Where the last failed statement ends: a statement on the same line is most likely a piece
+        // of it (`conv (16, 3)` is `conv` and then `(16, 3)`), and its error would repeat the mistake.
+        let mut failed_end: Option<Span> = None;
+        let line = |me: &Self, span: Span| me.prog.sources.locate(span).line;
+        for (i, stmt) in body.stmts.iter().enumerate() {
+            let span = stmt_span(stmt);
+            match self.checked_stmt(frame, stmt, i + 1 == body.stmts.len()) {
+                Ok(v) => {
+                    last = v;
+                    failed_end = None;
+                }
+                Err(d) => {
+                    // Past the step limit every statement would fail again.
+                    let fatal = d.kind == ErrorKind::Limit;
+                    let same_line = failed_end
+                        .is_some_and(|end| line(self, Span { start: end.end, ..end }) == line(self, span));
+                    failed_end = Some(span);
+                    if d.message != CASCADE && !same_line {
+                        errors.push(d);
+                    }
+                    if fatal || errors.len() >= MAX_ERRORS {
+                        break;
+                    }
+                    assigned_names(stmt, &mut frame.poisoned);
+                }
+            }
+        }
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            // Only a reported error poisons names, so a quiet failure implies one.
+            None => Ok(last),
+            Some(mut first) => {
+                first.more = errors.collect();
+                Err(first)
+            }
+        }
     }
 
     fn stmt(&mut self, frame: &mut Frame, stmt: &Stmt) -> R<Value> {
@@ -220,11 +297,17 @@ impl Elab<'_> {
                 self.step(value.span)?;
                 let v = self.expr(frame, value)?;
                 self.bind(frame, pattern, v)?;
+                self.track_unread(frame, pattern)?;
                 Ok(Value::Unit)
             }
             Stmt::Expr(e) => {
                 self.step(e.span)?;
-                self.expr(frame, e)
+                match &e.kind {
+                    ExprKind::If { cond, then, otherwise } => {
+                        self.if_expr(frame, cond, then, otherwise.as_deref(), e.span, true)
+                    }
+                    _ => self.expr(frame, e),
+                }
             }
             Stmt::Scope { path, body } | Stmt::Sequential { path, body } => {
                 let segments = self.scope_path(frame, path)?;
@@ -251,28 +334,47 @@ impl Elab<'_> {
                         ))
                     }
                 };
-                for (k, item) in items.into_iter().enumerate() {
-                    self.step(body.span)?;
-                    if let Some(index) = index {
-                        frame.vars.insert(index.name.clone(), Value::Int(k as i64));
-                    }
-                    self.bind(frame, pattern, item)?;
-                    match scope {
-                        Some(path) => {
-                            let segments = self.scope_path(frame, path)?;
-                            frame.push_scope(segments, false);
-                            let result = self.body(frame, body);
-                            frame.pop_scope();
-                            result?;
-                        }
-                        None => {
-                            self.body(frame, body)?;
-                        }
-                    }
+                let depth = frame.loop_vars.len();
+                if let Some(index) = index {
+                    frame.loop_vars.push(index.name.clone());
                 }
-                Ok(Value::Unit)
+                pattern_names(pattern, &mut frame.loop_vars);
+                let result = self.for_items(frame, items, index.as_ref(), pattern, scope.as_ref(), body);
+                frame.loop_vars.truncate(depth);
+                result.map(|()| Value::Unit)
             }
         }
+    }
+
+    fn for_items(
+        &mut self,
+        frame: &mut Frame,
+        items: Vec<Value>,
+        index: Option<&Ident>,
+        pattern: &Pattern,
+        scope: Option<&ScopePath>,
+        body: &Body,
+    ) -> R<()> {
+        for (k, item) in items.into_iter().enumerate() {
+            self.step(body.span)?;
+            if let Some(index) = index {
+                frame.vars.insert(index.name.clone(), Value::Int(k as i64));
+            }
+            self.bind(frame, pattern, item)?;
+            match scope {
+                Some(path) => {
+                    let segments = self.scope_path(frame, path)?;
+                    frame.push_scope(segments, false);
+                    let result = self.body(frame, body);
+                    frame.pop_scope();
+                    result?;
+                }
+                None => {
+                    self.body(frame, body)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn bind(&mut self, frame: &mut Frame, pattern: &Pattern, value: Value) -> R<()> {
@@ -327,6 +429,14 @@ impl Elab<'_> {
                     },
                 }
             }
+            if let [SegmentPart::Text(t)] = segment.as_slice() {
+                if frame.loop_vars.contains(t) {
+                    return Err(self.literal_loop_var(path, t));
+                }
+                if frame.vars.contains_key(t) {
+                    self.literal_var_segments.insert(t.clone());
+                }
+            }
             if text.is_empty() || text.contains(['.', ' ']) {
                 return Err(self.error(
                     ErrorKind::Structure,
@@ -379,7 +489,10 @@ impl Elab<'_> {
             ExprKind::Float(v) => Ok(Value::Float(*v)),
             ExprKind::Bool(v) => Ok(Value::Bool(*v)),
             ExprKind::Str(s) => Ok(Value::Str(s.clone())),
-            ExprKind::Name(name) => self.lookup(frame, name, span),
+            ExprKind::Name(name) => {
+                frame.unread.remove(name);
+                self.lookup(frame, name, span)
+            }
             ExprKind::List(items) | ExprKind::Tuple(items) => {
                 let values = items.iter().map(|e| self.expr(frame, e)).collect::<R<Vec<_>>>()?;
                 Ok(Value::List(values))
@@ -421,23 +534,7 @@ impl Elab<'_> {
                 Ok(Value::List((*a..*b).map(Value::Int).collect()))
             }
             ExprKind::If { cond, then, otherwise } => {
-                let c = self.expr(frame, cond)?;
-                let Value::Bool(c) = c else {
-                    return Err(self.error(
-                        ErrorKind::Type,
-                        format!("an `if` condition must be true or false, got {}", describe(&c)),
-                        cond.span,
-                    ));
-                };
-                if c {
-                    self.body(frame, then)
-                } else {
-                    match otherwise.as_deref() {
-                        None => Ok(Value::Unit),
-                        Some(Else::If(e)) => self.expr(frame, e),
-                        Some(Else::Body(b)) => self.body(frame, b),
-                    }
-                }
+                self.if_expr(frame, cond, then, otherwise.as_deref(), span, false)
             }
             ExprKind::Call { callee, args } => self.call(frame, callee, args, None, span),
             ExprKind::Scoped(inner, path) => match &inner.kind {
@@ -524,19 +621,23 @@ impl Elab<'_> {
     }
 
     fn lookup(&self, frame: &Frame, name: &str, span: Span) -> R<Value> {
+        if frame.poisoned.contains(name) {
+            return Err(Diagnostic::new(ErrorKind::Structure, CASCADE, None));
+        }
         if let Some(v) = frame.vars.get(name) {
             return Ok(v.clone());
         }
         if builtins::is_builtin(name) || self.prog.blocks.contains_key(name) {
-            return Err(self.error(
+            let d = self.error(
                 ErrorKind::Type,
                 format!("`{name}` is a layer, not a value: call it (`{name}(x, ...)`) or use it in a pipeline (`x |> {name}`)"),
                 span,
-            ));
+            );
+            return Err(self.paren_hint(d, name, span));
         }
         let mut d = self.error(ErrorKind::UnknownName, format!("no value named `{name}`"), span);
         if let Some(s) = closest(name, frame.vars.keys().map(String::as_str)) {
-            d = d.with_note(format!("did you mean `{s}`?"));
+            d = d.with_help(format!("did you mean `{s}`?"));
         }
         Err(d)
     }
@@ -677,17 +778,44 @@ impl Elab<'_> {
             return self.concat(frame, args, values, explicit, span);
         }
         if builtins::is_builtin(name) {
-            return self.builtin(frame, callee, args, values, explicit, span);
+            return self
+                .builtin(frame, callee, args, values, explicit, span)
+                .map_err(|d| self.paren_hint(d, name, callee.span));
         }
-        if self.prog.blocks.contains_key(name) {
-            return self.block_call(frame, callee, args, values, explicit, span);
+        let prog = self.prog;
+        let namespace = self
+            .instances
+            .last()
+            .and_then(|i| prog.block_namespaces.get(&i.block))
+            .map_or("", String::as_str);
+        if let Some(resolved) = prog.resolve_block(namespace, name) {
+            let callee = &Ident { name: resolved, span: callee.span };
+            return self.block_call(frame, callee, args, values, explicit, span).map_err(|d| {
+                // Only an error of this call's own arguments, not one from inside the block.
+                if d.kind == ErrorKind::Arity && d.message.starts_with(&format!("block `{}`", callee.name)) {
+                    self.paren_hint(d, name, callee.span)
+                } else {
+                    d
+                }
+            });
         }
         let mut d =
             self.error(ErrorKind::UnknownName, format!("no layer or block named `{name}`"), callee.span);
         let candidates =
             builtins::BUILTINS.iter().copied().chain(self.prog.blocks.keys().map(String::as_str));
-        if let Some(s) = closest(name, candidates) {
-            d = d.with_note(format!("did you mean `{s}`?"));
+        if let (true, [a, b]) = (matches!(name.rsplit('.').next(), Some("add")), args) {
+            let text = |e: &Expr| self.prog.sources.text(e.span).to_string();
+            d = d.with_help(format!(
+                "a residual sum is written with `+`: `{} + {}`",
+                text(&a.value),
+                text(&b.value)
+            ));
+        } else if let Some(help) = builtins::pytorch_layer(name) {
+            d = d.with_help(help);
+        } else if let Some(q) = prog.blocks.keys().filter(|k| k.ends_with(&format!(".{name}"))).min() {
+            d = d.with_help(format!("did you mean `{q}`? (a block of a file brought in with `use ... as`)"));
+        } else if let Some(s) = closest(name, candidates) {
+            d = d.with_help(format!("did you mean `{s}`?"));
         }
         Err(d)
     }
@@ -749,7 +877,11 @@ impl Elab<'_> {
             let at = e.site.map_or(span, |i| {
                 args[i].value.span.to(args[i].name.as_ref().map_or(args[i].value.span, |n| n.span))
             });
-            self.error(e.kind, e.message, at)
+            let d = self.error(e.kind, e.message, at);
+            match e.help {
+                Some(h) => d.with_help(h),
+                None => d,
+            }
         })?;
         let scope = Self::layer_scope(frame, explicit);
         self.add_node(frame, op, &[input], scope, span).map(Value::Tensor)
@@ -855,7 +987,7 @@ impl Elab<'_> {
                     Some(i) => i,
                     None => {
                         let names: Vec<&str> = block.params.iter().map(|p| p.name.name.as_str()).collect();
-                        return Err(self.error(
+                        let mut d = self.error(
                             ErrorKind::Arity,
                             format!(
                                 "block `{}` has no parameter `{}` (it takes: {})",
@@ -864,7 +996,11 @@ impl Elab<'_> {
                                 names.join(", ")
                             ),
                             n.span,
-                        ));
+                        );
+                        if let Some(s) = closest(&n.name, names.iter().copied()) {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        }
+                        return Err(d);
                     }
                 },
             };
@@ -882,9 +1018,10 @@ impl Elab<'_> {
             Some(s) => format!("{} @{}", callee.name, s.join(".")),
             None => callee.name.clone(),
         };
+        let scoped = scope.is_some();
         let inner_scope = scope.unwrap_or_else(|| frame.scope.clone());
         let mut inner = Frame::new(inner_scope, frame.training);
-        self.instances.push(Instance { block: callee.name.clone(), description, call_site: span });
+        self.instances.push(Instance { block: callee.name.clone(), description, call_site: span, scoped });
         let result = (|| {
             for (param, slot) in block.params.iter().zip(bound) {
                 let value = match (slot, &param.default) {
@@ -901,7 +1038,20 @@ impl Elab<'_> {
                 };
                 inner.vars.insert(param.name.name.clone(), value);
             }
-            self.body(&mut inner, &block.body)
+            let result = self.body(&mut inner, &block.body)?;
+            self.check_unread(&inner)?;
+            if result == Value::Unit {
+                let d = self.error(
+                    ErrorKind::Structure,
+                    format!("block `{}` gives no value: its body must end with one", callee.name),
+                    span,
+                );
+                let d = self.explain_missing_else(d, &block.body);
+                if !d.labels.is_empty() {
+                    return Err(d);
+                }
+            }
+            Ok(result)
         })();
         self.instances.pop();
         result
@@ -947,13 +1097,11 @@ impl Elab<'_> {
                     span,
                 ));
             };
-            if let Some(first) = self.scope_sites.get(s) {
-                let first = self.prog.sources.locate(*first);
-                return Err(self
-                    .error(ErrorKind::Duplicate, format!("weight scope `{s}` is used twice"), span)
-                    .with_note(format!("first used at {first}")));
+            let chain: Vec<Span> = self.instances.iter().map(|i| i.call_site).collect();
+            if let Some((first, first_chain)) = self.scope_sites.get(s) {
+                return Err(self.duplicate_scope(s, span, *first, first_chain, &chain));
             }
-            self.scope_sites.insert(s.clone(), span);
+            self.scope_sites.insert(s.clone(), (span, chain));
         }
         let base = match &scope {
             Some(s) => s.clone(),
@@ -999,24 +1147,269 @@ fn as_f64(v: &Value) -> Option<f64> {
     }
 }
 
-/// The candidate closest to `name` by edit distance, if it is close enough to be a likely typo.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (levenshtein(name, c), c))
-        .filter(|&(d, c)| d <= 2.max(name.len().min(c.len()) / 3))
-        .min()
-        .map(|(_, c)| c)
+impl Elab<'_> {
+    /// `conv (16, 3)` is `conv` followed by the tuple `(16, 3)`: when a space stands between a layer's
+    /// name and a `(`, say so.
+    fn paren_hint(&self, d: Diagnostic, name: &str, name_span: Span) -> Diagnostic {
+        let text = &self.prog.sources.file(name_span.file).text;
+        let rest = text.get(name_span.end as usize..).unwrap_or("");
+        let after = rest.trim_start_matches([' ', '\t']);
+        if after.len() == rest.len() || !after.starts_with('(') {
+            return d;
+        }
+        d.with_help(format!(
+            "remove the space before `(`: `{name}(...)` calls `{name}`, but `{name} (...)` is `{name}` followed by a separate value"
+        ))
+    }
+
+    /// `@layer1.i` inside `for i`: the segment is the text `i`, which gives every iteration the same
+    /// scope; almost surely `{i}` was meant.
+    fn literal_loop_var(&self, path: &ScopePath, name: &str) -> Diagnostic {
+        let sources = &self.prog.sources;
+        let spell = |value: bool| -> String {
+            let segments: Vec<String> = path
+                .segments
+                .iter()
+                .map(|seg| match seg.as_slice() {
+                    [SegmentPart::Text(t)] if t == name => {
+                        if value {
+                            format!("{{{t}}}")
+                        } else {
+                            format!("{{\"{t}\"}}")
+                        }
+                    }
+                    parts => parts
+                        .iter()
+                        .map(|p| match p {
+                            SegmentPart::Text(t) => t.clone(),
+                            SegmentPart::Expr(e) => format!("{{{}}}", sources.text(e.span)),
+                        })
+                        .collect(),
+                })
+                .collect();
+            format!("@{}", segments.join("."))
+        };
+        self.error(
+            ErrorKind::Structure,
+            format!("the scope segment `{name}` is the text `{name}`, not the value of the loop variable `{name}`"),
+            path.span,
+        )
+        .with_help(format!("write `{}` to use the value, or `{}` to mean the text", spell(true), spell(false)))
+    }
+
+    /// The `if` keyword of the `if` expression at `span`.
+    fn if_keyword(span: Span) -> Span {
+        Span { end: span.start + 2, ..span }
+    }
+
+    /// Evaluates `if cond { then } else ...`. As a value, every branch of the chain needs a value,
+    /// so the chain must end with `else { ... }`; as a statement, a missing `else` does nothing.
+    fn if_expr(
+        &mut self,
+        frame: &mut Frame,
+        cond: &Expr,
+        then: &Body,
+        otherwise: Option<&Else>,
+        span: Span,
+        statement: bool,
+    ) -> R<Value> {
+        let no_else = |me: &Self, at: Span| {
+            me.error(ErrorKind::Structure, "an `if` without `else` has no value", Self::if_keyword(at))
+                .with_primary_label("this `if` has no `else`")
+                .with_help("add `else { ... }` with the value for when the condition is false")
+        };
+        if !statement {
+            if let Some(at) = missing_else(span, otherwise) {
+                return Err(no_else(self, at));
+            }
+        }
+        let c = self.expr(frame, cond)?;
+        let Value::Bool(c) = c else {
+            return Err(self.error(
+                ErrorKind::Type,
+                format!("an `if` condition must be true or false, got {}", describe(&c)),
+                cond.span,
+            ));
+        };
+        let value = if c {
+            self.body(frame, then)?
+        } else {
+            match otherwise {
+                None => Value::Unit,
+                Some(Else::If(e)) => match &e.kind {
+                    ExprKind::If { cond, then, otherwise } => {
+                        self.if_expr(frame, cond, then, otherwise.as_deref(), e.span, statement)?
+                    }
+                    _ => self.expr(frame, e)?,
+                },
+                Some(Else::Body(b)) => self.body(frame, b)?,
+            }
+        };
+        // A statement `if` without `else` whose branch computed a tensor: the tensor would be lost
+        // (or, as the last statement of a body, be its value only when the condition holds).
+        if let (Value::Tensor(_), Some(at)) = (&value, missing_else(span, otherwise)) {
+            return Err(no_else(self, at));
+        }
+        Ok(value)
+    }
+
+    /// Adds to `d` (an error about a body giving no value) a label at its last statement when that is
+    /// an `if` without `else`.
+    fn explain_missing_else(&self, d: Diagnostic, body: &Body) -> Diagnostic {
+        let Some(Stmt::Expr(Expr { kind: ExprKind::If { otherwise, .. }, span, .. })) = body.stmts.last()
+        else {
+            return d;
+        };
+        match missing_else(*span, otherwise.as_deref()) {
+            Some(at) => d
+                .with_label(
+                    self.prog.sources.locate(Self::if_keyword(at)),
+                    "this `if` has no `else`, and its condition is false here",
+                )
+                .with_help("add `else { ... }` with the value for when the condition is false"),
+            None => d,
+        }
+    }
+
+    /// Records the tensors just assigned by `pattern`; a name assigned a tensor again before any read
+    /// is an unused value.
+    fn track_unread(&mut self, frame: &mut Frame, pattern: &Pattern) -> R<()> {
+        match pattern {
+            Pattern::Name(id) => {
+                if id.name.starts_with('_') || !matches!(frame.vars.get(&id.name), Some(Value::Tensor(_))) {
+                    return Ok(());
+                }
+                if let Some(earlier) = frame.unread.insert(id.name.clone(), id.span) {
+                    return Err(self
+                        .unused_value(&id.name, earlier)
+                        .with_label(self.prog.sources.locate(id.span), "assigned again here"));
+                }
+                Ok(())
+            }
+            Pattern::Tuple(parts, _) => parts.iter().try_for_each(|p| self.track_unread(frame, p)),
+        }
+    }
+
+    /// At the end of a block or network body: a name assigned a tensor that nothing read.
+    fn check_unread(&self, frame: &Frame) -> R<()> {
+        match frame.unread.iter().min_by_key(|(_, span)| (span.file.0, span.start)) {
+            Some((name, span)) => Err(self.unused_value(name, *span)),
+            None => Ok(()),
+        }
+    }
+
+    fn unused_value(&self, name: &str, span: Span) -> Diagnostic {
+        self.error(ErrorKind::Structure, format!("the tensor `{name}` is computed but never used"), span)
+            .with_help(format!("use it or remove it; to keep it anyway, name it `_{name}`"))
+    }
+
+    /// The error for a weight scope given twice, with what explains it: where it was first used (or
+    /// that it was the same place, in an earlier loop iteration or block call), a scope segment that
+    /// names a variable, a block called without a scope.
+    fn duplicate_scope(
+        &self,
+        s: &str,
+        span: Span,
+        first: Span,
+        first_chain: &[Span],
+        chain: &[Span],
+    ) -> Diagnostic {
+        let sources = &self.prog.sources;
+        let mut d = self.error(ErrorKind::Duplicate, format!("weight scope `{s}` is used twice"), span);
+        if first != span {
+            d = d.with_label(sources.locate(first), "first used here");
+        } else if first_chain == chain {
+            d = d
+                .with_primary_label("used again here")
+                .with_note("first used at this same place, by an earlier iteration of the loop around it");
+        } else {
+            let earlier = first_chain.iter().zip(chain).find(|(a, b)| a != b).map(|(a, _)| *a);
+            d = d.with_primary_label("used again here");
+            d = match earlier {
+                Some(call) => d.with_label(
+                    sources.locate(call),
+                    "first used at the same place, in the block called here",
+                ),
+                None => d.with_note("first used at this same place, by an earlier block call"),
+            };
+        }
+        for segment in s.split('.') {
+            if self.literal_var_segments.contains(segment) {
+                d = d.with_help(format!(
+                    "the scope segment `{segment}` is the text `{segment}`, not the value of the variable `{segment}`; write `{{{segment}}}` to use its value"
+                ));
+            }
+        }
+        if let Some(unscoped) = self.instances.iter().rev().find(|i| !i.scoped) {
+            d = d
+                .with_label(
+                    sources.locate(unscoped.call_site),
+                    format!("`{}` is called without a scope", unscoped.block),
+                )
+                .with_help(format!(
+                    "`{0}` owns weights, so each call needs its own weight scope: `{0}(...) @name`",
+                    unscoped.block
+                ));
+        }
+        d
+    }
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+/// Adds the names a statement assigns (in nested loops, scopes, `train` and `if` bodies too) to `out`.
+fn assigned_names(stmt: &Stmt, out: &mut HashSet<String>) {
+    let mut names = Vec::new();
+    let mut bodies: Vec<&Body> = Vec::new();
+    match stmt {
+        Stmt::Assign { pattern, .. } => pattern_names(pattern, &mut names),
+        Stmt::For { index, pattern, body, .. } => {
+            names.extend(index.iter().map(|i| i.name.clone()));
+            pattern_names(pattern, &mut names);
+            bodies.push(body);
         }
-        prev = cur;
+        Stmt::Scope { body, .. } | Stmt::Sequential { body, .. } | Stmt::Train { body, .. } => {
+            bodies.push(body)
+        }
+        Stmt::Expr(Expr { kind: ExprKind::If { then, otherwise, .. }, .. }) => {
+            bodies.push(then);
+            let mut rest = otherwise.as_deref();
+            while let Some(e) = rest {
+                rest = None;
+                match e {
+                    Else::Body(b) => bodies.push(b),
+                    Else::If(Expr { kind: ExprKind::If { then, otherwise, .. }, .. }) => {
+                        bodies.push(then);
+                        rest = otherwise.as_deref();
+                    }
+                    Else::If(_) => {}
+                }
+            }
+        }
+        Stmt::Expr(_) => {}
     }
-    prev[b.len()]
+    out.extend(names);
+    for b in bodies {
+        for s in &b.stmts {
+            assigned_names(s, out);
+        }
+    }
+}
+
+/// Appends the names `pattern` binds.
+fn pattern_names(pattern: &Pattern, out: &mut Vec<String>) {
+    match pattern {
+        Pattern::Name(id) => out.push(id.name.clone()),
+        Pattern::Tuple(parts, _) => parts.iter().for_each(|p| pattern_names(p, out)),
+    }
+}
+
+/// Where a chain `if ... else if ...` lacks its final `else`: the span of the last `if`.
+fn missing_else(span: Span, otherwise: Option<&Else>) -> Option<Span> {
+    match otherwise {
+        None => Some(span),
+        Some(Else::Body(_)) => None,
+        Some(Else::If(e)) => match &e.kind {
+            ExprKind::If { otherwise, .. } => missing_else(e.span, otherwise.as_deref()),
+            _ => None,
+        },
+    }
 }

@@ -15,7 +15,12 @@ pub struct Module {
 
 #[derive(Debug, Clone)]
 pub enum Item {
-    Use { path: String, span: Span },
+    /// `use "file.net"`, or `use "file.net" as ns` (its blocks are then called `ns.name`).
+    Use {
+        path: String,
+        span: Span,
+        alias: Option<Ident>,
+    },
     Block(BlockDef),
     Network(NetworkDef),
 }

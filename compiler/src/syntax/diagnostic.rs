@@ -1,5 +1,6 @@
-//! Compiler diagnostics: what went wrong, where (file:line:col with the source line and a caret), and the
-//! chain of block instances that led there.
+//! Compiler diagnostics: what went wrong, where (file:line:col with the source line and a caret), the
+//! other places that explain it (secondary labels), the chain of block instances that led there, and
+//! `note:` / `help:` lines. Rendered by `annotate-snippets`, plain or coloured.
 
 use super::source::Location;
 use std::fmt;
@@ -59,78 +60,183 @@ pub struct TraceFrame {
     pub call_site: Option<Location>,
 }
 
+/// A secondary place in the source that explains the error (`first used here`, `this \`if\` has no
+/// \`else\``), underlined with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub location: Location,
+    pub message: String,
+}
+
 /// A front-end error with everything needed to show it to a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Diagnostic {
     pub kind: ErrorKind,
     pub message: String,
     pub location: Option<Location>,
+    /// What the primary caret says, if anything beyond the message.
+    pub primary_label: Option<String>,
+    /// Secondary places, shown with their own underline and message.
+    pub labels: Vec<Label>,
     /// Innermost block instance first.
     pub trace: Vec<TraceFrame>,
     pub notes: Vec<String>,
+    /// How to fix it: `help:` lines.
+    pub helps: Vec<String>,
+    /// Further independent errors found in the same run, in source order.
+    pub more: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
     pub fn new(kind: ErrorKind, message: impl Into<String>, location: Option<Location>) -> Diagnostic {
-        Diagnostic { kind, message: message.into(), location, trace: Vec::new(), notes: Vec::new() }
+        Diagnostic {
+            kind,
+            message: message.into(),
+            location,
+            primary_label: None,
+            labels: Vec::new(),
+            trace: Vec::new(),
+            notes: Vec::new(),
+            helps: Vec::new(),
+            more: Vec::new(),
+        }
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Diagnostic {
         self.notes.push(note.into());
         self
     }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.helps.push(help.into());
+        self
+    }
+
+    /// Adds a secondary label at `location`.
+    pub fn with_label(mut self, location: Location, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { location, message: message.into() });
+        self
+    }
+
+    /// Sets what the primary caret says.
+    pub fn with_primary_label(mut self, message: impl Into<String>) -> Diagnostic {
+        self.primary_label = Some(message.into());
+        self
+    }
+
+    /// The diagnostic as text, with ANSI colours when `styled` (for a terminal).
+    pub fn render(&self, styled: bool) -> String {
+        use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+        let title = Level::ERROR.primary_title(self.message.as_str()).id(self.kind.code());
+        // The places to quote: the primary one first, then the secondary ones; places on the same
+        // quoted text share one snippet.
+        let mut places: Vec<(&Location, Option<&str>, bool)> = Vec::new();
+        if let Some(loc) = &self.location {
+            places.push((loc, self.primary_label.as_deref(), true));
+        }
+        places.extend(self.labels.iter().map(|l| (&l.location, Some(l.message.as_str()), false)));
+        // Places in one quotable file share one snippet of the whole file (folded to the lines
+        // that matter); others are quoted from their own excerpts, one snippet per excerpt.
+        let mut group = annotate_snippets::Group::with_title(title);
+        let mut done = vec![false; places.len()];
+        for i in 0..places.len() {
+            if done[i] {
+                continue;
+            }
+            let (loc, ..) = places[i];
+            let same_file: Vec<usize> = (i..places.len())
+                .filter(|&j| !done[j] && places[j].0.path == loc.path && places[j].0.file_text.is_some())
+                .collect();
+            let snippet = match (&loc.file_text, same_file.len()) {
+                (Some(text), n) if n > 1 => {
+                    let annotations = same_file.iter().map(|&j| {
+                        let (l, label, primary) = places[j];
+                        done[j] = true;
+                        let kind = if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
+                        kind.span(l.file_range.clone()).label(label)
+                    });
+                    Snippet::source(&**text)
+                        .path(loc.path.as_str())
+                        .fold(true)
+                        .annotations(annotations.collect::<Vec<_>>())
+                }
+                _ => {
+                    let annotations = (i..places.len())
+                        .filter(|&j| {
+                            !done[j]
+                                && places[j].0.path == loc.path
+                                && places[j].0.line == loc.line
+                                && places[j].0.excerpt == loc.excerpt
+                        })
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .map(|j| {
+                            let (l, label, primary) = places[j];
+                            done[j] = true;
+                            let kind =
+                                if primary { AnnotationKind::Primary } else { AnnotationKind::Context };
+                            kind.span(l.range.clone()).label(label)
+                        })
+                        .collect::<Vec<_>>();
+                    Snippet::source(loc.excerpt.as_str())
+                        .line_start(loc.line)
+                        .path(loc.path.as_str())
+                        .fold(false)
+                        .annotations(annotations)
+                }
+            };
+            group = group.element(snippet);
+        }
+        let trace: Vec<String> = self
+            .trace
+            .iter()
+            .map(|frame| match &frame.call_site {
+                Some(site) => format!("in {} ({site})", frame.description),
+                None => format!("in {}", frame.description),
+            })
+            .collect();
+        for t in &trace {
+            group = group.element(Level::NOTE.no_name().message(plain(t)));
+        }
+        for note in &self.notes {
+            group = group.element(Level::NOTE.message(plain(note)));
+        }
+        for help in &self.helps {
+            group = group.element(Level::HELP.message(plain(help)));
+        }
+        let renderer = if styled { Renderer::styled() } else { Renderer::plain() };
+        let mut text = renderer.render(&[group]);
+        text.push('\n');
+        for more in &self.more {
+            text.push('\n');
+            text.push_str(&more.render(styled));
+        }
+        if !self.more.is_empty() {
+            let summary = format!("{} errors", self.more.len() + 1);
+            text.push('\n');
+            text.push_str(
+                &renderer
+                    .render(&[annotate_snippets::Group::with_title(Level::ERROR.primary_title(summary))]),
+            );
+            text.push('\n');
+        }
+        text
+    }
 }
 
-/// The most characters of a source line a diagnostic shows.
-const EXCERPT_CHARS: usize = 120;
-
-/// The part of `line` a diagnostic shows, with the caret's column and width in it: the whole line
-/// when short, else [`EXCERPT_CHARS`] characters around the caret, cut ends marked `...` (a
-/// machine-generated source can be one line of megabytes).
-fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
-    let len = line.chars().count();
-    if len <= EXCERPT_CHARS {
-        return (line.to_string(), col, width);
+/// `text` with control characters (which a quoted file name or string may hold) escaped, so a
+/// message cannot drive the terminal: footers are passed to the renderer as trusted text.
+fn plain(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
     }
-    let start = (col - 1).saturating_sub(EXCERPT_CHARS / 3).min(len - EXCERPT_CHARS);
-    let end = start + EXCERPT_CHARS;
-    let mut text: String = line.chars().skip(start).take(EXCERPT_CHARS).collect();
-    let mut col = col - start;
-    if start > 0 {
-        text.insert_str(0, "...");
-        col += 3;
-    }
-    if end < len {
-        text.push_str("...");
-    }
-    let width = width.min(EXCERPT_CHARS + 1 - (col - if start > 0 { 3 } else { 0 })).max(1);
-    (text, col, width)
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error[{}]: {}", self.kind.code(), self.message)?;
-        if let Some(loc) = &self.location {
-            let gutter = loc.line.to_string().len();
-            let pad = " ".repeat(gutter);
-            writeln!(f, "{pad}--> {loc}")?;
-            writeln!(f, "{pad} |")?;
-            let (text, col, width) = excerpt(&loc.line_text, loc.col, loc.width);
-            writeln!(f, "{} | {text}", loc.line)?;
-            // Keep tabs in the prefix so the caret lines up under the source.
-            let prefix: String =
-                text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            writeln!(f, "{pad} | {prefix}{}", "^".repeat(width))?;
-        }
-        for frame in &self.trace {
-            match &frame.call_site {
-                Some(site) => writeln!(f, "  = in {} ({site})", frame.description)?,
-                None => writeln!(f, "  = in {}", frame.description)?,
-            }
-        }
-        for note in &self.notes {
-            writeln!(f, "  = note: {note}")?;
-        }
-        Ok(())
+        f.write_str(&self.render(false))
     }
 }

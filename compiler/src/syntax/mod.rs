@@ -5,5 +5,5 @@ pub mod diagnostic;
 pub mod parser;
 pub mod source;
 
-pub use diagnostic::{Diagnostic, ErrorKind, TraceFrame};
+pub use diagnostic::{Diagnostic, ErrorKind, Label, TraceFrame};
 pub use source::{FileId, Location, SourceMap, Span};

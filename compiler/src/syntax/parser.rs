@@ -28,9 +28,14 @@ pub fn parse(sources: &SourceMap, file: FileId) -> Result<Module, Diagnostic> {
     for pair in root.into_inner() {
         match pair.as_rule() {
             Rule::use_decl => {
-                let span = walker.span(&pair);
-                let string = pair.into_inner().next().expect("use has a path");
-                items.push(Item::Use { path: string_value(string), span });
+                let start = walker.span(&pair).start as usize;
+                let mut inner = pair.into_inner();
+                let string = inner.next().expect("use has a path");
+                let alias = inner.next().map(|a| walker.ident(a));
+                // The pair's own span takes in the whitespace after the path (where `as` may follow).
+                let end = alias.as_ref().map_or(string.as_span().end(), |a| a.span.end as usize);
+                let span = Span::new(file, start, end);
+                items.push(Item::Use { path: string_value(string), span, alias });
             }
             Rule::block_def => items.push(Item::Block(walker.block(pair)?)),
             Rule::network_def => items.push(Item::Network(walker.network(pair)?)),
@@ -103,8 +108,35 @@ fn syntax_error(sources: &SourceMap, file: FileId, e: pest::error::Error<Rule>) 
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
     let span = Span::new(file, start, token_end.max(end));
-    Diagnostic::new(ErrorKind::Syntax, message, Some(sources.locate(span)))
+    let mut d = Diagnostic::new(ErrorKind::Syntax, message, Some(sources.locate(span)));
+    let word = &text[start..token_end.max(end)];
+    if KEYWORDS.contains(&word) && d.message.contains("expected a name") {
+        d = d
+            .with_primary_label(format!("`{word}` is a reserved word"))
+            .with_help(format!("choose another name, such as `{word}_c`"));
+    }
+    d
 }
+
+/// The reserved words of the language (the grammar's `keyword` rule).
+const KEYWORDS: &[&str] = &[
+    "use",
+    "block",
+    "network",
+    "for",
+    "in",
+    "as",
+    "if",
+    "else",
+    "scope",
+    "sequential",
+    "train",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+];
 
 /// Rules that would only continue an expression already complete (operators, postfixes).
 fn is_continuation(rule: Rule) -> bool {
@@ -224,7 +256,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::paren | Rule::tuple_comma => "`(`",
         Rule::list => "`[`",
         Rule::scope_path | Rule::path_segment | Rule::segment_text | Rule::segment_expr => "a scope name",
-        Rule::ident => "a name",
+        Rule::ident | Rule::qualified => "a name",
         Rule::int => "an integer",
         Rule::float => "a number",
         Rule::bool => "`true` or `false`",
@@ -313,8 +345,42 @@ impl Walker<'_> {
 
     fn body(&self, pair: Pair<Rule>) -> PResult<Body> {
         let span = self.span(&pair);
-        let stmts = pair.into_inner().map(|s| self.stmt(s)).collect::<PResult<_>>()?;
+        let stmts: Vec<Stmt> = pair.into_inner().map(|s| self.stmt(s)).collect::<PResult<_>>()?;
+        for s in &stmts {
+            self.check_index_after_scope(s)?;
+        }
         Ok(Body { stmts, span })
+    }
+
+    /// `@layer1[0]` is the statement `... @layer1` followed by the list `[0]` (statements need no
+    /// separator): a list statement that starts right after a scope name is an index written the
+    /// Python way, which this reports with the dotted spelling.
+    fn check_index_after_scope(&self, stmt: &Stmt) -> PResult<()> {
+        let Stmt::Expr(Expr { kind: ExprKind::List(items), span, .. }) = stmt else { return Ok(()) };
+        let text = &self.sources.file(self.file).text;
+        let before = &text[..span.start as usize];
+        let path_start = before
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '{' | '}')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        if path_start == 0 || !before[..path_start].ends_with('@') || path_start == before.len() {
+            return Ok(());
+        }
+        let path = &before[path_start..];
+        let index: Vec<String> = items
+            .iter()
+            .map(|e| match e.kind {
+                ExprKind::Int(i) => i.to_string(),
+                _ => format!("{{{}}}", self.sources.text(e.span)),
+            })
+            .collect();
+        let fixed = format!("@{path}.{}", index.join("."));
+        let at = Span::new(self.file, path_start - 1, span.start as usize);
+        Err(self
+            .error(*span, format!("`{}` cannot index a scope name", self.sources.text(*span)))
+            .with_label(self.sources.locate(at), "this scope name")
+            .with_help(format!("scope segments are joined with dots: write `{fixed}`")))
     }
 
     fn stmt(&self, pair: Pair<Rule>) -> PResult<Stmt> {
@@ -591,7 +657,7 @@ impl Walker<'_> {
                 let args: Vec<Arg> = ci.map(|a| self.arg(a)).collect::<PResult<_>>()?;
                 (callee, args)
             }
-            Rule::ident => (self.ident(head), Vec::new()),
+            Rule::ident | Rule::qualified => (self.ident(head), Vec::new()),
             r => unreachable!("stage: {r:?}"),
         };
         args.insert(0, Arg { name: None, value: piped });
