@@ -61,7 +61,11 @@ impl safetensors::View for &OwnedTensor {
 /// to a multiple of 8 bytes, so every tensor is aligned) and the tensors in the order the header
 /// lists them. The header comes from the `safetensors` crate's own `Metadata`, ordered as its
 /// `serialize` orders tensors (by dtype alignment, then name), so the bytes are the same.
-fn header(tensors: &BTreeMap<String, OwnedTensor>) -> Result<(Vec<u8>, Vec<&OwnedTensor>), String> {
+/// `metadata` becomes the header's `__metadata__` (left out when empty).
+fn header<'t>(
+    tensors: &'t BTreeMap<String, OwnedTensor>,
+    metadata: &TextMetadata,
+) -> Result<(Vec<u8>, Vec<&'t OwnedTensor>), String> {
     let mut order: Vec<(&String, &OwnedTensor)> = tensors.iter().collect();
     order.sort_by(|(a, ta), (b, tb)| tb.dtype().cmp(&ta.dtype()).then(a.cmp(b)));
     let mut infos = Vec::with_capacity(order.len());
@@ -74,7 +78,9 @@ fn header(tensors: &BTreeMap<String, OwnedTensor>) -> Result<(Vec<u8>, Vec<&Owne
         ));
         offset += len;
     }
-    let metadata = Metadata::new(None, infos).map_err(|e| e.to_string())?;
+    let extra =
+        (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let metadata = Metadata::new(extra, infos).map_err(|e| e.to_string())?;
     let mut json = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
     json.resize(json.len().next_multiple_of(8), b' ');
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
@@ -82,9 +88,13 @@ fn header(tensors: &BTreeMap<String, OwnedTensor>) -> Result<(Vec<u8>, Vec<&Owne
     Ok((out, order.into_iter().map(|(_, t)| t).collect()))
 }
 
-/// Writes `tensors` in the safetensors format to `w`.
-fn write_to(w: &mut dyn Write, tensors: &BTreeMap<String, OwnedTensor>) -> std::io::Result<()> {
-    let (header, order) = header(tensors).map_err(std::io::Error::other)?;
+/// Writes `tensors` in the safetensors format to `w`, with `metadata` in the header.
+fn write_to(
+    w: &mut dyn Write,
+    tensors: &BTreeMap<String, OwnedTensor>,
+    metadata: &TextMetadata,
+) -> std::io::Result<()> {
+    let (header, order) = header(tensors, metadata).map_err(std::io::Error::other)?;
     w.write_all(&header)?;
     for t in order {
         w.write_all(&t.data())?;
@@ -95,7 +105,7 @@ fn write_to(w: &mut dyn Write, tensors: &BTreeMap<String, OwnedTensor>) -> std::
 /// Serialises `tensors` into a safetensors buffer.
 pub fn to_bytes(tensors: &BTreeMap<String, OwnedTensor>) -> Result<Vec<u8>, WeightError> {
     let mut out = Vec::new();
-    write_to(&mut out, tensors)
+    write_to(&mut out, tensors, &TextMetadata::new())
         .map_err(|e| WeightError::Write { path: PathBuf::from("<memory>"), detail: e.to_string() })?;
     Ok(out)
 }
@@ -103,9 +113,24 @@ pub fn to_bytes(tensors: &BTreeMap<String, OwnedTensor>) -> Result<Vec<u8>, Weig
 /// Writes `tensors` as a safetensors file. The file appears only when complete: the data goes to a
 /// temporary file in the same directory, which is then renamed over `path`.
 pub fn write_file(path: &Path, tensors: &BTreeMap<String, OwnedTensor>) -> Result<(), WeightError> {
-    atomic::write_with(path, |w| write_to(w, tensors))
+    write_file_with_metadata(path, tensors, &TextMetadata::new())
+}
+
+/// [`write_file`] with free-form text metadata in the header's `__metadata__` (what wrote the
+/// file, e.g. `netc init`'s [`crate::init::metadata`]); [`WeightFile::metadata`] reads it back.
+///
+/// [`WeightFile::metadata`]: super::WeightFile::metadata
+pub fn write_file_with_metadata(
+    path: &Path,
+    tensors: &BTreeMap<String, OwnedTensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), WeightError> {
+    atomic::write_with(path, |w| write_to(w, tensors, metadata))
         .map_err(|e| WeightError::Write { path: path.to_path_buf(), detail: e.detail })
 }
+
+/// A file's text metadata, by key.
+type TextMetadata = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
@@ -121,5 +146,22 @@ mod tests {
         let ours = to_bytes(&tensors).unwrap();
         let theirs = safetensors::serialize(tensors.iter(), None).unwrap();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn metadata_is_written_as_the_safetensors_crate_writes_it_and_read_back() {
+        let mut tensors = BTreeMap::new();
+        tensors.insert("w".to_string(), OwnedTensor::F32 { shape: vec![2], data: vec![1.0, 2.0] });
+        let metadata = BTreeMap::from([("netc.init".to_string(), "random".to_string())]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        write_file_with_metadata(&path, &tensors, &metadata).unwrap();
+        let theirs = safetensors::serialize(
+            tensors.iter(),
+            Some(metadata.clone().into_iter().collect::<std::collections::HashMap<_, _>>()),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), theirs);
+        assert_eq!(super::super::WeightFile::open(&path).unwrap().metadata(), &metadata);
     }
 }
