@@ -78,10 +78,21 @@ fn header<'t>(
         ));
         offset += len;
     }
-    let extra =
-        (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    let metadata = Metadata::new(extra, infos).map_err(|e| e.to_string())?;
-    let mut json = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
+    let tensors_json = serde_json::to_vec(&Metadata::new(None, infos).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    // `__metadata__` first, as the crate writes it, but in key order: the crate keeps it in a
+    // HashMap, whose order changes from run to run, and a seed must give the same bytes.
+    let mut json = Vec::new();
+    if metadata.is_empty() {
+        json = tensors_json;
+    } else {
+        json.extend_from_slice(b"{\"__metadata__\":");
+        json.extend_from_slice(&serde_json::to_vec(metadata).map_err(|e| e.to_string())?);
+        if tensors_json.len() > 2 {
+            json.push(b',');
+        }
+        json.extend_from_slice(&tensors_json[1..]);
+    }
     json.resize(json.len().next_multiple_of(8), b' ');
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&json);
@@ -163,5 +174,23 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), theirs);
         assert_eq!(super::super::WeightFile::open(&path).unwrap().metadata(), &metadata);
+    }
+
+    #[test]
+    fn metadata_is_written_in_key_order_so_the_bytes_are_reproducible() {
+        let mut tensors = BTreeMap::new();
+        tensors.insert("w".to_string(), OwnedTensor::F32 { shape: vec![1], data: vec![1.0] });
+        let metadata: BTreeMap<String, String> =
+            (0..16).map(|i| (format!("key{i:02}"), i.to_string())).collect();
+        let mut out = Vec::new();
+        write_to(&mut out, &tensors, &metadata).unwrap();
+        let len = u64::from_le_bytes(out[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&out[8..8 + len]).unwrap();
+        let keys: Vec<usize> = (0..16).map(|i| header.find(&format!("\"key{i:02}\"")).unwrap()).collect();
+        assert!(header.starts_with("{\"__metadata__\":{\"key00\""), "{header}");
+        assert!(keys.windows(2).all(|k| k[0] < k[1]), "{header}");
+        let read = super::super::WeightFile::from_bytes("m", out).unwrap();
+        assert_eq!(read.metadata(), &metadata);
+        assert_eq!(read.tensors().len(), 1);
     }
 }
