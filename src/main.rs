@@ -21,6 +21,7 @@ use std::process::ExitCode;
 ///   netc run models/resnet50.net --weights resnet50.safetensors --input models/sample/cat.jpg
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
 ///   netc bench resnet50.netc --batch 8
+///   netc info resnet50.netc
 #[derive(Parser)]
 #[command(name = "netc", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -37,6 +38,7 @@ enum Command {
     Run(commands::run::Args),
     Compile(commands::compile::Args),
     Bench(commands::bench::Args),
+    Info(commands::info::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Compile(args) => commands::compile::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Info(args) => commands::info::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
