@@ -180,6 +180,24 @@ fn bundle_inspection_refuses_options_that_need_the_source() {
 }
 
 #[test]
+fn check_verifies_a_bundle_and_commands_that_need_the_source_refuse_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = tiny_bundle(dir.path());
+    let renamed = dir.path().join("model.net");
+    std::fs::copy(&bundle, &renamed).unwrap();
+    assert_eq!(ok(&["check", s(&bundle)]), "");
+    assert_eq!(ok(&["check", s(&renamed)]), "", "recognised by content, whatever its name");
+    let err = fails(&["init", s(&renamed), "-o", s(&dir.path().join("w.safetensors"))]);
+    assert!(err.contains("a compiled bundle, not a .net source") && !err.contains("UTF-8"), "{err}");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    std::fs::write(&bundle, &bytes).unwrap();
+    let err = fails(&["check", s(&bundle)]);
+    assert!(err.contains("checksum"), "{err}");
+}
+
+#[test]
 fn summary_depth_adds_up_each_block_instance() {
     let net = model("resnet18");
     let full: serde_json::Value =

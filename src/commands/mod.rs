@@ -118,8 +118,15 @@ pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> a
     Ok(())
 }
 
-/// Loads and elaborates a `.net` file.
+/// Loads and elaborates a `.net` file; a compiled bundle is refused by name, not read as text.
 pub fn load_model(path: &Path, input: Option<ShapeArg>) -> anyhow::Result<Graph> {
+    if netc::is_bundle(path) {
+        anyhow::bail!(
+            "{}: a compiled bundle, not a .net source; this command needs the .net file (`netc info` \
+             describes bundles)",
+            path.display()
+        );
+    }
     let options = netc_compiler::Options { input_shape: input.map(|s| s.0) };
     Ok(netc_compiler::compile_file(path, &options)?)
 }
