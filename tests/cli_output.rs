@@ -81,9 +81,11 @@ fn each_os_error_message_is_printed_once() {
         vec!["compile", s(&net), "--weights", m, "-o", "x.netc"],
         vec!["compile", s(&net), "--weights", s(&weights), "-o", s(&nowhere)],
         vec!["bench", m],
+        vec!["ir", s(&net), "-o", s(&nowhere)],
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(!err.contains("at path"), "names the temporary file rather than the output: {err}");
         assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}:\n{err}");
         assert_eq!(err.lines().count(), 1, "{args:?}:\n{err}");
     }

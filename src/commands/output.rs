@@ -5,6 +5,7 @@
 //! output is dropped and the command succeeds quietly.
 
 use anyhow::Context as _;
+use netc_runtime::io::atomic;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -19,23 +20,15 @@ pub fn stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then renamed), or
-/// to standard output when `path` is `None`.
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, renamed when
+/// complete, with the usual permissions), or to standard output when `path` is `None`.
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     match path {
         None => stdout(bytes),
         Some(path) => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.persist(path)
-                .map_err(|e| e.error)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(())
+            // Names the missing directory, not the temporary file that could not be created.
+            atomic::check_writable(path)?;
+            Ok(atomic::write_bytes(path, bytes)?)
         }
     }
 }
