@@ -212,6 +212,7 @@ fn summary_depth_adds_up_each_block_instance() {
     assert_eq!(top_level[..8], ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]);
     assert_eq!(top_level.last().unwrap(), "fc");
     assert_eq!(depth1["total_params"], full["total_params"]);
+    assert_eq!(depth1["depth"], 1);
     assert_eq!(depth1["total_macs"], full["total_macs"]);
     // Each group holds the sum of its layers and the output shape of its last one.
     let sum = |prefix: &str, what: &str| -> u64 {
@@ -230,11 +231,14 @@ fn summary_depth_adds_up_each_block_instance() {
     assert_eq!(layer3["op"], "16 layers");
 
     let depth2 = ok(&["summary", s(&net), "--depth", "2"]);
-    let rows: Vec<&str> = depth2.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    // A tree: each block's row, then its instances' rows indented under it.
+    let layer1 = depth2.lines().position(|l| l.starts_with("layer1 ")).expect(&depth2);
+    let lines: Vec<&str> = depth2.lines().collect();
     assert!(
-        rows.contains(&"layer1.0") && rows.contains(&"layer4.1") && !rows.contains(&"layer1"),
+        lines[layer1 + 1].starts_with("  layer1.0 ") && lines[layer1 + 2].starts_with("  layer1.1 "),
         "{depth2}"
     );
+    assert!(lines[layer1 + 3].starts_with("layer2 "), "{depth2}");
     assert!(depth2.lines().any(|l| l.starts_with("total") && l.contains("11,689,512")), "{depth2}");
     let (code, _, err) = run(&["summary", s(&net), "--depth", "0"]);
     assert!(code == 2 && err.starts_with("error: invalid value '0' for '--depth <N>'"), "{code}: {err}");

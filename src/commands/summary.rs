@@ -12,8 +12,9 @@ use std::path::PathBuf;
 ///
 /// Training-only parts (auxiliary classifiers, dropout) are left out unless --train. A compiled
 /// bundle (.netc) is summarised from the optimised graph it stores (fused layers, folded
-/// BatchNorm): what `netc run` executes. --depth N adds up the rows of each block instance, by
-/// weight scope up to N parts deep (`layer1`, `layer1.0`, ...), like torchinfo's depth.
+/// BatchNorm): what `netc run` executes. --depth N adds up the layers of each block instance by
+/// weight scope, a row for every scope 1 to N parts deep (`layer1`, then `layer1.0` under it,
+/// ...), like torchinfo's depth; the totals count every layer once.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -28,7 +29,7 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Add up the layers of each scope up to N parts deep (1: `layer1`, 2: `layer1.0`, ...).
+    /// A row per scope 1 to N parts deep, adding up its layers (1: `layer1`, 2: also `layer1.0`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub depth: Option<u32>,
     #[command(flatten)]
@@ -76,9 +77,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         naive_bytes: netc_compiler::lower::memory::naive_bytes(&optimized),
     };
     let text = match args.format {
+        Format::Table if args.depth.is_some() => table(&depth::indented(summary), &activations, stored),
         Format::Table => table(&summary, &activations, stored),
         Format::Json => {
             let mut value = serde_json::to_value(&summary)?;
+            if let Some(depth) = args.depth {
+                value["depth"] = depth.into();
+            }
             value["graph"] = (if stored { "optimized" } else { "parsed" }).into();
             value["activations"] = serde_json::to_value(&activations)?;
             serde_json::to_string_pretty(&value)? + "\n"
