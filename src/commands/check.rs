@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 /// Check a .net file: syntax, names, types, every shape. Prints nothing and exits 0 when valid;
 /// otherwise prints diagnostics (file:line:col, the source line, the chain of block instances) and
-/// exits 1. A compiled bundle (.netc) is checked as `netc run` loads it: header, checksum and
-/// stored graph.
+/// exits 1.
+///
+/// A compiled bundle (.netc) is checked as `netc run` loads it: header, checksum and stored graph.
 #[derive(clap::Args)]
 pub struct Args {
     /// The model: a .net file, or a compiled bundle (.netc).

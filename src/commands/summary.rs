@@ -7,9 +7,9 @@ use netc_compiler::ir::{summarize, Summary};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Summarise a model: one row per layer (weight scope name, op, output shape, parameters,
-/// multiply-accumulates per image), then totals.
+/// Summarise a model: a row per layer (scope, op, output shape, parameters, MACs), then totals.
 ///
+/// The rows: weight scope name, op, output shape, parameters and multiply-accumulates per image.
 /// Training-only parts (auxiliary classifiers, dropout) are left out unless --train. A compiled
 /// bundle (.netc) is summarised from the optimised graph it stores (fused layers, folded
 /// BatchNorm): what `netc run` executes. --depth N adds up the layers of each block instance by
