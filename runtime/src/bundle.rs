@@ -475,8 +475,10 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let damaged = inspect(&path).unwrap();
         assert!(!damaged.checksum_ok() && damaged.length_ok());
-        std::fs::write(&path, b"NETCBNDL").unwrap();
-        assert!(matches!(inspect(&path), Err(BundleError::Truncated { .. })));
+        for short in [&b"NETCBNDL"[..], b"NETC", b""] {
+            std::fs::write(&path, short).unwrap();
+            assert!(matches!(inspect(&path), Err(BundleError::Truncated { .. })));
+        }
         std::fs::write(&path, b"network n(x: [1]) { x }").unwrap();
         assert!(matches!(inspect(&path), Err(BundleError::BadMagic { .. })));
     }

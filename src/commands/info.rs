@@ -68,7 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if !inspection.length_ok() {
-        bail!("{}: truncated or damaged: the file's length is not the one its header states", path.display());
+        let stated = inspection.expected_bytes().map_or("more than 2^64".into(), |n| n.to_string());
+        bail!(
+            "{}: truncated or damaged: its header states {stated} bytes, the file has {}",
+            path.display(),
+            inspection.file_bytes
+        );
     }
     if !inspection.checksum_ok() {
         bail!("{}: corrupted: the checksum does not match; compile the bundle again", path.display());

@@ -60,7 +60,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, BundleError> {
             n => got += n,
         }
     }
-    if got < MAGIC.len() || &header[..MAGIC.len()] != MAGIC {
+    if got >= MAGIC.len() && &header[..MAGIC.len()] != MAGIC {
         return Err(BundleError::BadMagic { path: path.to_path_buf() });
     }
     if got < HEADER {
