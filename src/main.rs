@@ -22,6 +22,7 @@ use std::process::ExitCode;
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
 ///   netc bench resnet50.netc --batch 8
 ///   netc export models/resnet50.net --weights resnet50.safetensors --onnx resnet50.onnx
+///   netc info resnet50.netc
 #[derive(Parser)]
 #[command(name = "netc", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -42,6 +43,7 @@ enum Command {
     Compile(commands::compile::Args),
     Bench(commands::bench::Args),
     Export(commands::export::Args),
+    Info(commands::info::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => commands::compile::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Info(args) => commands::info::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

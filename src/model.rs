@@ -312,6 +312,7 @@ fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, E
 pub fn write_random_weights(net: impl AsRef<Path>, out: impl AsRef<Path>, seed: u64) -> Result<(), Error> {
     let graph = netc_compiler::compile_file(net.as_ref(), &Default::default())?;
     let tensors = netc_runtime::init::he_init(&graph, seed)?;
-    netc_runtime::weights::write_file(out.as_ref(), &tensors)?;
+    let metadata = netc_runtime::init::metadata(&graph.name, seed);
+    netc_runtime::weights::write_file_with_metadata(out.as_ref(), &tensors, &metadata)?;
     Ok(())
 }

@@ -83,6 +83,15 @@ fn fifos_and_devices_are_refused_by_every_loader_instead_of_blocking_or_reading_
     fails_with(&["check", "/dev/zero"], "a character device, not a regular file");
     fails_with(&["run", s(&bundle), "--input", "/dev/zero"], "a character device, not a regular file");
     fails_with(&["run", s(&net), "--weights", "/dev/zero", "--input", "x.npy"], "a character device");
+    // The commands that look inside models and bundles, and --labels.
+    for command in ["info", "summary", "ir"] {
+        fails_with(&[command, p], "a FIFO (named pipe), not a regular file");
+        fails_with(&[command, "/dev/zero"], "a character device, not a regular file");
+    }
+    fails_with(
+        &["run", s(&bundle), "--input", "x.npy", "--labels", p],
+        "a FIFO (named pipe), not a regular file",
+    );
     // A `use` of a FIFO, from inside a model.
     let user = dir.path().join("user.net");
     std::fs::write(&user, format!("use \"{p}\"\nnetwork u(x: [3, 4, 4]) {{ x |> relu }}\n")).unwrap();

@@ -28,6 +28,10 @@ mod cli_optimizer;
 mod cli_jit;
 mod jit;
 
+// The CLI's output, errors and bundle inspection.
+mod cli_inspect;
+mod cli_output;
+
 // The library facade.
 mod library;
 

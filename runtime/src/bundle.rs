@@ -27,6 +27,10 @@
 //! compiling host's ISA for information only. [`Bundle::program`] and [`Bundle::weights`] read it
 //! back; any inconsistency is an error naming the file.
 
+mod inspect;
+
+pub use inspect::{inspect, Inspection};
+
 use memmap2::Mmap;
 use netc_compiler::codegen::{AlignedF32, Isa};
 use netc_compiler::ir::serial::SerialGraph;
@@ -45,8 +49,9 @@ const ALIGN: usize = 64;
 pub enum BundleError {
     #[error("{path}: {what}")]
     Program { path: PathBuf, what: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message, not a `source()`: printed once by chain printers.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: not a netc bundle (bad magic bytes)")]
     BadMagic { path: PathBuf },
     #[error("{path}: bundle format version {found}, but this netc reads version {FORMAT_VERSION}; recompile it with `netc compile`")]
@@ -74,7 +79,7 @@ pub fn write(
     mut manifest: serde_json::Value,
     blobs: &[(String, &[f32])],
 ) -> Result<(), BundleError> {
-    let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+    let io = |error| BundleError::Io { path: path.to_path_buf(), error };
     let mut table = BTreeMap::new();
     let mut offset = 0usize;
     for (name, data) in blobs {
@@ -132,6 +137,30 @@ pub fn write_proved_program(
     packed: &[Vec<AlignedF32>],
     proved: &[Isa],
 ) -> Result<(), BundleError> {
+    let provenance = Provenance { proved: proved.to_vec(), ..Provenance::default() };
+    write_program_with(path, program, packed, &provenance)
+}
+
+/// What a bundle records about how it was made, beside its program (for loaders and `netc info`).
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// The ISAs every kernel was proved in bounds for (loaders skip the proof for them).
+    pub proved: Vec<Isa>,
+    /// The ISA the optimiser's cost models planned layer choices for, if one was asked for.
+    pub tuned_for: Option<Isa>,
+    /// The metadata of the weight file the bundle was packed from (safetensors `__metadata__`;
+    /// `netc init` marks random weights there).
+    pub weights_metadata: BTreeMap<String, String>,
+}
+
+/// [`write_program`] with its [`Provenance`] recorded in the manifest.
+pub fn write_program_with(
+    path: &Path,
+    program: &Program,
+    packed: &[Vec<AlignedF32>],
+    provenance: &Provenance,
+) -> Result<(), BundleError> {
+    let proved = &provenance.proved;
     let program_err = |what: String| BundleError::Program { path: path.to_path_buf(), what };
     if packed.len() != program.steps().len() {
         return Err(program_err(format!("{} steps but weights for {}", program.steps().len(), packed.len())));
@@ -155,6 +184,8 @@ pub fn write_proved_program(
         "packed_layout": PACKED_LAYOUT,
         "packed_on": Isa::best().map_or("unknown", |i| i.name()),
         "bounds_proved": proved.iter().map(|i| i.name()).collect::<Vec<_>>(),
+        "tuned_for": provenance.tuned_for.map(Isa::name),
+        "weights_metadata": provenance.weights_metadata,
         "graph": SerialGraph::from_graph(graph),
         "steps": steps,
     });
@@ -185,10 +216,9 @@ impl Bundle {
     pub fn open(path: &Path) -> Result<Bundle, BundleError> {
         let err_path = || path.to_path_buf();
         netc_compiler::files::regular_file_len(path)
-            .map_err(|source| BundleError::Io { path: err_path(), source })?;
-        let file =
-            std::fs::File::open(path).map_err(|source| BundleError::Io { path: err_path(), source })?;
-        let len = file.metadata().map_err(|source| BundleError::Io { path: err_path(), source })?.len();
+            .map_err(|error| BundleError::Io { path: err_path(), error })?;
+        let file = std::fs::File::open(path).map_err(|error| BundleError::Io { path: err_path(), error })?;
+        let len = file.metadata().map_err(|error| BundleError::Io { path: err_path(), error })?.len();
         if len < MAGIC.len() as u64 {
             // Too short to tell what it is (an empty file cannot even be mapped).
             return Err(BundleError::Truncated { path: err_path(), expected: HEADER as u64, found: len });
@@ -196,15 +226,14 @@ impl Bundle {
         // SAFETY: the mapping is read-only and private to this process; netc never writes to a bundle
         // it has open. A concurrent external modification of the file is outside what any reader of
         // a mapped file can defend against, and the checksum below is verified after mapping.
-        let map =
-            unsafe { Mmap::map(&file) }.map_err(|source| BundleError::Io { path: err_path(), source })?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|error| BundleError::Io { path: err_path(), error })?;
         Bundle::from_map(path, map)
     }
 
     /// A bundle from bytes in memory (copied into an anonymous mapping, so blobs keep the
     /// alignment of a mapped file); `label` names it in errors. For tests and fuzzing.
     pub fn from_bytes(label: &Path, bytes: &[u8]) -> Result<Bundle, BundleError> {
-        let io = |source| BundleError::Io { path: label.to_path_buf(), source };
+        let io = |error| BundleError::Io { path: label.to_path_buf(), error };
         if bytes.len() < MAGIC.len() {
             return Err(BundleError::Truncated {
                 path: label.to_path_buf(),
@@ -291,6 +320,12 @@ impl Bundle {
         self.manifest["bounds_proved"]
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(isa.name())))
+    }
+
+    /// The metadata of the weight file the bundle was packed from (see [`Provenance`]); empty
+    /// for bundles that record none.
+    pub fn weights_metadata(&self) -> BTreeMap<String, String> {
+        serde_json::from_value(self.manifest["weights_metadata"].clone()).unwrap_or_default()
     }
 
     /// A blob's floats, read in place from the mapping.
@@ -424,6 +459,28 @@ mod tests {
         assert_eq!(bundle.blob("b").unwrap(), [-1.5; 17]);
         assert_eq!(bundle.blob("b").unwrap().as_ptr() as usize % 64, 0);
         assert!(bundle.blob("c").is_none());
+    }
+
+    #[test]
+    fn inspection_describes_a_bundle_and_its_damage_without_refusing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample(dir.path());
+        let sound = inspect(&path).unwrap();
+        assert!(sound.checksum_ok() && sound.length_ok());
+        assert_eq!(sound.version, FORMAT_VERSION);
+        assert_eq!(sound.manifest.unwrap()["model"], "m");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 70;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let damaged = inspect(&path).unwrap();
+        assert!(!damaged.checksum_ok() && damaged.length_ok());
+        for short in [&b"NETCBNDL"[..], b"NETC", b""] {
+            std::fs::write(&path, short).unwrap();
+            assert!(matches!(inspect(&path), Err(BundleError::Truncated { .. })));
+        }
+        std::fs::write(&path, b"network n(x: [1]) { x }").unwrap();
+        assert!(matches!(inspect(&path), Err(BundleError::BadMagic { .. })));
     }
 
     #[test]

@@ -74,6 +74,36 @@ pub fn he_init(graph: &Graph, seed: u64) -> Result<BTreeMap<String, OwnedTensor>
     Ok(out)
 }
 
+/// The metadata key `netc init` sets in the files it writes; its value says how they were made.
+pub const INIT_KEY: &str = "netc.init";
+/// [`INIT_KEY`]'s value for random weights.
+pub const RANDOM: &str = "random";
+
+/// The safetensors metadata of weights made by [`he_init`] with `seed` for `model`: it travels with
+/// the file (and into bundles compiled from it), so that whoever runs them can be told that the
+/// weights are random and the predictions meaningless ([`random_weights_note`]).
+pub fn metadata(model: &str, seed: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (INIT_KEY.to_string(), RANDOM.to_string()),
+        ("netc.init.scheme".to_string(), "he-normal".to_string()),
+        ("netc.init.seed".to_string(), seed.to_string()),
+        ("netc.model".to_string(), model.to_string()),
+    ])
+}
+
+/// A one-line note for weights whose metadata says they are random (written by `netc init`), or
+/// `None` for any other weights.
+pub fn random_weights_note(metadata: &BTreeMap<String, String>) -> Option<String> {
+    if metadata.get(INIT_KEY).map(String::as_str) != Some(RANDOM) {
+        return None;
+    }
+    let seed = metadata.get("netc.init.seed").map_or(String::new(), |s| format!(", seed {s}"));
+    Some(format!(
+        "the weights are random (written by `netc init`{seed}): the predictions are meaningless; \
+         bind trained weights (see the README, \"Weights\") for real ones"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +127,14 @@ mod tests {
         assert_eq!(a["bn.running_mean"], OwnedTensor::F32 { shape: vec![4], data: vec![0.0; 4] });
         assert_eq!(a["bn.num_batches_tracked"], OwnedTensor::I64 { shape: vec![], data: vec![0] });
         assert!(matches!(&a["fc.bias"], OwnedTensor::F32 { data, .. } if data.iter().all(|&v| v == 0.0)));
+    }
+
+    #[test]
+    fn only_init_metadata_gets_the_random_weights_note() {
+        let note = random_weights_note(&metadata("tiny", 3)).unwrap();
+        assert!(note.contains("random") && note.contains("seed 3"), "{note}");
+        assert_eq!(random_weights_note(&BTreeMap::new()), None);
+        let trained = BTreeMap::from([(INIT_KEY.to_string(), "pretrained".to_string())]);
+        assert_eq!(random_weights_note(&trained), None);
     }
 }

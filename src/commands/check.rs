@@ -5,14 +5,18 @@ use std::path::PathBuf;
 /// Check a .net file: syntax, names, types, every shape. Prints nothing and exits 0 when valid;
 /// otherwise prints diagnostics (file:line:col, the source line, the chain of block instances) and
 /// exits 1.
+///
+/// A compiled bundle (.netc) is checked as `netc run` loads it: header, checksum and stored graph.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file.
+    /// The model: a .net file, or a compiled bundle (.netc).
     pub file: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let graph = super::load_model(&args.file, None)?;
-    netc_compiler::ir::verify(&graph)?;
+    match super::inspect::open(&args.file, None)? {
+        super::inspect::Opened::Source(graph) => netc_compiler::ir::verify(&graph)?,
+        super::inspect::Opened::Bundle(_) => {}
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! weights already in the kernels' packed layouts, which `netc run M.netc` maps without copying.
 
 use netc_compiler::codegen::jit::check_program;
-use netc_compiler::codegen::Isa;
+use netc_compiler::codegen::{Isa, IsaChoice};
 use netc_runtime::bundle;
 use netc_runtime::jit;
 use std::path::PathBuf;
@@ -17,7 +17,9 @@ use std::time::Instant;
 /// a bundle compiled on one machine runs on any other (AVX-512, AVX2 or SSE). Before writing,
 /// every kernel the bundle will need is proved, by a static analysis of the generated code, to
 /// load and store only inside its buffers, for each ISA this machine runs; the bundle records
-/// them, and a machine with another ISA proves its kernels when it loads the bundle.
+/// them, and a machine with another ISA proves its kernels when it loads the bundle. The weight
+/// file's metadata (e.g. `netc init`'s mark of random weights) is kept in the bundle.
+/// `netc info M.netc` shows what a bundle records.
 ///
 /// Example:
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
@@ -42,6 +44,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let source = super::exec::Source::open(&args.file, Some(&args.weights), args.allow_nonfinite)?;
+    // Fail before the (possibly long) compilation, not after it.
+    netc_runtime::io::atomic::check_writable(&args.output)?;
     let (_, bound) = source.bound()?;
     let program = source.program(&args.opt)?;
     // Every kernel proved in bounds for each ISA this machine runs, before anything is written.
@@ -56,7 +60,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let check_secs = check_start.elapsed().as_secs_f64();
     let packed = jit::pack(&program, &bound)?;
-    bundle::write_proved_program(&args.output, &program, &packed, &proved_isas)?;
+    let provenance = bundle::Provenance {
+        proved: proved_isas,
+        tuned_for: match args.opt.tune_for {
+            IsaChoice::Fixed(isa) => Some(isa),
+            IsaChoice::Auto => Isa::best().ok(),
+        },
+        weights_metadata: source.weights_metadata(),
+    };
+    bundle::write_program_with(&args.output, &program, &packed, &provenance)?;
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{}: {} kernels, {:.1} MiB, in {:.2} s (distinct kernels proved in bounds: {}, {check_secs:.2} s)",

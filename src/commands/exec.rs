@@ -21,8 +21,6 @@ pub enum Source {
     Net { parsed: Graph, file: WeightFile, options: BindOptions },
 }
 
-pub use netc::is_bundle;
-
 /// The instruction-set option of `run` and `bench`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct IsaArgs {
@@ -43,7 +41,7 @@ impl Source {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", model.display()))?;
         // Bundles are recognised by content; a `.netc` file that is not one is a damaged or
         // foreign file, and says so, rather than being parsed as a `.net` source.
-        if is_bundle(model) || model.extension().is_some_and(|e| e == "netc") {
+        if super::inspect::is_bundle_file(model) {
             if weights.is_some() {
                 bail!("{} is a compiled bundle, which carries its weights: drop --weights", model.display());
             }
@@ -58,6 +56,21 @@ impl Source {
         let parsed = super::load_model(model, None)?;
         let file = WeightFile::open(weights)?;
         Ok(Source::Net { parsed, file, options: BindOptions { allow_nonfinite } })
+    }
+
+    /// The metadata of the weights: the weight file's, or the one a bundle was packed from.
+    pub fn weights_metadata(&self) -> std::collections::BTreeMap<String, String> {
+        match self {
+            Source::Bundle(b) => b.weights_metadata(),
+            Source::Net { file, .. } => file.metadata().clone(),
+        }
+    }
+
+    /// Prints a one-line note on standard error when the weights are `netc init`'s random ones.
+    pub fn note_random_weights(&self) {
+        if let Some(note) = netc_runtime::init::random_weights_note(&self.weights_metadata()) {
+            eprintln!("note: {note}");
+        }
     }
 
     /// The weights bound to the model as written (a `.net` source only).

@@ -10,6 +10,10 @@ use std::path::PathBuf;
 /// The names are the PyTorch state_dict keys (`layer1.0.conv1.weight`, ...), so the file also loads
 /// into the equivalent torchvision model. The file appears only when complete.
 ///
+/// The file's metadata (safetensors `__metadata__`: `netc.init = random`, the seed) says the weights
+/// are random; it is carried into bundles compiled from them, and `netc run` notes on standard
+/// error that their predictions are meaningless.
+///
 /// Example:
 ///   netc init models/resnet18.net -o resnet18.safetensors --seed 1
 #[derive(clap::Args)]
@@ -29,15 +33,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = super::load_model(&args.file, None)?;
     netc_runtime::io::atomic::check_writable(&args.output)?;
     let tensors = netc_runtime::init::he_init(&graph, args.seed)?;
-    netc_runtime::weights::write_file(&args.output, &tensors)?;
+    let metadata = netc_runtime::init::metadata(&graph.name, args.seed);
+    netc_runtime::weights::write_file_with_metadata(&args.output, &tensors, &metadata)?;
     let values: usize = tensors.values().map(|t| t.shape().iter().product::<usize>()).sum();
-    println!(
-        "{}: wrote {} tensors ({} values, seed {}) to {}",
+    let text = format!(
+        "{}: wrote {} tensors ({} values, seed {}) to {}\n",
         graph.name,
         tensors.len(),
         super::summary::thousands(values as u64),
         args.seed,
         args.output.display()
     );
-    Ok(())
+    super::output::stdout(text.as_bytes())
 }

@@ -1,26 +1,40 @@
 //! `netc ir`: dump the IR at a stage, as text, Graphviz DOT or JSON.
 
+use super::inspect::{self, Opened};
+use anyhow::bail;
 use netc_compiler::ir::print;
 use std::path::PathBuf;
 
 /// Dump a model's IR at a stage of compilation.
 ///
-/// Stages: `parsed` (as written), `optimized` (after the whole pipeline; the default of every command
-/// that executes), `after:PASS` (after the pipeline up to and including PASS; see --list-passes),
-/// `clif` (each JIT kernel's Cranelift IR, headed by the IR node it implements), `asm` (each kernel's
-/// machine code, disassembled).
+/// Stages (--stage):
+///   parsed       the graph as written: every layer, training-only parts included (the default
+///                for a .net file)
+///   optimized    after the whole optimisation pipeline: what `netc run` executes (the default,
+///                and the only graph, of a compiled bundle)
+///   after:PASS   after the pipeline up to and including PASS (`--list-passes` names them)
+///   clif         each JIT kernel's Cranelift IR, headed by the IR node it implements
+///   asm          each JIT kernel's machine code, disassembled, headed the same way
 ///
-/// text: one value per line with op, inputs, attributes, shape, weight scope and block instance.
-/// dot:  Graphviz, one cluster per block instance, shapes on edges (`| dot -Tsvg > model.svg`).
-/// json: {"inputs", "outputs", "nodes": [{"id", "name", "op", "inputs", "shape", "attrs"}]}.
+/// Formats (--format) of the graph stages:
+///   text   one value per line: op, inputs, attributes, shape, weight scope, block instance
+///   dot    Graphviz, a cluster per block instance, shapes on edges (`| dot -Tsvg > model.svg`)
+///   json   {"inputs", "outputs", "nodes": [{"id", "name", "op", "inputs", "shape", "attrs"}]}
+///
+/// Examples:
+///   netc ir models/resnet18.net --stage optimized
+///   netc ir models/resnet18.net --format dot | dot -Tsvg > resnet18.svg
+///   netc ir resnet50.netc --stage asm | less
 #[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The model file.
+    /// The model: a .net file, or a compiled bundle (.netc), which stores its optimised graph.
     #[arg(required_unless_present = "list_passes")]
     pub file: Option<PathBuf>,
-    /// Which stage of compilation to show: parsed, optimized or after:PASS.
-    #[arg(long, value_parser = parse_stage, default_value = "parsed")]
-    pub stage: Stage,
+    /// The stage: parsed, optimized, after:PASS, clif or asm (default: parsed for a .net file,
+    /// optimized for a bundle).
+    #[arg(long, value_parser = parse_stage, value_name = "STAGE")]
+    pub stage: Option<Stage>,
     /// List the optimisation passes in pipeline order and exit.
     #[arg(long)]
     pub list_passes: bool,
@@ -84,16 +98,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return super::write_output(None, text.as_bytes());
     }
     let file = args.file.as_deref().expect("clap requires FILE unless --list-passes");
-    let mut graph = super::load_model(file, args.input)?;
-    match &args.stage {
-        Stage::Parsed => {}
-        Stage::Optimized => super::optimize(&mut graph, &args.opt, None)?,
-        Stage::After(pass) => super::optimize(&mut graph, &args.opt, Some(pass))?,
-        Stage::Clif | Stage::Asm => {
-            super::optimize(&mut graph, &args.opt, None)?;
-            let text = kernels(graph, matches!(args.stage, Stage::Asm), &args.isa)?;
-            return super::write_output(args.output.as_deref(), text.as_bytes());
+    let (mut graph, stage, optimized) = match inspect::open(file, args.input)? {
+        Opened::Source(graph) => (graph, args.stage.unwrap_or(Stage::Parsed), false),
+        Opened::Bundle(graph) => {
+            inspect::refuse_optimizer_options(file, &args.opt, "ir")?;
+            let stage = args.stage.unwrap_or(Stage::Optimized);
+            if matches!(stage, Stage::Parsed | Stage::After(_)) {
+                bail!(
+                    "{}: a compiled bundle stores the optimised graph only: use --stage optimized (the \
+                     default for a bundle), clif or asm, or give the .net source",
+                    file.display()
+                );
+            }
+            (graph, stage, true)
         }
+    };
+    match &stage {
+        Stage::Parsed => {}
+        Stage::After(pass) => super::optimize(&mut graph, &args.opt, Some(pass))?,
+        Stage::Optimized | Stage::Clif | Stage::Asm if !optimized => {
+            super::optimize(&mut graph, &args.opt, None)?
+        }
+        Stage::Optimized | Stage::Clif | Stage::Asm => {}
+    }
+    if matches!(stage, Stage::Clif | Stage::Asm) {
+        let text = kernels(graph, matches!(stage, Stage::Asm), &args.isa)?;
+        return super::write_output(args.output.as_deref(), text.as_bytes());
     }
     let text = match args.format {
         Format::Text => print::to_text(&graph),

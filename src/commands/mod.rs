@@ -5,16 +5,22 @@ pub mod check;
 pub mod compile;
 pub mod exec;
 pub mod export;
+pub mod info;
 pub mod init;
+pub mod inspect;
 pub mod ir;
+pub mod labels;
+pub mod output;
 pub mod run;
 pub mod summary;
+pub mod summary_depth;
+pub mod top;
 
-use anyhow::Context as _;
+pub use output::write as write_output;
+
 use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_compiler::Diagnostic;
-use std::io::Write as _;
 use std::path::Path;
 
 /// Prints an error: diagnostics as rendered (source line and caret), anything else as `error: ...`.
@@ -114,33 +120,15 @@ pub fn optimize(graph: &mut Graph, opt: &OptArgs, stop_after: Option<&str>) -> a
     Ok(())
 }
 
-/// Loads and elaborates a `.net` file.
+/// Loads and elaborates a `.net` file; a compiled bundle is refused by name, not read as text.
 pub fn load_model(path: &Path, input: Option<ShapeArg>) -> anyhow::Result<Graph> {
+    if netc::is_bundle(path) {
+        anyhow::bail!(
+            "{}: a compiled bundle, not a .net source; this command needs the .net file (`netc info` \
+             describes bundles)",
+            path.display()
+        );
+    }
     let options = netc_compiler::Options { input_shape: input.map(|s| s.0) };
     Ok(netc_compiler::compile_file(path, &options)?)
-}
-
-/// Writes `text` to `path` atomically (temporary file in the same directory, then rename), or to
-/// stdout when `path` is `None`.
-pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
-    match path {
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(bytes).context("cannot write to standard output")?;
-            Ok(())
-        }
-        Some(path) => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.persist(path)
-                .map_err(|e| e.error)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(())
-        }
-    }
 }

@@ -1,11 +1,13 @@
 //! `netc run FILE.net --weights W.safetensors --input X...`: run a model on real inputs.
 
 use super::exec::Source;
+use super::labels::Labels;
+use super::top;
 use anyhow::{bail, Context as _};
 use netc_compiler::ir::Graph;
 use netc_runtime::io::{atomic, image, npy};
 use netc_runtime::tensor::Dims;
-use netc_runtime::{classes, reference, Tensor};
+use netc_runtime::{reference, Tensor};
 use std::path::{Path, PathBuf};
 
 /// Run a model on images or tensors and print the top classes or save the logits.
@@ -15,9 +17,14 @@ use std::path::{Path, PathBuf};
 /// bilinear), centre crop to the model's input size, scaled to [0, 1], normalised by the ImageNet
 /// mean and std. Several inputs form one batch, in the order given.
 ///
-/// --top K prints the K most likely classes of each input with softmax probabilities and ImageNet
-/// class names (top 5 by default when there is no --output). --output writes the model's first
-/// output (the logits, [N, classes]) as .npy; the file appears only when complete.
+/// --top K prints the K most likely classes of each input with softmax probabilities and class
+/// names: ImageNet's for a model with 1000 classes, or one per line of --labels FILE (top 5 by
+/// default when there is no --output). --format json prints them as a JSON array, one object per
+/// input: {"image", "top": [{"class", "label", "prob"}]}. --output writes the model's first output
+/// (the logits, [N, classes]) as .npy; the file appears only when complete.
+///
+/// Weights written by `netc init` are random: a note on standard error says so, as their
+/// predictions mean nothing.
 ///
 /// The optimised graph runs (see `netc ir --stage optimized`), as native JIT-compiled kernels by
 /// default; -O0 runs the model as written. A compiled bundle (`netc compile`) runs without --weights.
@@ -51,6 +58,12 @@ pub struct Args {
     /// Print the K most likely classes of each input.
     #[arg(long, value_name = "K", value_parser = positive)]
     pub top: Option<usize>,
+    /// How to print the top classes: text, or json (one object per input, implies --top 5).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Class names, one per line in class order (default: ImageNet's, for 1000 classes).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
     /// How to execute the model.
     #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
@@ -71,6 +84,14 @@ pub enum Backend {
     Reference,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Per input: its name, then probability, class id and name of each top class.
+    Text,
+    /// A JSON array, one object per input: {"image", "top": [{"class", "label", "prob"}]}.
+    Json,
+}
+
 /// The most threads a run may ask for (each is an OS thread with its own scratch).
 const MAX_THREADS: usize = 1024;
 
@@ -83,16 +104,26 @@ fn positive(text: &str) -> Result<usize, String> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
+    let labels = match &args.labels {
+        Some(path) => Labels::read(path)?,
+        None => Labels::Builtin,
+    };
+    let json = args.format == Format::Json;
+    let top = args.top.or(if args.output.is_none() || json { Some(5) } else { None });
+    if top.is_none() && args.labels.is_some() {
+        bail!("--labels names the classes that --top prints: give --top K too");
+    }
     if let Some(out) = &args.output {
         // Fail before the (possibly long) run, not after it.
         atomic::check_writable(out)?;
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let (model, outputs, labels) = match args.backend {
+    let (model, outputs, images) = match args.backend {
         Backend::Jit => {
             let model = source.model(&args.opt, &args.isa, threads)?;
-            let (batch, labels) = load_inputs(model.graph(), &args.input)?;
-            (model.graph().name.clone(), model.run_all(&[batch.view()])?, labels)
+            labels.check_graph(model.graph())?;
+            let (batch, images) = load_inputs(model.graph(), &args.input)?;
+            (model.graph().name.clone(), model.run_all(&[batch.view()])?, images)
         }
         Backend::Reference => {
             // Weights are checked against the model as written (so a state_dict with the auxiliary
@@ -100,17 +131,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // combine them.
             let (_, weights) = source.bound()?;
             let graph = source.graph(&args.opt)?;
-            let (batch, labels) = load_inputs(&graph, &args.input)?;
+            labels.check_graph(&graph)?;
+            let (batch, images) = load_inputs(&graph, &args.input)?;
             let outputs = reference::run_with(&graph, &weights, &[batch], &reference::Options { threads })?;
-            (graph.name.clone(), outputs, labels)
+            (graph.name.clone(), outputs, images)
         }
     };
     let logits = outputs.into_iter().next().context("the model has no inference output")?;
+    source.note_random_weights();
 
     if let Some(out) = &args.output {
         npy::write(out, &logits)?;
     }
-    let top = args.top.or(if args.output.is_none() { Some(5) } else { None });
     if let Some(k) = top {
         if logits.shape.len() != 2 {
             bail!(
@@ -118,7 +150,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Dims(&logits.shape)
             );
         }
-        print_top(&logits, &labels, k);
+        labels.check(logits.shape[1], &model)?;
+        let tops = top::rank(&logits, &images, &labels, k);
+        let text = if json { top::json(&tops)? } else { top::text(&tops) };
+        super::output::stdout(text.as_bytes())?;
     }
     Ok(())
 }
@@ -185,21 +220,4 @@ fn from_npy(path: &Path, mut t: Tensor, declared: &[usize]) -> anyhow::Result<Te
         bail!("{}: the array holds no samples (shape {})", path.display(), Dims(&t.shape));
     }
     Ok(t)
-}
-
-/// Prints the `k` most likely classes of each sample with softmax probabilities.
-fn print_top(logits: &Tensor, labels: &[String], k: usize) {
-    let classes = logits.shape[1];
-    for (n, label) in labels.iter().enumerate() {
-        let row = logits.sample(n);
-        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-        let exps: Vec<f64> = row.iter().map(|&v| (f64::from(v) - max).exp()).collect();
-        let sum: f64 = exps.iter().sum();
-        let mut order: Vec<usize> = (0..classes).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        println!("{label}:");
-        for &c in order.iter().take(k) {
-            println!("  {:>7.4}  {:>4}  {}", exps[c] / sum, c, classes::label(c, classes));
-        }
-    }
 }

@@ -30,12 +30,9 @@ pub const MAX_DECODED_BYTES: u64 = 3 * 64 * 1024 * 1024;
 /// Why an image cannot be used as an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message, not a `source()`: printed once by chain printers.
+    #[error("cannot read {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: not a JPEG or PNG image (inputs are .npy files or images)", .path.display())]
     UnknownFormat { path: PathBuf },
     #[error("{}: cannot decode the image: {detail}", .path.display())]
@@ -60,7 +57,7 @@ pub struct Rgb {
 /// would otherwise fill with grey) is refused, as is a PNG whose data ends early.
 pub fn decode(path: &Path) -> Result<Rgb, ImageError> {
     let bytes = netc_compiler::files::read_capped(path, MAX_FILE_BYTES)
-        .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|error| ImageError::Io { path: path.to_path_buf(), error })?;
     decode_bytes(path, &bytes)
 }
 
@@ -68,7 +65,7 @@ pub fn decode(path: &Path) -> Result<Rgb, ImageError> {
 pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, ImageError> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|error| ImageError::Io { path: path.to_path_buf(), error })?;
     match reader.format() {
         Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(ImageError::Truncated { path: path.to_path_buf() })

@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 /// Why a `.npy` file cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message, not a `source()`: printed once by chain printers.
+    #[error("cannot read {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: not a valid .npy file: {detail}", .path.display())]
     Format { path: PathBuf, detail: String },
     #[error("{}: the array has dtype `{dtype}`; netc reads float32 arrays (numpy: `x.astype(np.float32)`)", .path.display())]
@@ -28,7 +25,7 @@ pub enum NpyError {
 pub fn read(path: &Path) -> Result<Tensor, NpyError> {
     // Regular files only; the header's shape must then account for the whole length.
     let bytes = netc_compiler::files::read_capped(path, u64::MAX)
-        .map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+        .map_err(|error| NpyError::Io { path: path.to_path_buf(), error })?;
     from_bytes(path, &bytes)
 }
 

@@ -136,12 +136,12 @@ pub struct Pool {
 
 /// Why a pool could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start worker thread {index} of {threads}: {source}")]
+/// The OS error is part of the message, not a `source()`: printed once by chain printers.
+#[error("cannot start worker thread {index} of {threads}: {error}")]
 pub struct PoolError {
     pub index: usize,
     pub threads: usize,
-    #[source]
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 impl Pool {
@@ -160,7 +160,7 @@ impl Pool {
             let handle = std::thread::Builder::new()
                 .name(format!("netc-worker-{t}"))
                 .spawn(move || worker(&shared, t))
-                .map_err(|source| PoolError { index: t, threads, source })?;
+                .map_err(|error| PoolError { index: t, threads, error })?;
             pool.handles.push(handle);
         }
         Ok(pool)

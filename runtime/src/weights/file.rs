@@ -45,6 +45,7 @@ pub struct WeightFile {
     path: PathBuf,
     storage: Storage,
     tensors: BTreeMap<String, TensorEntry>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for WeightFile {
@@ -65,7 +66,7 @@ impl WeightFile {
     #[allow(unsafe_code)]
     pub fn open(path: impl AsRef<Path>) -> Result<WeightFile, WeightError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| WeightError::Io { path: path.clone(), source };
+        let io = |error| WeightError::Io { path: path.clone(), error };
         netc_compiler::files::regular_file_len(&path).map_err(io)?;
         let file = std::fs::File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
@@ -111,7 +112,8 @@ impl WeightFile {
             }
             tensors.insert(name, TensorEntry { dtype: info.dtype, shape: info.shape.clone(), range });
         }
-        Ok(WeightFile { path, storage, tensors })
+        let metadata = metadata.metadata().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Ok(WeightFile { path, storage, tensors, metadata })
     }
 
     /// The file name (or in-memory label).
@@ -122,6 +124,12 @@ impl WeightFile {
     /// Every tensor, by name.
     pub fn tensors(&self) -> &BTreeMap<String, TensorEntry> {
         &self.tensors
+    }
+
+    /// The header's free-form text metadata (`__metadata__`; `netc init` records that its
+    /// weights are random there, see [`crate::init::metadata`]), by key.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {

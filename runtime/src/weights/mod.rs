@@ -18,7 +18,7 @@ pub use bind::{
 };
 pub use file::{TensorEntry, WeightFile};
 pub use safetensors::Dtype;
-pub use write::{to_bytes, write_file, OwnedTensor};
+pub use write::{to_bytes, write_file, write_file_with_metadata, OwnedTensor};
 
 use crate::tensor::Dims;
 use std::path::PathBuf;
@@ -35,12 +35,9 @@ pub enum WeightError {
     NonFinite { path: PathBuf, tensor: String, index: usize, value: f32 },
     #[error("{}: tensor `{tensor}` holds the variance {value} at index {index}: variances cannot be negative", .path.display())]
     NegativeVariance { path: PathBuf, tensor: String, index: usize, value: f32 },
-    #[error("cannot read weight file {}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message, not a `source()`: printed once by chain printers.
+    #[error("cannot read weight file {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: truncated safetensors file: {detail}", .path.display())]
     Truncated { path: PathBuf, detail: String },
     #[error("{}: corrupt safetensors header: {detail}", .path.display())]
