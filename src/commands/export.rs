@@ -36,6 +36,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if netc::is_bundle(&args.file) {
+        anyhow::bail!(
+            "{} is a compiled bundle, whose weights are packed for the kernels: export the .net file with its --weights",
+            args.file.display()
+        );
+    }
     let source = super::exec::Source::open(&args.file, Some(&args.weights), args.allow_nonfinite)?;
     let (parsed, bound) = source.bound()?;
     let bytes = if args.optimized {
