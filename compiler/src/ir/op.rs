@@ -252,6 +252,8 @@ impl Op {
             Op::Relu => "relu",
             Op::MaxPool(_) => "maxpool",
             Op::AvgPool(_) => "avgpool",
+            // `global_avgpool` and `adaptive_avgpool(1)` are one op, shown by the shorter name.
+            Op::AdaptiveAvgPool(p) if p.output == [1, 1] => "global_avgpool",
             Op::AdaptiveAvgPool(_) => "adaptive_avgpool",
             Op::Lrn(_) => "lrn",
             Op::Linear(_) => "linear",
