@@ -1,10 +1,12 @@
 """Type stubs of the extension module `netc._netc` (re-exported by `netc`)."""
 
 import os
-from typing import Dict, List, Optional, Tuple, TypedDict, Union
+from typing import Dict, List, Optional, Tuple, TypedDict, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["Model", "NetcError", "check", "compile", "load", "summary", "write_random_weights"]
 
 _Path = Union[str, "os.PathLike[str]"]
 
@@ -12,13 +14,14 @@ class NetcError(ValueError):
     """A model could not be checked, compiled, loaded or run; the message is netc's full
     report (a `.net` diagnostic with its file, line, column, source line and caret)."""
 
-class LayerSummary(TypedDict):
+class _LayerSummary(TypedDict):
     name: str
     op: str
     output_shape: Tuple[int, ...]
     params: int
     macs: int
 
+@final
 class Model:
     """A compiled model: call it on float32 arrays `[N, ...]` (the batch first). Thread-safe:
     one model may be called from several Python threads at once."""
@@ -64,7 +67,7 @@ def check(source: Union[str, "os.PathLike[str]"]) -> None:
     rendered diagnostic. A `str` holding a newline or `{` is source text; any other `str` or
     an `os.PathLike` is a path."""
 
-def summary(path: _Path, *, train: bool = False) -> List[LayerSummary]:
+def summary(path: _Path, *, train: bool = False) -> List[_LayerSummary]:
     """One dict per layer (`name`, `op`, `output_shape` per sample, `params`, `macs` per
     sample), as `netc summary` prints them; a bundle is summarised as it runs (optimised)."""
 
