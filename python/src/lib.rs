@@ -111,7 +111,9 @@ impl Model {
             .enumerate()
             .map(|(i, value)| self.input(i, &value))
             .collect::<PyResult<Vec<_>>>()?;
-        let batch = arrays[0].shape()[0];
+        let Some(batch) = arrays.first().map(|a| a.shape()[0]) else {
+            return Err(NetcError::new_err("the model has no inputs"));
+        };
         if let Some(other) = arrays.iter().find(|a| a.shape()[0] != batch) {
             return Err(NetcError::new_err(format!(
                 "every input needs the same batch size: {batch} and {}",

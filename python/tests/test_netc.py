@@ -258,3 +258,19 @@ def test_summary_lists_the_layers(files):
     fc = next(r for r in rows if r["name"] == "fc")
     assert fc["output_shape"] == (5,) and fc["params"] == 5 * 6 + 5 and fc["macs"] == 30
     assert set(rows[0]) == {"name", "op", "output_shape", "params", "macs"}
+
+
+def test_several_inputs(tmp_path):
+    net = tmp_path / "two.net"
+    net.write_text("network two(a: [2, 4, 4], b: [2, 4, 4]) {\n  relu(a + b)\n}\n")
+    weights = tmp_path / "none.safetensors"
+    netc.write_random_weights(net, weights)  # no parameters: an empty file
+    m = netc.compile(net, weights)
+    assert m.input_shapes == {"a": (2, 4, 4), "b": (2, 4, 4)}
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((3, 2, 4, 4)).astype(np.float32) for _ in range(2))
+    np.testing.assert_array_equal(m(a, b), np.maximum(a + b, 0))
+    with pytest.raises(netc.NetcError, match="same batch size"):
+        m(a, b[:2])
+    with pytest.raises(TypeError, match="2 input"):
+        m(a)
