@@ -4,6 +4,7 @@ outputs checked against numpy computing the same network from the same weight fi
 import json
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -274,3 +275,39 @@ def test_several_inputs(tmp_path):
         m(a, b[:2])
     with pytest.raises(TypeError, match="2 input"):
         m(a)
+
+
+def test_gil_released_during_a_run(files):
+    """While one thread runs the model, another keeps running Python code. Measured on this
+    2-core machine under load: the spinning thread got 50-60% of its solo speed over a 0.3 s run
+    with the GIL released, and 13-14% with the run holding the GIL (only the moments before and
+    after the run)."""
+    net, weights, _ = files
+    m = netc.compile(net, weights, threads=1)
+    n = 256
+    while True:  # a batch whose run takes at least 0.3 s here
+        x = batch(n)
+        start = time.perf_counter()
+        m(x)
+        if time.perf_counter() - start >= 0.3 or n >= 1 << 16:
+            break
+        n *= 2
+
+    def spin(seconds=None, worker=None):
+        """Counts loop turns until `seconds` pass or `worker` (started here) ends."""
+        stop = [False]
+        if worker is None:
+            other = threading.Timer(seconds, lambda: stop.__setitem__(0, True))
+        else:
+            other = threading.Thread(target=lambda: (worker(), stop.__setitem__(0, True)))
+        count, start = 0, time.perf_counter()
+        other.start()
+        while not stop[0]:
+            count += 1
+        other.join()
+        return count, time.perf_counter() - start
+
+    alone, seconds = spin(seconds=0.3)  # the loop's speed with no run beside it
+    during, run_seconds = spin(worker=lambda: m(x))
+    share = during / (alone / seconds) / run_seconds
+    assert share > 0.3, f"Python ran {share:.0%} of a {run_seconds:.2f} s run (batch {n})"
