@@ -41,10 +41,19 @@
 //! generator) and `netc-runtime` (weights, bundles, reference interpreter, executor); see the
 //! README's crate map.
 
+#[cfg(feature = "frontend")]
+mod check;
+#[cfg(feature = "frontend")]
+mod compile;
 mod error;
 mod model;
 pub mod onnx;
+mod summary;
 
+#[cfg(feature = "frontend")]
+pub use check::{check_file, check_source};
+#[cfg(feature = "frontend")]
+pub use compile::compile_bundle;
 pub use error::Error;
 #[cfg(feature = "frontend")]
 pub use model::write_random_weights;
@@ -53,3 +62,4 @@ pub use netc_compiler::codegen::{Isa, IsaChoice};
 pub use netc_runtime::jit::Session;
 pub use netc_runtime::jit::WeightBuf;
 pub use netc_runtime::{Tensor, TensorView};
+pub use summary::{summary, LayerRow, Summary};

@@ -281,7 +281,7 @@ pub fn is_bundle(path: &Path) -> bool {
 
 /// The parsed graph of `net`, optimised as `options` say.
 #[cfg(feature = "frontend")]
-fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, Error> {
+pub(crate) fn optimized(net: &Path, mut graph: Graph, options: &Options) -> Result<Graph, Error> {
     if !options.optimize {
         return Ok(graph);
     }
