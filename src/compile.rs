@@ -3,10 +3,12 @@
 
 use crate::{Error, Options};
 use netc_compiler::codegen::jit::check_program;
-use netc_compiler::codegen::Isa;
+use netc_compiler::codegen::{Isa, IsaChoice};
 use netc_compiler::lower::Program;
-use netc_runtime::{bundle, jit};
+use netc_runtime::{bundle, jit, BoundWeights};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 
 /// Compiles the `.net` model `net` with its weights (safetensors with the model's scoped names)
 /// into the bundle `output`: the optimised program (as `options` say: optimiser on or off,
@@ -35,14 +37,47 @@ pub fn compile_bundle(
     let program = Program::new(crate::model::optimized(net, parsed, options)?)?;
     let threads =
         options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let tuned_for = match options.isa {
+        IsaChoice::Fixed(isa) => Some(isa),
+        IsaChoice::Auto => Isa::best().ok(),
+    };
+    write_bundle(&program, &bound, output, tuned_for, file.metadata().clone(), threads)?;
+    Ok(())
+}
+
+/// What [`write_bundle`] proved: distinct kernels per ISA, and the seconds the proofs took.
+#[derive(Debug, Clone)]
+pub struct BundleReport {
+    pub proved: Vec<(Isa, usize)>,
+    pub check_secs: f64,
+}
+
+/// Writes `program` with its bound weights as the bundle `output`, after proving every kernel in
+/// bounds for each ISA this machine runs (on `threads` threads), with its provenance: the ISAs
+/// proved, the ISA the optimiser planned for, and the weight file's metadata (`netc init` marks
+/// random weights there). The step `netc compile` and [`compile_bundle`] share.
+pub fn write_bundle(
+    program: &Program,
+    bound: &BoundWeights,
+    output: &Path,
+    tuned_for: Option<Isa>,
+    weights_metadata: BTreeMap<String, String>,
+    threads: usize,
+) -> Result<BundleReport, Error> {
+    let check_start = Instant::now();
     let mut proved = Vec::new();
     for isa in Isa::available() {
-        check_program(&program.requests(), isa, threads)?;
-        proved.push(isa);
+        proved.push((isa, check_program(&program.requests(), isa, threads)?));
     }
-    let packed = jit::pack(&program, &bound)?;
-    bundle::write_proved_program(output, &program, &packed, &proved)?;
-    Ok(())
+    let check_secs = check_start.elapsed().as_secs_f64();
+    let packed = jit::pack(program, bound)?;
+    let provenance = bundle::Provenance {
+        proved: proved.iter().map(|&(isa, _)| isa).collect(),
+        tuned_for,
+        weights_metadata,
+    };
+    bundle::write_program_with(output, program, &packed, &provenance)?;
+    Ok(BundleReport { proved, check_secs })
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ mod summary;
 #[cfg(feature = "frontend")]
 pub use check::{check_file, check_source};
 #[cfg(feature = "frontend")]
-pub use compile::compile_bundle;
+pub use compile::{compile_bundle, write_bundle, BundleReport};
 pub use error::Error;
 #[cfg(feature = "frontend")]
 pub use model::write_random_weights;

@@ -1,10 +1,7 @@
 //! `netc compile FILE.net --weights W.safetensors -o M.netc`: a bundle with the optimised plan and the
 //! weights already in the kernels' packed layouts, which `netc run M.netc` maps without copying.
 
-use netc_compiler::codegen::jit::check_program;
 use netc_compiler::codegen::{Isa, IsaChoice};
-use netc_runtime::bundle;
-use netc_runtime::jit;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -49,26 +46,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (_, bound) = source.bound()?;
     let program = source.program(&args.opt)?;
     // Every kernel proved in bounds for each ISA this machine runs, before anything is written.
-    let check_start = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (mut proved, mut proved_isas) = (Vec::new(), Vec::new());
-    for isa in Isa::available() {
-        let distinct = check_program(&program.requests(), isa, threads)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-        proved.push(format!("{distinct} for {isa}"));
-        proved_isas.push(isa);
-    }
-    let check_secs = check_start.elapsed().as_secs_f64();
-    let packed = jit::pack(&program, &bound)?;
-    let provenance = bundle::Provenance {
-        proved: proved_isas,
-        tuned_for: match args.opt.tune_for {
-            IsaChoice::Fixed(isa) => Some(isa),
-            IsaChoice::Auto => Isa::best().ok(),
-        },
-        weights_metadata: source.weights_metadata(),
+    let tuned_for = match args.opt.tune_for {
+        IsaChoice::Fixed(isa) => Some(isa),
+        IsaChoice::Auto => Isa::best().ok(),
     };
-    bundle::write_program_with(&args.output, &program, &packed, &provenance)?;
+    let report =
+        netc::write_bundle(&program, &bound, &args.output, tuned_for, source.weights_metadata(), threads)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let proved: Vec<String> = report.proved.iter().map(|(isa, n)| format!("{n} for {isa}")).collect();
+    let check_secs = report.check_secs;
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{}: {} kernels, {:.1} MiB, in {:.2} s (distinct kernels proved in bounds: {}, {check_secs:.2} s)",
