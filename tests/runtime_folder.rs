@@ -2,6 +2,7 @@
 //! time, checked against the same images run as explicit files in one batch.
 
 use crate::common::netc;
+use netc_runtime::io::npy;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -115,7 +116,8 @@ fn a_folder_streams_in_batches_like_one_batch_of_files() {
         run(&args)
     };
 
-    let (code, out, err) = stream("7", &[]);
+    let streamed_npy = dir.path().join("streamed.npy");
+    let (code, out, err) = stream("7", &["--output", s(&streamed_npy)]);
     assert_eq!(code, 3, "some inputs were skipped: {err}");
     assert!(!err.contains("panicked"), "{err}");
     // One line per input in name order, the corrupt one as an error line in its place.
@@ -134,7 +136,9 @@ fn a_folder_streams_in_batches_like_one_batch_of_files() {
     assert!(lines.iter().all(|v| v.get("top").is_none_or(|t| t.as_array().unwrap().len() == 5)));
 
     // The same images as explicit files, one batch, printed by --format json: the same results.
-    let mut args = vec!["run", s(&net), "--weights", s(&weights), "--format", "json", "--input"];
+    let one_npy = dir.path().join("one.npy");
+    let mut args =
+        vec!["run", s(&net), "--weights", s(&weights), "--format", "json", "-o", s(&one_npy), "--input"];
     args.extend(readable.iter().map(|p| s(p)));
     let (code, one_batch, err) = run(&args);
     assert_eq!(code, 0, "{err}");
@@ -142,6 +146,10 @@ fn a_folder_streams_in_batches_like_one_batch_of_files() {
     let streamed = results(&lines);
     assert_eq!(streamed.len(), IMAGES);
     assert_eq!(streamed, results(&one_batch));
+    // --output: the logits of the inputs that ran, in order, as the one batch computes them.
+    let logits = npy::read(&streamed_npy).unwrap();
+    assert_eq!(logits.shape, vec![IMAGES, 10]);
+    assert_eq!(logits, npy::read(&one_npy).unwrap());
 
     // Batch sizes do not change the results; a batch of 1 and one larger than the folder.
     for batch in ["1", "32"] {
@@ -151,11 +159,13 @@ fn a_folder_streams_in_batches_like_one_batch_of_files() {
     }
 
     // --strict: the inputs before the corrupt one print, then the run stops with exit 1.
-    let (code, partial, err) = stream("7", &["--strict"]);
+    let strict_npy = dir.path().join("strict.npy");
+    let (code, partial, err) = stream("7", &["--strict", "-o", s(&strict_npy)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("error: {}: cannot decode the image", corrupt.display())), "{err}");
     assert!(err.contains("--strict"), "{err}");
     assert_eq!(partial, out.lines().take(16).map(|l| format!("{l}\n")).collect::<String>());
+    assert!(!strict_npy.exists(), "no logits file when --strict stops the run");
 
     // A folder of readable images only exits 0.
     std::fs::remove_file(&corrupt).unwrap();
@@ -234,16 +244,16 @@ fn bundles_the_reference_backend_csv_and_mixed_inputs_stream_too() {
     }
 
     // Folders and files mix, in the order given; an .npy of two samples names each.
-    let npy = dir.path().join("pair.npy");
+    let npy_file = dir.path().join("pair.npy");
     let pair = netc_runtime::Tensor::new(vec![2, 3, 32, 32], vec![0.25; 2 * 3 * 32 * 32]).unwrap();
-    netc_runtime::io::npy::write(&npy, &pair).unwrap();
+    npy::write(&npy_file, &pair).unwrap();
     let args = [
         "run",
         s(&bundle),
         "--input",
         s(&readable[3]),
         s(&images),
-        s(&npy),
+        s(&npy_file),
         "--format",
         "jsonl",
         "--batch",
@@ -255,8 +265,8 @@ fn bundles_the_reference_backend_csv_and_mixed_inputs_stream_too() {
     assert_eq!(mixed.len(), 1 + IMAGES + 2);
     assert_eq!(mixed[0], jit[3]);
     assert_eq!(mixed[1..=IMAGES], jit[..]);
-    assert_eq!(mixed[IMAGES + 1].0, format!("{}[0]", npy.display()));
-    assert_eq!(mixed[IMAGES + 2].0, format!("{}[1]", npy.display()));
+    assert_eq!(mixed[IMAGES + 1].0, format!("{}[0]", npy_file.display()));
+    assert_eq!(mixed[IMAGES + 2].0, format!("{}[1]", npy_file.display()));
     assert_eq!(mixed[IMAGES + 1].1, mixed[IMAGES + 2].1);
 }
 
@@ -271,12 +281,6 @@ fn streaming_refuses_what_it_cannot_do_clearly() {
         assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains(expected)), "{err}");
         assert!(out.is_empty() && !err.contains("panicked"), "{out}{err}");
     };
-    let out_npy = dir.path().join("logits.npy");
-    fails(
-        &["--input", s(&images), "--format", "jsonl", "-o", s(&out_npy)],
-        "--output writes the logits of explicit",
-    );
-    assert!(!out_npy.exists());
     fails(
         &["--input", s(&images)],
         &format!("{} is a folder: stream it with --format jsonl or csv", images.display()),

@@ -37,7 +37,9 @@ use std::process::ExitCode;
 ///   csv    a header `image,rank,class,label,prob`, then one row per top class of each input.
 /// An unreadable or corrupt input is reported on standard error (one line naming it and why) and
 /// skipped; --strict stops at the first one instead. A progress bar shows on standard error when
-/// it is a terminal. --output needs explicit input files and --format text or json.
+/// it is a terminal. --output Y.npy writes the logits of the samples that ran, [N, classes] in
+/// the order of the results (skipped inputs have no row), when the run completes (not when
+/// --strict stops it).
 ///
 /// Exit status: 0 when every input ran; 1 on an error that stops the run (a bad model, a folder
 /// that cannot be listed, an input with --strict); 2 for a usage error; 3 when the run finished
@@ -164,11 +166,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(dir) = args.input.iter().find(|p| p.is_dir()) {
             bail!("{} is a folder: stream it with --format jsonl or csv", dir.display());
         }
-    } else if args.output.is_some() {
-        bail!(
-            "--output writes the logits of explicit input files with --format text or json; \
-             --format jsonl and csv stream their results to standard output"
-        );
     }
     let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
     let labels = match &args.labels {
@@ -192,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             strict: args.strict,
             csv: args.format == Format::Csv,
             top: top.unwrap_or(5),
+            output: args.output.clone(),
         };
         let skipped = match args.backend {
             Backend::Jit => {

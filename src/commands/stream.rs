@@ -28,6 +28,8 @@ pub struct Options {
     pub csv: bool,
     /// How many classes to print per input.
     pub top: usize,
+    /// Where to write the logits of the samples that ran, `[N, classes]`, when the run completes.
+    pub output: Option<PathBuf>,
 }
 
 /// The inputs the `--input` arguments stand for, in order: a folder's files with an input
@@ -106,7 +108,15 @@ pub fn run(
         );
         bar
     });
-    let mut out = Printer { progress: progress.as_ref(), closed: false };
+    let mut out = Printer { progress: progress.as_ref(), closed: false, logits: None };
+    if let Some(path) = &options.output {
+        // The logits go to an unnamed temporary file next to the output as the batches complete,
+        // then into the .npy file (written atomically) when the run completes.
+        let dir = netc_runtime::io::atomic::parent_dir(path);
+        let file = tempfile::tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        out.logits = Some(Spool { file: std::io::BufWriter::new(file), rows: 0, classes: 0 });
+    }
     if options.csv {
         out.stdout("image,rank,class,label,prob\n")?;
     }
@@ -123,18 +133,27 @@ pub fn run(
             if let Some(Item { read: Err(error), .. }) = stop {
                 bail!("{error} (--strict stops at the first input that cannot be read)");
             }
-            if out.closed {
+            if out.closed && out.logits.is_none() {
                 break; // the reader of standard output is gone: nothing more to do
             }
         }
         Ok(skipped)
     });
-    if let Some(bar) = progress {
+    if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
     let skipped = result?;
     if skipped > 0 {
         eprintln!("note: skipped {skipped} of {total} inputs that could not be read");
+    }
+    if let (Some(path), Some(spool)) = (&options.output, out.logits) {
+        if spool.rows == 0 {
+            bail!("no input could be read: nothing to write to {}", path.display());
+        }
+        let mut file =
+            spool.file.into_inner().map_err(|e| e.into_error()).context("cannot spool the logits")?;
+        std::io::Seek::rewind(&mut file).context("cannot spool the logits")?;
+        netc_runtime::io::npy::write_from(path, &[spool.rows, spool.classes], &mut file)?;
     }
     Ok(skipped)
 }
@@ -198,6 +217,9 @@ fn run_batch(
             );
         }
         labels.check(logits.shape[1], &spec.model)?;
+        if let Some(spool) = &mut out.logits {
+            spool.add(&logits)?;
+        }
         Some(logits)
     };
     let tops = logits.as_ref().map(|l| top::rank(l, &names, labels, options.top)).unwrap_or_default();
@@ -227,8 +249,29 @@ fn run_batch(
     Ok(skipped)
 }
 
-/// Standard output and error around the progress bar.
+/// The logits of the batches so far, as little-endian f32 rows in an unnamed temporary file.
+struct Spool {
+    file: std::io::BufWriter<std::fs::File>,
+    rows: usize,
+    classes: usize,
+}
+
+impl Spool {
+    fn add(&mut self, logits: &Tensor) -> anyhow::Result<()> {
+        let (rows, classes) = (logits.shape[0], logits.shape[1]);
+        if self.rows > 0 && classes != self.classes {
+            bail!("the model gave {classes} logits per sample after {} before", self.classes);
+        }
+        let bytes: Vec<u8> = logits.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.file.write_all(&bytes).context("cannot spool the logits")?;
+        (self.rows, self.classes) = (self.rows + rows, classes);
+        Ok(())
+    }
+}
+
+/// Standard output and error around the progress bar, and the logits for --output.
 struct Printer<'a> {
+    logits: Option<Spool>,
     progress: Option<&'a indicatif::ProgressBar>,
     /// Standard output's reader has gone (a closed pipe): the rest of the output is dropped.
     closed: bool,
