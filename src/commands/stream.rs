@@ -196,14 +196,21 @@ fn run_batch(
     infer: &impl Fn(Tensor) -> anyhow::Result<Vec<Tensor>>,
     out: &mut Printer,
 ) -> anyhow::Result<usize> {
+    // The inputs' samples move into the batch; each item keeps its count or its error.
     let mut parts = Vec::new();
     let mut names = Vec::new();
-    for item in &items {
-        if let Ok(t) = &item.read {
-            names.extend(sample_names(&item.path, t.batch()));
-            parts.push(t.clone());
-        }
-    }
+    let items: Vec<(PathBuf, Result<usize, String>)> = items
+        .into_iter()
+        .map(|Item { path, read }| {
+            let read = read.map(|t| {
+                names.extend(sample_names(&path, t.batch()));
+                let n = t.batch();
+                parts.push(t);
+                n
+            });
+            (path, read)
+        })
+        .collect();
     let logits = if parts.is_empty() {
         None
     } else {
@@ -226,10 +233,10 @@ fn run_batch(
     let mut tops = tops.iter();
     let mut text = String::new();
     let mut skipped = 0;
-    for item in &items {
-        match &item.read {
-            Ok(t) => {
-                for top in tops.by_ref().take(t.batch()) {
+    for (path, read) in &items {
+        match read {
+            Ok(n) => {
+                for top in tops.by_ref().take(*n) {
                     text += &if options.csv { top::csv_rows(top) } else { top::jsonl(top)? };
                 }
             }
@@ -237,7 +244,7 @@ fn run_batch(
                 skipped += 1;
                 out.stderr(&format!("skipped: {error}"));
                 if !options.csv {
-                    text += &top::jsonl_error(&item.path.display().to_string(), error)?;
+                    text += &top::jsonl_error(&path.display().to_string(), error)?;
                 }
             }
         }
