@@ -53,19 +53,21 @@ fn main() -> ExitCode {
         clap::ColorChoice::Always => anstream::ColorChoice::Always,
         clap::ColorChoice::Never => anstream::ColorChoice::Never,
     });
+    // `netc run` streaming a folder exits with 3 when it skipped unreadable inputs.
+    let mut status = ExitCode::SUCCESS;
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Summary(args) => commands::summary::run(args),
         Command::Ir(args) => commands::ir::run(args),
         Command::Init(args) => commands::init::run(args),
-        Command::Run(args) => commands::run::run(args),
+        Command::Run(args) => commands::run::run(args).map(|code| status = code),
         Command::Compile(args) => commands::compile::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Info(args) => commands::info::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => status,
         Err(e) => {
             commands::report(&e);
             ExitCode::FAILURE

@@ -96,6 +96,16 @@ fn fifos_and_devices_are_refused_by_every_loader_instead_of_blocking_or_reading_
     let user = dir.path().join("user.net");
     std::fs::write(&user, format!("use \"{p}\"\nnetwork u(x: [3, 4, 4]) {{ x |> relu }}\n")).unwrap();
     fails_with(&["check", s(&user)], "a FIFO (named pipe), not a regular file");
+    // A FIFO in a folder streamed by `run --format jsonl` is skipped (exit 3), never opened.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::rename(fifo(&folder), folder.join("pipe.png")).unwrap();
+    let sample = netc_runtime::Tensor::new(vec![3, 16, 16], vec![0.5; 3 * 16 * 16]).unwrap();
+    netc_runtime::io::npy::write(&folder.join("x.npy"), &sample).unwrap();
+    let args = ["run", s(&bundle), "--input", s(&folder), "--format", "jsonl"];
+    let (code, err) = run_bounded(&args, Duration::from_secs(60));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("pipe.png: it is a FIFO (named pipe), not a regular file"), "{err}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod robustness;
 
 // Runtime: weights, reference interpreter, input files, `netc init` / `netc run`.
 mod runtime_cli;
+mod runtime_folder;
 mod runtime_io;
 mod runtime_reference;
 mod runtime_weights;

@@ -12,6 +12,7 @@ pub mod ir;
 pub mod labels;
 pub mod output;
 pub mod run;
+pub mod stream;
 pub mod summary;
 pub mod summary_depth;
 pub mod top;
@@ -29,17 +30,21 @@ pub fn report(e: &anyhow::Error) {
         // Styled; anstream strips the colours when stderr is not a terminal or `--color never`.
         anstream::eprint!("{}", d.render(true));
     } else {
-        // The chain of causes, leaving out a cause whose text its parent already shows (errors
-        // that print their source inline).
-        let mut text = e.to_string();
-        for cause in e.chain().skip(1) {
-            let cause = cause.to_string();
-            if !text.contains(&cause) {
-                text = format!("{text}: {cause}");
-            }
-        }
-        eprintln!("error: {text}");
+        eprintln!("error: {}", error_text(e));
     }
+}
+
+/// An error as one line: the chain of causes, leaving out a cause whose text its parent already
+/// shows (errors that print their source inline).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// A per-sample shape given on the command line (`3x224x224`).

@@ -2,13 +2,14 @@
 
 use super::exec::Source;
 use super::labels::Labels;
-use super::top;
+use super::{stream, top};
 use anyhow::{bail, Context as _};
 use netc_compiler::ir::Graph;
 use netc_runtime::io::{atomic, image, npy};
 use netc_runtime::tensor::Dims;
 use netc_runtime::{reference, Tensor};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Run a model on images or tensors and print the top classes or save the logits.
 ///
@@ -22,6 +23,27 @@ use std::path::{Path, PathBuf};
 /// default when there is no --output). --format json prints them as a JSON array, one object per
 /// input: {"image", "top": [{"class", "label", "prob"}]}. --output writes the model's first output
 /// (the logits, [N, classes]) as .npy; the file appears only when complete.
+///
+/// Folders: --format jsonl or csv streams the inputs through the model --batch at a time (32 by
+/// default), so a folder of any size runs in the memory of a few batches. An --input folder
+/// stands for its .jpg, .jpeg, .png and .npy files (by extension, any case), sorted by name; its
+/// subfolders are not searched, and other files are ignored and counted in a note on standard
+/// error. Folders and files mix: each --input is expanded in the order given (a file named
+/// explicitly is read whatever its extension); a .npy of N samples gives N results, `file[i]`,
+/// and may hold at most --batch samples. A thread decodes the next batch while the model runs
+/// this one. Results stream to standard output in input order, each batch's as it completes:
+///   jsonl  one line per input: {"image", "top": [{"class", "label", "prob"}]}, or
+///          {"image", "error"} for an input that could not be read;
+///   csv    a header `image,rank,class,label,prob`, then one row per top class of each input.
+/// An unreadable or corrupt input is reported on standard error (one line naming it and why) and
+/// skipped; --strict stops at the first one instead. A progress bar shows on standard error when
+/// it is a terminal. --output Y.npy writes the logits of the samples that ran, [N, classes] in
+/// the order of the results (skipped inputs have no row), when the run completes (not when
+/// --strict stops it).
+///
+/// Exit status: 0 when every input ran; 1 on an error that stops the run (a bad model, a folder
+/// that cannot be listed, an input with --strict); 2 for a usage error; 3 when the run finished
+/// but skipped some inputs.
 ///
 /// Weights written by `netc init` are random: a note on standard error says so, as their
 /// predictions mean nothing.
@@ -38,6 +60,7 @@ use std::path::{Path, PathBuf};
 ///   netc run models/vgg16.net --weights vgg16.safetensors --input a.jpg b.png --output logits.npy
 ///   netc compile models/resnet50.net --weights resnet50.safetensors -o resnet50.netc
 ///   netc run resnet50.netc --input models/sample/cat.jpg --top 5
+///   netc run resnet50.netc --input photos/ --batch 32 --format jsonl > results.jsonl
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -49,16 +72,24 @@ pub struct Args {
     /// Accept NaN and infinite weights (by default the first one is an error naming the tensor).
     #[arg(long)]
     pub allow_nonfinite: bool,
-    /// Input files: .npy arrays or JPEG/PNG images (several make a batch).
+    /// Input files: .npy arrays or JPEG/PNG images (several make a batch), or folders of them
+    /// (with --format jsonl or csv; not recursive).
     #[arg(long, short, value_name = "X", num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
+    /// With --format jsonl or csv: run the inputs this many samples at a time [default: 32].
+    #[arg(long, value_name = "N", value_parser = batch_size)]
+    pub batch: Option<usize>,
+    /// With --format jsonl or csv: stop at the first unreadable input instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
     /// Write the logits [N, classes] to this .npy file.
     #[arg(long, short, value_name = "Y.npy")]
     pub output: Option<PathBuf>,
     /// Print the K most likely classes of each input.
     #[arg(long, value_name = "K", value_parser = positive)]
     pub top: Option<usize>,
-    /// How to print the top classes: text, or json (one object per input, implies --top 5).
+    /// How to print the top classes: text, json (one object per input, implies --top 5), or
+    /// streamed a batch at a time: jsonl (one line per input) or csv.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Class names, one per line in class order (default: ImageNet's, for 1000 classes).
@@ -90,10 +121,34 @@ pub enum Format {
     Text,
     /// A JSON array, one object per input: {"image", "top": [{"class", "label", "prob"}]}.
     Json,
+    /// Streamed, one JSON object per line and input: {"image", "top": [...]} or {"image", "error"}.
+    Jsonl,
+    /// Streamed CSV: a header `image,rank,class,label,prob`, then a row per top class of each input.
+    Csv,
+}
+
+impl Format {
+    /// Whether the inputs stream through the model a batch at a time.
+    fn streams(self) -> bool {
+        matches!(self, Format::Jsonl | Format::Csv)
+    }
 }
 
 /// The most threads a run may ask for (each is an OS thread with its own scratch).
 const MAX_THREADS: usize = 1024;
+
+/// The largest --batch.
+const MAX_BATCH: usize = 4096;
+
+/// The --batch of streamed runs when none is given.
+const DEFAULT_BATCH: usize = 32;
+
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a batch size from 1 to {MAX_BATCH}")),
+    }
+}
 
 fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -102,13 +157,22 @@ fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let streams = args.format.streams();
+    if !streams {
+        if args.batch.is_some() || args.strict {
+            bail!("--batch and --strict stream the inputs: give --format jsonl or csv");
+        }
+        if let Some(dir) = args.input.iter().find(|p| p.is_dir()) {
+            bail!("{} is a folder: stream it with --format jsonl or csv", dir.display());
+        }
+    }
     let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
     let labels = match &args.labels {
         Some(path) => Labels::read(path)?,
         None => Labels::Builtin,
     };
-    let json = args.format == Format::Json;
+    let json = args.format != Format::Text;
     let top = args.top.or(if args.output.is_none() || json { Some(5) } else { None });
     if top.is_none() && args.labels.is_some() {
         bail!("--labels names the classes that --top prints: give --top K too");
@@ -118,11 +182,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         atomic::check_writable(out)?;
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if streams {
+        let inputs = stream::expand(&args.input)?;
+        let options = stream::Options {
+            batch: args.batch.unwrap_or(DEFAULT_BATCH),
+            strict: args.strict,
+            csv: args.format == Format::Csv,
+            top: top.unwrap_or(5),
+            output: args.output.clone(),
+        };
+        let skipped = match args.backend {
+            Backend::Jit => {
+                let model = source.model(&args.opt, &args.isa, threads)?;
+                labels.check_graph(model.graph())?;
+                let spec = InputSpec::new(model.graph())?;
+                let infer = |batch: Tensor| Ok(model.run_all(&[batch.view()])?);
+                stream::run(&spec, inputs, &options, &labels, infer)?
+            }
+            Backend::Reference => {
+                let (_, weights) = source.bound()?;
+                let graph = source.graph(&args.opt)?;
+                labels.check_graph(&graph)?;
+                let spec = InputSpec::new(&graph)?;
+                let run_options = reference::Options { threads };
+                let infer =
+                    |batch: Tensor| Ok(reference::run_with(&graph, &weights, &[batch], &run_options)?);
+                stream::run(&spec, inputs, &options, &labels, infer)?
+            }
+        };
+        source.note_random_weights();
+        return Ok(if skipped > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS });
+    }
     let (model, outputs, images) = match args.backend {
         Backend::Jit => {
             let model = source.model(&args.opt, &args.isa, threads)?;
             labels.check_graph(model.graph())?;
-            let (batch, images) = load_inputs(model.graph(), &args.input)?;
+            let (batch, images) = load_inputs(&InputSpec::new(model.graph())?, &args.input)?;
             (model.graph().name.clone(), model.run_all(&[batch.view()])?, images)
         }
         Backend::Reference => {
@@ -132,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let (_, weights) = source.bound()?;
             let graph = source.graph(&args.opt)?;
             labels.check_graph(&graph)?;
-            let (batch, images) = load_inputs(&graph, &args.input)?;
+            let (batch, images) = load_inputs(&InputSpec::new(&graph)?, &args.input)?;
             let outputs = reference::run_with(&graph, &weights, &[batch], &reference::Options { threads })?;
             (graph.name.clone(), outputs, images)
         }
@@ -155,29 +250,77 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let text = if json { top::json(&tops)? } else { top::text(&tops) };
         super::output::stdout(text.as_bytes())?;
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads every input into one batch, with a label per sample for printing.
-fn load_inputs(graph: &Graph, paths: &[PathBuf]) -> anyhow::Result<(Tensor, Vec<String>)> {
-    let [input] = graph.inputs[..] else {
-        bail!("`netc run` runs models with one input; `{}` has {}", graph.name, graph.inputs.len());
-    };
-    let declared = graph.shape(input).dims();
-    let input_name = &graph.node(input.producer()).name;
+fn load_inputs(spec: &InputSpec, paths: &[PathBuf]) -> anyhow::Result<(Tensor, Vec<String>)> {
     let mut parts = Vec::new();
     let mut labels = Vec::new();
     for path in paths {
+        let t = spec.read(path, None)?;
+        labels.extend(sample_names(path, t.batch()));
+        parts.push(t);
+    }
+    Ok((Tensor::concat_batch(parts)?, labels))
+}
+
+/// How the samples of one input file are named in the results: the file, or `file[i]` for the
+/// samples of a batched `.npy`.
+pub fn sample_names(path: &Path, n: usize) -> impl Iterator<Item = String> + '_ {
+    (0..n).map(move |i| if n == 1 { path.display().to_string() } else { format!("{}[{i}]", path.display()) })
+}
+
+/// What the model's one input takes, to read input files for it.
+pub struct InputSpec {
+    pub model: String,
+    input: String,
+    declared: Vec<usize>,
+}
+
+impl InputSpec {
+    pub fn new(graph: &Graph) -> anyhow::Result<InputSpec> {
+        let [input] = graph.inputs[..] else {
+            bail!("`netc run` runs models with one input; `{}` has {}", graph.name, graph.inputs.len());
+        };
+        Ok(InputSpec {
+            model: graph.name.clone(),
+            input: graph.node(input.producer()).name.clone(),
+            declared: graph.shape(input).dims().to_vec(),
+        })
+    }
+
+    /// Reads one input file as a batch: an `.npy` array (`[N, ...]` or one sample) or an image.
+    /// With `max_samples`, a `.npy` file of more samples is refused, before it is read when its
+    /// size says so.
+    pub fn read(&self, path: &Path, max_samples: Option<usize>) -> anyhow::Result<Tensor> {
+        let declared = &self.declared[..];
+        let (model, input_name) = (&self.model, &self.input);
+        let too_many = |n: &dyn std::fmt::Display, max: usize| {
+            anyhow::anyhow!(
+                "{}: the array holds {n} samples, more than a batch of {max} (give a larger --batch)",
+                path.display()
+            )
+        };
         let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
         let t = if is_npy {
+            if let Some(max) = max_samples {
+                // The header of a .npy file is at most a few KiB; more bytes than `max` samples
+                // and a generous header cannot fit.
+                let sample_bytes = declared.iter().product::<usize>().saturating_mul(4).max(1);
+                let len = netc_compiler::files::regular_file_len(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                if len > (max.saturating_mul(sample_bytes) as u64).saturating_add(1 << 20) {
+                    return Err(too_many(&format_args!("about {}", len / sample_bytes as u64), max));
+                }
+            }
             let t = npy::read(path)?;
             from_npy(path, t, declared)?
         } else {
             let [3, h, w] = declared[..] else {
                 bail!(
-                    "{}: images can only feed a [3, H, W] input, but input `{input_name}` of `{}` is {}",
+                    "{}: images can only feed a [3, H, W] input, but input `{input_name}` of `{model}` is {}",
                     path.display(),
-                    graph.name,
                     Dims(declared)
                 );
             };
@@ -185,24 +328,17 @@ fn load_inputs(graph: &Graph, paths: &[PathBuf]) -> anyhow::Result<(Tensor, Vec<
         };
         if t.sample_shape() != declared {
             bail!(
-                "{}: a sample of shape {} does not fit model `{}`, whose input `{input_name}` is {}",
+                "{}: a sample of shape {} does not fit model `{model}`, whose input `{input_name}` is {}",
                 path.display(),
                 Dims(t.sample_shape()),
-                graph.name,
                 Dims(declared)
             );
         }
-        let n = t.batch();
-        labels.extend((0..n).map(|i| {
-            if n == 1 {
-                path.display().to_string()
-            } else {
-                format!("{}[{i}]", path.display())
-            }
-        }));
-        parts.push(t);
+        if let Some(max) = max_samples.filter(|&max| t.batch() > max) {
+            return Err(too_many(&t.batch(), max));
+        }
+        Ok(t)
     }
-    Ok((Tensor::concat_batch(parts)?, labels))
 }
 
 /// A `[C, H, W]` array becomes a batch of one; `[N, C, H, W]` is taken as is.

@@ -62,3 +62,55 @@ pub fn text(tops: &[ImageTop]) -> String {
 pub fn json(tops: &[ImageTop]) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(tops)? + "\n")
 }
+
+/// One input's line of `--format jsonl`: `{"image", "top": [{"class", "label", "prob"}]}`.
+pub fn jsonl(top: &ImageTop) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(top)? + "\n")
+}
+
+/// The `--format jsonl` line of an input that could not be read: `{"image", "error"}`.
+pub fn jsonl_error(image: &str, error: &str) -> anyhow::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Failed<'a> {
+        image: &'a str,
+        error: &'a str,
+    }
+    Ok(serde_json::to_string(&Failed { image, error })? + "\n")
+}
+
+/// One input's rows of `--format csv` (columns `image,rank,class,label,prob`; rank 1 is the most
+/// likely class; an unknown label is empty).
+pub fn csv_rows(top: &ImageTop) -> String {
+    let mut out = String::new();
+    for (rank, r) in top.top.iter().enumerate() {
+        out += &format!(
+            "{},{},{},{},{}\n",
+            csv_field(top.image),
+            rank + 1,
+            r.class,
+            csv_field(r.label.unwrap_or("")),
+            r.prob
+        );
+    }
+    out
+}
+
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a line
+/// break, or starts or ends with a space.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(super::csv_field("tench"), "tench");
+        assert_eq!(super::csv_field("tench, Tinca tinca"), "\"tench, Tinca tinca\"");
+        assert_eq!(super::csv_field("a \"b\"\nc"), "\"a \"\"b\"\"\nc\"");
+    }
+}

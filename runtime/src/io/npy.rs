@@ -204,9 +204,42 @@ pub fn write(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     Ok(atomic::write_bytes(path, &to_bytes(t))?)
 }
 
+/// Writes a float32 `.npy` file of `shape` atomically, its values read from `values` as
+/// little-endian f32 bytes in order (for arrays assembled piecewise on disk, not in memory).
+pub fn write_from(path: &Path, shape: &[usize], values: &mut dyn std::io::Read) -> Result<(), NpyError> {
+    use std::io::Read as _;
+    let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let count: usize = shape.iter().product();
+    let mut values = std::io::BufReader::new(values);
+    atomic::write_with(path, |out| {
+        let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&dims).writer(out).begin_nd()?;
+        let mut bytes = [0u8; 4];
+        for _ in 0..count {
+            values.read_exact(&mut bytes)?;
+            w.push(&f32::from_le_bytes(bytes))?;
+        }
+        w.finish()
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_arrays_read_from_a_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::new(vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-8, 7.0]).unwrap();
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = dir.path().join("t.npy");
+        write_from(&path, &[2, 3], &mut &bytes[..]).unwrap();
+        assert_eq!(read(&path).unwrap(), t);
+        // Too few values: an error, and no file.
+        let short = dir.path().join("short.npy");
+        assert!(write_from(&short, &[3, 3], &mut &bytes[..]).is_err());
+        assert!(!short.exists());
+    }
 
     #[test]
     fn round_trips_through_bytes() {
