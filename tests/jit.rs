@@ -119,6 +119,38 @@ fn awkward_pooling_lrn_and_heads_match() {
     }
 }
 
+#[test]
+fn activations_products_chunks_and_shuffles_match() {
+    for (input, body) in [
+        ("[5, 7, 9]", "x |> conv(6, 3, pad = 1) @c |> relu6"),
+        ("[3, 5, 5]", "x |> conv(4, 1) @c |> clamp(-0.5, 0.25)"),
+        ("[3, 5, 5]", "x |> conv(4, 1) @c |> hardtanh"),
+        ("[3, 9, 9]", "x |> conv(7, 3) @c |> sigmoid"),
+        ("[3, 9, 9]", "x |> conv(7, 3) @c |> silu"),
+        ("[3, 6, 11]", "x |> conv(5, 1) @c |> hardsigmoid"),
+        ("[3, 6, 11]", "x |> conv(5, 1) @c |> hardswish"),
+        // Squeeze-and-excitation: a per-channel scale from the pooled features, either side of `*`.
+        (
+            "[6, 7, 7]",
+            "y = x |> conv(8, 3, pad = 1) @c |> silu\n s = y |> global_avgpool |> conv(2, 1) @fc1 |> relu |> conv(8, 1) @fc2 |> hardsigmoid\n y * s",
+        ),
+        ("[6, 7, 7]", "y = x |> conv(8, 1) @c\n s = y |> global_avgpool |> sigmoid\n s * y"),
+        ("[4, 5, 5]", "y = x |> conv(4, 3, pad = 1) @c\n y * (x |> conv(4, 1) @d)"),
+        // ShuffleNet's unit: split, one branch through convolutions, concat, shuffle.
+        (
+            "[8, 6, 6]",
+            "(a, b) = chunk(x, 2)\n concat(a, b |> conv(4, 1) @c |> relu) |> channel_shuffle(2)",
+        ),
+        ("[7, 4, 4]", "(p, q, r) = chunk(x |> conv(7, 1) @c, 3)\n concat(r, p |> relu6, q)"),
+        ("[6, 3, 5]", "x |> conv(12, 1) @c |> channel_shuffle(3) |> relu"),
+    ] {
+        let g = single(&format!("network n(x: {input}) {{\n {body}\n}}"));
+        for batch in [1, 3] {
+            jit_matches_reference(&format!("{input} {body} batch {batch}"), &g, batch);
+        }
+    }
+}
+
 /// A random small network: a stem conv, then blocks chosen from residual units, inception-style
 /// branches, pre-activation units and pooling, then a classifier head.
 fn small_network() -> impl Strategy<Value = String> {
