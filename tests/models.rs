@@ -228,3 +228,31 @@ fn resnet18_text_ir_is_stable() {
 fn googlenet_text_ir_is_stable() {
     check_golden_ir("googlenet");
 }
+
+/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals): torchvision's parameter count
+/// and every `state_dict` key with its shape, as `tests/golden/pytorch/make_golden.py` wrote them
+/// from `torchvision.models.mobilenet_v2()` (`mobilenet_v2.keys.txt`).
+#[test]
+fn mobilenet_v2_has_torchvisions_parameters_keys_and_shapes() {
+    let g = compile(&model("mobilenet_v2"));
+    verify(&g).unwrap();
+    assert_eq!(summarize(&g, false).total_params, 3_504_872);
+    let mut ours: Vec<String> = Vec::new();
+    for id in g.node_ids() {
+        let node = g.node(id);
+        for w in node.op.weights() {
+            let dims: Vec<String> = w.shape.iter().map(|d| d.to_string()).collect();
+            ours.push(format!("{}.{} {}", node.scope.as_deref().unwrap(), w.suffix, dims.join("x")));
+        }
+    }
+    ours.sort();
+    let text = std::fs::read_to_string(root().join("tests/golden/pytorch/mobilenet_v2.keys.txt")).unwrap();
+    let mut theirs: Vec<String> = text.lines().map(str::to_string).collect();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    assert_eq!(output_shape_of(&g), Shape::vector(1000));
+}
+
+fn output_shape_of(g: &Graph) -> Shape {
+    g.shape(g.outputs[0].value).clone()
+}

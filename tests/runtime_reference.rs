@@ -139,6 +139,12 @@ fn preact_resnet50_matches_pytorch() {
     agrees_with_pytorch("preact_resnet50", "preact_resnet50", 1);
 }
 
+/// ReLU6, depthwise convolutions and inverted residuals (`models/mobilenet_v2.net`).
+#[test]
+fn mobilenet_v2_matches_pytorch() {
+    agrees_with_pytorch("mobilenet_v2", "mobilenet_v2", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {
