@@ -152,7 +152,8 @@ fn activations_products_chunks_and_shuffles_match() {
 }
 
 /// A random small network: a stem conv, then blocks chosen from residual units, inception-style
-/// branches, pre-activation units and pooling, then a classifier head.
+/// branches, pre-activation units, pooling, squeeze-and-excitation, inverted residuals and
+/// ShuffleNet units, then a classifier head.
 fn small_network() -> impl Strategy<Value = String> {
     let block = prop_oneof![
         (1usize..4, 1usize..3).prop_map(|(k, s)| format!(
@@ -163,6 +164,12 @@ fn small_network() -> impl Strategy<Value = String> {
         Just("x = concat(x |> conv(3, 1) @{ID}a |> relu, x |> conv(2, 1) @{ID}r |> relu |> conv(5, 3, pad = 1) @{ID}c, x |> maxpool(3, 1, pad = 1, ceil_mode = true) |> conv(2, 1) @{ID}p)".to_string()),
         Just("p = x |> batchnorm @{ID}n |> relu \n x = (p |> conv(x.c, 1, bias = false) @{ID}a) + x".to_string()),
         Just("x = x |> maxpool(2, 2, ceil_mode = true)".to_string()),
+        // Squeeze-and-excitation (SiLU, sigmoid, hardswish, the per-channel product).
+        Just("s = x |> global_avgpool |> conv(2, 1) @{ID}f |> silu |> conv(x.c, 1) @{ID}g |> sigmoid \n x = (x |> hardswish) * s".to_string()),
+        // An inverted residual: expansion, depthwise 3x3, linear projection (ReLU6, hardsigmoid).
+        Just("y = x |> conv(x.c * 2, 1) @{ID}e |> relu6 |> conv(x.c * 2, 3, pad = 1, groups = x.c * 2) @{ID}d |> hardsigmoid |> conv(x.c, 1) @{ID}p \n x = x + y".to_string()),
+        // A ShuffleNet unit: chunk, one branch through a convolution, concat, channel shuffle.
+        Just("(a, b) = chunk(x, 2) \n y = concat(b |> conv(b.c, 1) @{ID}s |> clamp(-0.1, 0.3), a) \n x = y |> channel_shuffle(if y.c % 2 == 0 { 2 } else { 1 })".to_string()),
     ];
     (1usize..9, 1usize..14, 1usize..5, prop::collection::vec(block, 1..5)).prop_map(
         |(c, size, classes, blocks)| {
