@@ -229,14 +229,10 @@ fn googlenet_text_ir_is_stable() {
     check_golden_ir("googlenet");
 }
 
-/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals): torchvision's parameter count
-/// and every `state_dict` key with its shape, as `tests/golden/pytorch/make_golden.py` wrote them
-/// from `torchvision.models.mobilenet_v2()` (`mobilenet_v2.keys.txt`).
-#[test]
-fn mobilenet_v2_has_torchvisions_parameters_keys_and_shapes() {
-    let g = compile(&model("mobilenet_v2"));
-    verify(&g).unwrap();
-    assert_eq!(summarize(&g, false).total_params, 3_504_872);
+/// The keys and shapes of `g`'s weights against torchvision's, as
+/// `tests/golden/pytorch/make_golden.py` wrote them from the torchvision model
+/// (`tests/golden/pytorch/<name>.keys.txt`, one `key dims` line each).
+fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
     let mut ours: Vec<String> = Vec::new();
     for id in g.node_ids() {
         let node = g.node(id);
@@ -246,13 +242,21 @@ fn mobilenet_v2_has_torchvisions_parameters_keys_and_shapes() {
         }
     }
     ours.sort();
-    let text = std::fs::read_to_string(root().join("tests/golden/pytorch/mobilenet_v2.keys.txt")).unwrap();
+    let text = std::fs::read_to_string(root().join(format!("tests/golden/pytorch/{name}.keys.txt"))).unwrap();
     let mut theirs: Vec<String> = text.lines().map(str::to_string).collect();
     theirs.sort();
-    assert_eq!(ours, theirs);
-    assert_eq!(output_shape_of(&g), Shape::vector(1000));
+    assert_eq!(ours, theirs, "{name}");
 }
 
-fn output_shape_of(g: &Graph) -> Shape {
-    g.shape(g.outputs[0].value).clone()
+/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals) and ShuffleNetV2 (chunk,
+/// channel shuffle): torchvision's parameter counts and every `state_dict` key with its shape.
+#[test]
+fn mobilenet_v2_and_shufflenet_v2_have_torchvisions_parameters_keys_and_shapes() {
+    for (name, params) in [("mobilenet_v2", 3_504_872), ("shufflenet_v2_x1_0", 2_278_604)] {
+        let g = compile(&model(name));
+        verify(&g).unwrap();
+        assert_eq!(summarize(&g, false).total_params, params, "{name}");
+        assert_torchvision_keys_and_shapes(name, &g);
+        assert_eq!(g.shape(g.outputs[0].value), &Shape::vector(1000));
+    }
 }

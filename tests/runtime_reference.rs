@@ -145,6 +145,12 @@ fn mobilenet_v2_matches_pytorch() {
     agrees_with_pytorch("mobilenet_v2", "mobilenet_v2", 1);
 }
 
+/// Chunk, concatenation and channel shuffle (`models/shufflenet_v2_x1_0.net`).
+#[test]
+fn shufflenet_v2_matches_pytorch() {
+    agrees_with_pytorch("shufflenet_v2_x1_0", "shufflenet_v2_x1_0", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {
