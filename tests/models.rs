@@ -248,11 +248,14 @@ fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
     assert_eq!(ours, theirs, "{name}");
 }
 
-/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals) and ShuffleNetV2 (chunk,
-/// channel shuffle): torchvision's parameter counts and every `state_dict` key with its shape.
+/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals), ShuffleNetV2 (chunk, channel
+/// shuffle) and EfficientNet-B0 (SiLU, squeeze-and-excitation): torchvision's parameter counts and
+/// every `state_dict` key with its shape.
 #[test]
-fn mobilenet_v2_and_shufflenet_v2_have_torchvisions_parameters_keys_and_shapes() {
-    for (name, params) in [("mobilenet_v2", 3_504_872), ("shufflenet_v2_x1_0", 2_278_604)] {
+fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
+    for (name, params) in
+        [("mobilenet_v2", 3_504_872), ("shufflenet_v2_x1_0", 2_278_604), ("efficientnet_b0", 5_288_548)]
+    {
         let g = compile(&model(name));
         verify(&g).unwrap();
         assert_eq!(summarize(&g, false).total_params, params, "{name}");

@@ -151,6 +151,12 @@ fn shufflenet_v2_matches_pytorch() {
     agrees_with_pytorch("shufflenet_v2_x1_0", "shufflenet_v2_x1_0", 1);
 }
 
+/// SiLU, sigmoid and squeeze-and-excitation's per-channel product (`models/efficientnet_b0.net`).
+#[test]
+fn efficientnet_b0_matches_pytorch() {
+    agrees_with_pytorch("efficientnet_b0", "efficientnet_b0", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {
