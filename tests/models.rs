@@ -249,13 +249,16 @@ fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
 }
 
 /// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals), ShuffleNetV2 (chunk, channel
-/// shuffle) and EfficientNet-B0 (SiLU, squeeze-and-excitation): torchvision's parameter counts and
-/// every `state_dict` key with its shape.
+/// shuffle), EfficientNet-B0 (SiLU, squeeze-and-excitation) and MobileNetV3-Small (hardswish,
+/// hardsigmoid): torchvision's parameter counts and every `state_dict` key with its shape.
 #[test]
 fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
-    for (name, params) in
-        [("mobilenet_v2", 3_504_872), ("shufflenet_v2_x1_0", 2_278_604), ("efficientnet_b0", 5_288_548)]
-    {
+    for (name, params) in [
+        ("mobilenet_v2", 3_504_872),
+        ("shufflenet_v2_x1_0", 2_278_604),
+        ("efficientnet_b0", 5_288_548),
+        ("mobilenet_v3_small", 2_542_856),
+    ] {
         let g = compile(&model(name));
         verify(&g).unwrap();
         assert_eq!(summarize(&g, false).total_params, params, "{name}");

@@ -157,6 +157,12 @@ fn efficientnet_b0_matches_pytorch() {
     agrees_with_pytorch("efficientnet_b0", "efficientnet_b0", 1);
 }
 
+/// Hardswish, hardsigmoid-scaled squeeze-and-excitation (`models/mobilenet_v3_small.net`).
+#[test]
+fn mobilenet_v3_small_matches_pytorch() {
+    agrees_with_pytorch("mobilenet_v3_small", "mobilenet_v3_small", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {
