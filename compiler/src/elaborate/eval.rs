@@ -304,8 +304,10 @@ impl Elab<'_> {
                 };
                 self.bind(frame, pattern, v).map_err(|d| match (pieces, pattern) {
                     (Some(n), Pattern::Tuple(parts, _)) if n != parts.len() => d.with_help(format!(
-                        "`chunk` splits like torch's `chunk`: ceil(channels / chunks) channels a piece, \
-                         so it gave {n} piece{}; choose a number of chunks that divides the channels",
+                        "this `chunk` gives {n} piece{}: write {n} name{}; like torch's `chunk`, it cuts \
+                         ceil(channels / chunks) channels a piece, so fewer pieces than chunks when that \
+                         does not divide the channels",
+                        if n == 1 { "" } else { "s" },
                         if n == 1 { "" } else { "s" }
                     )),
                     _ => d,
