@@ -143,6 +143,9 @@ fn activations_products_chunks_and_shuffles_match() {
         ),
         ("[7, 4, 4]", "(p, q, r) = chunk(x |> conv(7, 1) @c, 3)\n concat(r, p |> relu6, q)"),
         ("[6, 3, 5]", "x |> conv(12, 1) @c |> channel_shuffle(3) |> relu"),
+        // A chunk's piece is a view: an activation of the whole value must not overwrite it in place
+        // while the piece is still to be read.
+        ("[6, 4, 4]", "y = x |> conv(6, 1) @c\n (a, _b) = chunk(y, 2)\n z = y |> hardswish\n concat(z, a)"),
     ] {
         let g = single(&format!("network n(x: {input}) {{\n {body}\n}}"));
         for batch in [1, 3] {
