@@ -416,4 +416,10 @@ fn quoted_scope_segments_spell_any_torchvision_key() {
     let key = |id| g.node(id).weights[0].to_string();
     let conv = g.find("trunk_output.block1.block1-1.f-a").unwrap();
     assert_eq!(key(conv), "trunk_output.block1.block1-1.f-a.weight");
+    // The hint for an unquoted hyphen quotes what the key needs, and the quoted spelling works.
+    for (scope, fixed) in [("b.block1-0.c", "b.\"block1-0\".c"), ("b{1}-2", "b{1}\"-2\"")] {
+        let d = compile_text(&format!("network n(x: [3, 8, 8]) {{ x |> conv(4, 1) @{scope} }}")).unwrap_err();
+        assert!(d.to_string().contains(&format!("`{fixed}`")), "{d}");
+        graph(&format!("network n(x: [3, 8, 8]) {{ x |> conv(4, 1) @{fixed} }}"));
+    }
 }

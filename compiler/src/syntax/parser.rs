@@ -404,7 +404,13 @@ impl Walker<'_> {
         let (head, last) = path.rsplit_once('.').unwrap_or(("", path));
         let (first, tail) =
             rest.split_once('.').map_or((rest.as_str(), String::new()), |(f, t)| (f, format!(".{t}")));
-        let quoted = format!("\"{last}-{first}\"{tail}");
+        // A plain last segment is quoted whole; one with `{expr}` or quotes keeps them and gains a
+        // quoted `-...` part (`@layer{i}"-0"`).
+        let quoted = if last.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            format!("\"{last}-{first}\"{tail}")
+        } else {
+            format!("{last}\"-{first}\"{tail}")
+        };
         let fixed = if head.is_empty() { quoted } else { format!("{head}.{quoted}") };
         let at = Span::new(self.file, start, end + 1 + rest.len());
         Err(self
