@@ -250,7 +250,8 @@ fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
 
 /// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals), ShuffleNetV2 (chunk, channel
 /// shuffle), EfficientNet-B0 (SiLU, squeeze-and-excitation) and MobileNetV3-Small (hardswish,
-/// hardsigmoid): torchvision's parameter counts and every `state_dict` key with its shape.
+/// hardsigmoid), and RegNetX-400MF (hyphens in its keys, spelt with quoted scope segments):
+/// torchvision's parameter counts and every `state_dict` key with its shape.
 #[test]
 fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
     for (name, params) in [
@@ -258,6 +259,7 @@ fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
         ("shufflenet_v2_x1_0", 2_278_604),
         ("efficientnet_b0", 5_288_548),
         ("mobilenet_v3_small", 2_542_856),
+        ("regnet_x_400mf", 5_495_976),
     ] {
         let g = compile(&model(name));
         verify(&g).unwrap();

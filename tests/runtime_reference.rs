@@ -163,6 +163,12 @@ fn mobilenet_v3_small_matches_pytorch() {
     agrees_with_pytorch("mobilenet_v3_small", "mobilenet_v3_small", 1);
 }
 
+/// Grouped convolutions and torchvision keys with hyphens (`models/regnet_x_400mf.net`).
+#[test]
+fn regnet_x_400mf_matches_pytorch() {
+    agrees_with_pytorch("regnet_x_400mf", "regnet_x_400mf", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {
