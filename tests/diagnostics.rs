@@ -57,6 +57,10 @@ fn each_kind_of_mistake_has_its_own_error_kind() {
     assert_eq!(kind_of("unknown_named_arg"), ErrorKind::Arity);
     assert_eq!(kind_of("add_mismatch"), ErrorKind::Shape);
     assert_eq!(kind_of("concat_mismatch"), ErrorKind::Shape);
+    assert_eq!(kind_of("mul_mismatch"), ErrorKind::Shape);
+    assert_eq!(kind_of("chunk_unpack"), ErrorKind::Type);
+    assert_eq!(kind_of("scope_hyphen"), ErrorKind::Syntax);
+    assert_eq!(kind_of("scope_quoted_dot"), ErrorKind::Structure);
     assert_eq!(kind_of("assertion_failed"), ErrorKind::Assertion);
     assert_eq!(kind_of("use_cycle_a"), ErrorKind::Recursion);
     assert_eq!(kind_of("block_recursion"), ErrorKind::Recursion);

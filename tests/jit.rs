@@ -119,8 +119,44 @@ fn awkward_pooling_lrn_and_heads_match() {
     }
 }
 
+#[test]
+fn activations_products_chunks_and_shuffles_match() {
+    for (input, body) in [
+        ("[5, 7, 9]", "x |> conv(6, 3, pad = 1) @c |> relu6"),
+        ("[3, 5, 5]", "x |> conv(4, 1) @c |> clamp(-0.5, 0.25)"),
+        ("[3, 5, 5]", "x |> conv(4, 1) @c |> hardtanh"),
+        ("[3, 9, 9]", "x |> conv(7, 3) @c |> sigmoid"),
+        ("[3, 9, 9]", "x |> conv(7, 3) @c |> silu"),
+        ("[3, 6, 11]", "x |> conv(5, 1) @c |> hardsigmoid"),
+        ("[3, 6, 11]", "x |> conv(5, 1) @c |> hardswish"),
+        // Squeeze-and-excitation: a per-channel scale from the pooled features, either side of `*`.
+        (
+            "[6, 7, 7]",
+            "y = x |> conv(8, 3, pad = 1) @c |> silu\n s = y |> global_avgpool |> conv(2, 1) @fc1 |> relu |> conv(8, 1) @fc2 |> hardsigmoid\n y * s",
+        ),
+        ("[6, 7, 7]", "y = x |> conv(8, 1) @c\n s = y |> global_avgpool |> sigmoid\n s * y"),
+        ("[4, 5, 5]", "y = x |> conv(4, 3, pad = 1) @c\n y * (x |> conv(4, 1) @d)"),
+        // ShuffleNet's unit: split, one branch through convolutions, concat, shuffle.
+        (
+            "[8, 6, 6]",
+            "(a, b) = chunk(x, 2)\n concat(a, b |> conv(4, 1) @c |> relu) |> channel_shuffle(2)",
+        ),
+        ("[7, 4, 4]", "(p, q, r) = chunk(x |> conv(7, 1) @c, 3)\n concat(r, p |> relu6, q)"),
+        ("[6, 3, 5]", "x |> conv(12, 1) @c |> channel_shuffle(3) |> relu"),
+        // A chunk's piece is a view: an activation of the whole value must not overwrite it in place
+        // while the piece is still to be read.
+        ("[6, 4, 4]", "y = x |> conv(6, 1) @c\n (a, _b) = chunk(y, 2)\n z = y |> hardswish\n concat(z, a)"),
+    ] {
+        let g = single(&format!("network n(x: {input}) {{\n {body}\n}}"));
+        for batch in [1, 3] {
+            jit_matches_reference(&format!("{input} {body} batch {batch}"), &g, batch);
+        }
+    }
+}
+
 /// A random small network: a stem conv, then blocks chosen from residual units, inception-style
-/// branches, pre-activation units and pooling, then a classifier head.
+/// branches, pre-activation units, pooling, squeeze-and-excitation, inverted residuals and
+/// ShuffleNet units, then a classifier head.
 fn small_network() -> impl Strategy<Value = String> {
     let block = prop_oneof![
         (1usize..4, 1usize..3).prop_map(|(k, s)| format!(
@@ -131,6 +167,12 @@ fn small_network() -> impl Strategy<Value = String> {
         Just("x = concat(x |> conv(3, 1) @{ID}a |> relu, x |> conv(2, 1) @{ID}r |> relu |> conv(5, 3, pad = 1) @{ID}c, x |> maxpool(3, 1, pad = 1, ceil_mode = true) |> conv(2, 1) @{ID}p)".to_string()),
         Just("p = x |> batchnorm @{ID}n |> relu \n x = (p |> conv(x.c, 1, bias = false) @{ID}a) + x".to_string()),
         Just("x = x |> maxpool(2, 2, ceil_mode = true)".to_string()),
+        // Squeeze-and-excitation (SiLU, sigmoid, hardswish, the per-channel product).
+        Just("s = x |> global_avgpool |> conv(2, 1) @{ID}f |> silu |> conv(x.c, 1) @{ID}g |> sigmoid \n x = (x |> hardswish) * s".to_string()),
+        // An inverted residual: expansion, depthwise 3x3, linear projection (ReLU6, hardsigmoid).
+        Just("y = x |> conv(x.c * 2, 1) @{ID}e |> relu6 |> conv(x.c * 2, 3, pad = 1, groups = x.c * 2) @{ID}d |> hardsigmoid |> conv(x.c, 1) @{ID}p \n x = x + y".to_string()),
+        // A ShuffleNet unit: chunk, one branch through a convolution, concat, channel shuffle.
+        Just("(a, b) = chunk(x, 2) \n y = concat(b |> conv(b.c, 1) @{ID}s |> clamp(-0.1, 0.3), a) \n x = y |> channel_shuffle(if y.c % 2 == 0 { 2 } else { 1 })".to_string()),
     ];
     (1usize..9, 1usize..14, 1usize..5, prop::collection::vec(block, 1..5)).prop_map(
         |(c, size, classes, blocks)| {

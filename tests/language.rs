@@ -313,3 +313,113 @@ fn a_scope_segment_names_a_loop_variable_only_in_braces() {
     let d = compile_text(&text("layer.{\"i\"}")).unwrap_err();
     assert!(d.message.contains("weight scope `layer.i` is used twice"), "{d}");
 }
+
+#[test]
+fn activations_are_layers_with_pytorch_names_and_arguments() {
+    use netc_compiler::ir::Activation;
+    let g = graph(
+        "network n(x: [3, 4, 4]) {
+           x |> relu6 |> clamp(-1, 2.5) |> hardtanh |> hardtanh(min_val = -2) |> sigmoid |> silu
+             |> hardsigmoid |> hardswish
+         }",
+    );
+    assert_eq!(
+        ops(&g),
+        ["input", "relu6", "clamp", "clamp", "clamp", "sigmoid", "silu", "hardsigmoid", "hardswish"]
+    );
+    let clamps: Vec<Activation> = g
+        .node_ids()
+        .filter_map(|id| match g.node(id).op {
+            Op::Activation(a @ Activation::Clamp { .. }) => Some(a),
+            _ => None,
+        })
+        .collect();
+    for want in [(0.0, 6.0), (-1.0, 2.5), (-1.0, 1.0), (-2.0, 1.0)] {
+        assert!(clamps.contains(&Activation::Clamp { min: want.0, max: want.1 }), "{want:?} in {clamps:?}");
+    }
+    assert_eq!(output_shape(&g), Shape::chw(3, 4, 4));
+    for (text, message) in [
+        ("x |> clamp(2, 1)", "min <= max"),
+        ("x |> clamp(0)", "needs argument `max`"),
+        ("x |> Hardswish", "did you mean `hardswish`?"),
+        ("x |> swish", "did you mean `silu`?"),
+        ("x |> mul(x)", "written with `*`"),
+    ] {
+        let d = compile_text(&format!("network n(x: [3, 4, 4]) {{ {text} }}")).unwrap_err().to_string();
+        assert!(d.contains(message), "{text}: {d}");
+    }
+}
+
+#[test]
+fn products_broadcast_one_factor_per_channel_on_either_side() {
+    for text in ["x * s", "s * x"] {
+        let g = graph(&format!("network n(x: [8, 5, 5]) {{ s = x |> global_avgpool |> sigmoid \n {text} }}"));
+        let mul = g.node_ids().find(|&id| g.node(id).op == Op::Mul).unwrap();
+        let inputs = g.inputs(mul);
+        assert_eq!((g.shape(inputs[0]), g.shape(inputs[1])), (&Shape::chw(8, 5, 5), &Shape::chw(8, 1, 1)));
+        assert_eq!(output_shape(&g), Shape::chw(8, 5, 5));
+    }
+    let g = graph("network n(x: [8, 5, 5]) { x * x }");
+    assert_eq!(ops(&g), ["input", "mul"]);
+    for bad in ["x * (x |> maxpool(2))", "x * (x |> conv(4, 1) @c)", "x * 2"] {
+        let d = compile_text(&format!("network n(x: [8, 5, 5]) {{ {bad} }}")).unwrap_err().to_string();
+        assert!(d.contains("cannot multiply") || d.contains("cannot combine"), "{bad}: {d}");
+    }
+}
+
+#[test]
+fn chunk_splits_channels_like_torch_and_destructures() {
+    let g = graph("network n(x: [7, 3, 3]) { (a, b, c) = chunk(x, 3) \n concat(c, b, a) }");
+    let slices: Vec<(usize, usize)> = g
+        .topo_order()
+        .unwrap()
+        .into_iter()
+        .filter_map(|id| match &g.node(id).op {
+            Op::Slice(s) => Some((s.start, s.len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slices, [(0, 3), (3, 3), (6, 1)]);
+    assert_eq!(output_shape(&g), Shape::chw(7, 3, 3));
+    let g = graph("network n(x: [8, 3, 3]) { (a, _b) = x |> chunk(2, dim = 1) \n a }");
+    assert_eq!(output_shape(&g), Shape::chw(4, 3, 3));
+    for (text, message) in [
+        ("(a, b) = chunk(x, 2, dim = 2) \n a + b", "splits channels only"),
+        ("(a, b) = chunk(x, 0) \n a + b", "at least 1 piece"),
+        ("(a, b) = chunk(x, 3) \n a + b", "cannot unpack a list of 3 items into 2 names"),
+        ("(a, b) = chunk(x, 2) @s \n a + b", "takes no scope"),
+    ] {
+        let d = compile_text(&format!("network n(x: [8, 3, 3]) {{ {text} }}")).unwrap_err().to_string();
+        assert!(d.contains(message), "{text}: {d}");
+    }
+}
+
+#[test]
+fn channel_shuffle_needs_groups_that_divide_the_channels() {
+    let g = graph("network n(x: [12, 3, 3]) { x |> channel_shuffle(3) }");
+    assert_eq!(ops(&g), ["input", "channel_shuffle"]);
+    let d = compile_text("network n(x: [10, 3, 3]) { x |> channel_shuffle(3) }").unwrap_err().to_string();
+    assert!(d.contains("must divide the 10 channels"), "{d}");
+}
+
+#[test]
+fn quoted_scope_segments_spell_any_torchvision_key() {
+    let g = graph(
+        "network n(x: [3, 8, 8]) {
+           for i in 0..2 as trunk_output.block1 {
+             x = x |> conv(4, 1) @\"block1-\"{i}.\"f-a\" |> relu
+           }
+           x
+         }",
+    );
+    assert_eq!(scopes(&g), ["trunk_output.block1.block1-0.f-a", "trunk_output.block1.block1-1.f-a"]);
+    let key = |id| g.node(id).weights[0].to_string();
+    let conv = g.find("trunk_output.block1.block1-1.f-a").unwrap();
+    assert_eq!(key(conv), "trunk_output.block1.block1-1.f-a.weight");
+    // The hint for an unquoted hyphen quotes what the key needs, and the quoted spelling works.
+    for (scope, fixed) in [("b.block1-0.c", "b.\"block1-0\".c"), ("b{1}-2", "b{1}\"-2\"")] {
+        let d = compile_text(&format!("network n(x: [3, 8, 8]) {{ x |> conv(4, 1) @{scope} }}")).unwrap_err();
+        assert!(d.to_string().contains(&format!("`{fixed}`")), "{d}");
+        graph(&format!("network n(x: [3, 8, 8]) {{ x |> conv(4, 1) @{fixed} }}"));
+    }
+}

@@ -228,3 +228,43 @@ fn resnet18_text_ir_is_stable() {
 fn googlenet_text_ir_is_stable() {
     check_golden_ir("googlenet");
 }
+
+/// The keys and shapes of `g`'s weights against torchvision's, as
+/// `tests/golden/pytorch/make_golden.py` wrote them from the torchvision model
+/// (`tests/golden/pytorch/<name>.keys.txt`, one `key dims` line each).
+fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
+    let mut ours: Vec<String> = Vec::new();
+    for id in g.node_ids() {
+        let node = g.node(id);
+        for w in node.op.weights() {
+            let dims: Vec<String> = w.shape.iter().map(|d| d.to_string()).collect();
+            ours.push(format!("{}.{} {}", node.scope.as_deref().unwrap(), w.suffix, dims.join("x")));
+        }
+    }
+    ours.sort();
+    let text = std::fs::read_to_string(root().join(format!("tests/golden/pytorch/{name}.keys.txt"))).unwrap();
+    let mut theirs: Vec<String> = text.lines().map(str::to_string).collect();
+    theirs.sort();
+    assert_eq!(ours, theirs, "{name}");
+}
+
+/// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals), ShuffleNetV2 (chunk, channel
+/// shuffle), EfficientNet-B0 (SiLU, squeeze-and-excitation) and MobileNetV3-Small (hardswish,
+/// hardsigmoid), and RegNetX-400MF (hyphens in its keys, spelt with quoted scope segments):
+/// torchvision's parameter counts and every `state_dict` key with its shape.
+#[test]
+fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
+    for (name, params) in [
+        ("mobilenet_v2", 3_504_872),
+        ("shufflenet_v2_x1_0", 2_278_604),
+        ("efficientnet_b0", 5_288_548),
+        ("mobilenet_v3_small", 2_542_856),
+        ("regnet_x_400mf", 5_495_976),
+    ] {
+        let g = compile(&model(name));
+        verify(&g).unwrap();
+        assert_eq!(summarize(&g, false).total_params, params, "{name}");
+        assert_torchvision_keys_and_shapes(name, &g);
+        assert_eq!(g.shape(g.outputs[0].value), &Shape::vector(1000));
+    }
+}

@@ -44,7 +44,12 @@ fn run_ok(cmd: &mut Command, what: &str) {
 /// Exports `name` (random weights from `netc init`) as written and optimised, and checks both
 /// against the reference interpreter on a batch of two random images.
 fn check_model(name: &str, dir: &Path) {
-    let net = model(name);
+    check_net(name, &model(name), dir);
+}
+
+/// [`check_model`] for the `.net` file `net`.
+fn check_net(name: &str, net: &Path, dir: &Path) {
+    let net = net.to_path_buf();
     let weights = dir.join(format!("{name}.safetensors"));
     run_ok(netc().arg("init").arg(&net).arg("-o").arg(&weights).args(["--seed", "3"]), "netc init");
     let graph = compile(&net);
@@ -117,6 +122,31 @@ fn exported_seed_models_run_under_onnx_runtime_as_netc_computes_them() {
     for name in ["resnet18", "googlenet", "alexnet_paper", "preact_resnet50"] {
         check_model(name, dir.path());
     }
+}
+
+/// The ops of issue 14: activations (Clip, Sigmoid, HardSigmoid, HardSwish, SiLU as x * Sigmoid),
+/// the squeeze-and-excitation product (a broadcasting Mul), chunk (Slice) and channel shuffle
+/// (Reshape, Transpose, Reshape); and MobileNetV2.
+#[test]
+fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
+    if !onnx_runtime_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("ops.net");
+    std::fs::write(
+        &net,
+        "network ops(x: [8, 10, 10]) {
+           y = x |> conv(16, 3, pad = 1) @stem |> batchnorm @bn |> hardswish
+           s = y |> global_avgpool |> conv(4, 1) @fc1 |> silu |> conv(16, 1) @fc2 |> hardsigmoid
+           (a, b) = chunk(y * s, 2)
+           z = concat(a |> relu6, b |> conv(8, 1) @branch |> sigmoid |> clamp(-0.5, 0.75)) |> channel_shuffle(4)
+           z |> hardtanh |> global_avgpool |> flatten |> linear(10) @fc
+         }",
+    )
+    .unwrap();
+    check_net("ops", &net, dir.path());
+    check_model("mobilenet_v2", dir.path());
 }
 
 #[test]

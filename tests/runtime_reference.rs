@@ -139,6 +139,36 @@ fn preact_resnet50_matches_pytorch() {
     agrees_with_pytorch("preact_resnet50", "preact_resnet50", 1);
 }
 
+/// ReLU6, depthwise convolutions and inverted residuals (`models/mobilenet_v2.net`).
+#[test]
+fn mobilenet_v2_matches_pytorch() {
+    agrees_with_pytorch("mobilenet_v2", "mobilenet_v2", 1);
+}
+
+/// Chunk, concatenation and channel shuffle (`models/shufflenet_v2_x1_0.net`).
+#[test]
+fn shufflenet_v2_matches_pytorch() {
+    agrees_with_pytorch("shufflenet_v2_x1_0", "shufflenet_v2_x1_0", 1);
+}
+
+/// SiLU, sigmoid and squeeze-and-excitation's per-channel product (`models/efficientnet_b0.net`).
+#[test]
+fn efficientnet_b0_matches_pytorch() {
+    agrees_with_pytorch("efficientnet_b0", "efficientnet_b0", 1);
+}
+
+/// Hardswish, hardsigmoid-scaled squeeze-and-excitation (`models/mobilenet_v3_small.net`).
+#[test]
+fn mobilenet_v3_small_matches_pytorch() {
+    agrees_with_pytorch("mobilenet_v3_small", "mobilenet_v3_small", 1);
+}
+
+/// Grouped convolutions and torchvision keys with hyphens (`models/regnet_x_400mf.net`).
+#[test]
+fn regnet_x_400mf_matches_pytorch() {
+    agrees_with_pytorch("regnet_x_400mf", "regnet_x_400mf", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {

@@ -13,7 +13,7 @@
 
 mod proto;
 
-use netc_compiler::ir::{ConvKind, Graph, Node, NodeId, Op, Relu, WeightExpr};
+use netc_compiler::ir::{Activation, ConvKind, Graph, Node, NodeId, Op, Relu, WeightExpr};
 use netc_runtime::BoundWeights;
 use prost::Message as _;
 use proto::*;
@@ -301,6 +301,20 @@ impl Builder<'_, '_> {
             }
             Op::Flatten => self.push("Flatten", name, xs, name, vec![int("axis", 1)]),
             Op::Add => self.push("Add", name, xs, name, vec![]),
+            // `[N, C, H, W] * [N, C, 1, 1]` broadcasts as ONNX's (numpy's) rules say.
+            Op::Mul => self.push("Mul", name, xs, name, vec![]),
+            Op::Activation(a) => self.activation(*a, &xs[0], name),
+            Op::ChannelShuffle(p) => {
+                let s = node.shape.dims();
+                let (c, h, w) = (s[0] as i64, s[1] as i64, s[2] as i64);
+                let g = p.groups as i64;
+                let split = self.int64_initializer(&format!("{name}.groups_shape"), &[-1, g, c / g, h, w]);
+                let back = self.int64_initializer(&format!("{name}.shape"), &[-1, c, h, w]);
+                let (r, t) = (format!("{name}/grouped"), format!("{name}/transposed"));
+                self.push("Reshape", &r, vec![xs[0].clone(), split], &r, vec![]);
+                self.push("Transpose", &t, vec![r], &t, vec![ints("perm", &[0, 2, 1, 3, 4])]);
+                self.push("Reshape", name, vec![t, back], name, vec![]);
+            }
             Op::Concat(_) => self.push("Concat", name, xs, name, vec![int("axis", 1)]),
             Op::Softmax => self.push("Softmax", name, xs, name, vec![int("axis", 1)]),
             Op::Affine(a) => {
@@ -350,6 +364,33 @@ impl Builder<'_, '_> {
     }
 
     /// Channels `start..end` of `x`.
+    /// An activation as ONNX operators: `Clip`, `Sigmoid`, `HardSigmoid` / `HardSwish` (alpha
+    /// 1/6, beta 0.5: PyTorch's definitions up to rounding), SiLU as `x * Sigmoid(x)`.
+    fn activation(&mut self, a: Activation, x: &str, name: &str) {
+        let x = x.to_string();
+        match a {
+            Activation::Clamp { min, max } => {
+                let lo = self.initializer(&format!("{name}.min"), &[], &[min]);
+                let hi = self.initializer(&format!("{name}.max"), &[], &[max]);
+                self.push("Clip", name, vec![x, lo, hi], name, vec![]);
+            }
+            Activation::Sigmoid => self.push("Sigmoid", name, vec![x], name, vec![]),
+            Activation::Silu => {
+                let s = format!("{name}/sigmoid");
+                self.push("Sigmoid", &s, vec![x.clone()], &s, vec![]);
+                self.push("Mul", name, vec![x, s], name, vec![]);
+            }
+            Activation::Hardsigmoid => self.push(
+                "HardSigmoid",
+                name,
+                vec![x],
+                name,
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            ),
+            Activation::Hardswish => self.push("HardSwish", name, vec![x], name, vec![]),
+        }
+    }
+
     fn slice(&mut self, x: &str, start: usize, end: usize, out: &str) {
         let starts = self.int64_initializer(&format!("{out}.starts"), &[start as i64]);
         let ends = self.int64_initializer(&format!("{out}.ends"), &[end as i64]);

@@ -197,6 +197,26 @@ impl KernelSpec {
             }
             Op::Add => KernelSpec::Eltwise(EltwiseSpec { op: EltwiseOp::Add, len, in_strides, out_stride }),
             Op::Relu => KernelSpec::Eltwise(EltwiseSpec { op: EltwiseOp::Relu, len, in_strides, out_stride }),
+            Op::Activation(a) => KernelSpec::Eltwise(EltwiseSpec {
+                op: EltwiseOp::Activation(*a),
+                len,
+                in_strides,
+                out_stride,
+            }),
+            Op::Mul => {
+                let op = match chw(inputs[1]) {
+                    Ok([c, 1, 1]) if graph.shape(inputs[1]) != &node.shape => {
+                        EltwiseOp::ScaleChannels { channels: c, plane: len / c.max(1) }
+                    }
+                    _ => EltwiseOp::Mul,
+                };
+                KernelSpec::Eltwise(EltwiseSpec { op, len, in_strides, out_stride })
+            }
+            Op::ChannelShuffle(p) => {
+                let [c, h, w] = chw(inputs[0])?;
+                let op = EltwiseOp::Shuffle { channels: c, plane: h * w, groups: p.groups };
+                KernelSpec::Eltwise(EltwiseSpec { op, len, in_strides, out_stride })
+            }
             Op::Affine(a) => {
                 let plane = len / a.channels.max(1);
                 let op = EltwiseOp::Affine { channels: a.channels, plane, relu: a.relu };
@@ -304,11 +324,8 @@ impl KernelSpec {
                 (vec![(len, s.in_stride)], (len, s.out_stride))
             }
             KernelSpec::Eltwise(s) => {
-                let lens = match &s.op {
-                    EltwiseOp::Concat { lens } => lens.clone(),
-                    _ => vec![s.len; s.input_count()],
-                };
-                (lens.into_iter().zip(s.in_strides.iter().copied()).collect(), (s.len, s.out_stride))
+                let lens = (0..s.input_count()).map(|i| s.input_len(i));
+                (lens.zip(s.in_strides.iter().copied()).collect(), (s.len, s.out_stride))
             }
             KernelSpec::Softmax(s) => (vec![(s.len, s.in_stride)], (s.len, s.out_stride)),
         }

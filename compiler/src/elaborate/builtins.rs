@@ -3,7 +3,8 @@
 
 use super::value::Value;
 use crate::ir::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Lrn, MaxPool2d, Op, Shape,
+    Activation, AdaptiveAvgPool2d, AvgPool2d, BatchNorm, ChannelShuffle, Conv2d, Dropout, Linear, Lrn,
+    MaxPool2d, Op, Shape,
 };
 
 /// Every built-in layer name.
@@ -21,6 +22,15 @@ pub const BUILTINS: &[&str] = &[
     "flatten",
     "softmax",
     "concat",
+    "relu6",
+    "clamp",
+    "hardtanh",
+    "sigmoid",
+    "silu",
+    "hardsigmoid",
+    "hardswish",
+    "channel_shuffle",
+    "chunk",
 ];
 
 pub fn is_builtin(name: &str) -> bool {
@@ -73,6 +83,9 @@ fn signature(op: &str) -> Vec<ParamSig> {
         "adaptive_avgpool" => vec![req("size")],
         "lrn" => vec![req("size"), opt("alpha", Float(1e-4)), opt("beta", Float(0.75)), opt("k", Float(1.0))],
         "dropout" => vec![opt("p", Float(0.5))],
+        "clamp" => vec![req("min"), req("max")],
+        "hardtanh" => vec![opt("min_val", Float(-1.0)), opt("max_val", Float(1.0))],
+        "channel_shuffle" => vec![req("groups")],
         _ => Vec::new(),
     }
 }
@@ -274,6 +287,15 @@ impl Args {
         }
     }
 
+    /// A finite number that f32 holds (an activation's bound, computed in f32 like PyTorch's).
+    fn f32_bound(&self, i: usize) -> Result<f32, ArgError> {
+        let v = self.float(i)?;
+        if v.abs() > f32::MAX as f64 {
+            return Err(self.size_error(i, format!("is {v}, outside the range of f32")));
+        }
+        Ok(v as f32)
+    }
+
     fn boolean(&self, i: usize) -> Result<bool, ArgError> {
         match self.values[i].0 {
             Value::Bool(b) => Ok(b),
@@ -355,6 +377,23 @@ pub fn build_op(op: &str, input: &Shape, args: Vec<CallArg>) -> Result<Op, ArgEr
         "global_avgpool" => Op::AdaptiveAvgPool(AdaptiveAvgPool2d { output: [1, 1] }),
         "lrn" => Op::Lrn(Lrn { size: a.count(0, 1)?, alpha: a.float(1)?, beta: a.float(2)?, k: a.float(3)? }),
         "dropout" => Op::Dropout(Dropout { p: a.float(0)? }),
+        "relu6" => Op::Activation(Activation::Clamp { min: 0.0, max: 6.0 }),
+        "clamp" | "hardtanh" => {
+            let (min, max) = (a.f32_bound(0)?, a.f32_bound(1)?);
+            if min > max {
+                return Err(err(
+                    crate::syntax::ErrorKind::Size,
+                    format!("`{op}` needs min <= max, got min {min} and max {max}"),
+                    a.values[0].1,
+                ));
+            }
+            Op::Activation(Activation::Clamp { min, max })
+        }
+        "sigmoid" => Op::Activation(Activation::Sigmoid),
+        "silu" => Op::Activation(Activation::Silu),
+        "hardsigmoid" => Op::Activation(Activation::Hardsigmoid),
+        "hardswish" => Op::Activation(Activation::Hardswish),
+        "channel_shuffle" => Op::ChannelShuffle(ChannelShuffle { groups: a.count(0, 1)? }),
         other => unreachable!("build_op called for `{other}`"),
     })
 }
@@ -391,6 +430,17 @@ pub fn pytorch_layer(name: &str) -> Option<String> {
     let key = bare.to_ascii_lowercase().replace('_', "");
     let ours = match key.as_str() {
         "add" | "sum" => return Some("a residual sum is written with `+`: `a + b`".to_string()),
+        "mul" | "multiply" | "prod" => {
+            return Some("an elementwise product is written with `*`: `a * b`".to_string())
+        }
+        "relu6" => "relu6",
+        "hardtanh" => "hardtanh",
+        "sigmoid" => "sigmoid",
+        "silu" | "swish" => "silu",
+        "hardswish" | "hswish" => "hardswish",
+        "hardsigmoid" | "hsigmoid" => "hardsigmoid",
+        "channelshuffle" => "channel_shuffle",
+        "split" => "chunk",
         "conv2d" | "convolution" => "conv",
         "batchnorm2d" | "bn" | "batchnormalization" => "batchnorm",
         "maxpool2d" => "maxpool",

@@ -296,7 +296,22 @@ impl Elab<'_> {
             Stmt::Assign { pattern, value } => {
                 self.step(value.span)?;
                 let v = self.expr(frame, value)?;
-                self.bind(frame, pattern, v)?;
+                let pieces = match (&value.kind, &v) {
+                    (ExprKind::Call { callee, .. }, Value::List(items)) if callee.name == "chunk" => {
+                        Some(items.len())
+                    }
+                    _ => None,
+                };
+                self.bind(frame, pattern, v).map_err(|d| match (pieces, pattern) {
+                    (Some(n), Pattern::Tuple(parts, _)) if n != parts.len() => d.with_help(format!(
+                        "this `chunk` gives {n} piece{}: write {n} name{}; like torch's `chunk`, it cuts \
+                         ceil(channels / chunks) channels a piece, so fewer pieces than chunks when that \
+                         does not divide the channels",
+                        if n == 1 { "" } else { "s" },
+                        if n == 1 { "" } else { "s" }
+                    )),
+                    _ => d,
+                })?;
                 self.track_unread(frame, pattern)?;
                 Ok(Value::Unit)
             }
@@ -412,7 +427,7 @@ impl Elab<'_> {
             let mut text = String::new();
             for part in segment {
                 match part {
-                    SegmentPart::Text(t) => text.push_str(t),
+                    SegmentPart::Text(t) | SegmentPart::Quoted(t) => text.push_str(t),
                     SegmentPart::Expr(e) => match self.expr(frame, e)? {
                         Value::Int(i) => text.push_str(&i.to_string()),
                         Value::Str(s) => text.push_str(&s),
@@ -437,12 +452,17 @@ impl Elab<'_> {
                     self.literal_var_segments.insert(t.clone());
                 }
             }
-            if text.is_empty() || text.contains(['.', ' ']) {
-                return Err(self.error(
-                    ErrorKind::Structure,
-                    format!("`{text}` is not a valid scope segment"),
-                    path.span,
-                ));
+            if text.is_empty() || text.contains(|c: char| c == '.' || c.is_whitespace() || c.is_control()) {
+                return Err(self
+                    .error(
+                        ErrorKind::Structure,
+                        format!("`{}` is not a valid scope segment", text.escape_debug()),
+                        path.span,
+                    )
+                    .with_help(
+                        "a segment is a non-empty name without dots or spaces; quote one with other characters: \
+                         `@trunk_output.\"block1-0\"`",
+                    ));
             }
             segments.push(text);
         }
@@ -673,6 +693,13 @@ impl Elab<'_> {
             let scope = None;
             return self.add_node(frame, Op::Add, &[*a, *b], scope, span).map(Value::Tensor);
         }
+        if let (BinOp::Mul, Value::Tensor(a), Value::Tensor(b)) = (op, &l, &r) {
+            self.step(span)?;
+            // The per-channel factor is input 1 whichever side it was written on (`s * x` = `x * s`).
+            let per_channel = |v: &ValueId| matches!(self.graph.shape(*v).as_chw(), Some((_, 1, 1)));
+            let (a, b) = if per_channel(a) && !per_channel(b) { (b, a) } else { (a, b) };
+            return self.add_node(frame, Op::Mul, &[*a, *b], None, span).map(Value::Tensor);
+        }
         let overflow = || format!("integer overflow in `{}`", op.symbol());
         let type_error = |me: &Self| {
             me.error(
@@ -776,6 +803,9 @@ impl Elab<'_> {
         let name = callee.name.as_str();
         if name == "concat" {
             return self.concat(frame, args, values, explicit, span);
+        }
+        if name == "chunk" {
+            return self.chunk(frame, args, values, explicit, span);
         }
         if builtins::is_builtin(name) {
             return self
@@ -931,6 +961,109 @@ impl Elab<'_> {
             ));
         }
         self.add_node(frame, Op::Concat(Concat { in_place: false }), &inputs, None, span).map(Value::Tensor)
+    }
+
+    /// `chunk(x, chunks, dim = 1)`: torch's `x.chunk(chunks, dim=1)`, channel slices of
+    /// `ceil(C / chunks)` channels (the last one smaller; fewer than `chunks` pieces when the size
+    /// runs out first), as a tuple to destructure: `(a, b) = chunk(x, 2)`.
+    fn chunk(
+        &mut self,
+        frame: &mut Frame,
+        args: &[Arg],
+        values: Vec<Value>,
+        explicit: Option<Vec<String>>,
+        span: Span,
+    ) -> R<Value> {
+        let usage = "`chunk` takes a tensor and a number of pieces: `(a, b) = chunk(x, 2)`";
+        let (Some(first), true) = (values.first(), args.first().is_some_and(|a| a.name.is_none())) else {
+            return Err(self.error(ErrorKind::Arity, usage, span));
+        };
+        let Value::Tensor(input) = *first else {
+            return Err(self.error(
+                ErrorKind::Type,
+                format!("the input of `chunk` must be a tensor, got {}", describe(first)),
+                args[0].value.span,
+            ));
+        };
+        let (mut chunks, mut dim) = (None, None);
+        let mut positional = 0;
+        for (a, v) in args.iter().zip(&values).skip(1) {
+            let slot = match a.name.as_ref().map(|n| n.name.as_str()) {
+                None if positional == 0 => {
+                    positional += 1;
+                    &mut chunks
+                }
+                None => {
+                    positional += 1;
+                    &mut dim
+                }
+                Some("chunks") => &mut chunks,
+                Some("dim") => &mut dim,
+                Some(other) => {
+                    return Err(self.error(
+                        ErrorKind::Arity,
+                        format!("`chunk` has no argument named `{other}` (it takes: chunks, dim)"),
+                        a.value.span,
+                    ))
+                }
+            };
+            if positional > 2 || slot.is_some() {
+                return Err(self.error(ErrorKind::Arity, usage, a.value.span));
+            }
+            *slot = Some((v.clone(), a.value.span));
+        }
+        let Some((chunks, chunks_span)) = chunks else {
+            return Err(self.error(ErrorKind::Arity, "`chunk` needs argument `chunks`", span));
+        };
+        if let Some((d, at)) = dim {
+            if d != Value::Int(1) {
+                return Err(self.error(
+                    ErrorKind::Size,
+                    "`chunk` splits channels only: `dim = 1` (dim 0 is the batch)",
+                    at,
+                ));
+            }
+        }
+        let chunks = match chunks {
+            Value::Int(n) if (1..=crate::ir::shape::MAX_DIM as i64).contains(&n) => n as usize,
+            Value::Int(n) => {
+                return Err(self.error(
+                    ErrorKind::Size,
+                    format!("`chunk` needs at least 1 piece, got {n}"),
+                    chunks_span,
+                ))
+            }
+            other => {
+                return Err(self.error(
+                    ErrorKind::Type,
+                    format!("argument `chunks` of `chunk` must be an integer, got {}", describe(&other)),
+                    chunks_span,
+                ))
+            }
+        };
+        if explicit.is_some() {
+            return Err(self.error(ErrorKind::Structure, "`chunk` owns no weights and takes no scope", span));
+        }
+        let c = match self.graph.shape(input).dims().first() {
+            Some(&c) if self.graph.shape(input).rank() >= 2 => c,
+            _ => {
+                return Err(self.error(
+                    ErrorKind::Shape,
+                    format!("`chunk` splits the channels of a feature map, got {}", self.graph.shape(input)),
+                    args[0].value.span,
+                ))
+            }
+        };
+        let size = c.div_ceil(chunks);
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < c {
+            let len = size.min(c - start);
+            let op = Op::Slice(crate::ir::ChannelSlice { start, len });
+            parts.push(Value::Tensor(self.add_node(frame, op, &[input], None, span)?));
+            start += len;
+        }
+        Ok(Value::List(parts))
     }
 
     fn block_call(
@@ -1182,6 +1315,7 @@ impl Elab<'_> {
                         .iter()
                         .map(|p| match p {
                             SegmentPart::Text(t) => t.clone(),
+                            SegmentPart::Quoted(t) => format!("\"{t}\""),
                             SegmentPart::Expr(e) => format!("{{{}}}", sources.text(e.span)),
                         })
                         .collect(),

@@ -13,8 +13,9 @@ pub mod winograd;
 pub use count::{summarize, LayerRow, Summary};
 pub use graph::{Graph, GraphOutput, Node, NodeId, ValueId};
 pub use op::{
-    AdaptiveAvgPool2d, Affine, Arity, AvgPool2d, BatchNorm, ChannelSlice, Concat, Conv2d, ConvKind, Dropout,
-    FusedConv, FusedLinear, Linear, Lrn, MaxPool2d, Op, Relu, WeightKind, WeightSpec,
+    Activation, AdaptiveAvgPool2d, Affine, Arity, AvgPool2d, BatchNorm, ChannelShuffle, ChannelSlice, Concat,
+    Conv2d, ConvKind, Dropout, FusedConv, FusedLinear, Linear, Lrn, MaxPool2d, Op, Relu, WeightKind,
+    WeightSpec,
 };
 pub use shape::{Shape, ShapeError};
 pub use verify::{verify, VerifyError};

@@ -174,6 +174,42 @@ pub struct Concat {
     pub in_place: bool,
 }
 
+/// A pointwise activation, with PyTorch's definitions computed in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Activation {
+    /// `min(max(x, min), max)`, NaN kept: `torch.clamp`, `hardtanh`; `relu6` is `[0, 6]`.
+    Clamp { min: f32, max: f32 },
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `x * sigmoid(x)` (swish).
+    Silu,
+    /// `min(max(x + 3, 0), 6) / 6`.
+    Hardsigmoid,
+    /// `x * min(max(x + 3, 0), 6) / 6`.
+    Hardswish,
+}
+
+impl Activation {
+    /// The activation's name in dumps (`relu6` for the clamp to `[0, 6]`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Clamp { min, max } if *min == 0.0 && *max == 6.0 => "relu6",
+            Activation::Clamp { .. } => "clamp",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Silu => "silu",
+            Activation::Hardsigmoid => "hardsigmoid",
+            Activation::Hardswish => "hardswish",
+        }
+    }
+}
+
+/// Channel shuffle (ShuffleNet): channels viewed as `[groups, C / groups]`, transposed, flattened;
+/// output channel `i * groups + k` is input channel `k * (C / groups) + i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelShuffle {
+    pub groups: usize,
+}
+
 /// Every operation a netc graph can contain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -196,6 +232,12 @@ pub enum Op {
     Concat(Concat),
     /// Softmax over a feature vector.
     Softmax,
+    /// A pointwise activation other than ReLU.
+    Activation(Activation),
+    /// Elementwise product: equal shapes, or `[C, H, W] * [C, 1, 1]` (one factor per channel,
+    /// squeeze-and-excitation's scale); the broadcast factor is always input 1.
+    Mul,
+    ChannelShuffle(ChannelShuffle),
     // ---- ops produced by the optimiser
     FusedConv(FusedConv),
     FusedLinear(FusedLinear),
@@ -262,6 +304,9 @@ impl Op {
             Op::Add => "add",
             Op::Concat(_) => "concat",
             Op::Softmax => "softmax",
+            Op::Activation(a) => a.name(),
+            Op::Mul => "mul",
+            Op::ChannelShuffle(_) => "channel_shuffle",
             Op::FusedConv(f) => match f.kind {
                 ConvKind::Direct => "conv",
                 ConvKind::Gemm1x1 => "gemm1x1",
@@ -324,7 +369,7 @@ impl Op {
     pub fn arity(&self) -> Arity {
         match self {
             Op::Input => Arity::Exactly(0),
-            Op::Add => Arity::Exactly(2),
+            Op::Add | Op::Mul => Arity::Exactly(2),
             Op::Concat(_) => Arity::AtLeast(1),
             Op::FusedConv(f) if f.residual => Arity::Exactly(2),
             _ => Arity::Exactly(1),
@@ -417,6 +462,33 @@ impl Op {
                 inputs[0].clone()
             }
             Op::Relu => inputs[0].clone(),
+            Op::Activation(a) => {
+                if let Activation::Clamp { min, max } = a {
+                    if !(min.is_finite() && max.is_finite() && min <= max) {
+                        return Err(invalid(
+                            name,
+                            format!("needs finite min <= max, got min {min}, max {max}"),
+                        ));
+                    }
+                }
+                inputs[0].clone()
+            }
+            Op::Mul => {
+                let (l, r) = (inputs[0], inputs[1]);
+                let per_channel =
+                    matches!((l.as_chw(), r.as_chw()), (Some((c, _, _)), Some((rc, 1, 1))) if c == rc);
+                if l != r && !per_channel {
+                    return Err(ShapeError::MulMismatch { left: l.clone(), right: r.clone() });
+                }
+                l.clone()
+            }
+            Op::ChannelShuffle(p) => {
+                let (c, _, _) = feature_map(name, inputs[0])?;
+                if p.groups == 0 || c % p.groups != 0 {
+                    return Err(invalid(name, format!("groups = {} must divide the {c} channels", p.groups)));
+                }
+                inputs[0].clone()
+            }
             Op::Flatten => Shape::vector(inputs[0].elements()),
             Op::Softmax => {
                 if inputs[0].rank() != 1 {
@@ -568,7 +640,9 @@ impl Op {
             Op::Affine(p) => serde_json::to_value(p),
             Op::Slice(p) => serde_json::to_value(p),
             Op::Concat(p) => serde_json::to_value(p),
-            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Softmax => {
+            Op::Activation(p) => serde_json::to_value(p),
+            Op::ChannelShuffle(p) => serde_json::to_value(p),
+            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Mul | Op::Softmax => {
                 Ok(serde_json::Value::Object(Default::default()))
             }
         };
@@ -627,7 +701,12 @@ impl Op {
             Op::Lrn(l) => format!("size={} alpha={} beta={} k={}", l.size, l.alpha, l.beta, l.k),
             Op::Linear(l) => format!("out={} bias={}", l.out_features, l.bias),
             Op::Dropout(d) => format!("p={}", d.p),
-            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Softmax => String::new(),
+            Op::Activation(Activation::Clamp { min, max }) if !(*min == 0.0 && *max == 6.0) => {
+                format!("min={min} max={max}")
+            }
+            Op::Activation(_) => String::new(),
+            Op::ChannelShuffle(p) => format!("groups={}", p.groups),
+            Op::Input | Op::Relu | Op::Flatten | Op::Add | Op::Mul | Op::Softmax => String::new(),
         }
     }
 }

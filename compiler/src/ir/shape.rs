@@ -74,6 +74,8 @@ pub enum ShapeError {
     NotVector { op: &'static str, got: Shape },
     #[error("cannot add values of shapes {left} and {right}")]
     AddMismatch { left: Shape, right: Shape },
+    #[error("cannot multiply values of shapes {left} and {right}: the shapes must be equal, or one [C, H, W] and the other [C, 1, 1] (one factor per channel)")]
+    MulMismatch { left: Shape, right: Shape },
     #[error("concat needs equal spatial sizes, but input {index} has shape {got} while input 0 has {first}")]
     ConcatMismatch { index: usize, first: Shape, got: Shape },
     #[error("{op}: {what}")]

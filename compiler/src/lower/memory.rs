@@ -7,7 +7,8 @@
 //! - `flatten` is a view of its input (same bytes, other shape);
 //! - each input of an in-place concat is a view into the concat's buffer at its channel offset, so its
 //!   producer writes there directly;
-//! - an elementwise op (ReLU, affine, add) writes over an input whose buffer dies at that op.
+//! - an elementwise op (ReLU and the other activations, affine, add, mul) writes over an input of
+//!   its shape whose buffer dies at that op and that no view reads.
 //!
 //! Buffers get arena offsets by liveness: a buffer is live from the first node that writes into it to
 //! the last node that reads from it (graph outputs live to the end), and two buffers may share bytes
@@ -114,10 +115,14 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let (concat, offset) = concat_slot[&v];
                 Home::View { of: concat, offset }
             }
-            Op::Relu | Op::Affine(_) | Op::Add => {
-                // Write over the first input whose own buffer dies here and holds exactly this value.
+            Op::Relu | Op::Activation(_) | Op::Affine(_) | Op::Add | Op::Mul => {
+                // Write over the first input whose own buffer dies here and holds exactly this value
+                // (of the output's shape: never a product's per-channel factor).
                 let reusable = inputs.iter().find(|&&i| {
                     matches!(homes.get(&i), Some(Home::Own(_)))
+                        && graph.shape(i) == &node.shape
+                        // A view of the input (a chunk's slice, a flatten) may be read later.
+                        && graph.consumers(i).iter().all(|&c| !matches!(graph.node(c).op, Op::Slice(_) | Op::Flatten))
                         && last_reader.get(&i) == Some(&position[&id])
                         && !outputs.contains(&i)
                         && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
@@ -258,7 +263,10 @@ impl MemoryPlan {
                 let (wb, ws, we) = range(w_id.value());
                 if wb == vb && ws < ve && vs < we {
                     let in_place = t == dies
-                        && matches!(graph.node(w_id).op, Op::Relu | Op::Affine(_) | Op::Add)
+                        && matches!(
+                            graph.node(w_id).op,
+                            Op::Relu | Op::Activation(_) | Op::Affine(_) | Op::Add | Op::Mul
+                        )
                         && graph.inputs(w_id).contains(&v);
                     let concat_part = matches!(graph.node(w_id).op, Op::Concat(_));
                     if !in_place && !concat_part {

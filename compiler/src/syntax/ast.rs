@@ -118,6 +118,8 @@ pub struct ScopePath {
 #[derive(Debug, Clone)]
 pub enum SegmentPart {
     Text(String),
+    /// `"block1-0"`: text as written, any characters but `.`, spaces, quotes and backslashes.
+    Quoted(String),
     Expr(Expr),
 }
 
@@ -168,7 +170,7 @@ impl ScopePath {
             .flatten()
             .map(|p| match p {
                 SegmentPart::Expr(e) => e.depth,
-                SegmentPart::Text(_) => 0,
+                SegmentPart::Text(_) | SegmentPart::Quoted(_) => 0,
             })
             .max()
             .unwrap_or(0)

@@ -255,7 +255,12 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::arg | Rule::named_arg => "an argument",
         Rule::paren | Rule::tuple_comma => "`(`",
         Rule::list => "`[`",
-        Rule::scope_path | Rule::path_segment | Rule::segment_text | Rule::segment_expr => "a scope name",
+        Rule::scope_path
+        | Rule::path_segment
+        | Rule::segment_text
+        | Rule::segment_quoted
+        | Rule::segment_quoted_inner
+        | Rule::segment_expr => "a scope name",
         Rule::ident | Rule::qualified => "a name",
         Rule::int => "an integer",
         Rule::float => "a number",
@@ -383,6 +388,42 @@ impl Walker<'_> {
             .with_help(format!("scope segments are joined with dots: write `{fixed}`")))
     }
 
+    /// `@trunk_output.block1-0` (a torchvision key with a hyphen) would parse as a scope and then a
+    /// subtraction or a new statement; a `-` right after a scope path, itself followed by a name or
+    /// number, is that key: say how to write it.
+    fn hyphen_after_scope(&self, span: Span) -> PResult<()> {
+        let text = &self.sources.file(self.file).text;
+        let (start, end) = (span.start as usize, span.end as usize);
+        let Some(after) = text.get(end..).and_then(|t| t.strip_prefix('-')) else { return Ok(()) };
+        let rest: String =
+            after.chars().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.')).collect();
+        if rest.is_empty() || rest.starts_with('.') {
+            return Ok(());
+        }
+        let path = &text[start..end];
+        let (head, last) = path.rsplit_once('.').unwrap_or(("", path));
+        let (first, tail) =
+            rest.split_once('.').map_or((rest.as_str(), String::new()), |(f, t)| (f, format!(".{t}")));
+        // A plain last segment is quoted whole; one with `{expr}` or quotes keeps them and gains a
+        // quoted `-...` part (`@layer{i}"-0"`).
+        let quoted = if last.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            format!("\"{last}-{first}\"{tail}")
+        } else {
+            format!("{last}\"-{first}\"{tail}")
+        };
+        let fixed = if head.is_empty() { quoted } else { format!("{head}.{quoted}") };
+        let at = Span::new(self.file, start, end + 1 + rest.len());
+        Err(self
+            .error(
+                at,
+                format!(
+                    "`{}` is not a scope name: `-` is not allowed in an unquoted segment",
+                    self.sources.text(at)
+                ),
+            )
+            .with_help(format!("quote a scope segment with a hyphen: `{fixed}`")))
+    }
+
     fn stmt(&self, pair: Pair<Rule>) -> PResult<Stmt> {
         let span = self.span(&pair);
         let rule = pair.as_rule();
@@ -446,6 +487,9 @@ impl Walker<'_> {
             for part in seg.into_inner() {
                 match part.as_rule() {
                     Rule::segment_text => parts.push(SegmentPart::Text(part.as_str().to_string())),
+                    Rule::segment_quoted => parts.push(SegmentPart::Quoted(
+                        part.into_inner().next().map_or(String::new(), |p| p.as_str().to_string()),
+                    )),
                     Rule::segment_expr => {
                         parts.push(SegmentPart::Expr(self.expr(part.into_inner().next().expect("expr"))?))
                     }
@@ -454,6 +498,7 @@ impl Walker<'_> {
             }
             segments.push(parts);
         }
+        self.hyphen_after_scope(span)?;
         Ok(ScopePath { segments, span })
     }
 

@@ -103,7 +103,7 @@ pub fn run_with(
                 inputs[k].clone()
             }
             // Single-input ops that can reuse their input's buffer when they are its last reader.
-            Op::Relu | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => {
+            Op::Relu | Op::Activation(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => {
                 let x = if uses[&args[0]] == 1 {
                     values.remove(&args[0]).expect("inputs run before their readers")
                 } else {
@@ -221,10 +221,11 @@ fn slot_source(node: &Node, suffix: &str) -> String {
     i.and_then(|i| node.weights.get(i)).map_or_else(|| format!("{}.{suffix}", node.name), |e| e.to_string())
 }
 
-/// ReLU, dropout (identity at inference), flatten (a reshape) and BatchNorm, updating `x` in place.
+/// ReLU and the other activations, dropout (identity at inference), flatten (a reshape) and BatchNorm, updating `x` in place.
 fn unary_in_place(node: &Node, mut x: Tensor, weights: &BoundWeights) -> Result<Tensor, RunError> {
     match &node.op {
         Op::Relu => eltwise::relu(&mut x),
+        Op::Activation(a) => eltwise::activation(&mut x, *a),
         Op::Dropout(_) => {}
         Op::Flatten => x.shape = vec![x.shape[0], x.sample_len()],
         Op::BatchNorm(p) => {
@@ -261,6 +262,8 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
         Op::Lrn(p) => norm::lrn(xs[0], p),
         Op::Softmax => dense::softmax(xs[0]),
         Op::Add => eltwise::add(xs[0], xs[1]),
+        Op::Mul => eltwise::mul(xs[0], xs[1]),
+        Op::ChannelShuffle(p) => eltwise::channel_shuffle(xs[0], p.groups),
         Op::Concat(_) => eltwise::concat(xs, out),
         Op::FusedConv(f) => {
             let p = &f.conv;
@@ -335,7 +338,7 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
             y
         }
         Op::Slice(s) => fused::slice(xs[0], s),
-        Op::Input | Op::Relu | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => {
+        Op::Input | Op::Relu | Op::Activation(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => {
             unreachable!("handled by the caller")
         }
     })

@@ -1,8 +1,10 @@
-//! Elementwise kernels: add, ReLU, affine, concatenation copies.
+//! Elementwise kernels: add, mul, ReLU and the other activations, affine, per-channel scaling,
+//! concatenation copies, channel shuffle.
 
 use super::*;
 use crate::codegen::eltwise::CHUNK;
 use crate::codegen::{EltwiseOp, EltwiseSpec};
+use crate::ir::Activation;
 
 fn spec(op: EltwiseOp, len: usize, inputs: usize) -> EltwiseSpec {
     EltwiseSpec { op, len, in_strides: (0..inputs).map(|i| len + 1 + i).collect(), out_stride: len + 3 }
@@ -134,4 +136,207 @@ fn kernels_with_equal_specs_are_compiled_once_and_share_their_code() {
     // Dumps name every node: with CLIF kept, nothing is shared.
     let k = compile(&requests, options(true)).unwrap();
     assert_ne!(k.kernels[0].entry() as usize, k.kernels[2].entry() as usize);
+}
+
+/// PyTorch's f32 definitions, in f32 and in PyTorch's order for the piecewise-linear ones (which
+/// the kernels must equal bit for bit), in f64 for sigmoid and SiLU.
+fn activation_f64(act: Activation, x: f32) -> f64 {
+    let clamp = |x: f32, lo: f32, hi: f32| {
+        if x < lo {
+            lo
+        } else if x > hi {
+            hi
+        } else {
+            x
+        }
+    };
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
+    match act {
+        Activation::Clamp { min, max } => clamp(x, min, max) as f64,
+        Activation::Hardsigmoid => (clamp(x + 3.0, 0.0, 6.0) / 6.0) as f64,
+        Activation::Hardswish => (x * clamp(x + 3.0, 0.0, 6.0) / 6.0) as f64,
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Silu => x as f64 * sigmoid(x),
+    }
+}
+
+const ACTIVATIONS: [Activation; 7] = [
+    Activation::Clamp { min: 0.0, max: 6.0 },
+    Activation::Clamp { min: -1.0, max: 1.0 },
+    Activation::Clamp { min: -0.25, max: 0.5 },
+    Activation::Sigmoid,
+    Activation::Silu,
+    Activation::Hardsigmoid,
+    Activation::Hardswish,
+];
+
+/// Runs one activation kernel for `isa` on `x` (one sample).
+fn activate_jit(act: Activation, isa: Isa, x: &[f32]) -> Vec<f32> {
+    let sp = EltwiseSpec {
+        op: EltwiseOp::Activation(act),
+        len: x.len(),
+        in_strides: vec![x.len()],
+        out_stride: x.len(),
+    };
+    let k = compile_for(KernelSpec::Eltwise(sp), isa);
+    run(&k, 1, &[x], &[], x.len())
+}
+
+#[test]
+fn activations_match_pytorch_definitions_on_every_isa() {
+    let mut rng = Rng::new(21);
+    for isa in host_isas() {
+        for act in ACTIVATIONS {
+            for len in [1, 3, 7, 8, 13, 100, CHUNK + 5] {
+                for n in [1, 2] {
+                    let sp = spec(EltwiseOp::Activation(act), len, 1);
+                    // Values in [-8, 8): every piece of every activation.
+                    let x: Vec<f32> = rng.vec(n * sp.in_strides[0]).iter().map(|v| v * 8.0).collect();
+                    let k = compile_for(KernelSpec::Eltwise(sp.clone()), isa);
+                    let got = run(&k, n, &[&x], &[], n * sp.out_stride);
+                    for s in 0..n {
+                        for i in 0..len {
+                            let (g, xi) = (got[s * sp.out_stride + i], x[s * sp.in_strides[0] + i]);
+                            let w = activation_f64(act, xi);
+                            match act {
+                                Activation::Sigmoid | Activation::Silu => assert!(
+                                    (g as f64 - w).abs() <= 4e-7 * w.abs().max(1e-30),
+                                    "{act:?} {isa}: x = {xi}: got {g}, want {w}"
+                                ),
+                                _ => assert_eq!(g.to_bits(), (w as f32).to_bits(), "{act:?} {isa}: x = {xi}"),
+                            }
+                        }
+                        let at = s * sp.out_stride;
+                        assert!(
+                            got[at + len..at + sp.out_stride].iter().all(|v| v.is_nan()),
+                            "wrote past the value"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activations_keep_nan_and_handle_infinities_and_extremes() {
+    let x = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -200.0,
+        -88.0,
+        -87.0,
+        87.0,
+        200.0,
+        -0.0,
+        0.0,
+        f32::MIN_POSITIVE,
+    ];
+    for isa in host_isas() {
+        for act in ACTIVATIONS {
+            let got = activate_jit(act, isa, &x);
+            assert!(got[0].is_nan(), "{act:?} {isa}: NaN gave {}", got[0]);
+            for (i, &xi) in x.iter().enumerate().skip(1) {
+                let w = activation_f64(act, xi);
+                let g = got[i] as f64;
+                let ok = (w.is_nan() && g.is_nan())
+                    || g == w
+                    || (g - w).abs() <= 4e-7 * w.abs()
+                    // Below -87.3, `exp` is 0: sigmoid is off by under 1.3e-38, SiLU by |x| times that.
+                    || (g - w).abs() < 1.3e-38 * (xi.abs() as f64).max(1.0);
+                assert!(ok, "{act:?} {isa}: x = {xi}: got {g}, want {w}");
+            }
+        }
+    }
+}
+
+/// Measures the relative error of the sigmoid and SiLU kernels against f64 on 2^20 points of
+/// `[-87, 87]` (evenly spaced, plus every float near 0) and asserts the bound the eltwise module
+/// documents; `--nocapture` prints the measured maxima.
+#[test]
+fn sigmoid_and_silu_match_f64() {
+    let n = 1 << 20;
+    let mut x: Vec<f32> = (0..n).map(|i| -87.0 + 174.0 * i as f32 / n as f32).collect();
+    x.extend((0..4096).map(|i| (i as f32 - 2048.0) * 1e-4));
+    for isa in host_isas() {
+        for act in [Activation::Sigmoid, Activation::Silu] {
+            let got = activate_jit(act, isa, &x);
+            let mut worst = (0.0f64, 0.0f32);
+            for (&g, &xi) in got.iter().zip(&x) {
+                let w = activation_f64(act, xi);
+                if w != 0.0 {
+                    let rel = (g as f64 - w).abs() / w.abs();
+                    if rel > worst.0 {
+                        worst = (rel, xi);
+                    }
+                }
+            }
+            eprintln!("{act:?} {isa}: max relative error {:.2e} at x = {}", worst.0, worst.1);
+            assert!(worst.0 < 4e-7, "{act:?} {isa}: relative error {:.2e} at x = {}", worst.0, worst.1);
+        }
+    }
+}
+
+#[test]
+fn products_equal_shapes_and_per_channel() {
+    let mut rng = Rng::new(23);
+    for isa in host_isas() {
+        for len in [1, 5, 8, 37, CHUNK + 3] {
+            let sp = spec(EltwiseOp::Mul, len, 2);
+            let a = rng.vec(2 * sp.in_strides[0]);
+            let b = rng.vec(2 * sp.in_strides[1]);
+            let k = compile_for(KernelSpec::Eltwise(sp.clone()), isa);
+            let got = run(&k, 2, &[&a, &b], &[], 2 * sp.out_stride);
+            check_each(&sp, 2, &got, |s, i| {
+                (a[s * sp.in_strides[0] + i] * b[s * sp.in_strides[1] + i]) as f64
+            });
+        }
+        for (channels, plane) in [(1, 1), (3, 5), (17, 9), (40, 49), (8, 1)] {
+            let len = channels * plane;
+            let sp = EltwiseSpec {
+                op: EltwiseOp::ScaleChannels { channels, plane },
+                len,
+                in_strides: vec![len + 1, channels + 2],
+                out_stride: len + 3,
+            };
+            for n in [1, 3] {
+                let x = rng.vec(n * sp.in_strides[0]);
+                let f = rng.vec(n * sp.in_strides[1]);
+                let k = compile_for(KernelSpec::Eltwise(sp.clone()), isa);
+                let got = run(&k, n, &[&x, &f], &[], n * sp.out_stride);
+                check_each(&sp, n, &got, |s, i| {
+                    (x[s * sp.in_strides[0] + i] * f[s * sp.in_strides[1] + i / plane]) as f64
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn channel_shuffle_moves_planes() {
+    let mut rng = Rng::new(29);
+    for isa in host_isas() {
+        for (channels, plane, groups) in [(4, 1, 2), (6, 5, 3), (24, 9, 2), (40, 3, 4), (5, 7, 1), (7, 2, 7)]
+        {
+            let len = channels * plane;
+            let sp = EltwiseSpec {
+                op: EltwiseOp::Shuffle { channels, plane, groups },
+                len,
+                in_strides: vec![len + 2],
+                out_stride: len + 1,
+            };
+            for n in [1, 3] {
+                let x = rng.vec(n * sp.in_strides[0]);
+                let k = compile_for(KernelSpec::Eltwise(sp.clone()), isa);
+                let got = run(&k, n, &[&x], &[], n * sp.out_stride);
+                let per = channels / groups;
+                check_each(&sp, n, &got, |s, i| {
+                    let (j, p) = (i / plane, i % plane);
+                    let from = (j % groups) * per + j / groups;
+                    x[s * sp.in_strides[0] + from * plane + p] as f64
+                });
+            }
+        }
+    }
 }
