@@ -4,6 +4,7 @@
     m = netc.load("resnet50.netc")                      # a bundle from `netc compile`
     m = netc.compile("m.net", weights="w.safetensors")  # or a .net model and its weights
     y = m(np.zeros((1, 3, 224, 224), np.float32))       # [N, C, H, W] float32 -> logits
+    x = netc.load_image("cat.jpg", (224, 224))          # [3, H, W], preprocessed as `netc run`
 
 The GIL is released while a model runs: several threads may call one model.
 """
@@ -13,7 +14,10 @@ from ._netc import (
     NetcError,
     check,
     compile,
+    imagenet_labels,
     load,
+    load_image,
+    load_images,
     summary,
     write_random_weights,
 )
@@ -23,7 +27,10 @@ __all__ = [
     "NetcError",
     "check",
     "compile",
+    "imagenet_labels",
     "load",
+    "load_image",
+    "load_images",
     "summary",
     "write_random_weights",
 ]

@@ -1,12 +1,23 @@
 """Type stubs of the extension module `netc._netc` (re-exported by `netc`)."""
 
 import os
-from typing import Dict, List, Optional, Tuple, TypedDict, Union, final
+from typing import Dict, Iterable, List, Optional, Tuple, TypedDict, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Model", "NetcError", "check", "compile", "load", "summary", "write_random_weights"]
+__all__ = [
+    "Model",
+    "NetcError",
+    "check",
+    "compile",
+    "imagenet_labels",
+    "load",
+    "load_image",
+    "load_images",
+    "summary",
+    "write_random_weights",
+]
 
 _Path = Union[str, "os.PathLike[str]"]
 
@@ -74,3 +85,18 @@ def summary(path: _Path, *, train: bool = False) -> List[_LayerSummary]:
 def write_random_weights(net: _Path, output: _Path, seed: int = 0) -> None:
     """Deterministic He-initialised weights for a `.net` model, as safetensors with its
     scoped names (what `netc init` writes)."""
+
+def load_image(path: _Path, size: Tuple[int, int] = (224, 224)) -> npt.NDArray[np.float32]:
+    """A JPEG or PNG file as a float32 array `[3, H, W]` (`size` is `(H, W)`, each side at most
+    8192), preprocessed exactly as `netc run` does: torchvision's ImageNet preset (shorter side
+    resized to 256, antialiased bilinear; centre crop; [0, 1]; ImageNet mean and std). Raises
+    NetcError naming the file if it cannot be read or decoded."""
+
+def load_images(paths: Iterable[_Path], size: Tuple[int, int] = (224, 224)) -> npt.NDArray[np.float32]:
+    """Several images as one batch `[N, 3, H, W]`, each as `load_image` makes it, the GIL
+    released while they are decoded; the first file that cannot be used raises NetcError
+    naming it."""
+
+def imagenet_labels() -> List[str]:
+    """The 1000 ImageNet class names in torchvision's order (what `netc run` prints for a
+    model with 1000 classes)."""

@@ -7,7 +7,7 @@
 //! becomes a Python exception (`netc.NetcError`, a `ValueError`, carrying the library's full
 //! message, a `.net` diagnostic rendered with its source line and caret), never a panic.
 
-use numpy::{IxDyn, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{IxDyn, PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -295,6 +295,80 @@ fn write_random_weights(py: Python<'_>, net: PathBuf, output: PathBuf, seed: u64
     py.detach(|| netc::write_random_weights(&net, &output, seed)).map_err(error)
 }
 
+/// The largest height or width `load_image` accepts: a `[3, 8192, 8192]` float32 array is 768 MiB.
+const MAX_IMAGE_SIDE: usize = 8192;
+
+/// The `(height, width)` a model input image is preprocessed to, checked.
+fn image_size(size: (usize, usize)) -> PyResult<(usize, usize)> {
+    let (h, w) = size;
+    if h == 0 || w == 0 || h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
+        return Err(PyValueError::new_err(format!(
+            "size must be (height, width) with each side in 1..={MAX_IMAGE_SIDE}, got ({h}, {w})"
+        )));
+    }
+    Ok((h, w))
+}
+
+/// `netc.load_image(path, size=(224, 224))`: a JPEG or PNG file as a float32 array `[3, H, W]`,
+/// preprocessed exactly as `netc run` does (torchvision's ImageNet preset: the shorter side
+/// resized to 256 with antialiased bilinear filtering, a centre crop to `size`, `[0, 1]`, then
+/// the ImageNet mean and standard deviation). Raises `NetcError` naming the file if it cannot
+/// be read or decoded.
+#[pyfunction]
+#[pyo3(signature = (path, size = (224, 224)), text_signature = "(path, size=(224, 224))")]
+fn load_image<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    size: (usize, usize),
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let (h, w) = image_size(size)?;
+    let tensor = py
+        .detach(|| netc_runtime::io::image::load(&path, h, w))
+        .map_err(|e| NetcError::new_err(e.to_string()))?;
+    // The tensor's buffer becomes the array's, uncopied.
+    PyArray1::from_vec(py, tensor.data).reshape(IxDyn(&[3, h, w]))
+}
+
+/// `netc.load_images(paths, size=(224, 224))`: several images as one batch `[N, 3, H, W]`, each
+/// as `load_image` makes it, the GIL released while they are decoded. The first file that
+/// cannot be used raises `NetcError` naming it.
+#[pyfunction]
+#[pyo3(signature = (paths, size = (224, 224)), text_signature = "(paths, size=(224, 224))")]
+fn load_images<'py>(
+    py: Python<'py>,
+    paths: &Bound<'py, PyAny>,
+    size: (usize, usize),
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let (h, w) = image_size(size)?;
+    if paths.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("paths must be a sequence of paths, not one str (see load_image)"));
+    }
+    let paths: Vec<PathBuf> =
+        paths.try_iter()?.map(|p| p.and_then(|p| p.extract::<PathBuf>())).collect::<PyResult<_>>()?;
+    let per_image = 3 * h * w;
+    let cannot_allocate =
+        || NetcError::new_err(format!("cannot allocate {} images of [3, {h}, {w}] float32", paths.len()));
+    let total = paths.len().checked_mul(per_image).ok_or_else(cannot_allocate)?;
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(total).map_err(|_| cannot_allocate())?;
+    py.detach(|| {
+        for path in &paths {
+            data.extend_from_slice(&netc_runtime::io::image::load(path, h, w)?.data);
+        }
+        Ok::<_, netc_runtime::io::image::ImageError>(())
+    })
+    .map_err(|e| NetcError::new_err(e.to_string()))?;
+    // The batch's buffer becomes the array's, uncopied.
+    PyArray1::from_vec(py, data).reshape(IxDyn(&[paths.len(), 3, h, w]))
+}
+
+/// `netc.imagenet_labels()`: the 1000 ImageNet class names in torchvision's order, the names
+/// `netc run` prints for a model with 1000 classes.
+#[pyfunction]
+fn imagenet_labels() -> Vec<&'static str> {
+    netc_runtime::classes::imagenet().to_vec()
+}
+
 /// The extension module `netc._netc`, re-exported by `netc/__init__.py`.
 #[pymodule]
 fn _netc(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -305,5 +379,8 @@ fn _netc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
     m.add_function(wrap_pyfunction!(write_random_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(load_image, m)?)?;
+    m.add_function(wrap_pyfunction!(load_images, m)?)?;
+    m.add_function(wrap_pyfunction!(imagenet_labels, m)?)?;
     Ok(())
 }
