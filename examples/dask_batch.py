@@ -155,10 +155,11 @@ def classify_on_cluster(
     shard_size: int = 256,
     threads: Optional[int] = 1,
     isa: Optional[str] = None,
+    timeout: Optional[float] = None,
 ) -> Iterator[Dict[str, Any]]:
     """Registers the bundle's plugin on the cluster (each worker loads it once), maps the shards
     of `paths` to the workers and yields the records in input order, each shard's as soon as it
-    and those before it are done."""
+    and those before it are done (waiting at most `timeout` seconds for each)."""
     if __name__ != "__main__":
         # Imported as a module (a test, a notebook), the plugin and the task refer to this module
         # by name: send the file to the workers (and to those that join later). Run as a script,
@@ -171,7 +172,7 @@ def classify_on_cluster(
         for shard in shards_of(paths, shard_size)
     ]
     for future in futures:
-        yield from future.result()
+        yield from future.result(timeout=timeout)
         future.release()
 
 

@@ -123,10 +123,11 @@ def test_dask_example_matches_one_process_and_loads_the_bundle_once_per_worker(i
     # The single-process run: the same function on one model, in one batch of everything.
     local = dask_batch.classify(netc.load(bundle, threads=1), paths, batch=64)
 
+    # (Timeouts, so that a broken worker fails the test instead of hanging it.)
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster) as client:
-        records = list(dask_batch.classify_on_cluster(client, str(bundle), paths, batch=4, shard_size=8))
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, timeout=120
+    ) as cluster, Client(cluster, timeout=120) as client:
+        records = list(dask_batch.classify_on_cluster(client, str(bundle), paths, batch=4, shard_size=8, timeout=120))
         stats = dask_batch.worker_stats(client, str(bundle))
 
     assert [r["image"] for r in records] == paths
@@ -150,10 +151,35 @@ def test_dask_example_matches_one_process_and_loads_the_bundle_once_per_worker(i
     assert max(s["shards"] for s in stats.values()) >= 2
 
 
-def test_dask_example_help_teaches():
+def test_dask_example_as_a_script(image_set, tmp_path):
+    """The README's command: a LocalCluster started by the script, JSON lines in input order."""
+    import json
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "dask_batch.py"), "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "--scheduler" in out and "--shard-size" in out and "examples:" in out
+    bundle, images = image_set
+    script = os.path.join(EXAMPLES, "dask_batch.py")
+    help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--scheduler" in help_text and "--shard-size" in help_text and "examples:" in help_text
+
+    out = tmp_path / "results.jsonl"
+    args = ["--input", str(images), "--workers", "2", "--batch", "4", "--shard-size", "8", "--logits"]
+    run = subprocess.run(
+        [sys.executable, script, str(bundle), *args, "--output", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 1, run.stderr  # one image is broken
+    assert "41 images (1 failed) in 6 shards on 2 workers" in run.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    sys.path.insert(0, os.path.abspath(EXAMPLES))
+    try:
+        import dask_batch
+    finally:
+        sys.path.pop(0)
+    paths = dask_batch.image_paths([str(images)])
+    local = dask_batch.classify(netc.load(bundle, threads=1), paths, batch=64)
+    assert [line["image"] for line in lines] == paths
+    for line, want in zip(lines, local):
+        if "error" in want:
+            assert line == {"image": want["image"], "error": want["error"]}
+        else:
+            assert np.array(line["logits"], np.float32).tobytes() == want["logits"].tobytes()
+            assert line["class"] == want["class"] and "label" not in line  # 10 classes: no names
