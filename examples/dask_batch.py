@@ -262,7 +262,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    paths = image_paths(args.input)
+    try:
+        paths = image_paths(args.input)
+    except FileNotFoundError as e:
+        print(f"dask_batch: {e}", file=sys.stderr)
+        return 2
     if not paths:
         print("dask_batch: no images found", file=sys.stderr)
         return 2
