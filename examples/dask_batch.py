@@ -84,7 +84,7 @@ def image_paths(inputs: Sequence[str]) -> List[str]:
         if os.path.isdir(item):
             names = sorted(n for n in os.listdir(item) if n.lower().endswith(IMAGE_SUFFIXES))
             paths += [os.path.join(item, n) for n in names]
-        elif glob.has_magic(item):
+        elif any(c in item for c in "*?["):  # a glob pattern
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 raise FileNotFoundError(f"no file matches {item!r}")
