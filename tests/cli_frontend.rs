@@ -68,6 +68,16 @@ fn summary_table_ends_with_totals() {
     );
 }
 
+/// The model writes `global_avgpool`; the summary says so (it is `adaptive_avgpool(1)` inside).
+#[test]
+fn summary_names_global_pooling_as_written() {
+    let (code, out, _) = run(&["summary", model("resnet18").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let row = out.lines().find(|l| l.contains("avgpool")).expect("a pooling row");
+    assert!(row.starts_with("global_avgpool") && row.matches("global_avgpool").count() == 2, "{row}");
+    assert!(!out.contains("adaptive_avgpool"), "{out}");
+}
+
 #[test]
 fn summary_accepts_an_input_override_and_rejects_a_malformed_one() {
     let (code, out, _) =
@@ -90,7 +100,7 @@ fn ir_json_lists_nodes_with_lowercase_ops() {
     let ops: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n["op"].as_str().unwrap()).collect();
     assert_eq!(
         ops.into_iter().collect::<Vec<_>>(),
-        ["add", "batchnorm", "conv", "flatten", "global_avgpool", "input", "linear", "maxpool", "relu"]
+        ["adaptive_avgpool", "add", "batchnorm", "conv", "flatten", "input", "linear", "maxpool", "relu"]
     );
     for n in nodes {
         for field in ["id", "name", "op", "inputs", "shape", "attrs"] {

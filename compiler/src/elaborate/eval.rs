@@ -1238,8 +1238,8 @@ impl Elab<'_> {
         }
         let base = match &scope {
             Some(s) => s.clone(),
-            None if frame.scope.is_empty() => op.name().to_string(),
-            None => format!("{}.{}", frame.scope.join("."), op.name()),
+            None if frame.scope.is_empty() => op.display_name().to_string(),
+            None => format!("{}.{}", frame.scope.join("."), op.display_name()),
         };
         // Suffixes continue from the last one this base took, so naming stays linear in the
         // number of nodes (a loop of N relus would otherwise probe 1..N for every node).

@@ -38,7 +38,10 @@ pub fn summarize(graph: &Graph, train: bool) -> Summary {
         }
         layers.push(LayerRow {
             name: node.name.clone(),
-            op: node.op.label(),
+            op: match node.op {
+                Op::AdaptiveAvgPool(_) => node.op.display_name().to_string(),
+                _ => node.op.label(),
+            },
             output_shape: node.shape.clone(),
             params: node.op.param_count(),
             macs: node.op.macs(&node.shape),

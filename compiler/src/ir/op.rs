@@ -294,8 +294,6 @@ impl Op {
             Op::Relu => "relu",
             Op::MaxPool(_) => "maxpool",
             Op::AvgPool(_) => "avgpool",
-            // `global_avgpool` and `adaptive_avgpool(1)` are one op, shown by the shorter name.
-            Op::AdaptiveAvgPool(p) if p.output == [1, 1] => "global_avgpool",
             Op::AdaptiveAvgPool(_) => "adaptive_avgpool",
             Op::Lrn(_) => "lrn",
             Op::Linear(_) => "linear",
@@ -317,6 +315,16 @@ impl Op {
             Op::FusedLinear(_) => "linear",
             Op::Affine(_) => "affine",
             Op::Slice(_) => "slice",
+        }
+    }
+
+    /// The op as a user writes it, for names derived from it and for `netc summary`: a one-bin
+    /// adaptive pooling is `global_avgpool` (the same op as `adaptive_avgpool(1)`). [`Op::name`]
+    /// stays the op's identity, which bundles record in their step tables.
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            Op::AdaptiveAvgPool(p) if p.output == [1, 1] => "global_avgpool",
+            op => op.name(),
         }
     }
 
