@@ -1,15 +1,7 @@
 //! The front-end CLI contract (`netc check`, `netc summary`, `netc ir`) that users' scripts rely on.
 
-use crate::common::{model, netc};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use crate::common::model;
+use crate::common::run_netc as run;
 
 #[test]
 fn check_exits_zero_and_prints_nothing_for_a_valid_model() {

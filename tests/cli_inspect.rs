@@ -1,17 +1,9 @@
 //! Looking inside compiled bundles from the command line (`netc info`, `netc summary M.netc`,
 //! `netc ir M.netc`) and `netc summary --depth`.
 
-use crate::common::{model, netc};
+use crate::common::model;
+use crate::common::{path_str as s, run_netc as run};
 use std::path::{Path, PathBuf};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = run(args);
@@ -25,10 +17,6 @@ fn fails(args: &[&str]) -> String {
     assert_eq!(code, 1, "netc {args:?}: expected exit 1, got {code}:\n{err}");
     assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
     err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A small classifier (conv, BatchNorm, pool, linear to 10 classes), its `netc init` weights and

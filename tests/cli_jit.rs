@@ -1,16 +1,8 @@
 //! The JIT from the command line: compiled bundles, `netc bench`, kernel dumps, and bad bundles.
 
+use crate::common::run_netc as run;
 use crate::common::{model, netc};
 use std::path::Path;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = run(args);

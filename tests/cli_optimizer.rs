@@ -1,15 +1,7 @@
 //! The optimiser from the command line: stages, pass control, statistics and activation memory.
 
-use crate::common::{model, netc, SEED_MODELS};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use crate::common::run_netc as run;
+use crate::common::{model, SEED_MODELS};
 
 fn optimized_json(name: &str, extra: &[&str]) -> serde_json::Value {
     let path = model(name);

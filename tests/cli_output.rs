@@ -3,26 +3,14 @@
 //! weights (which travels into bundles).
 
 use crate::common::{model, netc, root};
+use crate::common::{path_str as s, run_netc as run};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn ok(args: &[&str]) -> (String, String) {
     let (code, out, err) = run(args);
     assert_eq!(code, 0, "netc {args:?} failed:\n{err}");
     (out, err)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A 10-class classifier on 3x16x16 images and its `netc init` weights, in `dir`.

@@ -1,6 +1,7 @@
 //! Hostile and malformed inputs: every one is refused with a clear, file-naming error and a
 //! non-zero exit, in bounded time and memory. Each test is the regression test of one class.
 
+use crate::common::path_str as s;
 use crate::common::{netc, root};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,10 +33,6 @@ fn fails_with(args: &[&str], expected: &str) {
     assert_ne!(code, 0, "`netc {}` succeeded", args.join(" "));
     assert!(err.contains(expected), "`netc {}`: expected `{expected}` in:\n{err}", args.join(" "));
     assert!(!err.contains("panicked"), "{err}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A small model, its He weights and its bundle.

@@ -1,23 +1,11 @@
 //! `netc init` and `netc run` as users call them: end to end on the sample image, and a clear
 //! message with a non-zero exit for every bad input, never a panic.
 
-use crate::common::{compile, model, netc, root};
+use crate::common::{compile, model, root};
+use crate::common::{path_str as s, run_netc as run};
 use netc_runtime::io::{image, npy};
 use netc_runtime::{reference, Tensor, WeightFile};
 use std::path::{Path, PathBuf};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A small classifier with ImageNet's 1000 classes and a 3x32x32 input, and its He weights.
 fn tiny(dir: &Path) -> (PathBuf, PathBuf) {

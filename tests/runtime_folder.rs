@@ -1,26 +1,13 @@
 //! `netc run --input FOLDER --format jsonl|csv`: a folder streamed through the model a batch at a
 //! time, checked against the same images run as explicit files in one batch.
 
-use crate::common::netc;
+use crate::common::{path_str as s, run_netc as run};
 use netc_runtime::io::npy;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// How many readable images the test folder holds.
 const IMAGES: usize = 30;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = netc().args(args).output().expect("netc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A tiny classifier of 10 classes on 3x32x32 inputs, and `netc init` weights for it.
 fn tiny(dir: &Path) -> (PathBuf, PathBuf) {

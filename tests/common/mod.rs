@@ -126,3 +126,18 @@ pub fn assert_close_above(
     let diff = got.data.iter().zip(&expected.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff} > 1e-4 x max |expected| {scale}");
 }
+
+/// Runs `netc` with `args`: exit code (-1 if killed by a signal), standard output, standard error.
+pub fn run_netc(args: &[&str]) -> (i32, String, String) {
+    let out = netc().args(args).output().expect("netc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A path as `&str` for a command line (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
