@@ -234,7 +234,7 @@ fn adaptive(cx: &mut KernelCx, spec: &PoolSpec, x: Value, oh: Value, ow: Value) 
 fn emit_max(cx: &mut KernelCx, spec: &PoolSpec) {
     let [c, h, w] = spec.input;
     let [_, oh_n, ow_n] = spec.output;
-    let fast = RowMax::applies(spec);
+    let fast = row_max_applies(spec);
     let x0 = cx.ptr_at(cx.inputs, 0);
     cx.for_items(|cx, item| {
         let (n, ch) = cx.divmod(item, c);
@@ -319,48 +319,25 @@ fn exact_plane(cx: &mut KernelCx, spec: &PoolSpec, x: Value, y: Value) {
                 let out = cx.offset(out_row, col, 1);
                 cx.store_lanes(acc, out, 0, lanes);
             };
-            let full = ow_n / LANES;
-            if full > 0 {
-                let (v0, v1) = (cx.ic(0), cx.ic((full * LANES) as i64));
-                cx.for_range(v0, v1, LANES as i64, "output vectors", |cx, col| vector(cx, col, LANES));
-            }
-            if ow_n % LANES > 0 {
-                let col = cx.ic((full * LANES) as i64);
-                vector(cx, col, ow_n % LANES);
-            }
+            for_output_vectors(cx, ow_n, "output vectors", vector);
         });
     }
 }
 
-/// The row-max fast path of a max pool with dilation 1: one padded, phase-split scratch row per
-/// output row holding the column-wise maximum of the window's input rows.
-struct RowMax {
-    phase_slot: Vec<Option<usize>>,
-    /// Floats per phase row (as [`MaxRows`]).
-    sw_len: usize,
-}
-
-impl RowMax {
-    /// Whether the fast path computes `spec` exactly: dilation 1, and every window holds at least
-    /// one input row (so clamping its row indices into the input only repeats rows it holds,
-    /// which leaves the maximum unchanged). PyTorch's constraints (padding at most half the
-    /// kernel, a ceil-mode window starting inside the input) imply the latter.
-    fn applies(spec: &PoolSpec) -> bool {
-        let [_, h, _] = spec.input;
-        let [_, oh, _] = spec.output;
-        let ([kh, _], [sh, _], [ph, _]) = (spec.kernel, spec.stride, spec.padding);
-        spec.dilation == [1, 1] && ph < kh && (oh - 1) * sh < h + ph
-    }
-
-    fn new(spec: &PoolSpec) -> RowMax {
-        let rows = MaxRows::new(spec);
-        RowMax { phase_slot: rows.phase_slot, sw_len: rows.sw_len }
-    }
+/// Whether the row-max fast path ([`row_max_plane`]) computes `spec` exactly: dilation 1, and
+/// every window holds at least one input row (so clamping its row indices into the input only
+/// repeats rows it holds, which leaves the maximum unchanged). PyTorch's constraints (padding at
+/// most half the kernel, a ceil-mode window starting inside the input) imply the latter.
+fn row_max_applies(spec: &PoolSpec) -> bool {
+    let [_, h, _] = spec.input;
+    let [_, oh, _] = spec.output;
+    let ([kh, _], [sh, _], [ph, _]) = (spec.kernel, spec.stride, spec.padding);
+    spec.dilation == [1, 1] && ph < kh && (oh - 1) * sh < h + ph
 }
 
 /// Max pooling of one channel plane in two passes per output row, without a per-tap NaN test:
 /// the column-wise maximum of the `KH` input rows of the window (row indices clamped into the
-/// input, see [`RowMax::applies`]) goes into padded phase rows as the exact path's, then `KW`
+/// input, see [`row_max_applies`]) goes into one padded phase row as the exact path's, then `KW`
 /// vector loads per four outputs take the maximum along the row. `KH + KW` loads per output
 /// vector instead of `KH * KW`, and no scratch copy of the whole plane. `maxps` does not
 /// propagate NaN, so every loaded input vector is tested for NaN (one compare per two vectors)
@@ -370,7 +347,8 @@ fn row_max_plane(cx: &mut KernelCx, spec: &PoolSpec, x: Value, y: Value) -> Valu
     let [_, oh_n, ow_n] = spec.output;
     let ([kh_n, kw_n], [sh, sw]) = (spec.kernel, spec.stride);
     let [ph, pw] = spec.padding;
-    let rm = RowMax::new(spec);
+    // One padded row of the exact path's layout (its phase slots and row length).
+    let rm = MaxRows::new(spec);
     let no_nan = cx.fconst(VEC, 0.0);
     let nan_v = cx.var(VEC, no_nan);
     let no = cx.b.ins().iconst(I8, 0);
@@ -407,23 +385,12 @@ fn row_max_plane(cx: &mut KernelCx, spec: &PoolSpec, x: Value, y: Value) -> Valu
             for q in 0..kw_n {
                 let slot = rm.phase_slot[q % sw].expect("every tap's phase has a slot");
                 let v = cx.load_v(base, slot * rm.sw_len + q / sw);
-                acc = Some(match acc {
-                    Some(a) => cx.max(a, v),
-                    None => v,
-                });
+                acc = Some(max_into(cx, acc, v));
             }
             let out = cx.offset(out_row, col, 1);
             cx.store_lanes(acc.expect("a window has a tap"), out, 0, lanes);
         };
-        let full = ow_n / LANES;
-        if full > 0 {
-            let (v0, v1) = (cx.ic(0), cx.ic((full * LANES) as i64));
-            cx.for_range(v0, v1, LANES as i64, "row max: output vectors", |cx, col| vector(cx, col, LANES));
-        }
-        if ow_n % LANES > 0 {
-            let col = cx.ic((full * LANES) as i64);
-            vector(cx, col, ow_n % LANES);
-        }
+        for_output_vectors(cx, ow_n, "row max: output vectors", vector);
     });
     let v = cx.b.use_var(nan_v);
     let v = cx.bitcast(I32X4, v);
@@ -467,10 +434,7 @@ fn max_rows_run(cx: &mut KernelCx, rows: &[Value], run: &MaxRun, dst: Value, nan
                 for (half, acc) in halves.iter_mut().enumerate().take(floats / LANES) {
                     let v = cx.load_v(s, half * LANES);
                     tested.push(v);
-                    *acc = Some(match *acc {
-                        Some(a) => cx.max(a, v),
-                        None => v,
-                    });
+                    *acc = Some(max_into(cx, *acc, v));
                 }
             }
             for pair in tested.chunks(2) {
@@ -501,12 +465,36 @@ fn max_rows_run(cx: &mut KernelCx, rows: &[Value], run: &MaxRun, dst: Value, nan
             let seen = cx.b.use_var(nan.1);
             let seen = cx.b.ins().bor(seen, unordered);
             cx.b.def_var(nan.1, seen);
-            acc = Some(match acc {
-                Some(a) => cx.max(a, v),
-                None => v,
-            });
+            acc = Some(max_into(cx, acc, v));
         }
         let d = cx.offset(dst, i, 1);
         cx.store(acc.expect("at least one row"), d, 0);
     });
+}
+
+/// `max(acc, v)`, or `v` for the first value of a chain.
+fn max_into(cx: &mut KernelCx, acc: Option<Value>, v: Value) -> Value {
+    match acc {
+        Some(a) => cx.max(a, v),
+        None => v,
+    }
+}
+
+/// Calls `vector(cx, col, lanes)` for each vector of an output row of `width` floats: a loop over
+/// the whole vectors (`lanes = LANES`), then the partial one at the end, if any.
+fn for_output_vectors(
+    cx: &mut KernelCx,
+    width: usize,
+    note: &str,
+    mut vector: impl FnMut(&mut KernelCx, Value, usize),
+) {
+    let full = width / LANES;
+    if full > 0 {
+        let (v0, v1) = (cx.ic(0), cx.ic((full * LANES) as i64));
+        cx.for_range(v0, v1, LANES as i64, note, |cx, col| vector(cx, col, LANES));
+    }
+    if width % LANES > 0 {
+        let col = cx.ic((full * LANES) as i64);
+        vector(cx, col, width % LANES);
+    }
 }
