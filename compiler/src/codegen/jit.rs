@@ -20,6 +20,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// One kernel to compile: the IR node it implements (shown in dumps) and what to compute.
@@ -261,17 +262,24 @@ pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<Co
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, distinct.len().max(1));
-    // Round robin over the distinct kernels in request order: neighbouring layers have similar
-    // sizes, so the groups get similar work.
-    let groups: Vec<Vec<usize>> =
-        (0..threads).map(|t| distinct.iter().copied().skip(t).step_by(threads).collect()).collect();
-    // The calling thread compiles the first group (its allocator is warm), helpers the others.
+    // The distinct kernels per optimisation level, each level a queue the threads take kernels
+    // from one at a time: a kernel's compile time varies tenfold (a Winograd driver against a
+    // pooling loop), so a fixed split leaves one thread idle while the other finishes.
+    let mut by_level: BTreeMap<OptLevel, Vec<usize>> = BTreeMap::new();
+    for &i in &distinct {
+        by_level.entry(options.opt_level.unwrap_or(requests[i].spec.opt_level())).or_default().push(i);
+    }
+    let queues: Vec<LevelQueue> = by_level
+        .into_iter()
+        .map(|(level, kernels)| LevelQueue { level, kernels, next: AtomicUsize::new(0) })
+        .collect();
+    // The calling thread compiles too (its allocator is warm), helpers beside it.
     let results: Vec<Result<Group, CodegenError>> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = groups[1..]
-            .iter()
-            .map(|g| scope.spawn(move || compile_group(requests, g, options, target_isa)))
+        let queues = &queues;
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| scope.spawn(move || compile_from_queues(requests, queues, options, target_isa)))
             .collect();
-        let first = compile_group(requests, &groups[0], options, target_isa);
+        let first = compile_from_queues(requests, queues, options, target_isa);
         std::iter::once(first)
             .chain(helpers.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
             .collect()
@@ -308,23 +316,34 @@ pub fn compile(requests: &[KernelRequest], options: CompileOptions) -> Result<Co
 /// The finalised modules of a group of kernels, and where each kernel is.
 type Group = (Vec<JITModule>, HashMap<usize, Built>);
 
-/// Compiles `requests[i]` for every `i` in `indices` into modules of its own (one per optimisation
-/// level), finalised; the map says where each kernel is.
-fn compile_group(
+/// The distinct kernels compiled at one optimisation level, and the index of the next one to take.
+struct LevelQueue {
+    level: OptLevel,
+    kernels: Vec<usize>,
+    next: AtomicUsize,
+}
+
+/// Takes kernels from each level's queue in turn until it is empty, compiling them into a module of
+/// this thread's per level, finalised; the map says where each kernel is. Every kernel is taken by
+/// exactly one thread (`fetch_add` hands out each index once).
+fn compile_from_queues(
     requests: &[KernelRequest],
-    indices: &[usize],
+    queues: &[LevelQueue],
     options: CompileOptions,
     target_isa: Isa,
 ) -> Result<Group, CodegenError> {
     let check = options.check_bounds || std::env::var("NETC_CHECK_BOUNDS").is_ok_and(|v| v == "1");
-    let mut by_level: BTreeMap<OptLevel, Vec<usize>> = BTreeMap::new();
-    for &i in indices {
-        by_level.entry(options.opt_level.unwrap_or(requests[i].spec.opt_level())).or_default().push(i);
-    }
     let mut modules = Vec::new();
     let mut built: HashMap<usize, Built> = HashMap::new();
     let mut fctx = FunctionBuilderContext::new();
-    for (level, indices) in by_level {
+    for queue in queues {
+        let level = queue.level;
+        let mut taken =
+            std::iter::from_fn(|| queue.kernels.get(queue.next.fetch_add(1, Ordering::Relaxed)).copied())
+                .peekable();
+        if taken.peek().is_none() {
+            continue;
+        }
         let (target, has_fma) = isa::build(target_isa, level)?;
         let call_conv = target.default_call_conv();
         let frontend = target.frontend_config();
@@ -335,7 +354,7 @@ fn compile_group(
         let mut module = JITModule::new(builder);
         let mut ctx = module.make_context();
         let mut tiles = Tiles::new(&mut module, call_conv);
-        for i in indices {
+        for i in taken {
             let req = &requests[i];
             let implementation = registry::select(&req.spec, target_isa)?;
             let sig = kernel_signature(call_conv);
