@@ -140,3 +140,51 @@ fn tune_for_names_the_isa_the_chanvec_cost_model_plans_for() {
     assert_ne!(code, 0);
     assert!(err.contains("avx1024"), "{err}");
 }
+
+/// DenseNet-121 writes each dense block into one buffer: the 58 concats (one per dense layer, each of
+/// the block's input and every new feature so far) are all in place, each block's concats are
+/// prefixes of its last one, each layer's new features are written once into their slice, and no
+/// value is overwritten while live. The CLI says so too (`concat(in-place)` in the optimised IR).
+#[test]
+fn densenet121_concatenates_in_place_one_buffer_per_dense_block() {
+    use netc_compiler::ir::Op;
+    use netc_compiler::lower::program::Program;
+    let concats = ops(&optimized_json("densenet121", &[]));
+    assert_eq!(concats.iter().filter(|op| *op == "concat(in-place)").count(), 58);
+    assert!(!concats.contains(&"concat".to_string()), "no concat copies");
+
+    let mut g = crate::common::compile(&model("densenet121"));
+    netc_compiler::passes::optimize(&mut g, &Default::default()).unwrap();
+    let program = Program::new(g).unwrap();
+    let (g, plan) = (program.graph(), program.plan());
+    plan.check(g).unwrap();
+    assert!(program.steps().iter().all(|s| !matches!(g.node(s.node).op, Op::Concat(_))), "no concat kernel");
+    for (block, layers, channels) in [(1, 6, 256), (2, 12, 512), (3, 24, 1024), (4, 16, 1024)] {
+        let last = g.consumers(
+            g.find(&format!("features.denseblock{block}.denselayer{layers}.conv2")).unwrap().value(),
+        );
+        let whole = plan.values[&last[0].value()];
+        assert_eq!(g.shape(last[0].value()).dims()[0], channels);
+        for layer in 1..=layers {
+            let conv2 = g.find(&format!("features.denseblock{block}.denselayer{layer}.conv2")).unwrap();
+            let [c, h, w] = [
+                g.shape(conv2.value()).dims()[0],
+                g.shape(conv2.value()).dims()[1],
+                g.shape(conv2.value()).dims()[2],
+            ];
+            let new = plan.values[&conv2.value()];
+            let offset = (channels - (layers - layer + 1) * c) * h * w;
+            assert_eq!(
+                (new.buffer, new.offset, new.sample_stride),
+                (whole.buffer, offset, whole.sample_stride),
+                "block {block} layer {layer}"
+            );
+            // The layer's input (its 1x1 conv reads it through the BatchNorm-ReLU prologue) is the
+            // prefix of the block buffer before its slice.
+            let conv1 = g.find(&format!("features.denseblock{block}.denselayer{layer}.conv1")).unwrap();
+            let input = plan.values[&g.inputs(conv1)[0]];
+            assert_eq!((input.buffer, input.offset), (whole.buffer, 0), "block {block} layer {layer}");
+            assert!(g.node(conv1).op.label().starts_with("affine+relu+"), "{}", g.node(conv1).op.label());
+        }
+    }
+}

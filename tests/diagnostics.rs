@@ -58,6 +58,8 @@ fn each_kind_of_mistake_has_its_own_error_kind() {
     assert_eq!(kind_of("add_mismatch"), ErrorKind::Shape);
     assert_eq!(kind_of("concat_mismatch"), ErrorKind::Shape);
     assert_eq!(kind_of("mul_mismatch"), ErrorKind::Shape);
+    assert_eq!(kind_of("clamp_without_bound"), ErrorKind::Size);
+    assert_eq!(kind_of("clamp_min_above_max"), ErrorKind::Size);
     assert_eq!(kind_of("chunk_unpack"), ErrorKind::Type);
     assert_eq!(kind_of("scope_hyphen"), ErrorKind::Syntax);
     assert_eq!(kind_of("scope_quoted_dot"), ErrorKind::Structure);

@@ -173,6 +173,11 @@ fn small_network() -> impl Strategy<Value = String> {
         Just("y = x |> conv(x.c * 2, 1) @{ID}e |> relu6 |> conv(x.c * 2, 3, pad = 1, groups = x.c * 2) @{ID}d |> hardsigmoid |> conv(x.c, 1) @{ID}p \n x = x + y".to_string()),
         // A ShuffleNet unit: chunk, one branch through a convolution, concat, channel shuffle.
         Just("(a, b) = chunk(x, 2) \n y = concat(b |> conv(b.c, 1) @{ID}s |> clamp(-0.1, 0.3), a) \n x = y |> channel_shuffle(if y.c % 2 == 0 { 2 } else { 1 })".to_string()),
+        // A DenseNet block, one concat per layer (each layer reads all features so far; in place,
+        // one buffer for the block), with one-sided clamps.
+        (1usize..4).prop_map(|n| format!("for i in 0..{n} as {{ID}}d{{{{i}}}} {{{{ x = concat(x, x |> batchnorm @n |> relu |> conv(4, 1, bias = false) @a |> clamp(min = -0.5) |> conv(2, 3, pad = 1) @b |> clamp(max = 0.5)) }}}}")),
+        // The same in torchvision's form: every concat of all features so far, written out.
+        Just("f1 = x |> conv(2, 3, pad = 1) @{ID}a \n f2 = concat(x, f1) |> conv(2, 1) @{ID}b \n x = concat(x, f1, f2) |> relu".to_string()),
     ];
     (1usize..9, 1usize..14, 1usize..5, prop::collection::vec(block, 1..5)).prop_map(
         |(c, size, classes, blocks)| {

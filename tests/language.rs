@@ -320,12 +320,25 @@ fn activations_are_layers_with_pytorch_names_and_arguments() {
     let g = graph(
         "network n(x: [3, 4, 4]) {
            x |> relu6 |> clamp(-1, 2.5) |> hardtanh |> hardtanh(min_val = -2) |> sigmoid |> silu
-             |> hardsigmoid |> hardswish
+             |> hardsigmoid |> hardswish |> clamp(min = 0.5) |> clamp(max = 6) |> clamp(0)
          }",
     );
     assert_eq!(
         ops(&g),
-        ["input", "relu6", "clamp", "clamp", "clamp", "sigmoid", "silu", "hardsigmoid", "hardswish"]
+        [
+            "input",
+            "relu6",
+            "clamp",
+            "clamp",
+            "clamp",
+            "sigmoid",
+            "silu",
+            "hardsigmoid",
+            "hardswish",
+            "clamp",
+            "clamp",
+            "clamp"
+        ]
     );
     let clamps: Vec<Activation> = g
         .node_ids()
@@ -334,13 +347,23 @@ fn activations_are_layers_with_pytorch_names_and_arguments() {
             _ => None,
         })
         .collect();
-    for want in [(0.0, 6.0), (-1.0, 2.5), (-1.0, 1.0), (-2.0, 1.0)] {
+    // Either bound alone, as `torch.clamp` takes them (`clamp(0)` is `torch.clamp(x, 0)`: a minimum).
+    for want in [
+        (Some(0.0), Some(6.0)),
+        (Some(-1.0), Some(2.5)),
+        (Some(-1.0), Some(1.0)),
+        (Some(-2.0), Some(1.0)),
+        (Some(0.5), None),
+        (None, Some(6.0)),
+        (Some(0.0), None),
+    ] {
         assert!(clamps.contains(&Activation::Clamp { min: want.0, max: want.1 }), "{want:?} in {clamps:?}");
     }
     assert_eq!(output_shape(&g), Shape::chw(3, 4, 4));
     for (text, message) in [
         ("x |> clamp(2, 1)", "min <= max"),
-        ("x |> clamp(0)", "needs argument `max`"),
+        ("x |> clamp", "`clamp` needs a bound: give min, max or both"),
+        ("x |> clamp(max = 1, min = 2)", "min <= max"),
         ("x |> Hardswish", "did you mean `hardswish`?"),
         ("x |> swish", "did you mean `silu`?"),
         ("x |> mul(x)", "written with `*`"),

@@ -250,7 +250,8 @@ fn assert_torchvision_keys_and_shapes(name: &str, g: &Graph) {
 
 /// MobileNetV2 (ReLU6, depthwise convolutions, inverted residuals), ShuffleNetV2 (chunk, channel
 /// shuffle), EfficientNet-B0 (SiLU, squeeze-and-excitation) and MobileNetV3-Small (hardswish,
-/// hardsigmoid), and RegNetX-400MF (hyphens in its keys, spelt with quoted scope segments):
+/// hardsigmoid), RegNetX-400MF (hyphens in its keys, spelt with quoted scope segments) and
+/// DenseNet-121 (chained concatenations, `features.denseblock1.denselayer1.norm1.weight`):
 /// torchvision's parameter counts and every `state_dict` key with its shape.
 #[test]
 fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
@@ -260,6 +261,7 @@ fn modern_models_have_torchvisions_parameters_keys_and_shapes() {
         ("efficientnet_b0", 5_288_548),
         ("mobilenet_v3_small", 2_542_856),
         ("regnet_x_400mf", 5_495_976),
+        ("densenet121", 7_978_856),
     ] {
         let g = compile(&model(name));
         verify(&g).unwrap();

@@ -124,7 +124,7 @@ fn exported_seed_models_run_under_onnx_runtime_as_netc_computes_them() {
     }
 }
 
-/// The ops of issue 14: activations (Clip, Sigmoid, HardSigmoid, HardSwish, SiLU as x * Sigmoid),
+/// The ops of issue 14: activations (Clip, with one bound or two, Sigmoid, HardSigmoid, HardSwish, SiLU as x * Sigmoid),
 /// the squeeze-and-excitation product (a broadcasting Mul), chunk (Slice) and channel shuffle
 /// (Reshape, Transpose, Reshape); and MobileNetV2.
 #[test]
@@ -141,7 +141,7 @@ fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
            s = y |> global_avgpool |> conv(4, 1) @fc1 |> silu |> conv(16, 1) @fc2 |> hardsigmoid
            (a, b) = chunk(y * s, 2)
            z = concat(a |> relu6, b |> conv(8, 1) @branch |> sigmoid |> clamp(-0.5, 0.75)) |> channel_shuffle(4)
-           z |> hardtanh |> global_avgpool |> flatten |> linear(10) @fc
+           z |> hardtanh |> clamp(min = -0.25) |> clamp(max = 0.5) |> global_avgpool |> flatten |> linear(10) @fc
          }",
     )
     .unwrap();

@@ -169,6 +169,12 @@ fn regnet_x_400mf_matches_pytorch() {
     agrees_with_pytorch("regnet_x_400mf", "regnet_x_400mf", 1);
 }
 
+/// Chained concatenations, every one in place after optimisation (`models/densenet121.net`).
+#[test]
+fn densenet121_matches_pytorch() {
+    agrees_with_pytorch("densenet121", "densenet121", 1);
+}
+
 /// A batch of two: sample 0 is resnet18's input, so row 0 must also match `resnet18.logits.npy`.
 #[test]
 fn resnet18_batch_of_two_matches_pytorch() {

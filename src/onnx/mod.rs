@@ -370,9 +370,16 @@ impl Builder<'_, '_> {
         let x = x.to_string();
         match a {
             Activation::Clamp { min, max } => {
-                let lo = self.initializer(&format!("{name}.min"), &[], &[min]);
-                let hi = self.initializer(&format!("{name}.max"), &[], &[max]);
-                self.push("Clip", name, vec![x, lo, hi], name, vec![]);
+                // Clip's bounds are optional inputs; an absent one is named "" (a max alone
+                // still takes the third position).
+                let mut inputs = vec![x];
+                inputs.push(
+                    min.map_or_else(String::new, |v| self.initializer(&format!("{name}.min"), &[], &[v])),
+                );
+                if let Some(v) = max {
+                    inputs.push(self.initializer(&format!("{name}.max"), &[], &[v]));
+                }
+                self.push("Clip", name, inputs, name, vec![]);
             }
             Activation::Sigmoid => self.push("Sigmoid", name, vec![x], name, vec![]),
             Activation::Silu => {

@@ -59,6 +59,10 @@ pub struct Buffers {
     pub scratch: usize,
     pub items: usize,
     pub batch: usize,
+    /// Items per repetition of the kernel's outer work split, when it has one (a row-panel
+    /// convolution's items of one row block: `groups x chunks`, the row block outermost), else 1:
+    /// items this far apart differ only in the outer index (see [`check`]).
+    pub period: usize,
 }
 
 impl Buffers {
@@ -74,6 +78,13 @@ impl Buffers {
             scratch: spec.scratch_floats(isa),
             items: spec.work_items(isa, batch),
             batch,
+            period: match spec {
+                KernelSpec::Conv(s) => super::ConvPlan::new(s, isa)
+                    .ok()
+                    .filter(|p| p.path == super::ConvPath::RowPanel)
+                    .map_or(1, |p| p.layout.groups * p.chunks),
+                _ => 1,
+            },
         }
     }
 }
@@ -229,6 +240,12 @@ impl Range {
     fn div(self, d: Range) -> Range {
         if d.lo <= 0 || !self.is_known() || !d.is_known() {
             return Range::ALL;
+        }
+        if let Some(k) = d.constant() {
+            if self.lo >= 0 && self.step > 0 && self.step % k == 0 {
+                // `lo + i * m * k` over `k` is `lo / k + i * m`: the stride survives.
+                return Range::new_stepped(self.lo / k, self.hi / k, self.step / k);
+            }
         }
         let c = [self.lo / d.lo, self.lo / d.hi, self.hi / d.lo, self.hi / d.hi];
         Range::new(*c.iter().min().unwrap(), *c.iter().max().unwrap())
@@ -386,7 +403,7 @@ pub fn check(
     let forms = std::cell::RefCell::new(vec![None; func.dfg.num_values()]);
     let dominated = dominated_blocks(func);
     let order: HashMap<Block, usize> = func.layout.blocks().enumerate().map(|(i, b)| (b, i)).collect();
-    let run = |item: Option<usize>| {
+    let run = |item: Option<Range>| {
         let mut analysis = Analysis {
             func,
             buffers,
@@ -410,7 +427,28 @@ pub fn check(
     // of channels it holds); with the item fixed they are constants. Each item's iteration is
     // analysed on its own, whatever the items before it left in the loop's other variables.
     let per_sample = buffers.items / buffers.batch.max(1);
-    (0..per_sample).try_for_each(|item| run(Some(item)))
+    let samples = buffers.batch.max(1) as i128 - 1;
+    let one_item = |q: usize| {
+        let q = q as i128;
+        run(Some(Range::new_stepped(q, q + samples * per_sample as i128, per_sample as i128)))
+    };
+    // With a period `s` (items `s` apart differ only in the outer index, as a row-panel
+    // convolution's row block), the items congruent to `r` modulo `s`, in every sample, are one
+    // strided set: their inner indices are constants and only the outer one is an interval, which
+    // is usually precise enough (an imprecise bound of an inner index reaches past a buffer's end
+    // only in its last classes). `s` analyses instead of one per item; a class that fails is
+    // analysed item by item. The classes cover every item, so proving each proves them all.
+    let s = buffers.period;
+    if s > 1 && s < per_sample && per_sample % s == 0 {
+        let last = (buffers.batch.max(1) * per_sample - s) as i128;
+        return (0..s).try_for_each(|r| {
+            match run(Some(Range::new_stepped(r as i128, r as i128 + last, s as i128))) {
+                Ok(()) => Ok(()),
+                Err(_) => (r..per_sample).step_by(s).try_for_each(one_item),
+            }
+        });
+    }
+    (0..per_sample).try_for_each(one_item)
 }
 
 /// Whether the entry block jumps straight to the work-item loop with `begin` as its counter
@@ -430,9 +468,10 @@ fn runs_items_in_a_loop(func: &Function) -> bool {
 struct Analysis<'a> {
     func: &'a Function,
     buffers: &'a Buffers,
-    /// Analyse only the iterations of this work item of every sample (`q + n * items_per_sample`),
-    /// entering the loop with its other variables unknown and leaving after one iteration.
-    item: Option<usize>,
+    /// Analyse only the iterations of these work items (item `q` of every sample, `q + n *
+    /// items_per_sample`, or the items of one residue class modulo [`Buffers::period`]), entering
+    /// the loop with its other variables unknown and leaving after one iteration.
+    item: Option<Range>,
     /// Re-evaluations under the current facts (see [`Analysis::get_at`]); cleared when they change.
     memo: std::cell::RefCell<Vec<(u32, Abs)>>,
     /// The generation of `memo` entries that are current.
@@ -481,11 +520,7 @@ impl Analysis<'_> {
             Abs::Ptr(Base::Output, Range::at(0)),
             Abs::Ptr(Base::WeightTable, Range::at(0)),
             Abs::Ptr(Base::Scratch, Range::at(0)),
-            Abs::Int(self.item.map_or(Range::new(0, items), |q| {
-                // Item `q` of every sample: `q + n * per_sample`.
-                let per_sample = (b.items / b.batch.max(1)) as i128;
-                Range::new_stepped(q as i128, q as i128 + (b.batch as i128 - 1) * per_sample, per_sample)
-            })),
+            Abs::Int(self.item.unwrap_or(Range::new(0, items))),
             Abs::Int(Range::new(0, items)),
             Abs::Int(Range::at(b.batch as i128)),
         ];
@@ -902,6 +937,11 @@ impl Analysis<'_> {
             if xr.step % d == 0 {
                 // Every value has the same remainder (a constant, or one item of every sample).
                 Abs::Int(Range::at(xr.lo % d))
+            } else if xr.step > 1 && d % xr.step == 0 {
+                // Values `lo + k * step` with `step` dividing `d`: remainders congruent to `lo`
+                // modulo `step` (a residue class of items, split into samples).
+                let first = xr.lo % xr.step;
+                Abs::Int(Range::new_stepped(first, d - xr.step + first, xr.step))
             } else {
                 Abs::Int(Range::new(0, xr.hi.min(d - 1)))
             }

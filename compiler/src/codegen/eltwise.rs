@@ -257,9 +257,21 @@ fn select(cx: &mut KernelCx, ty: Type, cond: Value, a: Value, b: Value) -> Value
 fn activation(cx: &mut KernelCx, ty: Type, act: Activation, x: Value) -> Value {
     match act {
         Activation::Clamp { min, max } => {
-            let (lo, hi) = (cx.fconst(ty, min), cx.fconst(ty, max));
-            let v = cx.max(lo, x);
-            cx.min(hi, v)
+            // An absent bound is no instruction at all.
+            let v = match min {
+                Some(min) => {
+                    let lo = cx.fconst(ty, min);
+                    cx.max(lo, x)
+                }
+                None => x,
+            };
+            match max {
+                Some(max) => {
+                    let hi = cx.fconst(ty, max);
+                    cx.min(hi, v)
+                }
+                None => v,
+            }
         }
         Activation::Hardsigmoid | Activation::Hardswish => {
             let (zero, three, six) = (cx.fconst(ty, 0.0), cx.fconst(ty, 3.0), cx.fconst(ty, 6.0));

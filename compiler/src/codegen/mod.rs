@@ -136,7 +136,9 @@ impl KernelSpec {
         let len = node.shape.elements();
         let spec = match &node.op {
             Op::Input | Op::Flatten | Op::Slice(_) | Op::Dropout(_) => return Ok(None),
-            Op::Concat(c) if c.in_place => return Ok(None),
+            // In place when the plan put every input where the concat would copy it (a concat marked
+            // in place that the plan could not place, say from a hand-edited bundle, still copies).
+            Op::Concat(_) if plan.concat_is_view(graph, id) => return Ok(None),
             Op::FusedConv(f) => KernelSpec::Conv(ConvSpec {
                 op: f.clone(),
                 input: chw(inputs[0])?,

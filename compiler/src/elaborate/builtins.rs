@@ -83,7 +83,7 @@ fn signature(op: &str) -> Vec<ParamSig> {
         "adaptive_avgpool" => vec![req("size")],
         "lrn" => vec![req("size"), opt("alpha", Float(1e-4)), opt("beta", Float(0.75)), opt("k", Float(1.0))],
         "dropout" => vec![opt("p", Float(0.5))],
-        "clamp" => vec![req("min"), req("max")],
+        "clamp" => vec![opt("min", Unit), opt("max", Unit)],
         "hardtanh" => vec![opt("min_val", Float(-1.0)), opt("max_val", Float(1.0))],
         "channel_shuffle" => vec![req("groups")],
         _ => Vec::new(),
@@ -377,15 +377,30 @@ pub fn build_op(op: &str, input: &Shape, args: Vec<CallArg>) -> Result<Op, ArgEr
         "global_avgpool" => Op::AdaptiveAvgPool(AdaptiveAvgPool2d { output: [1, 1] }),
         "lrn" => Op::Lrn(Lrn { size: a.count(0, 1)?, alpha: a.float(1)?, beta: a.float(2)?, k: a.float(3)? }),
         "dropout" => Op::Dropout(Dropout { p: a.float(0)? }),
-        "relu6" => Op::Activation(Activation::Clamp { min: 0.0, max: 6.0 }),
+        "relu6" => Op::Activation(Activation::Clamp { min: Some(0.0), max: Some(6.0) }),
         "clamp" | "hardtanh" => {
-            let (min, max) = (a.f32_bound(0)?, a.f32_bound(1)?);
-            if min > max {
-                return Err(err(
-                    crate::syntax::ErrorKind::Size,
-                    format!("`{op}` needs min <= max, got min {min} and max {max}"),
-                    a.values[0].1,
-                ));
+            // `clamp(min = ...)` or `clamp(max = ...)` alone, as `torch.clamp` allows.
+            let bound = |i: usize| if a.is_unit(i) { Ok(None) } else { a.f32_bound(i).map(Some) };
+            let (min, max) = (bound(0)?, bound(1)?);
+            match (min, max) {
+                (None, None) => {
+                    return Err(err(
+                        crate::syntax::ErrorKind::Size,
+                        format!("`{op}` needs a bound: give min, max or both"),
+                        None,
+                    )
+                    .help(format!(
+                        "`{op}(x, min = 0)` keeps values of at least 0, `{op}(x, max = 6)` of at most 6"
+                    )))
+                }
+                (Some(lo), Some(hi)) if lo > hi => {
+                    return Err(err(
+                        crate::syntax::ErrorKind::Size,
+                        format!("`{op}` needs min <= max, got min {lo} and max {hi}"),
+                        a.values[0].1,
+                    ))
+                }
+                _ => {}
             }
             Op::Activation(Activation::Clamp { min, max })
         }

@@ -177,8 +177,10 @@ pub struct Concat {
 /// A pointwise activation, with PyTorch's definitions computed in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Activation {
-    /// `min(max(x, min), max)`, NaN kept: `torch.clamp`, `hardtanh`; `relu6` is `[0, 6]`.
-    Clamp { min: f32, max: f32 },
+    /// `min(max(x, min), max)`, NaN kept: `torch.clamp`, `hardtanh`; `relu6` is `[0, 6]`. Either bound
+    /// may be absent (`torch.clamp(x, min=0.5)`), but not both; absent is `null` in a bundle, and a
+    /// bundle written before one-sided clamps (both bounds numbers) reads as it did.
+    Clamp { min: Option<f32>, max: Option<f32> },
     /// `1 / (1 + exp(-x))`.
     Sigmoid,
     /// `x * sigmoid(x)` (swish).
@@ -193,7 +195,7 @@ impl Activation {
     /// The activation's name in dumps (`relu6` for the clamp to `[0, 6]`).
     pub fn name(&self) -> &'static str {
         match self {
-            Activation::Clamp { min, max } if *min == 0.0 && *max == 6.0 => "relu6",
+            Activation::Clamp { min: Some(min), max: Some(max) } if *min == 0.0 && *max == 6.0 => "relu6",
             Activation::Clamp { .. } => "clamp",
             Activation::Sigmoid => "sigmoid",
             Activation::Silu => "silu",
@@ -471,11 +473,17 @@ impl Op {
             }
             Op::Relu => inputs[0].clone(),
             Op::Activation(a) => {
-                if let Activation::Clamp { min, max } = a {
-                    if !(min.is_finite() && max.is_finite() && min <= max) {
+                if let Activation::Clamp { min, max } = *a {
+                    let finite = |b: Option<f32>| b.is_none_or(f32::is_finite);
+                    let ordered = match (min, max) {
+                        (Some(lo), Some(hi)) => lo <= hi,
+                        (None, None) => false,
+                        _ => true,
+                    };
+                    if !(finite(min) && finite(max) && ordered) {
                         return Err(invalid(
                             name,
-                            format!("needs finite min <= max, got min {min}, max {max}"),
+                            format!("needs a finite min or max (min <= max), got min {min:?}, max {max:?}"),
                         ));
                     }
                 }
@@ -709,8 +717,9 @@ impl Op {
             Op::Lrn(l) => format!("size={} alpha={} beta={} k={}", l.size, l.alpha, l.beta, l.k),
             Op::Linear(l) => format!("out={} bias={}", l.out_features, l.bias),
             Op::Dropout(d) => format!("p={}", d.p),
-            Op::Activation(Activation::Clamp { min, max }) if !(*min == 0.0 && *max == 6.0) => {
-                format!("min={min} max={max}")
+            Op::Activation(a @ Activation::Clamp { min, max }) if a.name() == "clamp" => {
+                let bounds = [min.map(|v| format!("min={v}")), max.map(|v| format!("max={v}"))];
+                bounds.into_iter().flatten().collect::<Vec<_>>().join(" ")
             }
             Op::Activation(_) => String::new(),
             Op::ChannelShuffle(p) => format!("groups={}", p.groups),

@@ -6,7 +6,9 @@
 //! - a channel slice is a view of its input (offset `start * H * W`, the input's sample stride);
 //! - `flatten` is a view of its input (same bytes, other shape);
 //! - each input of an in-place concat is a view into the concat's buffer at its channel offset, so its
-//!   producer writes there directly;
+//!   producer writes there directly ([`concat_layout`]); chained concats nest, so a DenseNet block
+//!   (every layer reading the concat of all features before it) lives in one block-wide buffer, each
+//!   layer writing its slice and each intermediate concat a prefix view of it;
 //! - an elementwise op (ReLU and the other activations, affine, add, mul) writes over an input of
 //!   its shape whose buffer dies at that op and that no view reads.
 //!
@@ -16,7 +18,7 @@
 //! lowest offset that fits.
 
 use crate::ir::{Graph, NodeId, Op, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A buffer of the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,19 +80,14 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let mut sizes: Vec<usize> = Vec::new();
     let mut homes: HashMap<ValueId, Home> = HashMap::new();
 
-    // Views into in-place concats are decided by the concat, which comes after its inputs.
-    let mut concat_slot: HashMap<ValueId, (ValueId, usize)> = HashMap::new();
-    for &id in &order {
-        if let Op::Concat(c) = &graph.node(id).op {
-            if c.in_place {
-                let plane: usize = graph.node(id).shape.dims()[1..].iter().product();
-                let mut channel = 0;
-                for v in graph.inputs(id) {
-                    concat_slot.insert(v, (id.value(), channel * plane));
-                    channel += graph.shape(v).dims()[0];
-                }
-            }
-        }
+    // Views into in-place concats are decided by the concats, which come after their inputs.
+    let layout = concat_layout(graph, &order, |id| matches!(&graph.node(id).op, Op::Concat(c) if c.in_place));
+    let concat_slot = &layout.within;
+    // The values stored in each in-place concat's buffer, to keep an elementwise op from writing over
+    // that buffer while one of them is still to be read.
+    let mut parts: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
+    for &v in concat_slot.keys() {
+        parts.entry(layout.root(v).0).or_default().push(v);
     }
     // Readers left per value, to find where a buffer dies (for in-place elementwise ops).
     let mut last_reader: HashMap<ValueId, usize> = HashMap::new();
@@ -127,6 +124,12 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                         && !outputs.contains(&i)
                         && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
                         && !concat_slot.contains_key(&i)
+                        // The parts of a concat stored in its buffer are read no later than here.
+                        && parts.get(&i).is_none_or(|ps| {
+                            ps.iter().all(|p| {
+                                !outputs.contains(p) && last_reader.get(p).is_none_or(|&r| r <= position[&id])
+                            })
+                        })
                 });
                 match reusable {
                     Some(&i) => match homes[&i] {
@@ -178,6 +181,110 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
 fn new_buffer(sizes: &mut Vec<usize>, size: usize) -> Home {
     sizes.push(size);
     Home::Own(BufferId(sizes.len() - 1))
+}
+
+/// Where in-place concatenations store their inputs: the decision shared by the `concat-in-place`
+/// pass (which concats to mark) and [`plan`] (which follows the marks).
+#[derive(Debug, Clone, Default)]
+pub struct ConcatLayout {
+    /// A value stored inside another one: `v -> (container, offset)`, the offset in floats per sample
+    /// of the container. A container is an in-place concat, or for a concat that is only a view of
+    /// parts already placed (see [`concat_layout`]), the buffer those parts live in.
+    pub within: HashMap<ValueId, (ValueId, usize)>,
+    /// The concats whose inputs all lie where the concat would copy them: they move no data.
+    pub in_place: HashSet<NodeId>,
+}
+
+impl ConcatLayout {
+    /// The outermost value `v` is stored in, and `v`'s offset in it (floats per sample).
+    pub fn root(&self, mut v: ValueId) -> (ValueId, usize) {
+        let mut offset = 0;
+        while let Some(&(of, at)) = self.within.get(&v) {
+            offset += at;
+            v = of;
+        }
+        (v, offset)
+    }
+}
+
+/// Whether `v` may be stored inside a concat's buffer: its producer writes it there (not a graph
+/// input, a view or dropout, which have no producer of their own to redirect) and no caller reads it
+/// after the run.
+fn may_live_in_a_concat(graph: &Graph, v: ValueId) -> bool {
+    !matches!(graph.node(v.producer()).op, Op::Input | Op::Slice(_) | Op::Flatten | Op::Dropout(_))
+        && !graph.is_output(v)
+}
+
+/// Decides which of the concats `consider` accepts can be in place, and where every value then lives.
+///
+/// Concats are visited from the last in `order` to the first, so a concat's own place is known when
+/// it is visited (every concat that reads it was visited before). A concat at `(buffer, o)` (its own
+/// buffer, or where a later concat put it) is in place when each input `i`, whose channels start at
+/// float offset `off_i`, either
+/// - is not placed yet and may live in a concat: it is placed at `(buffer, o + off_i)`; or
+/// - is already placed exactly there (a value read by several concats, as in a DenseNet block written
+///   with one concat per layer of every feature so far).
+///
+/// A concat not placed by a later one, whose inputs are all placed already, one after the other in
+/// one buffer, becomes a view of them there. Any other concat (an input placed elsewhere, an input
+/// twice) is not in place and places nothing: it copies.
+///
+/// So `x2 = concat(x1, f2)`, `x3 = concat(x2, f3)`: `x3` owns a buffer, `x2` is its prefix and `f3` its
+/// tail; `x2`'s own inputs, `x1` and `f2`, lie inside that prefix, and so on down the chain: one
+/// buffer for the block, each producer writing its slice once.
+///
+/// Why it is sound: a value is placed once and only inside the range of the concat that places it,
+/// at its channel offset there, so distinct inputs of a concat get disjoint bytes and a concat's
+/// range holds exactly its inputs' bytes, in order (also for a concat that becomes a view of placed
+/// inputs: they lie there already). Every byte of such a buffer is written by one producer, once;
+/// concats in place write nothing. So no value stored there is overwritten while it is live, except
+/// by an elementwise op reusing the whole buffer, which [`plan`] allows only once every value stored
+/// in it has been read for the last time. [`MemoryPlan::check`] verifies the result.
+pub fn concat_layout(graph: &Graph, order: &[NodeId], consider: impl Fn(NodeId) -> bool) -> ConcatLayout {
+    let mut layout = ConcatLayout::default();
+    for &id in order.iter().rev() {
+        if !matches!(graph.node(id).op, Op::Concat(_)) || !consider(id) {
+            continue;
+        }
+        let c = id.value();
+        let plane: usize = graph.node(id).shape.dims()[1..].iter().product();
+        let inputs = graph.inputs(id);
+        let mut offsets = Vec::with_capacity(inputs.len());
+        let mut channel = 0;
+        for &v in &inputs {
+            offsets.push(channel * plane);
+            channel += graph.shape(v).dims()[0];
+        }
+        let placed: Vec<Option<(ValueId, usize)>> =
+            inputs.iter().map(|&v| layout.within.contains_key(&v).then(|| layout.root(v))).collect();
+        if !layout.within.contains_key(&c) && placed.iter().all(Option::is_some) {
+            // A view of parts placed by later concats, if they lie one after the other.
+            let Some((buffer, start)) = placed[0] else { unreachable!() };
+            let contiguous = placed.iter().zip(&offsets).all(|(p, &off)| *p == Some((buffer, start + off)));
+            if contiguous && may_live_in_a_concat(graph, c) {
+                layout.within.insert(c, (buffer, start));
+                layout.in_place.insert(id);
+            }
+            continue;
+        }
+        let (buffer, start) = layout.root(c);
+        let mut new = Vec::new();
+        let fits = inputs.iter().zip(&offsets).zip(&placed).all(|((&v, &off), p)| match p {
+            Some(at) => *at == (buffer, start + off),
+            None if may_live_in_a_concat(graph, v) && !new.iter().any(|&(n, _)| n == v) => {
+                new.push((v, off));
+                true
+            }
+            None => false,
+        });
+        if fits {
+            for (v, off) in new {
+                layout.within.insert(v, (c, off));
+            }
+            layout.in_place.insert(id);
+        }
+    }
+    layout
 }
 
 /// Greedy placement: largest first, each at the lowest offset not overlapping (in bytes) any placed
@@ -244,14 +351,18 @@ impl MemoryPlan {
                 return Err(format!("`{}` does not fit its buffer", graph.node(id).name));
             }
         }
-        // Values that own their bytes (views are checked through what they view).
+        // Every value, views included, against every node that writes (views write nothing).
         let writes: Vec<NodeId> = self
             .order
             .iter()
             .copied()
-            .filter(|&id| !matches!(graph.node(id).op, Op::Slice(_) | Op::Flatten))
+            .filter(|&id| match graph.node(id).op {
+                Op::Slice(_) | Op::Flatten => false,
+                Op::Concat(_) => !self.concat_is_view(graph, id),
+                _ => true,
+            })
             .collect();
-        for &v_id in &writes {
+        for &v_id in &self.order {
             let v = v_id.value();
             let (vb, vs, ve) = range(v);
             let (born, dies) = (position[&v_id], last_read(v));
@@ -268,8 +379,7 @@ impl MemoryPlan {
                             Op::Relu | Op::Activation(_) | Op::Affine(_) | Op::Add | Op::Mul
                         )
                         && graph.inputs(w_id).contains(&v);
-                    let concat_part = matches!(graph.node(w_id).op, Op::Concat(_));
-                    if !in_place && !concat_part {
+                    if !in_place {
                         return Err(format!(
                             "`{}` overwrites `{}` while it is still to be read",
                             graph.node(w_id).name,
@@ -280,6 +390,19 @@ impl MemoryPlan {
             }
         }
         Ok(())
+    }
+
+    /// Whether concat `id` needs no kernel: every input already lies where the concat would copy it
+    /// (same buffer, at the concat's offset plus the input's channel offset, same sample stride).
+    pub fn concat_is_view(&self, graph: &Graph, id: NodeId) -> bool {
+        let Some(out) = self.values.get(&id.value()) else { return false };
+        let plane: usize = graph.node(id).shape.dims()[1..].iter().product();
+        let mut channel = 0;
+        graph.inputs(id).into_iter().all(|v| {
+            let want = Placement { offset: out.offset + channel * plane, ..*out };
+            channel += graph.shape(v).dims()[0];
+            self.values.get(&v) == Some(&want)
+        })
     }
 }
 
@@ -317,6 +440,97 @@ mod tests {
         let (pa, pb, pc) = (p.values[&a], p.values[&b], p.values[&concat.value()]);
         assert_eq!((pa.buffer, pb.buffer), (pc.buffer, pc.buffer));
         assert_eq!((pa.offset, pb.offset, pa.sample_stride), (0, 2 * 64, 5 * 64));
+    }
+
+    fn concats(g: &Graph) -> Vec<NodeId> {
+        g.node_ids().filter(|&id| matches!(g.node(id).op, Op::Concat(_))).collect()
+    }
+
+    /// A DenseNet block, one concat per layer: `x_{k+1} = concat(x_k, layer(x_k))`.
+    const DENSE_CHAIN: &str = "network n(image: [3, 8, 8]) {
+        x = image |> conv(4, 3, pad = 1) @stem
+        for i in 0..3 as layer{i} {
+          x = concat(x, x |> batchnorm @n |> relu |> conv(8, 1, bias = false) @a |> relu |> conv(2, 3, pad = 1) @b)
+        }
+        x |> relu
+      }";
+
+    #[test]
+    fn a_dense_chain_of_concats_lives_in_one_buffer_each_layer_writing_its_slice() {
+        let g = optimized(DENSE_CHAIN);
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let cs = concats(&g);
+        assert_eq!(cs.len(), 3);
+        assert!(cs.iter().all(|&c| p.concat_is_view(&g, c)), "no concat copies");
+        let last = p.values[&cs[2].value()];
+        let plane = 64;
+        assert_eq!(last.sample_stride, 10 * plane, "the block's buffer: 4 + 3 x 2 channels");
+        for (k, &c) in cs.iter().enumerate() {
+            // Each concat is the block buffer's prefix; layer k's new features follow it.
+            assert_eq!((p.values[&c.value()].buffer, p.values[&c.value()].offset), (last.buffer, 0));
+            let new = g.find(&format!("layer{k}.b")).unwrap().value();
+            assert_eq!(p.values[&new], Placement { offset: (4 + 2 * k) * plane, ..last });
+        }
+        // The block's input is written by its producer at the start of the block buffer.
+        assert_eq!(p.values[&g.find("stem").unwrap().value()], Placement { offset: 0, ..last });
+    }
+
+    #[test]
+    fn a_concat_of_values_already_placed_one_after_the_other_is_a_view_of_them() {
+        // torchvision's form: each layer concatenates every feature so far.
+        let g = optimized(
+            "network n(x: [4, 8, 8]) {
+               s = x |> conv(4, 1) @s
+               a = s |> conv(2, 3, pad = 1) @a
+               b = concat(s, a) |> conv(2, 3, pad = 1) @b
+               concat(s, a, b) |> relu
+             }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let cs = concats(&g);
+        assert!(cs.iter().all(|&c| p.concat_is_view(&g, c)));
+        let (prefix, all) = (p.values[&cs[0].value()], p.values[&cs[1].value()]);
+        assert_eq!((prefix.buffer, prefix.offset, prefix.sample_stride), (all.buffer, 0, 8 * 64));
+    }
+
+    #[test]
+    fn a_value_two_concats_need_at_different_places_is_copied_by_one() {
+        let g = optimized(
+            "network n(x: [4, 8, 8]) {
+               a = x |> conv(2, 1) @a
+               p = concat(a, x |> conv(2, 1) @b)
+               q = concat(x |> conv(2, 1) @c, a)
+               p + q
+             }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let in_place: Vec<bool> = concats(&g).iter().map(|&c| p.concat_is_view(&g, c)).collect();
+        assert_eq!(in_place, [false, true], "the later concat places `a`, the earlier copies it");
+    }
+
+    #[test]
+    fn an_elementwise_op_does_not_write_over_a_concat_whose_part_is_read_later() {
+        // `a` lives in the concat's buffer and is read after the ReLU of the concat, which must not
+        // write over it.
+        let g = optimized(
+            "network n(x: [4, 8, 8]) {
+               a = x |> conv(4, 1) @a
+               c = concat(a, x |> conv(4, 1) @b)
+               r = relu(c)
+               z = concat(a, a) |> conv(8, 1) @z
+               r + z
+             }",
+        );
+        let p = plan(&g);
+        p.check(&g).unwrap();
+        let c = concats(&g)[0];
+        let r = g.consumers(c.value())[0];
+        assert_eq!(g.node(r).op.label(), "relu");
+        assert!(p.concat_is_view(&g, c));
+        assert_ne!(p.values[&r.value()].buffer, p.values[&c.value()].buffer);
     }
 
     #[test]

@@ -32,7 +32,9 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 pub fn activate(a: Activation, x: f32) -> f32 {
     let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
     match a {
-        Activation::Clamp { min, max } => clamp(x, min, max),
+        Activation::Clamp { min, max } => {
+            clamp(x, min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY))
+        }
         Activation::Sigmoid => sigmoid(x) as f32,
         Activation::Silu => (x as f64 * sigmoid(x)) as f32,
         Activation::Hardsigmoid => clamp(x + 3.0, 0.0, 6.0) / 6.0,
@@ -123,7 +125,7 @@ mod tests {
     fn activations_equal_pytorch_at_fixed_points() {
         const X: [f32; 15] =
             [-100.0, -20.0, -5.5, -3.0, -2.9, -1.0, -0.25, 0.0, 0.3, 1.0, 2.5, 3.0, 4.0, 7.0, 30.0];
-        let table: [(Activation, [f64; 15]); 6] = [
+        let table: [(Activation, [f64; 15]); 8] = [
             (
                 Activation::Sigmoid,
                 [
@@ -205,11 +207,11 @@ mod tests {
                 ],
             ),
             (
-                Activation::Clamp { min: 0.0, max: 6.0 },
+                Activation::Clamp { min: Some(0.0), max: Some(6.0) },
                 [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.30000001192092896, 1.0, 2.5, 3.0, 4.0, 6.0, 6.0],
             ),
             (
-                Activation::Clamp { min: -1.0, max: 1.0 },
+                Activation::Clamp { min: Some(-1.0), max: Some(1.0) },
                 [
                     -1.0,
                     -1.0,
@@ -226,6 +228,30 @@ mod tests {
                     1.0,
                     1.0,
                     1.0,
+                ],
+            ),
+            (
+                Activation::Clamp { min: Some(0.5), max: None },
+                [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 2.5, 3.0, 4.0, 7.0, 30.0],
+            ),
+            (
+                Activation::Clamp { min: None, max: Some(-0.75) },
+                [
+                    -100.0,
+                    -20.0,
+                    -5.5,
+                    -3.0,
+                    -2.9000000953674316,
+                    -1.0,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
+                    -0.75,
                 ],
             ),
         ];

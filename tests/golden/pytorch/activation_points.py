@@ -14,6 +14,8 @@ FUNCTIONS = [
     ("Hardswish", F.hardswish),
     ("relu6", F.relu6),
     ("hardtanh", F.hardtanh),
+    ("clamp(min=0.5)", lambda t: torch.clamp(t, min=0.5)),
+    ("clamp(max=-0.75)", lambda t: torch.clamp(t, max=-0.75)),
 ]
 
 x = torch.tensor(X, dtype=torch.float32)

@@ -55,10 +55,10 @@ Writes (into this script's directory, tests/golden/pytorch/)
 * <model>.logits.npy  float32 '<f4' [N, 1000] eval-mode logits, for alexnet,
   vgg11/13/16/19, googlenet (aux_logits=True, transform_input=False),
   resnet18/34/50/101/152, alexnet_paper, preact_resnet50, mobilenet_v2,
-  shufflenet_v2_x1_0, efficientnet_b0, mobilenet_v3_small, regnet_x_400mf (N = 1) and
+  shufflenet_v2_x1_0, efficientnet_b0, mobilenet_v3_small, regnet_x_400mf, densenet121 (N = 1) and
   resnet18_b2 (resnet18 with N = 2; its batch row 0 equals resnet18's input).
 * mobilenet_v2.keys.txt, shufflenet_v2_x1_0.keys.txt, efficientnet_b0.keys.txt,
-  mobilenet_v3_small.keys.txt, regnet_x_400mf.keys.txt  torchvision's state_dict keys and shapes ("key CxKxK"
+  mobilenet_v3_small.keys.txt, regnet_x_400mf.keys.txt, densenet121.keys.txt  torchvision's state_dict keys and shapes ("key CxKxK"
   per line, num_batches_tracked left out), for the key-name test of tests/models.rs.
 * googlenet_torchvision_f16.safetensors  a real torchvision googlenet
   state_dict (aux_logits=False) filled with the generator, every floating
@@ -325,12 +325,13 @@ MODELS = {
     "efficientnet_b0": (lambda: tvm.efficientnet_b0(weights=None), 1, 224, 5_288_548),
     "mobilenet_v3_small": (lambda: tvm.mobilenet_v3_small(weights=None), 1, 224, 2_542_856),
     "regnet_x_400mf": (lambda: tvm.regnet_x_400mf(weights=None), 1, 224, 5_495_976),
+    "densenet121": (lambda: tvm.densenet121(weights=None), 1, 224, 7_978_856),
 }
 GOOGLENET_NO_AUX_PARAMS = 6_624_904
 # Models whose state_dict keys and shapes are also written, one "key dims" line each
 # (<model>.keys.txt, num_batches_tracked left out), for tests/models.rs to compare with netc's.
 WRITE_KEYS = {"mobilenet_v2", "shufflenet_v2_x1_0", "efficientnet_b0", "mobilenet_v3_small",
-              "regnet_x_400mf"}
+              "regnet_x_400mf", "densenet121"}
 
 
 def count_params(model: nn.Module) -> int:

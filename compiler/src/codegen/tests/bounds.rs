@@ -22,6 +22,19 @@ fn conv(cin: usize, cout: usize, hw: usize, k: usize, stride: usize, kind: ConvK
     KernelSpec::Conv(spec)
 }
 
+/// A depthwise convolution (one channel per group) as a row panel: items are row blocks x groups,
+/// proved by residue classes of items (see `bounds::check`) when they cannot be proved together.
+fn depthwise(channels: usize, hw: usize, k: usize, stride: usize) -> KernelSpec {
+    let mut op =
+        FusedConv { residual: true, ..FusedConv::square(channels, channels, k, stride, ConvKind::Direct) };
+    op.conv.groups = channels;
+    let mut spec = ConvSpec::contiguous(op, [channels, hw, hw]).expect("a valid convolution");
+    let [co, oh, ow] = spec.output().expect("a valid convolution");
+    (spec.in_stride, spec.out_stride, spec.res_stride) =
+        (channels * hw * hw + 5, co * oh * ow + 3, co * oh * ow + 7);
+    KernelSpec::Conv(spec)
+}
+
 /// One kernel of every family and conv path, each with an input whose last float it reads.
 fn kernels() -> Vec<(&'static str, KernelSpec)> {
     let pool = |kind, k: usize, stride: usize, pad: usize, out: usize| {
@@ -42,6 +55,8 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         ("strided 1x1", conv(24, 40, 9, 1, 2, ConvKind::StridedGemm1x1)),
         ("row panel 3x3", conv(7, 19, 11, 3, 1, ConvKind::Direct)),
         ("row panel 7x7 stride 2", conv(3, 16, 23, 7, 2, ConvKind::Direct)),
+        ("row panel depthwise 5x5", depthwise(40, 29, 5, 1)),
+        ("row panel depthwise 3x3", depthwise(48, 14, 3, 1)),
         ("winograd F2", conv(17, 20, 13, 3, 1, ConvKind::Winograd(WinogradTile::F2))),
         ("winograd F4", conv(17, 20, 13, 3, 1, ConvKind::Winograd(WinogradTile::F4))),
         ("chanvec 1x1", conv(40, 48, 7, 1, 1, ConvKind::ChanVec)),

@@ -152,7 +152,9 @@ fn activation_f64(act: Activation, x: f32) -> f64 {
     };
     let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
     match act {
-        Activation::Clamp { min, max } => clamp(x, min, max) as f64,
+        Activation::Clamp { min, max } => {
+            clamp(x, min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)) as f64
+        }
         Activation::Hardsigmoid => (clamp(x + 3.0, 0.0, 6.0) / 6.0) as f64,
         Activation::Hardswish => (x * clamp(x + 3.0, 0.0, 6.0) / 6.0) as f64,
         Activation::Sigmoid => sigmoid(x),
@@ -160,10 +162,12 @@ fn activation_f64(act: Activation, x: f32) -> f64 {
     }
 }
 
-const ACTIVATIONS: [Activation; 7] = [
-    Activation::Clamp { min: 0.0, max: 6.0 },
-    Activation::Clamp { min: -1.0, max: 1.0 },
-    Activation::Clamp { min: -0.25, max: 0.5 },
+const ACTIVATIONS: [Activation; 9] = [
+    Activation::Clamp { min: Some(0.0), max: Some(6.0) },
+    Activation::Clamp { min: Some(-1.0), max: Some(1.0) },
+    Activation::Clamp { min: Some(-0.25), max: Some(0.5) },
+    Activation::Clamp { min: Some(0.5), max: None },
+    Activation::Clamp { min: None, max: Some(-0.75) },
     Activation::Sigmoid,
     Activation::Silu,
     Activation::Hardsigmoid,
