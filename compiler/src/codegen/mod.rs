@@ -284,7 +284,7 @@ impl KernelSpec {
     }
 
     /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`,
-    /// `conv.winograd`, `conv.chanvec`, `linear`, `pool`, `lrn`, `eltwise`, `softmax`.
+    /// `conv.winograd`, `conv.chanvec`, `conv.depthwise`, `linear`, `pool`, `lrn`, `eltwise`, `softmax`.
     pub fn algorithm(&self) -> &'static str {
         match self {
             KernelSpec::Conv(s) => match ConvPath::of(s) {
@@ -292,6 +292,7 @@ impl KernelSpec {
                 ConvPath::RowPanel => "conv.rowpanel",
                 ConvPath::Winograd(_) => "conv.winograd",
                 ConvPath::ChanVec => "conv.chanvec",
+                ConvPath::Depthwise => "conv.depthwise",
             },
             KernelSpec::Linear(_) => "linear",
             KernelSpec::Pool(_) => "pool",

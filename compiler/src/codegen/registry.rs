@@ -83,6 +83,14 @@ fn chanvec(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::ChanVec)
 }
 
+fn depthwise(spec: &KernelSpec) -> bool {
+    matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::Depthwise)
+}
+
+fn depthwise_zmm(spec: &KernelSpec) -> bool {
+    depthwise(spec) && !prefers_ymm(spec)
+}
+
 fn linear(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Linear(_))
 }
@@ -121,6 +129,9 @@ pub static REGISTRY: &[Implementation] = &[
     entry("conv.chanvec.avx512", Isa::Avx512, chanvec),
     entry("conv.chanvec.avx2", Isa::Avx2, chanvec),
     entry("conv.chanvec.sse", Isa::Sse, chanvec),
+    entry("conv.depthwise.avx512", Isa::Avx512, depthwise_zmm),
+    entry("conv.depthwise.avx2", Isa::Avx2, depthwise),
+    entry("conv.depthwise.sse", Isa::Sse, depthwise),
     entry("linear.avx512", Isa::Avx512, linear),
     entry("linear.avx2", Isa::Avx2, linear),
     entry("linear.sse", Isa::Sse, linear),

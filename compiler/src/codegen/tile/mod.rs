@@ -236,6 +236,30 @@ pub struct OutputTransformSpec {
     pub epilogue: Epilogue,
 }
 
+/// The stencil of a depthwise convolution over one channel (see
+/// [`crate::codegen::conv::depthwise`]), output pixels in the lanes: run-time operands
+/// `(src, w, dst)`. For each vector `v < vectors`, with `L` lanes:
+/// `dst[v*L + l] = sum over t of src[v*L + l + taps[t]] * w[t]`, the taps in order (the first a
+/// multiply, each later one an FMA). Every read of `src` and `w` and every write of `dst` is a
+/// whole vector or a scalar inside the footprint `src[0 .. max(taps) + vectors*L]`,
+/// `w[0 .. taps.len()]`, `dst[0 .. vectors*L]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseSpec {
+    pub isa: Isa,
+    pub taps: Vec<usize>,
+    pub vectors: usize,
+}
+
+impl DepthwiseSpec {
+    /// The operands' footprints (operand, first float, end).
+    pub fn footprint(&self) -> Footprint {
+        let lanes = self.isa.lanes() as i64;
+        let span = self.vectors as i64 * lanes;
+        let max_tap = self.taps.iter().copied().max().unwrap_or(0) as i64;
+        vec![(0, 0, max_tap + span), (1, 0, self.taps.len() as i64), (2, 0, span)]
+    }
+}
+
 /// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
 fn piece_span(p: &Piece, row: i64) -> (i64, i64) {
     (row + p.at as i64 + p.lo as i64, row + p.at as i64 + p.hi as i64)
@@ -328,6 +352,7 @@ enum Routine {
     Tile(TileSpec),
     Input(InputTransformSpec),
     Output(OutputTransformSpec),
+    Depthwise(DepthwiseSpec),
 }
 
 impl Routine {
@@ -336,6 +361,7 @@ impl Routine {
             Routine::Tile(s) => s.isa,
             Routine::Input(s) => s.isa,
             Routine::Output(s) => s.isa,
+            Routine::Depthwise(s) => s.isa,
         }
     }
 
@@ -344,6 +370,9 @@ impl Routine {
             Routine::Tile(s) => s.label(),
             Routine::Input(s) => format!("{} winograd {} input transform", s.isa, s.tile.name()),
             Routine::Output(s) => format!("{} winograd {} output transform", s.isa, s.tile.name()),
+            Routine::Depthwise(s) => {
+                format!("{} depthwise stencil, {} taps x {} vectors", s.isa, s.taps.len(), s.vectors)
+            }
         }
     }
 
@@ -381,6 +410,7 @@ impl Routine {
                 print.extend(s.epilogue.vectors().map(|v| (2, v.at as i64, v.at as i64 + 1)));
                 print
             }
+            Routine::Depthwise(s) => s.footprint(),
         }
     }
 
@@ -389,6 +419,7 @@ impl Routine {
             Routine::Tile(s) => x86::assemble(s),
             Routine::Input(s) => x86::winograd::assemble_input(s),
             Routine::Output(s) => x86::winograd::assemble_output(s),
+            Routine::Depthwise(s) => x86::depthwise::assemble(s),
         }
     }
 }
@@ -472,6 +503,15 @@ impl<'m> Tiles<'m> {
             clif::output_transform(cx, spec, operands);
         } else {
             self.call(cx, Routine::Output(spec.clone()), &operands);
+        }
+    }
+
+    /// Emits a depthwise stencil with operands `(src, w, dst)`.
+    pub fn depthwise(&mut self, cx: &mut KernelCx, spec: &DepthwiseSpec, operands: [Value; 3]) {
+        if spec.isa == Isa::Sse {
+            clif::depthwise(cx, spec, operands);
+        } else {
+            self.call(cx, Routine::Depthwise(spec.clone()), &operands);
         }
     }
 
