@@ -403,6 +403,9 @@ impl KernelSpec {
     /// `Speed` for the others, whose loops benefit from GVN/LICM of address arithmetic.
     pub fn opt_level(&self) -> isa::OptLevel {
         match self {
+            // The depthwise kernels' fill and epilogue loops are Cranelift code worth optimising;
+            // their stencil is assembled (or, on sse, splat-per-tap code whose order is harmless).
+            KernelSpec::Conv(s) if ConvPath::of(s) == ConvPath::Depthwise => isa::OptLevel::Speed,
             KernelSpec::Conv(_) | KernelSpec::Linear(_) | KernelSpec::Pool(_) => isa::OptLevel::None,
             _ => isa::OptLevel::Speed,
         }

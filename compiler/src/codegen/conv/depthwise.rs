@@ -32,8 +32,9 @@
 
 use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, VEC};
+use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
-use crate::codegen::tile::{DepthwiseSpec, Tiles};
+use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseSpec, Tiles};
 use crate::ir::Relu;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
@@ -132,20 +133,46 @@ pub(super) fn item(
     let x_n = cx.offset(ops.input, n, spec.in_stride);
     let y_n = cx.offset(cx.output, n, spec.out_stride);
     let res_n = ops.residual.map(|res| cx.offset(res, n, spec.res_stride));
+    // Wide ISAs: the stride-1 fill, the stencil and the epilogue are assembled routines.
+    let wide = plan.isa != Isa::Sse;
     let c0 = cx.b.ins().imul_imm_s(r, d.channels as i64);
     let c1 = cx.b.ins().iadd_imm_s(c0, d.channels as i64);
     let all = cx.ic(channels as i64);
     let c1 = cx.imin(c1, all);
     cx.for_range(c0, c1, 1, "depthwise channels", |cx, ch| {
         let x = cx.offset(x_n, ch, h * w);
-        fill(cx, d, x, h, w);
+        if wide && d.stride == 1 {
+            let spec = DepthwiseFillSpec { isa: plan.isa, h, w, pad: d.pad, wq: d.wq };
+            tiles.depthwise_fill(cx, &spec, [x, cx.scratch]);
+        } else {
+            fill(cx, d, x, h, w);
+        }
         let weights = cx.offset(ops.packed, ch, plan.layout.k_g);
         let flat = cx.add_floats(cx.scratch, d.out_at);
         tiles.depthwise(cx, &d.stencil, [cx.scratch, weights, flat]);
         let plane = d.oh * d.ow;
         let y = cx.offset(y_n, ch, plane);
         let res = res_n.map(|res| cx.offset(res, ch, plane));
-        epilogue(cx, spec, plan, d, ops.packed, ch, flat, y, res);
+        if wide {
+            let layout = &plan.layout;
+            let out = DepthwiseOutSpec {
+                isa: plan.isa,
+                rows: d.oh,
+                ow: d.ow,
+                wq: d.wq,
+                s1: layout.s1,
+                b1: layout.b1,
+                s2: layout.s2,
+                b2: layout.b2,
+                residual: res.is_some(),
+                relu: spec.op.relu != Relu::None,
+            };
+            let epi = cx.offset(ops.packed, ch, 1);
+            let null = cx.ic(0);
+            tiles.depthwise_out(cx, &out, [flat, y, epi, res.unwrap_or(null)]);
+        } else {
+            epilogue(cx, spec, plan, d, ops.packed, ch, flat, y, res);
+        }
     });
 }
 

@@ -260,6 +260,37 @@ impl DepthwiseSpec {
     }
 }
 
+/// The stride-1 fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`.
+/// Copies the `h x w` plane at `x` (rows `w` floats apart) to `dst + (pad + iy) * wq + pad`, row
+/// by row, whole vectors and a masked tail, so it reads `x[0 .. h*w]` and writes only the interior
+/// of the padded plane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseFillSpec {
+    pub isa: Isa,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    pub wq: usize,
+}
+
+/// The epilogue of a depthwise convolution (avx2/avx512): run-time operands `(flat, y, epi, res)`.
+/// For each output row `oy < rows` and column `ox < ow`: `v = flat[oy * wq + ox]`, `v = v * s1 + b1`,
+/// `v += res[oy * ow + ox]` (with `residual`), `v = v * s2 + b2`, ReLU, stored at
+/// `y[oy * ow + ox]`; the per-channel values are scalars at `epi + s1` etc. Tails are masked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseOutSpec {
+    pub isa: Isa,
+    pub rows: usize,
+    pub ow: usize,
+    pub wq: usize,
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub residual: bool,
+    pub relu: bool,
+}
+
 /// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
 fn piece_span(p: &Piece, row: i64) -> (i64, i64) {
     (row + p.at as i64 + p.lo as i64, row + p.at as i64 + p.hi as i64)
@@ -353,6 +384,8 @@ enum Routine {
     Input(InputTransformSpec),
     Output(OutputTransformSpec),
     Depthwise(DepthwiseSpec),
+    DepthwiseFill(DepthwiseFillSpec),
+    DepthwiseOut(DepthwiseOutSpec),
 }
 
 impl Routine {
@@ -362,6 +395,8 @@ impl Routine {
             Routine::Input(s) => s.isa,
             Routine::Output(s) => s.isa,
             Routine::Depthwise(s) => s.isa,
+            Routine::DepthwiseFill(s) => s.isa,
+            Routine::DepthwiseOut(s) => s.isa,
         }
     }
 
@@ -373,6 +408,8 @@ impl Routine {
             Routine::Depthwise(s) => {
                 format!("{} depthwise stencil, {} taps x {} vectors", s.isa, s.taps.len(), s.vectors)
             }
+            Routine::DepthwiseFill(s) => format!("{} depthwise fill {}x{} pad {}", s.isa, s.h, s.w, s.pad),
+            Routine::DepthwiseOut(s) => format!("{} depthwise epilogue {}x{}", s.isa, s.rows, s.ow),
         }
     }
 
@@ -411,6 +448,22 @@ impl Routine {
                 print
             }
             Routine::Depthwise(s) => s.footprint(),
+            Routine::DepthwiseFill(s) => {
+                let first = (s.pad * s.wq + s.pad) as i64;
+                let end = ((s.pad + s.h - 1) * s.wq + s.pad + s.w) as i64;
+                vec![(0, 0, (s.h * s.w) as i64), (1, first, end)]
+            }
+            Routine::DepthwiseOut(s) => {
+                let plane = (s.rows * s.ow) as i64;
+                let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];
+                if s.residual {
+                    print.push((3, 0, plane));
+                }
+                print.extend(
+                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (2, at as i64, at as i64 + 1)),
+                );
+                print
+            }
         }
     }
 
@@ -420,6 +473,8 @@ impl Routine {
             Routine::Input(s) => x86::winograd::assemble_input(s),
             Routine::Output(s) => x86::winograd::assemble_output(s),
             Routine::Depthwise(s) => x86::depthwise::assemble(s),
+            Routine::DepthwiseFill(s) => x86::depthwise::assemble_fill(s),
+            Routine::DepthwiseOut(s) => x86::depthwise::assemble_out(s),
         }
     }
 }
@@ -513,6 +568,16 @@ impl<'m> Tiles<'m> {
         } else {
             self.call(cx, Routine::Depthwise(spec.clone()), &operands);
         }
+    }
+
+    /// Emits a depthwise stride-1 fill `(x, dst)` (assembled ISAs only).
+    pub fn depthwise_fill(&mut self, cx: &mut KernelCx, spec: &DepthwiseFillSpec, operands: [Value; 2]) {
+        self.call(cx, Routine::DepthwiseFill(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise epilogue `(flat, y, epi, res)` (assembled ISAs only).
+    pub fn depthwise_out(&mut self, cx: &mut KernelCx, spec: &DepthwiseOutSpec, operands: [Value; 4]) {
+        self.call(cx, Routine::DepthwiseOut(spec.clone()), &operands);
     }
 
     fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {

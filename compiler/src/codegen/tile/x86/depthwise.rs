@@ -16,7 +16,7 @@
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::DepthwiseSpec;
+use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseSpec, Piece};
 use crate::codegen::CodegenError;
 use iced_x86::code_asm::*;
 
@@ -80,4 +80,114 @@ pub fn assemble(spec: &DepthwiseSpec) -> Result<Vec<u8>, CodegenError> {
         body(&mut g, rest)?;
     }
     g.finish()
+}
+
+/// Assembles a stride-1 depthwise fill ([`DepthwiseFillSpec`]): per input row (r10 counts them),
+/// `ceil(w / L)` vector copies, the last one masked to the row's tail (masked loads and stores
+/// suppress faults on the lanes left out).
+pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let lanes = g.lanes();
+    if spec.h == 0 || spec.w == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise plane".into()));
+    }
+    g.advance(rsi, spec.pad * spec.wq + spec.pad)?;
+    let mut top = g.a.create_label();
+    g.a.mov(r10d, spec.h as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    for j in 0..spec.w.div_ceil(lanes) {
+        let n = (spec.w - j * lanes).min(lanes);
+        let (src, dst) = (at(rdi, (j * lanes) as isize)?, at(rsi, (j * lanes) as isize)?);
+        if n == lanes {
+            g.load(0, src)?;
+            g.store(dst, 0)?;
+        } else {
+            let p = Piece { lo: 0, hi: n, at: 0 };
+            g.load_lanes(0, src, p, 1)?;
+            g.store_lanes(dst, 0, p, 1)?;
+        }
+    }
+    g.advance(rdi, spec.w)?;
+    g.advance(rsi, spec.wq)?;
+    g.a.dec(r10d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the per-channel scalars broadcast once
+/// (registers 2-5, zero in 6), then per output row (r10 counts them) and vector of the row: load
+/// from the flat run, epilogue in the IR's order, store; the row's tail vector masked.
+pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let lanes = g.lanes();
+    if spec.rows == 0 || spec.ow == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise output".into()));
+    }
+    let (v, t, mask, zero) = (0, 1, 7, 6);
+    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
+    for (i, at_) in values.iter().enumerate() {
+        if let Some(a) = at_ {
+            g.broadcast(2 + i, at(rdx, *a as isize)?)?;
+        }
+    }
+    let reg = |i: usize| values[i].map(|_| 2 + i);
+    if spec.relu {
+        g.zero(zero)?;
+    }
+    let mut top = g.a.create_label();
+    g.a.mov(r10d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    for j in 0..spec.ow.div_ceil(lanes) {
+        let n = (spec.ow - j * lanes).min(lanes);
+        let p = Piece { lo: 0, hi: n, at: 0 };
+        let off = (j * lanes) as isize;
+        if n == lanes {
+            g.load(v, at(rdi, off)?)?;
+        } else {
+            g.load_lanes(v, at(rdi, off)?, p, mask)?;
+        }
+        affine(&mut g, v, reg(0), reg(1))?;
+        if spec.residual {
+            if n == lanes {
+                g.add(v, Src::Mem(at(rcx, off)?))?;
+            } else {
+                g.load_lanes(t, at(rcx, off)?, p, mask)?;
+                g.add(v, Src::Reg(t))?;
+            }
+            affine(&mut g, v, reg(2), reg(3))?;
+        }
+        if spec.relu {
+            // `max(0, v)` with `v` second: a NaN is kept.
+            match g.isa {
+                Isa::Avx512 => g.a.vmaxps(ZMM[v], ZMM[zero], ZMM[v]),
+                _ => g.a.vmaxps(YMM[v], YMM[zero], YMM[v]),
+            }
+            .map_err(asm_err)?;
+        }
+        if n == lanes {
+            g.store(at(rsi, off)?, v)?;
+        } else {
+            g.store_lanes(at(rsi, off)?, v, p, mask)?;
+        }
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rsi, spec.ow)?;
+    if spec.residual {
+        g.advance(rcx, spec.ow)?;
+    }
+    g.a.dec(r10d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// `v = v * s + b` with registers for either.
+fn affine(g: &mut Gen, v: usize, s: Option<usize>, b: Option<usize>) -> Result<(), CodegenError> {
+    match (s, b) {
+        (Some(s), Some(b)) => g.fma213(v, s, Src::Reg(b)),
+        (Some(s), None) => g.mul(v, Src::Reg(s)),
+        (None, Some(b)) => g.add(v, Src::Reg(b)),
+        (None, None) => Ok(()),
+    }
 }
