@@ -133,7 +133,7 @@ pub(super) fn item(
     let x_n = cx.offset(ops.input, n, spec.in_stride);
     let y_n = cx.offset(cx.output, n, spec.out_stride);
     let res_n = ops.residual.map(|res| cx.offset(res, n, spec.res_stride));
-    // Wide ISAs: the stride-1 fill, the stencil and the epilogue are assembled routines.
+    // Wide ISAs: the fill, the stencil and the epilogue are assembled routines.
     let wide = plan.isa != Isa::Sse;
     let c0 = cx.b.ins().imul_imm_s(r, d.channels as i64);
     let c1 = cx.b.ins().iadd_imm_s(c0, d.channels as i64);
@@ -141,8 +141,16 @@ pub(super) fn item(
     let c1 = cx.imin(c1, all);
     cx.for_range(c0, c1, 1, "depthwise channels", |cx, ch| {
         let x = cx.offset(x_n, ch, h * w);
-        if wide && d.stride == 1 {
-            let spec = DepthwiseFillSpec { isa: plan.isa, h, w, pad: d.pad, wq: d.wq };
+        if wide {
+            let spec = DepthwiseFillSpec {
+                isa: plan.isa,
+                h,
+                w,
+                pad: d.pad,
+                wq: d.wq,
+                stride: d.stride,
+                plane_len: d.plane_len,
+            };
             tiles.depthwise_fill(cx, &spec, [x, cx.scratch]);
         } else {
             fill(cx, d, x, h, w);

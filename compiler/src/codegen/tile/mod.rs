@@ -260,10 +260,13 @@ impl DepthwiseSpec {
     }
 }
 
-/// The stride-1 fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`.
-/// Copies the `h x w` plane at `x` (rows `w` floats apart) to `dst + (pad + iy) * wq + pad`, row
-/// by row, whole vectors and a masked tail, so it reads `x[0 .. h*w]` and writes only the interior
-/// of the padded plane.
+/// The fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`. Copies the
+/// `h x w` plane at `x` (rows `w` floats apart) into the interior of the zero-padded phase planes
+/// at `dst` (see [`crate::codegen::conv::depthwise`]): stride 1, input pixel `(iy, ix)` to
+/// `dst + (pad + iy) * wq + pad + ix`; stride 2, padded pixel `(y, x) = (iy + pad, ix + pad)` to
+/// plane `(y % 2) * 2 + x % 2` (`plane_len` floats each) at `(y / 2) * wq + x / 2`, columns
+/// de-interleaved with vector permutes. Whole vectors and masked tails: it reads `x[0 .. h*w]`
+/// and writes only interior positions of the planes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseFillSpec {
     pub isa: Isa,
@@ -271,6 +274,8 @@ pub struct DepthwiseFillSpec {
     pub w: usize,
     pub pad: usize,
     pub wq: usize,
+    pub stride: usize,
+    pub plane_len: usize,
 }
 
 /// The epilogue of a depthwise convolution (avx2/avx512): run-time operands `(flat, y, epi, res)`.
@@ -448,11 +453,12 @@ impl Routine {
                 print
             }
             Routine::Depthwise(s) => s.footprint(),
-            Routine::DepthwiseFill(s) => {
+            Routine::DepthwiseFill(s) if s.stride == 1 => {
                 let first = (s.pad * s.wq + s.pad) as i64;
                 let end = ((s.pad + s.h - 1) * s.wq + s.pad + s.w) as i64;
                 vec![(0, 0, (s.h * s.w) as i64), (1, first, end)]
             }
+            Routine::DepthwiseFill(s) => vec![(0, 0, (s.h * s.w) as i64), (1, 0, (4 * s.plane_len) as i64)],
             Routine::DepthwiseOut(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];

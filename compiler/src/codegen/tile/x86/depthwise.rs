@@ -91,6 +91,14 @@ pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> 
     if spec.h == 0 || spec.w == 0 {
         return Err(CodegenError::Unsupported("an empty depthwise plane".into()));
     }
+    match spec.stride {
+        1 => {}
+        2 => {
+            fill2(&mut g, spec)?;
+            return g.finish();
+        }
+        s => return Err(CodegenError::Unsupported(format!("a depthwise fill of stride {s}"))),
+    }
     g.advance(rsi, spec.pad * spec.wq + spec.pad)?;
     let mut top = g.a.create_label();
     g.a.mov(r10d, spec.h as u32).map_err(asm_err)?;
@@ -190,4 +198,86 @@ fn affine(g: &mut Gen, v: usize, s: Option<usize>, b: Option<usize>) -> Result<(
         (None, Some(b)) => g.add(v, Src::Reg(b)),
         (None, None) => Ok(()),
     }
+}
+
+/// The stride-2 fill: rows in pairs (r10 counts them; an odd last row after the loop), each row's
+/// input in chunks of `2L` floats, two vectors (masked, zeroing, at the tail) split into even and
+/// odd columns: AVX-512 `vpermi2ps` with index vectors, AVX2 `vshufps` + `vpermpd`. Even input
+/// columns `ix = 2m` go to column phase `pad % 2` at `m + pad / 2`, odd ones to the other phase
+/// at `m + (pad + 1) / 2`; the stores of a tail chunk are masked to its columns.
+fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
+    let (lanes, pad, w, wq, pl) = (g.lanes(), spec.pad, spec.w, spec.wq, spec.plane_len);
+    // Registers: inputs 0, 1; even 2, odd 3; index vectors 4, 5 (AVX-512); mask 6 (AVX2).
+    let (ra, rb, re, ro, ie, io, mask) = (0, 1, 2, 3, 4, 5, 6);
+    if g.isa == Isa::Avx512 {
+        let even = g.data_label((0..16u32).map(|l| 2 * l).collect());
+        let odd = g.data_label((0..16u32).map(|l| 2 * l + 1).collect());
+        g.a.vmovups(ZMM[ie], zmmword_ptr(even)).map_err(asm_err)?;
+        g.a.vmovups(ZMM[io], zmmword_ptr(odd)).map_err(asm_err)?;
+    }
+    // One input row at `rdi + src` to row phase `rp`, plane row `pr` (relative to rsi).
+    let row = |g: &mut Gen, src: usize, rp: usize, pr: usize| -> Result<(), CodegenError> {
+        let (pe, po) = (pad % 2, (pad + 1) % 2);
+        let even_at = (rp * 2 + pe) * pl + pr * wq + pad / 2;
+        let odd_at = (rp * 2 + po) * pl + pr * wq + pad.div_ceil(2);
+        for c in 0..w.div_ceil(2 * lanes) {
+            let rem = (w - 2 * lanes * c).min(2 * lanes);
+            let base = src + 2 * lanes * c;
+            for (reg, lo) in [(ra, 0), (rb, lanes)] {
+                let n = rem.saturating_sub(lo).min(lanes);
+                let m = at(rdi, (base + lo) as isize)?;
+                if n == lanes {
+                    g.load(reg, m)?;
+                } else if n == 0 {
+                    g.zero(reg)?;
+                } else {
+                    g.load_lanes(reg, m, Piece { lo: 0, hi: n, at: 0 }, mask)?;
+                }
+            }
+            match g.isa {
+                Isa::Avx512 => {
+                    let a = &mut g.a;
+                    a.vmovaps(ZMM[re], ZMM[ie]).map_err(asm_err)?;
+                    a.vpermi2ps(ZMM[re], ZMM[ra], ZMM[rb]).map_err(asm_err)?;
+                    a.vmovaps(ZMM[ro], ZMM[io]).map_err(asm_err)?;
+                    a.vpermi2ps(ZMM[ro], ZMM[ra], ZMM[rb]).map_err(asm_err)?;
+                }
+                _ => {
+                    let a = &mut g.a;
+                    a.vshufps(YMM[re], YMM[ra], YMM[rb], 0x88).map_err(asm_err)?;
+                    a.vpermpd(YMM[re], YMM[re], 0xD8).map_err(asm_err)?;
+                    a.vshufps(YMM[ro], YMM[ra], YMM[rb], 0xDD).map_err(asm_err)?;
+                    a.vpermpd(YMM[ro], YMM[ro], 0xD8).map_err(asm_err)?;
+                }
+            }
+            for (reg, n, to) in [(re, rem.div_ceil(2), even_at), (ro, rem / 2, odd_at)] {
+                let m = at(rsi, (to + lanes * c) as isize)?;
+                if n == lanes {
+                    g.store(m, reg)?;
+                } else if n > 0 {
+                    g.store_lanes(m, reg, Piece { lo: 0, hi: n, at: 0 }, mask)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    // Row iy = 2i + e: padded row 2i + e + pad, phase (e + pad) % 2, plane row i + (e + pad) / 2.
+    let pairs = spec.h / 2;
+    if pairs > 0 {
+        let mut top = g.a.create_label();
+        g.a.mov(r10d, pairs as u32).map_err(asm_err)?;
+        g.a.set_label(&mut top).map_err(asm_err)?;
+        g.k1 = None;
+        row(g, 0, pad % 2, pad / 2)?;
+        row(g, w, (pad + 1) % 2, pad.div_ceil(2))?;
+        g.advance(rdi, 2 * w)?;
+        g.advance(rsi, wq)?;
+        g.a.dec(r10d).map_err(asm_err)?;
+        g.a.jnz(top).map_err(asm_err)?;
+    }
+    if spec.h % 2 == 1 {
+        g.k1 = None;
+        row(g, 0, pad % 2, pad / 2)?;
+    }
+    Ok(())
 }
