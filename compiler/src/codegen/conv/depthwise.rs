@@ -21,6 +21,12 @@
 //!    order (`y = acc * s1 + b1`, `+ residual`, `* s2 + b2`, ReLU; per-channel scalars) and are
 //!    stored contiguously.
 //!
+//! **Row mode** (avx2/avx512, output rows of at least two vectors, as at 112x112 and 56x56):
+//! stages 2 and 3 are one routine ([`DepthwiseRowsSpec`]) that runs the same taps over each output
+//! row's `ceil(OW / L)` vectors and stores them with the epilogue straight into the output (row
+//! tails masked): a wide row wastes few lanes, and the flat run's trip through the scratch (a
+//! 51 KB store and reload per channel at 112x112) would cost more than it saves.
+//!
 //! A work item is (sample, block of channels): channels are independent, so two threads balance
 //! at batch 1 (at least 32 blocks per sample when there are 32 channels).
 //!
@@ -34,7 +40,7 @@ use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, VEC};
 use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
-use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseSpec, Tiles};
+use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Tiles};
 use crate::ir::Relu;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
@@ -63,6 +69,9 @@ pub struct DepthwisePlan {
     pub out_at: usize,
     /// Channels per work item.
     pub channels: usize,
+    /// Row mode (wide ISAs, rows of at least two vectors): the stencil and epilogue run row by
+    /// row into the output ([`DepthwiseRowsSpec`]) instead of through the flat run.
+    pub rows_mode: bool,
     /// Scratch floats in all.
     pub floats: usize,
 }
@@ -89,7 +98,9 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let flat = (oh - 1) * wq + ow;
     let vectors = flat.div_ceil(lanes);
     let max_tap = taps.iter().copied().max().unwrap_or(0);
-    let in_len = (s * s * plane_len).max(max_tap + vectors * lanes).div_ceil(16) * 16;
+    let rows_mode = plan.isa != Isa::Sse && ow >= 2 * lanes;
+    let row_reads = (oh - 1) * wq + max_tap + ow.div_ceil(lanes) * lanes;
+    let in_len = (s * s * plane_len).max(max_tap + vectors * lanes).max(row_reads).div_ceil(16) * 16;
     let per_item = channels.div_ceil(TARGET_ITEMS).max(1);
     plan.blocks = channels.div_ceil(per_item);
     plan.block = per_item;
@@ -104,6 +115,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         in_len,
         out_at: in_len,
         channels: per_item,
+        rows_mode,
         floats: in_len + vectors * lanes,
     });
 }
@@ -156,11 +168,31 @@ pub(super) fn item(
             fill(cx, d, x, h, w);
         }
         let weights = cx.offset(ops.packed, ch, plan.layout.k_g);
-        let flat = cx.add_floats(cx.scratch, d.out_at);
-        tiles.depthwise(cx, &d.stencil, [cx.scratch, weights, flat]);
         let plane = d.oh * d.ow;
         let y = cx.offset(y_n, ch, plane);
         let res = res_n.map(|res| cx.offset(res, ch, plane));
+        if d.rows_mode {
+            let layout = &plan.layout;
+            let rows = DepthwiseRowsSpec {
+                isa: plan.isa,
+                taps: d.stencil.taps.clone(),
+                rows: d.oh,
+                ow: d.ow,
+                wq: d.wq,
+                s1: layout.s1,
+                b1: layout.b1,
+                s2: layout.s2,
+                b2: layout.b2,
+                residual: res.is_some(),
+                relu: spec.op.relu != Relu::None,
+            };
+            let epi = cx.offset(ops.packed, ch, 1);
+            let null = cx.ic(0);
+            tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, y, epi, res.unwrap_or(null)]);
+            return;
+        }
+        let flat = cx.add_floats(cx.scratch, d.out_at);
+        tiles.depthwise(cx, &d.stencil, [cx.scratch, weights, flat]);
         if wide {
             let layout = &plan.layout;
             let out = DepthwiseOutSpec {

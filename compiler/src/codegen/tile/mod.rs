@@ -296,6 +296,35 @@ pub struct DepthwiseOutSpec {
     pub relu: bool,
 }
 
+/// The depthwise stencil and epilogue in row mode (avx2/avx512; wide planes, where a row fills
+/// its vectors well and the flat run's round trip through the scratch would cost more than it
+/// saves): run-time operands `(src, w, y, epi, res)`. For each output row `oy < rows` and column
+/// `ox < ow`: `v = sum over t of src[oy * wq + ox + taps[t]] * w[t]` (taps in order), then the
+/// epilogue of [`DepthwiseOutSpec`], stored at `y[oy * ow + ox]`. It reads whole vectors of `src`
+/// up to `(rows - 1) * wq + max(taps) + ceil(ow / L) * L`; row tails are stored masked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseRowsSpec {
+    pub isa: Isa,
+    pub taps: Vec<usize>,
+    pub rows: usize,
+    pub ow: usize,
+    pub wq: usize,
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+impl DepthwiseRowsSpec {
+    /// Floats of `src` the routine reads.
+    pub fn src_len(&self) -> usize {
+        let max_tap = self.taps.iter().copied().max().unwrap_or(0);
+        (self.rows - 1) * self.wq + max_tap + self.ow.div_ceil(self.isa.lanes()) * self.isa.lanes()
+    }
+}
+
 /// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
 fn piece_span(p: &Piece, row: i64) -> (i64, i64) {
     (row + p.at as i64 + p.lo as i64, row + p.at as i64 + p.hi as i64)
@@ -391,6 +420,7 @@ enum Routine {
     Depthwise(DepthwiseSpec),
     DepthwiseFill(DepthwiseFillSpec),
     DepthwiseOut(DepthwiseOutSpec),
+    DepthwiseRows(DepthwiseRowsSpec),
 }
 
 impl Routine {
@@ -402,6 +432,7 @@ impl Routine {
             Routine::Depthwise(s) => s.isa,
             Routine::DepthwiseFill(s) => s.isa,
             Routine::DepthwiseOut(s) => s.isa,
+            Routine::DepthwiseRows(s) => s.isa,
         }
     }
 
@@ -415,6 +446,9 @@ impl Routine {
             }
             Routine::DepthwiseFill(s) => format!("{} depthwise fill {}x{} pad {}", s.isa, s.h, s.w, s.pad),
             Routine::DepthwiseOut(s) => format!("{} depthwise epilogue {}x{}", s.isa, s.rows, s.ow),
+            Routine::DepthwiseRows(s) => {
+                format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
+            }
         }
     }
 
@@ -459,6 +493,17 @@ impl Routine {
                 vec![(0, 0, (s.h * s.w) as i64), (1, first, end)]
             }
             Routine::DepthwiseFill(s) => vec![(0, 0, (s.h * s.w) as i64), (1, 0, (4 * s.plane_len) as i64)],
+            Routine::DepthwiseRows(s) => {
+                let plane = (s.rows * s.ow) as i64;
+                let mut print = vec![(0, 0, s.src_len() as i64), (1, 0, s.taps.len() as i64), (2, 0, plane)];
+                if s.residual {
+                    print.push((4, 0, plane));
+                }
+                print.extend(
+                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (3, at as i64, at as i64 + 1)),
+                );
+                print
+            }
             Routine::DepthwiseOut(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];
@@ -481,6 +526,7 @@ impl Routine {
             Routine::Depthwise(s) => x86::depthwise::assemble(s),
             Routine::DepthwiseFill(s) => x86::depthwise::assemble_fill(s),
             Routine::DepthwiseOut(s) => x86::depthwise::assemble_out(s),
+            Routine::DepthwiseRows(s) => x86::depthwise::assemble_rows(s),
         }
     }
 }
@@ -584,6 +630,12 @@ impl<'m> Tiles<'m> {
     /// Emits a depthwise epilogue `(flat, y, epi, res)` (assembled ISAs only).
     pub fn depthwise_out(&mut self, cx: &mut KernelCx, spec: &DepthwiseOutSpec, operands: [Value; 4]) {
         self.call(cx, Routine::DepthwiseOut(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise row-mode stencil and epilogue `(src, w, y, epi, res)` (assembled ISAs
+    /// only).
+    pub fn depthwise_rows(&mut self, cx: &mut KernelCx, spec: &DepthwiseRowsSpec, operands: [Value; 5]) {
+        self.call(cx, Routine::DepthwiseRows(spec.clone()), &operands);
     }
 
     fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {

@@ -16,7 +16,7 @@
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseSpec, Piece};
+use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Piece};
 use crate::codegen::CodegenError;
 use iced_x86::code_asm::*;
 
@@ -280,4 +280,105 @@ fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
         row(g, 0, pad % 2, pad / 2)?;
     }
     Ok(())
+}
+
+/// Assembles a depthwise stencil in row mode with its epilogue ([`DepthwiseRowsSpec`]): per
+/// output row (r11 counts them), the row's `ceil(ow / L)` vectors in steps of at most
+/// [`MAX_STEP`] accumulators, each tap an FMA of a `src` load and the tap's weight (in registers
+/// when they fit, else broadcast per tap), then the epilogue in the IR's order and the store, the
+/// row's tail vector masked. `rdi` advances by `wq` floats per row, `rdx` (and `r8`) by `ow`.
+pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let (regs, lanes, taps) = (spec.isa.registers(), spec.isa.lanes(), spec.taps.len());
+    if taps == 0 || spec.rows == 0 || spec.ow == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
+    }
+    // Registers: accumulators 0..step, then the epilogue's four scalars, zero, a temporary and
+    // a mask (AVX2), then the weights or one broadcast temporary.
+    let per_row = spec.ow.div_ceil(lanes);
+    let fixed = 7;
+    let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
+    let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
+    let (e0, zero, t, mask) = (step, step + 4, step + 5, step + 6);
+    let w0 = step + fixed;
+    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
+    for (i, v) in values.iter().enumerate() {
+        if let Some(a) = v {
+            g.broadcast(e0 + i, at(rcx, *a as isize)?)?;
+        }
+    }
+    let reg = |i: usize| values[i].map(|_| e0 + i);
+    if spec.relu {
+        g.zero(zero)?;
+    }
+    if in_regs {
+        for tap in 0..taps {
+            g.broadcast(w0 + tap, at(rsi, tap as isize)?)?;
+        }
+    }
+    let mut top = g.a.create_label();
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    let mut j0 = 0;
+    while j0 < per_row {
+        let n = step.min(per_row - j0);
+        for (tap, &off) in spec.taps.iter().enumerate() {
+            let wr = if in_regs {
+                w0 + tap
+            } else {
+                g.broadcast(w0, at(rsi, tap as isize)?)?;
+                w0
+            };
+            for u in 0..n {
+                let m = at(rdi, (off + (j0 + u) * lanes) as isize)?;
+                if tap == 0 {
+                    match g.isa {
+                        Isa::Avx512 => g.a.vmulps(ZMM[u], ZMM[wr], zmmword_ptr(m)),
+                        _ => g.a.vmulps(YMM[u], YMM[wr], ymmword_ptr(m)),
+                    }
+                    .map_err(asm_err)?;
+                } else {
+                    g.fma231(u, wr, Src::Mem(m))?;
+                }
+            }
+        }
+        for u in 0..n {
+            let j = j0 + u;
+            let valid = (spec.ow - j * lanes).min(lanes);
+            let p = Piece { lo: 0, hi: valid, at: 0 };
+            let off = (j * lanes) as isize;
+            affine(&mut g, u, reg(0), reg(1))?;
+            if spec.residual {
+                if valid == lanes {
+                    g.add(u, Src::Mem(at(r8, off)?))?;
+                } else {
+                    g.load_lanes(t, at(r8, off)?, p, mask)?;
+                    g.add(u, Src::Reg(t))?;
+                }
+                affine(&mut g, u, reg(2), reg(3))?;
+            }
+            if spec.relu {
+                match g.isa {
+                    Isa::Avx512 => g.a.vmaxps(ZMM[u], ZMM[zero], ZMM[u]),
+                    _ => g.a.vmaxps(YMM[u], YMM[zero], YMM[u]),
+                }
+                .map_err(asm_err)?;
+            }
+            if valid == lanes {
+                g.store(at(rdx, off)?, u)?;
+            } else {
+                g.store_lanes(at(rdx, off)?, u, p, mask)?;
+            }
+        }
+        j0 += n;
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rdx, spec.ow)?;
+    if spec.residual {
+        g.advance(r8, spec.ow)?;
+    }
+    g.a.dec(r11d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
 }
