@@ -91,6 +91,7 @@ fn list_passes_names_the_pipeline_in_order() {
             "fuse-prologue",
             "gemm-1x1",
             "winograd",
+            "depthwise",
             "merge-consecutive-1x1",
             "merge-siblings-1x1",
             "chanvec",

@@ -286,7 +286,7 @@ impl KernelSpec {
     }
 
     /// The algorithm, as the registry's names start: `conv.gemm1x1`, `conv.rowpanel`,
-    /// `conv.winograd`, `conv.chanvec`, `linear`, `pool`, `lrn`, `eltwise`, `softmax`.
+    /// `conv.winograd`, `conv.chanvec`, `conv.depthwise`, `linear`, `pool`, `lrn`, `eltwise`, `softmax`.
     pub fn algorithm(&self) -> &'static str {
         match self {
             KernelSpec::Conv(s) => match ConvPath::of(s) {
@@ -294,6 +294,7 @@ impl KernelSpec {
                 ConvPath::RowPanel => "conv.rowpanel",
                 ConvPath::Winograd(_) => "conv.winograd",
                 ConvPath::ChanVec => "conv.chanvec",
+                ConvPath::Depthwise => "conv.depthwise",
             },
             KernelSpec::Linear(_) => "linear",
             KernelSpec::Pool(_) => "pool",
@@ -404,6 +405,9 @@ impl KernelSpec {
     /// `Speed` for the others, whose loops benefit from GVN/LICM of address arithmetic.
     pub fn opt_level(&self) -> isa::OptLevel {
         match self {
+            // The depthwise kernels' fill and epilogue loops are Cranelift code worth optimising;
+            // their stencil is assembled (or, on sse, splat-per-tap code whose order is harmless).
+            KernelSpec::Conv(s) if ConvPath::of(s) == ConvPath::Depthwise => isa::OptLevel::Speed,
             KernelSpec::Conv(_) | KernelSpec::Linear(_) | KernelSpec::Pool(_) => isa::OptLevel::None,
             _ => isa::OptLevel::Speed,
         }

@@ -83,6 +83,10 @@ fn chanvec(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::ChanVec)
 }
 
+fn depthwise(spec: &KernelSpec) -> bool {
+    matches!(spec, KernelSpec::Conv(c) if ConvPath::of(c) == ConvPath::Depthwise)
+}
+
 fn linear(spec: &KernelSpec) -> bool {
     matches!(spec, KernelSpec::Linear(_))
 }
@@ -121,6 +125,12 @@ pub static REGISTRY: &[Implementation] = &[
     entry("conv.chanvec.avx512", Isa::Avx512, chanvec),
     entry("conv.chanvec.avx2", Isa::Avx2, chanvec),
     entry("conv.chanvec.sse", Isa::Sse, chanvec),
+    // No `prefers_ymm` here: the depthwise kernels' row tails are k-masked on avx512 but
+    // `vmaskmovps` stores on avx2, which are microcoded and slow on AMD cores (the 14x14 -> 7x7
+    // layer of MobileNetV2 ran 3x slower on avx2 than on avx512 on this Zen 4 host).
+    entry("conv.depthwise.avx512", Isa::Avx512, depthwise),
+    entry("conv.depthwise.avx2", Isa::Avx2, depthwise),
+    entry("conv.depthwise.sse", Isa::Sse, depthwise),
     entry("linear.avx512", Isa::Avx512, linear),
     entry("linear.avx2", Isa::Avx2, linear),
     entry("linear.sse", Isa::Sse, linear),

@@ -92,6 +92,10 @@ pub enum ConvKind {
     /// the vector lanes and output pixels in the rows of the register tiles: for small planes
     /// (7x7, 14x14), whose pixels fill vectors badly while their channel counts fill them whole.
     ChanVec,
+    /// A depthwise convolution (`groups == in_channels == out_channels`), square window, stride 1
+    /// or 2, padding `k / 2`, undilated, no prologue: each channel's plane is filtered on its own
+    /// with output pixels in the vector lanes (see `codegen::conv::depthwise`).
+    Depthwise,
 }
 
 /// Which output channels a fused ReLU applies to.
@@ -122,6 +126,22 @@ pub struct FusedConv {
 }
 
 impl FusedConv {
+    /// Whether `c` is a depthwise convolution the `Depthwise` kernels take: one input and one
+    /// output channel per group, a square `k x k` window (odd `k`), stride 1 or 2 (both axes),
+    /// padding `k / 2`, no dilation.
+    pub fn depthwise_geometry(c: &Conv2d) -> bool {
+        let k = c.kernel[0];
+        c.groups == c.in_channels
+            && c.groups == c.out_channels
+            && c.groups > 0
+            && c.kernel == [k, k]
+            && k % 2 == 1
+            && c.stride[0] == c.stride[1]
+            && (1..=2).contains(&c.stride[0])
+            && c.padding == [k / 2, k / 2]
+            && c.dilation == [1, 1]
+    }
+
     /// A square `k x k` convolution with bias, stride `stride`, padding `k / 2`, one group and a
     /// ReLU, nothing else fused: the usual starting point of kernel tests and benchmarks.
     pub fn square(cin: usize, cout: usize, k: usize, stride: usize, kind: ConvKind) -> FusedConv {
@@ -313,6 +333,7 @@ impl Op {
                 ConvKind::StridedGemm1x1 => "subsample+gemm1x1",
                 ConvKind::Winograd(_) => "winograd",
                 ConvKind::ChanVec => "chanvec",
+                ConvKind::Depthwise => "depthwise",
             },
             Op::FusedLinear(_) => "linear",
             Op::Affine(_) => "affine",
@@ -787,6 +808,7 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
                 && c.padding[1] <= 2
                 && f.prologue.is_none() => {}
         ConvKind::ChanVec if c.groups == 1 && f.prologue.is_none() => {}
+        ConvKind::Depthwise if FusedConv::depthwise_geometry(c) && f.prologue.is_none() => {}
         _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
     }
     if let Relu::First(n) = f.relu {

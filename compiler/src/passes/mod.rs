@@ -7,6 +7,7 @@
 mod chanvec;
 mod concat_in_place;
 mod dead_code;
+mod depthwise;
 mod fold_batchnorm;
 mod fuse_epilogue;
 mod fuse_prologue;
@@ -47,6 +48,7 @@ pub static PIPELINE: &[&dyn Pass] = &[
     &fuse_prologue::FusePrologue,
     &gemm_1x1::Gemm1x1,
     &winograd::Winograd,
+    &depthwise::Depthwise,
     &merge_consecutive_1x1::MergeConsecutive1x1,
     &merge_siblings_1x1::MergeSiblings1x1,
     &chanvec::ChanVec,

@@ -23,6 +23,9 @@
 //! an implicit GEMM over a padded, de-interleaved copy of the input rows a block of output rows
 //! needs; see that module.
 //!
+//! **`depthwise`** ([`depthwise`]; depthwise layers the `depthwise` pass chose): each channel's
+//! plane filtered on its own, output pixels of the whole plane in the vector lanes.
+//!
 //! **`winograd`** ([`winograd`]; 3x3 stride-1 layers the `winograd` pass chose): Winograd's
 //! minimal filtering, its `a^2` GEMMs on the same register tiles.
 //!
@@ -36,6 +39,7 @@
 //! layer is big enough, so two threads balance at batch 1.
 
 pub mod chanvec;
+pub mod depthwise;
 mod direct;
 mod plan;
 mod rowpanel;
@@ -119,6 +123,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
             ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::Winograd(_) => winograd::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::ChanVec => chanvec::item(cx, tiles, spec, plan, ops, n, r, filled),
+            ConvPath::Depthwise => depthwise::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
     });
 }

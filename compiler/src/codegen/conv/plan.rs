@@ -31,6 +31,9 @@ pub enum ConvPath {
     /// `chanvec`: output channels in the vector lanes, output pixels in the tile rows (see
     /// [`super::chanvec`]).
     ChanVec,
+    /// `depthwise`: one channel per group, each plane filtered on its own with output pixels in
+    /// the vector lanes (see [`super::depthwise`]).
+    Depthwise,
 }
 
 impl ConvPath {
@@ -41,6 +44,7 @@ impl ConvPath {
             ConvPath::RowPanel => "rowpanel",
             ConvPath::Winograd(_) => "winograd",
             ConvPath::ChanVec => "chanvec",
+            ConvPath::Depthwise => "depthwise",
         }
     }
 
@@ -54,6 +58,7 @@ impl ConvPath {
         match spec.op.kind {
             ConvKind::Winograd(tile) => return ConvPath::Winograd(tile),
             ConvKind::ChanVec => return ConvPath::ChanVec,
+            ConvKind::Depthwise => return ConvPath::Depthwise,
             _ => {}
         }
         if spec.op.kind == ConvKind::Gemm1x1 && c.groups == 1 && c.kernel == [1, 1] && c.padding == [0, 0] {
@@ -114,6 +119,13 @@ impl ConvLayout {
         if op.kind == ConvKind::ChanVec && (g != 1 || op.prologue.is_some()) {
             return Err(CodegenError::Unsupported("a chanvec convolution with groups or a prologue".into()));
         }
+        if op.kind == ConvKind::Depthwise
+            && (!crate::ir::FusedConv::depthwise_geometry(c) || op.prologue.is_some())
+        {
+            return Err(CodegenError::Unsupported(
+                "a depthwise kernel needs one channel per group, a square odd window, stride 1 or 2, padding k/2, no dilation and no prologue".into(),
+            ));
+        }
         if op.prologue.is_some() && (c.padding != [0, 0] || c.kernel != [1, 1] || g != 1) {
             return Err(CodegenError::Unsupported(
                 "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
@@ -124,7 +136,13 @@ impl ConvLayout {
             ConvKind::Winograd(tile) => (cin_g, tile.alpha() * tile.alpha()),
             _ => (cin_g * c.kernel[0] * c.kernel[1], 1),
         };
-        let panel = if op.kind == ConvKind::ChanVec { CHANVEC_PANEL } else { PANEL_ROWS };
+        // Depthwise: one channel per group and panel, so a channel's `k*k` taps are consecutive
+        // floats and its epilogue values sit at index `g`.
+        let panel = match op.kind {
+            ConvKind::ChanVec => CHANVEC_PANEL,
+            ConvKind::Depthwise => 1,
+            _ => PANEL_ROWS,
+        };
         let ppg = cout_g.div_ceil(panel);
         let rows_total = g * ppg * panel;
         let mut len = points * g * ppg * k_g * panel;
@@ -256,6 +274,8 @@ pub struct ConvPlan {
     pub winograd: Option<super::winograd::WinogradPlan>,
     /// The chanvec path's own geometry.
     pub chanvec: Option<super::chanvec::ChanVecPlan>,
+    /// The depthwise path's own geometry.
+    pub depthwise: Option<super::depthwise::DepthwisePlan>,
 }
 
 impl ConvPlan {
@@ -305,6 +325,7 @@ impl ConvPlan {
             kblocks: 1,
             winograd: None,
             chanvec: None,
+            depthwise: None,
             layout,
         };
         let nr = nv * lanes;
@@ -331,6 +352,7 @@ impl ConvPlan {
                 plan.chunks = a_chunks;
             }
             ConvPath::Winograd(tile) => super::winograd::plan(&mut plan, spec, tile),
+            ConvPath::Depthwise => super::depthwise::plan(&mut plan, spec),
             ConvPath::ChanVec => {
                 if plan.layout.cout_g % 4 != 0 {
                     return Err(CodegenError::Unsupported(
@@ -495,10 +517,17 @@ impl ConvPlan {
                 let nr = self.chanvec.as_ref().map_or(lanes, |v| v.nr);
                 share(self.layout.cout_g, self.layout.cout_g.div_ceil(nr) * nr)
             }
+            ConvPath::Depthwise => {
+                self.depthwise.as_ref().map_or(1.0, |d| (oh * ow) as f64 / d.computed() as f64)
+            }
         }
     }
 
     pub fn items_per_sample(&self) -> usize {
+        if self.path == ConvPath::Depthwise {
+            // Blocks of channels (see `super::depthwise`).
+            return self.blocks;
+        }
         self.blocks * self.layout.groups * self.chunks
     }
 
@@ -512,6 +541,7 @@ impl ConvPlan {
             ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
             ConvPath::Winograd(_) => self.winograd.as_ref().map_or(0, |w| w.floats),
             ConvPath::ChanVec => self.chanvec.as_ref().map_or(0, |v| v.floats),
+            ConvPath::Depthwise => self.depthwise.as_ref().map_or(0, |d| d.floats),
         }
     }
 

@@ -13,7 +13,10 @@ use crate::codegen::{
 use crate::ir::{ConvKind, FusedConv, FusedLinear, Linear, WinogradTile};
 
 fn conv(cin: usize, cout: usize, hw: usize, k: usize, stride: usize, kind: ConvKind) -> KernelSpec {
-    let op = FusedConv { residual: true, ..FusedConv::square(cin, cout, k, stride, kind) };
+    let mut op = FusedConv { residual: true, ..FusedConv::square(cin, cout, k, stride, kind) };
+    if kind == ConvKind::Depthwise {
+        op.conv.groups = cin;
+    }
     let mut spec = ConvSpec::contiguous(op, [cin, hw, hw]).expect("a valid convolution");
     let [co, oh, ow] = spec.output().expect("a valid convolution");
     // Samples further apart than their values, as inside a concatenation.
@@ -61,6 +64,8 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         ("winograd F4", conv(17, 20, 13, 3, 1, ConvKind::Winograd(WinogradTile::F4))),
         ("chanvec 1x1", conv(40, 48, 7, 1, 1, ConvKind::ChanVec)),
         ("chanvec 3x3", conv(9, 32, 7, 3, 1, ConvKind::ChanVec)),
+        ("depthwise 3x3", conv(9, 9, 13, 3, 1, ConvKind::Depthwise)),
+        ("depthwise 5x5 stride 2", conv(9, 9, 13, 5, 2, ConvKind::Depthwise)),
         (
             "linear",
             KernelSpec::Linear(LinearSpec {
@@ -166,10 +171,13 @@ fn an_input_one_float_short_is_caught() {
 #[test]
 fn a_kernel_for_a_larger_input_than_its_buffers_is_caught() {
     for isa in host_isas() {
-        for (kind, k) in [(ConvKind::Gemm1x1, 1), (ConvKind::Direct, 3), (ConvKind::ChanVec, 3)] {
+        for (kind, k) in
+            [(ConvKind::Gemm1x1, 1), (ConvKind::Direct, 3), (ConvKind::ChanVec, 3), (ConvKind::Depthwise, 3)]
+        {
             // Generated for a 16x16 input, run on buffers laid out for 14x14.
-            let wrong = conv(16, 32, 16, k, 1, kind);
-            let right = conv(16, 32, 14, k, 1, kind);
+            let cout = if kind == ConvKind::Depthwise { 16 } else { 32 };
+            let wrong = conv(16, cout, 16, k, 1, kind);
+            let right = conv(16, cout, 14, k, 1, kind);
             let e = check_against(&wrong, isa, &buffers(&right, isa)).expect_err("must be caught");
             assert!(e.to_string().contains("static bounds check"), "{e}");
         }

@@ -642,3 +642,68 @@ mod random_chanvec {
         }
     }
 }
+
+/// A depthwise case: `c` channels of `h x w`, `k x k`, stride `stride`, padding `k / 2`.
+fn depthwise_case(c: usize, h: usize, w: usize, k: usize, stride: usize) -> Case {
+    let mut case = case(c, c, h, k, stride, k / 2);
+    case.hw = [h, w];
+    case.groups = c;
+    case.kind = ConvKind::Depthwise;
+    case
+}
+
+#[test]
+fn depthwise_convolutions() {
+    // Odd channel counts, small (7) and large (112) planes, 3x3 and 5x5, stride 1 and 2, and the
+    // MobileNet shapes (BN folded into the affine, residual, ReLU).
+    for (ch, h, w, k, stride) in [
+        (3, 7, 7, 3, 1),
+        (5, 7, 7, 3, 2),
+        (7, 7, 7, 5, 1),
+        (9, 7, 7, 5, 2),
+        (17, 14, 14, 3, 1),
+        (11, 15, 13, 5, 2),
+        (3, 112, 112, 3, 1),
+        (5, 112, 112, 3, 2),
+        (3, 1, 1, 3, 1),
+        (2, 2, 3, 5, 2),
+    ] {
+        for variant in 0..4 {
+            let mut c = depthwise_case(ch, h, w, k, stride);
+            c.bias = variant % 2 == 0;
+            c.affine = variant >= 2;
+            c.residual = variant == 1 || variant == 3;
+            c.post = variant == 3;
+            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            check(c);
+        }
+    }
+}
+
+/// Random depthwise convolutions: odd and even, square and non-square planes, both windows and
+/// strides, every epilogue.
+mod random_depthwise {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_depthwise_convolutions_match_the_definition(
+            ch in 1usize..40,
+            (h, w) in (1usize..40, 1usize..40),
+            (k, stride) in (prop::sample::select(vec![3usize, 5]), 1usize..3),
+            (bias, affine, residual, post) in (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+            relu in prop::bool::ANY,
+        ) {
+            let mut c = depthwise_case(ch, h, w, k, stride);
+            c.bias = bias;
+            c.affine = affine;
+            c.residual = residual;
+            c.post = post;
+            c.relu = if relu { Relu::All } else { Relu::None };
+            check(c);
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //! [`Isa::Sse`]: super::Isa::Sse
 
 use super::super::cx::{KernelCx, LANES, VEC};
-use super::{Axis, ChanVec, Piece, TileArgs, TileOut, TileSpec};
+use super::{Axis, ChanVec, DepthwiseSpec, Piece, TileArgs, TileOut, TileSpec};
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
@@ -260,5 +260,43 @@ pub(crate) fn output_transform(
                 store_piece(cx, v, out, 0, *p);
             }
         }
+    }
+}
+
+/// Vectors per step of the f32x4 depthwise stencil: two chains of FMAs share each weight splat.
+const DEPTHWISE_UNROLL: usize = 2;
+
+/// The depthwise stencil inline ([`DepthwiseSpec`]): per step of [`DEPTHWISE_UNROLL`] vectors, per
+/// tap, one weight splat and an FMA per vector (the first tap a multiply).
+pub(crate) fn depthwise(cx: &mut KernelCx, spec: &DepthwiseSpec, [src, w, dst]: [Value; 3]) {
+    let stencil = |cx: &mut KernelCx, src: Value, dst: Value, vectors: usize| {
+        let mut acc: Vec<Option<Value>> = vec![None; vectors];
+        for (t, &off) in spec.taps.iter().enumerate() {
+            let wt = cx.load_splat(w, t);
+            for (j, a) in acc.iter_mut().enumerate() {
+                let x = cx.load_v(src, off + j * LANES);
+                *a = Some(match *a {
+                    None => cx.b.ins().fmul(x, wt),
+                    Some(a) => cx.fma(x, wt, a),
+                });
+            }
+        }
+        for (j, a) in acc.into_iter().enumerate() {
+            if let Some(a) = a {
+                cx.store(a, dst, j * LANES);
+            }
+        }
+    };
+    let steps = spec.vectors / DEPTHWISE_UNROLL;
+    cx.for_count(steps, "depthwise stencil", |cx, i| {
+        let s = cx.offset(src, i, DEPTHWISE_UNROLL * LANES);
+        let d = cx.offset(dst, i, DEPTHWISE_UNROLL * LANES);
+        stencil(cx, s, d, DEPTHWISE_UNROLL);
+    });
+    let done = steps * DEPTHWISE_UNROLL;
+    if spec.vectors > done {
+        let s = cx.add_floats(src, done * LANES);
+        let d = cx.add_floats(dst, done * LANES);
+        stencil(cx, s, d, spec.vectors - done);
     }
 }

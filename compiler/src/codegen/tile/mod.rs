@@ -236,6 +236,95 @@ pub struct OutputTransformSpec {
     pub epilogue: Epilogue,
 }
 
+/// The stencil of a depthwise convolution over one channel (see
+/// [`crate::codegen::conv::depthwise`]), output pixels in the lanes: run-time operands
+/// `(src, w, dst)`. For each vector `v < vectors`, with `L` lanes:
+/// `dst[v*L + l] = sum over t of src[v*L + l + taps[t]] * w[t]`, the taps in order (the first a
+/// multiply, each later one an FMA). Every read of `src` and `w` and every write of `dst` is a
+/// whole vector or a scalar inside the footprint `src[0 .. max(taps) + vectors*L]`,
+/// `w[0 .. taps.len()]`, `dst[0 .. vectors*L]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseSpec {
+    pub isa: Isa,
+    pub taps: Vec<usize>,
+    pub vectors: usize,
+}
+
+impl DepthwiseSpec {
+    /// The operands' footprints (operand, first float, end).
+    pub fn footprint(&self) -> Footprint {
+        let lanes = self.isa.lanes() as i64;
+        let span = self.vectors as i64 * lanes;
+        let max_tap = self.taps.iter().copied().max().unwrap_or(0) as i64;
+        vec![(0, 0, max_tap + span), (1, 0, self.taps.len() as i64), (2, 0, span)]
+    }
+}
+
+/// The fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`. Copies the
+/// `h x w` plane at `x` (rows `w` floats apart) into the interior of the zero-padded phase planes
+/// at `dst` (see [`crate::codegen::conv::depthwise`]): stride 1, input pixel `(iy, ix)` to
+/// `dst + (pad + iy) * wq + pad + ix`; stride 2, padded pixel `(y, x) = (iy + pad, ix + pad)` to
+/// plane `(y % 2) * 2 + x % 2` (`plane_len` floats each) at `(y / 2) * wq + x / 2`, columns
+/// de-interleaved with vector permutes. Whole vectors and masked tails: it reads `x[0 .. h*w]`
+/// and writes only interior positions of the planes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseFillSpec {
+    pub isa: Isa,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    pub wq: usize,
+    pub stride: usize,
+    pub plane_len: usize,
+}
+
+/// The epilogue of a depthwise convolution (avx2/avx512): run-time operands `(flat, y, epi, res)`.
+/// For each output row `oy < rows` and column `ox < ow`: `v = flat[oy * wq + ox]`, `v = v * s1 + b1`,
+/// `v += res[oy * ow + ox]` (with `residual`), `v = v * s2 + b2`, ReLU, stored at
+/// `y[oy * ow + ox]`; the per-channel values are scalars at `epi + s1` etc. Tails are masked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseOutSpec {
+    pub isa: Isa,
+    pub rows: usize,
+    pub ow: usize,
+    pub wq: usize,
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+/// The depthwise stencil and epilogue in row mode (avx2/avx512; wide planes, where a row fills
+/// its vectors well and the flat run's round trip through the scratch would cost more than it
+/// saves): run-time operands `(src, w, y, epi, res)`. For each output row `oy < rows` and column
+/// `ox < ow`: `v = sum over t of src[oy * wq + ox + taps[t]] * w[t]` (taps in order), then the
+/// epilogue of [`DepthwiseOutSpec`], stored at `y[oy * ow + ox]`. It reads whole vectors of `src`
+/// up to `(rows - 1) * wq + max(taps) + ceil(ow / L) * L`; row tails are stored masked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseRowsSpec {
+    pub isa: Isa,
+    pub taps: Vec<usize>,
+    pub rows: usize,
+    pub ow: usize,
+    pub wq: usize,
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+impl DepthwiseRowsSpec {
+    /// Floats of `src` the routine reads.
+    pub fn src_len(&self) -> usize {
+        let max_tap = self.taps.iter().copied().max().unwrap_or(0);
+        (self.rows - 1) * self.wq + max_tap + self.ow.div_ceil(self.isa.lanes()) * self.isa.lanes()
+    }
+}
+
 /// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
 fn piece_span(p: &Piece, row: i64) -> (i64, i64) {
     (row + p.at as i64 + p.lo as i64, row + p.at as i64 + p.hi as i64)
@@ -328,6 +417,10 @@ enum Routine {
     Tile(TileSpec),
     Input(InputTransformSpec),
     Output(OutputTransformSpec),
+    Depthwise(DepthwiseSpec),
+    DepthwiseFill(DepthwiseFillSpec),
+    DepthwiseOut(DepthwiseOutSpec),
+    DepthwiseRows(DepthwiseRowsSpec),
 }
 
 impl Routine {
@@ -336,6 +429,10 @@ impl Routine {
             Routine::Tile(s) => s.isa,
             Routine::Input(s) => s.isa,
             Routine::Output(s) => s.isa,
+            Routine::Depthwise(s) => s.isa,
+            Routine::DepthwiseFill(s) => s.isa,
+            Routine::DepthwiseOut(s) => s.isa,
+            Routine::DepthwiseRows(s) => s.isa,
         }
     }
 
@@ -344,6 +441,14 @@ impl Routine {
             Routine::Tile(s) => s.label(),
             Routine::Input(s) => format!("{} winograd {} input transform", s.isa, s.tile.name()),
             Routine::Output(s) => format!("{} winograd {} output transform", s.isa, s.tile.name()),
+            Routine::Depthwise(s) => {
+                format!("{} depthwise stencil, {} taps x {} vectors", s.isa, s.taps.len(), s.vectors)
+            }
+            Routine::DepthwiseFill(s) => format!("{} depthwise fill {}x{} pad {}", s.isa, s.h, s.w, s.pad),
+            Routine::DepthwiseOut(s) => format!("{} depthwise epilogue {}x{}", s.isa, s.rows, s.ow),
+            Routine::DepthwiseRows(s) => {
+                format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
+            }
         }
     }
 
@@ -381,6 +486,35 @@ impl Routine {
                 print.extend(s.epilogue.vectors().map(|v| (2, v.at as i64, v.at as i64 + 1)));
                 print
             }
+            Routine::Depthwise(s) => s.footprint(),
+            Routine::DepthwiseFill(s) if s.stride == 1 => {
+                let first = (s.pad * s.wq + s.pad) as i64;
+                let end = ((s.pad + s.h - 1) * s.wq + s.pad + s.w) as i64;
+                vec![(0, 0, (s.h * s.w) as i64), (1, first, end)]
+            }
+            Routine::DepthwiseFill(s) => vec![(0, 0, (s.h * s.w) as i64), (1, 0, (4 * s.plane_len) as i64)],
+            Routine::DepthwiseRows(s) => {
+                let plane = (s.rows * s.ow) as i64;
+                let mut print = vec![(0, 0, s.src_len() as i64), (1, 0, s.taps.len() as i64), (2, 0, plane)];
+                if s.residual {
+                    print.push((4, 0, plane));
+                }
+                print.extend(
+                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (3, at as i64, at as i64 + 1)),
+                );
+                print
+            }
+            Routine::DepthwiseOut(s) => {
+                let plane = (s.rows * s.ow) as i64;
+                let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];
+                if s.residual {
+                    print.push((3, 0, plane));
+                }
+                print.extend(
+                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (2, at as i64, at as i64 + 1)),
+                );
+                print
+            }
         }
     }
 
@@ -389,6 +523,10 @@ impl Routine {
             Routine::Tile(s) => x86::assemble(s),
             Routine::Input(s) => x86::winograd::assemble_input(s),
             Routine::Output(s) => x86::winograd::assemble_output(s),
+            Routine::Depthwise(s) => x86::depthwise::assemble(s),
+            Routine::DepthwiseFill(s) => x86::depthwise::assemble_fill(s),
+            Routine::DepthwiseOut(s) => x86::depthwise::assemble_out(s),
+            Routine::DepthwiseRows(s) => x86::depthwise::assemble_rows(s),
         }
     }
 }
@@ -473,6 +611,31 @@ impl<'m> Tiles<'m> {
         } else {
             self.call(cx, Routine::Output(spec.clone()), &operands);
         }
+    }
+
+    /// Emits a depthwise stencil with operands `(src, w, dst)`.
+    pub fn depthwise(&mut self, cx: &mut KernelCx, spec: &DepthwiseSpec, operands: [Value; 3]) {
+        if spec.isa == Isa::Sse {
+            clif::depthwise(cx, spec, operands);
+        } else {
+            self.call(cx, Routine::Depthwise(spec.clone()), &operands);
+        }
+    }
+
+    /// Emits a depthwise stride-1 fill `(x, dst)` (assembled ISAs only).
+    pub fn depthwise_fill(&mut self, cx: &mut KernelCx, spec: &DepthwiseFillSpec, operands: [Value; 2]) {
+        self.call(cx, Routine::DepthwiseFill(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise epilogue `(flat, y, epi, res)` (assembled ISAs only).
+    pub fn depthwise_out(&mut self, cx: &mut KernelCx, spec: &DepthwiseOutSpec, operands: [Value; 4]) {
+        self.call(cx, Routine::DepthwiseOut(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise row-mode stencil and epilogue `(src, w, y, epi, res)` (assembled ISAs
+    /// only).
+    pub fn depthwise_rows(&mut self, cx: &mut KernelCx, spec: &DepthwiseRowsSpec, operands: [Value; 5]) {
+        self.call(cx, Routine::DepthwiseRows(spec.clone()), &operands);
     }
 
     fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {

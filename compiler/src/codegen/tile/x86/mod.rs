@@ -27,6 +27,7 @@
 //! the residual is read the same way. The AVX2 generator uses ymm0-15 and no broadcast memory
 //! operands only, so iced never picks an EVEX encoding for it (a test decodes every tile to check).
 
+pub mod depthwise;
 pub mod winograd;
 
 use super::{Axis, ChanVec, Piece, Tap, TileOut, TileSpec};

@@ -1,0 +1,384 @@
+//! The depthwise stencil ([`DepthwiseSpec`]) as an AVX2 / AVX-512 routine: `(src = rdi, w = rsi,
+//! dst = rdx)`. Output pixels are the lanes: each accumulator is `L` consecutive positions of the
+//! channel's flat output, each tap a load of `src` at a constant offset times one weight.
+//!
+//! Register plan (`R` = 16 or 32 vector registers, `T` taps): with `T + 4 <= R` the weights are
+//! broadcast once into registers `U..U+T` and each step runs `U = min(8, R - T)` accumulators,
+//! `U*T` FMAs whose `src` operand is memory (one load each, fused); otherwise each tap broadcasts its
+//! weight into one temporary and `U = 8` accumulators use it. The first tap is a multiply (no
+//! zeroing). Steps of `U` vectors run in a counted loop (r10), `rdi` and `rdx` advancing by `U*L`
+//! floats; the last `vectors % U` vectors are one more, shorter step.
+//!
+//! Soundness: every access is a whole-vector load of `src` at `tap + v*L`, a scalar broadcast of
+//! `w[t]`, or a whole-vector store of `dst` at `v*L`, for `v < vectors`: the footprint of
+//! [`DepthwiseSpec::footprint`], which the kernel's bounds check proves against the caller's
+//! buffers. Registers and ABI as the GEMM tiles (caller-saved only, no stack, `vzeroupper`).
+
+use super::{asm_err, at, Gen, Src, YMM, ZMM};
+use crate::codegen::isa::Isa;
+use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Piece};
+use crate::codegen::CodegenError;
+use iced_x86::code_asm::*;
+
+/// Most accumulators per step (eight independent FMA chains cover the FMA latency on two ports).
+const MAX_STEP: usize = 8;
+
+/// Assembles a depthwise stencil.
+pub fn assemble(spec: &DepthwiseSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let (regs, lanes, taps) = (spec.isa.registers(), spec.isa.lanes(), spec.taps.len());
+    if taps == 0 || spec.vectors == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
+    }
+    let in_regs = taps + 4 <= regs;
+    let step = if in_regs { MAX_STEP.min(regs - taps) } else { MAX_STEP };
+    // Weight of tap t: a register (in_regs), or broadcast into the temporary `step` per tap.
+    if in_regs {
+        for t in 0..taps {
+            g.broadcast(step + t, at(rsi, t as isize)?)?;
+        }
+    }
+    let body = |g: &mut Gen, n: usize| -> Result<(), CodegenError> {
+        for (t, &off) in spec.taps.iter().enumerate() {
+            let w = if in_regs {
+                step + t
+            } else {
+                g.broadcast(step, at(rsi, t as isize)?)?;
+                step
+            };
+            for u in 0..n {
+                let m = at(rdi, (off + u * lanes) as isize)?;
+                if t == 0 {
+                    match g.isa {
+                        Isa::Avx512 => g.a.vmulps(ZMM[u], ZMM[w], zmmword_ptr(m)),
+                        _ => g.a.vmulps(YMM[u], YMM[w], ymmword_ptr(m)),
+                    }
+                    .map_err(asm_err)?;
+                } else {
+                    g.fma231(u, w, Src::Mem(m))?;
+                }
+            }
+        }
+        for u in 0..n {
+            g.store(at(rdx, (u * lanes) as isize)?, u)?;
+        }
+        Ok(())
+    };
+    let full = spec.vectors / step;
+    if full > 0 {
+        let mut top = g.a.create_label();
+        g.a.mov(r10d, full as u32).map_err(asm_err)?;
+        g.a.set_label(&mut top).map_err(asm_err)?;
+        body(&mut g, step)?;
+        g.advance(rdi, step * lanes)?;
+        g.advance(rdx, step * lanes)?;
+        g.a.dec(r10d).map_err(asm_err)?;
+        g.a.jnz(top).map_err(asm_err)?;
+    }
+    let rest = spec.vectors % step;
+    if rest > 0 {
+        body(&mut g, rest)?;
+    }
+    g.finish()
+}
+
+/// Assembles a stride-1 depthwise fill ([`DepthwiseFillSpec`]): per input row (r10 counts them),
+/// `ceil(w / L)` vector copies, the last one masked to the row's tail (masked loads and stores
+/// suppress faults on the lanes left out).
+pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let lanes = g.lanes();
+    if spec.h == 0 || spec.w == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise plane".into()));
+    }
+    match spec.stride {
+        1 => {}
+        2 => {
+            fill2(&mut g, spec)?;
+            return g.finish();
+        }
+        s => return Err(CodegenError::Unsupported(format!("a depthwise fill of stride {s}"))),
+    }
+    g.advance(rsi, spec.pad * spec.wq + spec.pad)?;
+    let mut top = g.a.create_label();
+    g.a.mov(r10d, spec.h as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    for j in 0..spec.w.div_ceil(lanes) {
+        let n = (spec.w - j * lanes).min(lanes);
+        let (src, dst) = (at(rdi, (j * lanes) as isize)?, at(rsi, (j * lanes) as isize)?);
+        if n == lanes {
+            g.load(0, src)?;
+            g.store(dst, 0)?;
+        } else {
+            let p = Piece { lo: 0, hi: n, at: 0 };
+            g.load_lanes(0, src, p, 1)?;
+            g.store_lanes(dst, 0, p, 1)?;
+        }
+    }
+    g.advance(rdi, spec.w)?;
+    g.advance(rsi, spec.wq)?;
+    g.a.dec(r10d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the per-channel scalars broadcast once
+/// (registers 2-5, zero in 6), then per output row (r10 counts them) and vector of the row: load
+/// from the flat run, epilogue in the IR's order, store; the row's tail vector masked.
+pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let lanes = g.lanes();
+    if spec.rows == 0 || spec.ow == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise output".into()));
+    }
+    let (v, t, mask, zero) = (0, 1, 7, 6);
+    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
+    for (i, at_) in values.iter().enumerate() {
+        if let Some(a) = at_ {
+            g.broadcast(2 + i, at(rdx, *a as isize)?)?;
+        }
+    }
+    let reg = |i: usize| values[i].map(|_| 2 + i);
+    if spec.relu {
+        g.zero(zero)?;
+    }
+    let mut top = g.a.create_label();
+    g.a.mov(r10d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    for j in 0..spec.ow.div_ceil(lanes) {
+        let n = (spec.ow - j * lanes).min(lanes);
+        let p = Piece { lo: 0, hi: n, at: 0 };
+        let off = (j * lanes) as isize;
+        if n == lanes {
+            g.load(v, at(rdi, off)?)?;
+        } else {
+            g.load_lanes(v, at(rdi, off)?, p, mask)?;
+        }
+        affine(&mut g, v, reg(0), reg(1))?;
+        if spec.residual {
+            if n == lanes {
+                g.add(v, Src::Mem(at(rcx, off)?))?;
+            } else {
+                g.load_lanes(t, at(rcx, off)?, p, mask)?;
+                g.add(v, Src::Reg(t))?;
+            }
+            affine(&mut g, v, reg(2), reg(3))?;
+        }
+        if spec.relu {
+            // `max(0, v)` with `v` second: a NaN is kept.
+            match g.isa {
+                Isa::Avx512 => g.a.vmaxps(ZMM[v], ZMM[zero], ZMM[v]),
+                _ => g.a.vmaxps(YMM[v], YMM[zero], YMM[v]),
+            }
+            .map_err(asm_err)?;
+        }
+        if n == lanes {
+            g.store(at(rsi, off)?, v)?;
+        } else {
+            g.store_lanes(at(rsi, off)?, v, p, mask)?;
+        }
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rsi, spec.ow)?;
+    if spec.residual {
+        g.advance(rcx, spec.ow)?;
+    }
+    g.a.dec(r10d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// `v = v * s + b` with registers for either.
+fn affine(g: &mut Gen, v: usize, s: Option<usize>, b: Option<usize>) -> Result<(), CodegenError> {
+    match (s, b) {
+        (Some(s), Some(b)) => g.fma213(v, s, Src::Reg(b)),
+        (Some(s), None) => g.mul(v, Src::Reg(s)),
+        (None, Some(b)) => g.add(v, Src::Reg(b)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The stride-2 fill: rows in pairs (r10 counts them; an odd last row after the loop), each row's
+/// input in chunks of `2L` floats, two vectors (masked, zeroing, at the tail) split into even and
+/// odd columns: AVX-512 `vpermi2ps` with index vectors, AVX2 `vshufps` + `vpermpd`. Even input
+/// columns `ix = 2m` go to column phase `pad % 2` at `m + pad / 2`, odd ones to the other phase
+/// at `m + (pad + 1) / 2`; the stores of a tail chunk are masked to its columns.
+fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
+    let (lanes, pad, w, wq, pl) = (g.lanes(), spec.pad, spec.w, spec.wq, spec.plane_len);
+    // Registers: inputs 0, 1; even 2, odd 3; index vectors 4, 5 (AVX-512); mask 6 (AVX2).
+    let (ra, rb, re, ro, ie, io, mask) = (0, 1, 2, 3, 4, 5, 6);
+    if g.isa == Isa::Avx512 {
+        let even = g.data_label((0..16u32).map(|l| 2 * l).collect());
+        let odd = g.data_label((0..16u32).map(|l| 2 * l + 1).collect());
+        g.a.vmovups(ZMM[ie], zmmword_ptr(even)).map_err(asm_err)?;
+        g.a.vmovups(ZMM[io], zmmword_ptr(odd)).map_err(asm_err)?;
+    }
+    // One input row at `rdi + src` to row phase `rp`, plane row `pr` (relative to rsi).
+    let row = |g: &mut Gen, src: usize, rp: usize, pr: usize| -> Result<(), CodegenError> {
+        let (pe, po) = (pad % 2, (pad + 1) % 2);
+        let even_at = (rp * 2 + pe) * pl + pr * wq + pad / 2;
+        let odd_at = (rp * 2 + po) * pl + pr * wq + pad.div_ceil(2);
+        for c in 0..w.div_ceil(2 * lanes) {
+            let rem = (w - 2 * lanes * c).min(2 * lanes);
+            let base = src + 2 * lanes * c;
+            for (reg, lo) in [(ra, 0), (rb, lanes)] {
+                let n = rem.saturating_sub(lo).min(lanes);
+                let m = at(rdi, (base + lo) as isize)?;
+                if n == lanes {
+                    g.load(reg, m)?;
+                } else if n == 0 {
+                    g.zero(reg)?;
+                } else {
+                    g.load_lanes(reg, m, Piece { lo: 0, hi: n, at: 0 }, mask)?;
+                }
+            }
+            match g.isa {
+                Isa::Avx512 => {
+                    let a = &mut g.a;
+                    a.vmovaps(ZMM[re], ZMM[ie]).map_err(asm_err)?;
+                    a.vpermi2ps(ZMM[re], ZMM[ra], ZMM[rb]).map_err(asm_err)?;
+                    a.vmovaps(ZMM[ro], ZMM[io]).map_err(asm_err)?;
+                    a.vpermi2ps(ZMM[ro], ZMM[ra], ZMM[rb]).map_err(asm_err)?;
+                }
+                _ => {
+                    let a = &mut g.a;
+                    a.vshufps(YMM[re], YMM[ra], YMM[rb], 0x88).map_err(asm_err)?;
+                    a.vpermpd(YMM[re], YMM[re], 0xD8).map_err(asm_err)?;
+                    a.vshufps(YMM[ro], YMM[ra], YMM[rb], 0xDD).map_err(asm_err)?;
+                    a.vpermpd(YMM[ro], YMM[ro], 0xD8).map_err(asm_err)?;
+                }
+            }
+            for (reg, n, to) in [(re, rem.div_ceil(2), even_at), (ro, rem / 2, odd_at)] {
+                let m = at(rsi, (to + lanes * c) as isize)?;
+                if n == lanes {
+                    g.store(m, reg)?;
+                } else if n > 0 {
+                    g.store_lanes(m, reg, Piece { lo: 0, hi: n, at: 0 }, mask)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    // Row iy = 2i + e: padded row 2i + e + pad, phase (e + pad) % 2, plane row i + (e + pad) / 2.
+    let pairs = spec.h / 2;
+    if pairs > 0 {
+        let mut top = g.a.create_label();
+        g.a.mov(r10d, pairs as u32).map_err(asm_err)?;
+        g.a.set_label(&mut top).map_err(asm_err)?;
+        g.k1 = None;
+        row(g, 0, pad % 2, pad / 2)?;
+        row(g, w, (pad + 1) % 2, pad.div_ceil(2))?;
+        g.advance(rdi, 2 * w)?;
+        g.advance(rsi, wq)?;
+        g.a.dec(r10d).map_err(asm_err)?;
+        g.a.jnz(top).map_err(asm_err)?;
+    }
+    if spec.h % 2 == 1 {
+        g.k1 = None;
+        row(g, 0, pad % 2, pad / 2)?;
+    }
+    Ok(())
+}
+
+/// Assembles a depthwise stencil in row mode with its epilogue ([`DepthwiseRowsSpec`]): per
+/// output row (r11 counts them), the row's `ceil(ow / L)` vectors in steps of at most
+/// [`MAX_STEP`] accumulators, each tap an FMA of a `src` load and the tap's weight (in registers
+/// when they fit, else broadcast per tap), then the epilogue in the IR's order and the store, the
+/// row's tail vector masked. `rdi` advances by `wq` floats per row, `rdx` (and `r8`) by `ow`.
+pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
+    let mut g = Gen::new(spec.isa)?;
+    let (regs, lanes, taps) = (spec.isa.registers(), spec.isa.lanes(), spec.taps.len());
+    if taps == 0 || spec.rows == 0 || spec.ow == 0 {
+        return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
+    }
+    // Registers: accumulators 0..step, then the epilogue's four scalars, zero, a temporary and
+    // a mask (AVX2), then the weights or one broadcast temporary.
+    let per_row = spec.ow.div_ceil(lanes);
+    let fixed = 7;
+    let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
+    let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
+    let (e0, zero, t, mask) = (step, step + 4, step + 5, step + 6);
+    let w0 = step + fixed;
+    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
+    for (i, v) in values.iter().enumerate() {
+        if let Some(a) = v {
+            g.broadcast(e0 + i, at(rcx, *a as isize)?)?;
+        }
+    }
+    let reg = |i: usize| values[i].map(|_| e0 + i);
+    if spec.relu {
+        g.zero(zero)?;
+    }
+    if in_regs {
+        for tap in 0..taps {
+            g.broadcast(w0 + tap, at(rsi, tap as isize)?)?;
+        }
+    }
+    let mut top = g.a.create_label();
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    let mut j0 = 0;
+    while j0 < per_row {
+        let n = step.min(per_row - j0);
+        for (tap, &off) in spec.taps.iter().enumerate() {
+            let wr = if in_regs {
+                w0 + tap
+            } else {
+                g.broadcast(w0, at(rsi, tap as isize)?)?;
+                w0
+            };
+            for u in 0..n {
+                let m = at(rdi, (off + (j0 + u) * lanes) as isize)?;
+                if tap == 0 {
+                    match g.isa {
+                        Isa::Avx512 => g.a.vmulps(ZMM[u], ZMM[wr], zmmword_ptr(m)),
+                        _ => g.a.vmulps(YMM[u], YMM[wr], ymmword_ptr(m)),
+                    }
+                    .map_err(asm_err)?;
+                } else {
+                    g.fma231(u, wr, Src::Mem(m))?;
+                }
+            }
+        }
+        for u in 0..n {
+            let j = j0 + u;
+            let valid = (spec.ow - j * lanes).min(lanes);
+            let p = Piece { lo: 0, hi: valid, at: 0 };
+            let off = (j * lanes) as isize;
+            affine(&mut g, u, reg(0), reg(1))?;
+            if spec.residual {
+                if valid == lanes {
+                    g.add(u, Src::Mem(at(r8, off)?))?;
+                } else {
+                    g.load_lanes(t, at(r8, off)?, p, mask)?;
+                    g.add(u, Src::Reg(t))?;
+                }
+                affine(&mut g, u, reg(2), reg(3))?;
+            }
+            if spec.relu {
+                match g.isa {
+                    Isa::Avx512 => g.a.vmaxps(ZMM[u], ZMM[zero], ZMM[u]),
+                    _ => g.a.vmaxps(YMM[u], YMM[zero], YMM[u]),
+                }
+                .map_err(asm_err)?;
+            }
+            if valid == lanes {
+                g.store(at(rdx, off)?, u)?;
+            } else {
+                g.store_lanes(at(rdx, off)?, u, p, mask)?;
+            }
+        }
+        j0 += n;
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rdx, spec.ow)?;
+    if spec.residual {
+        g.advance(r8, spec.ow)?;
+    }
+    g.a.dec(r11d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
