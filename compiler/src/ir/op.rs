@@ -94,6 +94,20 @@ pub enum ConvKind {
     ChanVec,
 }
 
+impl ConvKind {
+    /// Whether this family's kernels apply a fused [`FusedConv::activation`] in their epilogue;
+    /// `fuse-activation` leaves the activation a separate elementwise op for the others.
+    pub fn supports_activation(self) -> bool {
+        match self {
+            ConvKind::Direct
+            | ConvKind::Gemm1x1
+            | ConvKind::StridedGemm1x1
+            | ConvKind::Winograd(_)
+            | ConvKind::ChanVec => true,
+        }
+    }
+}
+
 /// Which output channels a fused ReLU applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Relu {
@@ -107,7 +121,14 @@ pub enum Relu {
 /// A convolution with the elementwise work around it fused in, in this order:
 /// `x' = relu?(x * pre_scale + pre_shift)` per input channel (the prologue, 1x1 unpadded convs only),
 /// `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
-/// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names.
+/// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names,
+/// `y = activation(y)` on every channel.
+///
+/// The epilogue stays a fixed sequence of optional steps rather than a list of post-ops: every
+/// kernel family applies the steps in this one order from per-channel vectors laid out once per
+/// layer, the activation only ever comes last (it is what follows a conv + BatchNorm (+ residual)
+/// in every network the language can express), and each step is validated and printed the same
+/// way everywhere; a list would add orders no kernel implements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusedConv {
     /// Geometry; `conv.bias` says whether the bias step is present.
@@ -119,6 +140,10 @@ pub struct FusedConv {
     pub residual: bool,
     pub post_affine: bool,
     pub relu: Relu,
+    /// A pointwise activation applied last, to all channels (`fuse-activation`). Absent from
+    /// bundles written before it existed, which therefore load with `None`.
+    #[serde(default)]
+    pub activation: Option<Activation>,
 }
 
 impl FusedConv {
@@ -142,6 +167,7 @@ impl FusedConv {
             residual: false,
             post_affine: false,
             relu: Relu::All,
+            activation: None,
         }
     }
 }
@@ -355,6 +381,9 @@ impl Op {
                 }
                 if f.relu != Relu::None {
                     parts.push("relu");
+                }
+                if let Some(a) = &f.activation {
+                    parts.push(a.name());
                 }
                 parts.join("+")
             }
@@ -677,6 +706,11 @@ impl Op {
                     Relu::First(n) => s += &format!(" relu_channels={n}"),
                     Relu::None | Relu::All => {}
                 }
+                if let Some(Activation::Clamp { min, max }) = f.activation {
+                    if !(min == 0.0 && max == 6.0) {
+                        s += &format!(" clamp_min={min} clamp_max={max}");
+                    }
+                }
                 s
             }
             Op::FusedLinear(f) => format!("out={} bias={}", f.linear.out_features, f.linear.bias),
@@ -779,6 +813,11 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
                 && f.prologue.is_none() => {}
         ConvKind::ChanVec if c.groups == 1 && f.prologue.is_none() => {}
         _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
+    }
+    if let Some(Activation::Clamp { min, max }) = f.activation {
+        if !(min.is_finite() && max.is_finite() && min <= max) {
+            return Err(invalid(name, format!("clamp needs finite min <= max, got min {min}, max {max}")));
+        }
     }
     if let Relu::First(n) = f.relu {
         if n == 0 || n >= c.out_channels {

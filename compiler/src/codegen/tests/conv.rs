@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::codegen::{pack_conv_weights, ConvPlan, ConvSpec};
-use crate::ir::{Conv2d, ConvKind, FusedConv, Op, Relu};
+use crate::ir::{Activation, Conv2d, ConvKind, FusedConv, Op, Relu};
 
 /// The fused convolution, straight from its definition, for a batch of `n`; returns
 /// `(value, magnitude)` per output element.
@@ -81,6 +81,12 @@ fn reference(
                     if relu {
                         v = v.max(0.0);
                     }
+                    if let Some(a) = op.activation {
+                        v = activate(a, v);
+                        // Every activation's slope is at most 1.5 (hardswish at 3): an input
+                        // error grows by at most that.
+                        m = 1.5 * m + v.abs();
+                    }
                     out[s * spec.out_stride + at] = v;
                     mag[s * spec.out_stride + at] = m;
                 }
@@ -88,6 +94,18 @@ fn reference(
         }
     }
     (out, mag)
+}
+
+/// An activation by its definition, in f64.
+fn activate(a: Activation, x: f64) -> f64 {
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    match a {
+        Activation::Clamp { min, max } => x.max(min as f64).min(max as f64),
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Silu => x * sigmoid(x),
+        Activation::Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +125,7 @@ struct Case {
     post: bool,
     relu: Relu,
     bias: bool,
+    activation: Option<Activation>,
 }
 
 fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> Case {
@@ -131,6 +150,7 @@ fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: u
         post: false,
         relu: Relu::All,
         bias: true,
+        activation: None,
     }
 }
 
@@ -154,6 +174,7 @@ fn check(c: Case) {
         residual: c.residual,
         post_affine: c.post,
         relu: c.relu,
+        activation: c.activation,
     };
     let input = [c.cin, c.hw[0], c.hw[1]];
     let mut spec = ConvSpec::contiguous(op.clone(), input).unwrap();
@@ -367,6 +388,7 @@ fn unsupported_is_an_error() {
         residual: false,
         post_affine: false,
         relu: Relu::First(2),
+        activation: None,
     };
     let spec = ConvSpec::contiguous(op, [4, 5, 5]).unwrap();
     for isa in Isa::ALL {
@@ -428,6 +450,7 @@ fn flat_row_panels() {
                 residual,
                 post_affine: residual,
                 relu: Relu::All,
+                activation: None,
             },
             [cin, hw, hw],
         )
@@ -503,6 +526,7 @@ mod random {
                         post,
                         relu,
                         bias,
+                        activation: None,
                     })
                 },
             )
@@ -640,5 +664,54 @@ mod random_chanvec {
             c.relu = match relu { 0 => Relu::None, 1 => Relu::All, _ => Relu::First(cout / 2) };
             check(c);
         }
+    }
+}
+
+/// Every activation fused into the epilogue of every kernel family, on every ISA of the host
+/// (`check` runs each on all of them): the 1x1 GEMM (with affine, residual and post-affine before
+/// the activation), the strided 1x1, 3x3 row panels (stride 1 and 2, ReLU then the activation),
+/// Winograd F(2x2) and F(4x4) output transforms with a residual, and chanvec. The clamps have
+/// bounds the random outputs cross on both sides.
+#[test]
+fn fused_activations() {
+    use crate::ir::WinogradTile::{F2, F4};
+    let activations = [
+        Activation::Clamp { min: 0.0, max: 6.0 },
+        Activation::Clamp { min: -0.5, max: 0.75 },
+        Activation::Sigmoid,
+        Activation::Silu,
+        Activation::Hardsigmoid,
+        Activation::Hardswish,
+    ];
+    for a in activations {
+        let with = |mut c: Case| {
+            c.activation = Some(a);
+            c.relu = Relu::None;
+            c
+        };
+        let mut c = with(case(13, 19, 5, 1, 1, 0));
+        c.affine = true;
+        c.residual = true;
+        c.post = true;
+        check(c);
+        check(with(case(9, 14, 7, 1, 2, 0)));
+        check(with(case(5, 13, 9, 3, 1, 1)));
+        let mut c = with(case(4, 7, 11, 3, 2, 1));
+        c.relu = Relu::All;
+        check(c);
+        for tile in [F2, F4] {
+            let mut c = with(case(5, 13, 9, 3, 1, 1));
+            c.kind = ConvKind::Winograd(tile);
+            c.residual = true;
+            check(c);
+        }
+        let mut c = with(case(40, 64, 7, 1, 1, 0));
+        c.kind = ConvKind::ChanVec;
+        c.residual = true;
+        check(c);
+        let mut c = with(case(20, 36, 14, 3, 2, 1));
+        c.kind = ConvKind::ChanVec;
+        c.relu = Relu::First(18);
+        check(c);
     }
 }
