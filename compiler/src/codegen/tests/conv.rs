@@ -715,3 +715,68 @@ fn fused_activations() {
         check(c);
     }
 }
+
+/// A NaN reaching a fused activation stays NaN, as in PyTorch (`clamp`, `hardswish` and
+/// `sigmoid` of NaN are NaN), on every path that applies it: a 1x1 GEMM (tiles), a 3x3 row panel,
+/// Winograd and chanvec, every ISA of the host. One input pixel is NaN; every output reading it
+/// must be NaN, and (but for Winograd, whose transforms spread it over tiles) the others finite.
+#[test]
+fn fused_activations_keep_nan() {
+    use crate::ir::WinogradTile::F2;
+    let activations = [
+        Activation::Clamp { min: 0.0, max: 6.0 },
+        Activation::Sigmoid,
+        Activation::Silu,
+        Activation::Hardsigmoid,
+        Activation::Hardswish,
+    ];
+    for a in activations {
+        for (kind, k) in [
+            (ConvKind::Gemm1x1, 1),
+            (ConvKind::Direct, 3),
+            (ConvKind::Winograd(F2), 3),
+            (ConvKind::ChanVec, 1),
+        ] {
+            let op =
+                FusedConv { relu: Relu::None, activation: Some(a), ..FusedConv::square(8, 32, k, 1, kind) };
+            let (cin, hw) = (8, 6);
+            let spec = ConvSpec::contiguous(op.clone(), [cin, hw, hw]).unwrap();
+            let mut rng = Rng::new(7);
+            let mut weights: Vec<Vec<f32>> =
+                Op::FusedConv(FusedConv { kind: ConvKind::Direct, ..op.clone() })
+                    .weights()
+                    .iter()
+                    .map(|w| rng.vec(w.shape.iter().product()))
+                    .collect();
+            if let ConvKind::Winograd(tile) = kind {
+                let g = crate::ir::WeightExpr::param("w", vec![32, cin, 3, 3]);
+                let u = crate::ir::WeightExpr::Winograd { x: Box::new(g), tile };
+                weights[0] = u.eval(&|_| Some(&weights[0][..])).unwrap();
+            }
+            let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
+            let packed = pack_conv_weights(&spec, &wrefs).unwrap();
+            let mut x = rng.vec(spec.in_stride);
+            let nan_pixel = 2 * hw + 3;
+            x[nan_pixel] = f32::NAN; // channel 0, row 2, column 3
+            for isa in host_isas() {
+                let kernel = compile_for(KernelSpec::Conv(spec.clone()), isa);
+                let got = run(&kernel, 1, &[&x], &[&packed], spec.out_stride);
+                for co in 0..32 {
+                    for p in 0..hw * hw {
+                        let v = got[co * hw * hw + p];
+                        // 1x1: only the NaN pixel; 3x3: its 3x3 neighbourhood reads it.
+                        let (dy, dx) = ((p / hw).abs_diff(2), (p % hw).abs_diff(3));
+                        let reads_nan = if k == 1 { p == nan_pixel } else { dy <= 1 && dx <= 1 };
+                        let what = format!("{isa} {kind:?} {a:?}: channel {co} pixel {p}: {v}");
+                        if matches!(kind, ConvKind::Winograd(_)) {
+                            // The transforms spread a NaN over whole tiles: only check its reach.
+                            assert!(!reads_nan || v.is_nan(), "{what}");
+                        } else {
+                            assert_eq!(v.is_nan(), reads_nan, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
