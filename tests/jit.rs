@@ -154,6 +154,37 @@ fn activations_products_chunks_and_shuffles_match() {
     }
 }
 
+/// Activations fused into convolution epilogues (`fuse-activation`), one layer per kernel family
+/// (1x1 GEMM after a BatchNorm, strided 1x1, 3x3 row panels, Winograd, chanvec; a residual sum
+/// then the activation on Winograd and on row panels): each optimises to one fused conv whose label ends in the activation, of
+/// the expected family, and the JIT matches the reference on every ISA of the host.
+#[test]
+fn fused_activation_epilogues_match() {
+    for (input, body, label) in [
+        ("[16, 12, 12]", "x |> conv(24, 1) @c |> batchnorm @bn |> relu6", "gemm1x1+bias+relu6"),
+        ("[16, 12, 12]", "x |> conv(24, 1, 2) @c |> hardswish", "subsample+gemm1x1+bias+hardswish"),
+        ("[8, 15, 15]", "x |> conv(8, 3, 2, pad = 1) @c |> clamp(-0.5, 0.25)", "conv+bias+clamp"),
+        ("[64, 28, 28]", "x |> conv(64, 3, pad = 1) @c |> silu", "winograd+bias+silu"),
+        ("[512, 7, 7]", "x |> conv(256, 1) @c |> sigmoid", "chanvec+bias+sigmoid"),
+        (
+            "[16, 10, 10]",
+            "y = x |> conv(16, 3, pad = 1) @c\n hardsigmoid(y + x)",
+            "winograd+bias+add+hardsigmoid",
+        ),
+        ("[8, 9, 9]", "y = x |> conv(8, 5, pad = 2) @c\n relu6(y + x)", "conv+bias+add+relu6"),
+    ] {
+        let g = single(&format!("network n(x: {input}) {{\n {body}\n}}"));
+        let mut optimized = g.clone();
+        netc_compiler::passes::optimize(&mut optimized, &Default::default()).unwrap();
+        let labels: Vec<String> =
+            optimized.topo_order().unwrap().into_iter().map(|id| optimized.node(id).op.label()).collect();
+        assert_eq!(labels, ["input", label], "{body}");
+        for batch in [1, 3] {
+            jit_matches_reference(&format!("{input} {body} batch {batch}"), &g, batch);
+        }
+    }
+}
+
 /// A random small network: a stem conv, then blocks chosen from residual units, inception-style
 /// branches, pre-activation units, pooling, squeeze-and-excitation, inverted residuals and
 /// ShuffleNet units, then a classifier head.

@@ -126,7 +126,8 @@ fn exported_seed_models_run_under_onnx_runtime_as_netc_computes_them() {
 
 /// The ops of issue 14: activations (Clip, with one bound or two, Sigmoid, HardSigmoid, HardSwish, SiLU as x * Sigmoid),
 /// the squeeze-and-excitation product (a broadcasting Mul), chunk (Slice) and channel shuffle
-/// (Reshape, Transpose, Reshape); and MobileNetV2.
+/// (Reshape, Transpose, Reshape); activations fused into convolutions (`--optimized`: separate
+/// nodes after the conv's chain); and MobileNetV2.
 #[test]
 fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
     if !onnx_runtime_available() {
@@ -146,6 +147,18 @@ fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
     )
     .unwrap();
     check_net("ops", &net, dir.path());
+    // Activations fused after a residual sum and its ReLU (exported as ReLU then Sigmoid after the
+    // Add), and after a 1x1 GEMM.
+    let fused = dir.path().join("fused.net");
+    std::fs::write(
+        &fused,
+        "network fused(x: [8, 6, 6]) {
+           y = x |> conv(8, 3, pad = 1) @c |> batchnorm @bn
+           sigmoid(relu(y + x)) |> conv(8, 1) @d |> silu
+         }",
+    )
+    .unwrap();
+    check_net("fused", &fused, dir.path());
     check_model("mobilenet_v2", dir.path());
 }
 

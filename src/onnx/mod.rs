@@ -430,7 +430,7 @@ impl Builder<'_, '_> {
         if matches!(f.kind, ConvKind::Winograd(_)) && c.kernel != [3, 3] {
             return Err(Self::unsupported(node, "a Winograd layer whose kernel is not 3x3"));
         }
-        let steps = [f.affine, f.residual, f.post_affine, f.relu != Relu::None];
+        let steps = [f.affine, f.residual, f.post_affine, f.relu != Relu::None, f.activation.is_some()];
         let last_step = steps.iter().rposition(|&s| s);
         let step_out = |k: usize, label: &str| {
             if last_step.is_none_or(|l| l == k) {
@@ -464,10 +464,13 @@ impl Builder<'_, '_> {
             self.affine(node, &y, ("post_scale", "post_shift"), co, &out)?;
             y = out;
         }
+        let relu_out = step_out(3, "relu");
         match f.relu {
             Relu::None => {}
-            Relu::All => self.push("Relu", &format!("{name}/relu"), vec![y], name, vec![]),
-            Relu::First(n) if n >= co => self.push("Relu", &format!("{name}/relu"), vec![y], name, vec![]),
+            Relu::All => self.push("Relu", &format!("{name}/relu"), vec![y.clone()], &relu_out, vec![]),
+            Relu::First(n) if n >= co => {
+                self.push("Relu", &format!("{name}/relu"), vec![y.clone()], &relu_out, vec![])
+            }
             Relu::First(n) => {
                 // ReLU on channels 0..n only (siblings merged into one conv): slice, rectify, concat.
                 let (head, tail, rect) =
@@ -475,8 +478,15 @@ impl Builder<'_, '_> {
                 self.slice(&y, 0, n, &head);
                 self.slice(&y, n, co, &tail);
                 self.push("Relu", &rect, vec![head], &rect, vec![]);
-                self.push("Concat", name, vec![rect, tail], name, vec![int("axis", 1)]);
+                self.push("Concat", &relu_out, vec![rect, tail], &relu_out, vec![int("axis", 1)]);
             }
+        }
+        if f.relu != Relu::None {
+            y = relu_out;
+        }
+        // A fused activation is its own node after the conv's chain, as if it had not been fused.
+        if let Some(a) = f.activation {
+            self.activation(a, &y, name);
         }
         Ok(())
     }

@@ -253,8 +253,10 @@ fn select(cx: &mut KernelCx, ty: Type, cond: Value, a: Value, b: Value) -> Value
     }
 }
 
-/// `act(x)` for one vector or scalar `x` of type `ty` (see the module documentation).
-fn activation(cx: &mut KernelCx, ty: Type, act: Activation, x: Value) -> Value {
+/// `act(x)` for one vector or scalar `x` of type `ty` (see the module documentation). The
+/// convolution epilogues of the Cranelift kernels call this too (fused activations); the assembled
+/// x86 tiles mirror it instruction for instruction with the same constants.
+pub(crate) fn activation(cx: &mut KernelCx, ty: Type, act: Activation, x: Value) -> Value {
     match act {
         Activation::Clamp { min, max } => {
             // An absent bound is no instruction at all.
@@ -293,7 +295,7 @@ fn activation(cx: &mut KernelCx, ty: Type, act: Activation, x: Value) -> Value {
 }
 
 /// Below this, `exp` is taken as 0 (the true value is under 1.3e-38).
-const EXP_MIN: f32 = -87.3;
+pub(crate) const EXP_MIN: f32 = super::softmax::EXP_LO;
 
 /// `sigmoid(x)`: `num / (1 + e)` with `e = exp(-|x|)`, `num = x < 0 ? e : 1`; NaN stays NaN.
 fn sigmoid(cx: &mut KernelCx, ty: Type, x: Value) -> Value {

@@ -172,6 +172,7 @@ mod tests {
             residual: false,
             post_affine: false,
             relu: Relu::None,
+            activation: None,
         };
         KernelSpec::Conv(ConvSpec::contiguous(op, [8, 16, 16]).unwrap())
     }

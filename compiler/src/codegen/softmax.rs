@@ -78,29 +78,38 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &SoftmaxSpec) {
     });
 }
 
-/// `exp(x)` for `x <= 0` (see the module documentation for the accuracy).
+/// `exp`'s inputs are clamped to `[EXP_LO, 0]`.
+pub(crate) const EXP_LO: f32 = -87.3;
+/// `-ln 2 = NEG_LN2_HI + NEG_LN2_LO`, `NEG_LN2_HI` exact in few bits so `n * NEG_LN2_HI` is exact.
+pub(crate) const NEG_LN2_HI: f32 = -0.693_359_4;
+pub(crate) const NEG_LN2_LO: f32 = 2.121_944_4e-4;
+/// The Taylor series of `e^r` to degree 7, highest degree first (Horner form).
+pub(crate) const EXP_TAYLOR: [f64; 8] =
+    [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+/// `2^n` is `(n + EXP_BIAS) << 23` in the exponent bits.
+pub(crate) const EXP_BIAS: i32 = 127;
+
+/// `exp(x)` for `x <= 0` (see the module documentation for the accuracy). The assembled tiles'
+/// copy (`tile::x86`, fused activations) uses the same constants in the same order.
 pub(crate) fn exp(cx: &mut KernelCx, ty: Type, x: Value) -> Value {
-    let lo = cx.fconst(ty, -87.3);
+    let lo = cx.fconst(ty, EXP_LO);
     let hi = cx.fconst(ty, 0.0);
     let x = cx.max(x, lo);
     let x = cx.min(x, hi);
     let log2e = cx.fconst(ty, std::f32::consts::LOG2_E);
     let t = cx.b.ins().fmul(x, log2e);
     let n = cx.b.ins().nearest(t);
-    // ln 2 = LN2_HI + LN2_LO with LN2_HI exact in few bits, so n * LN2_HI is exact.
-    let neg_hi = cx.fconst(ty, -0.693_359_4);
-    let neg_lo = cx.fconst(ty, 2.121_944_4e-4);
+    let neg_hi = cx.fconst(ty, NEG_LN2_HI);
+    let neg_lo = cx.fconst(ty, NEG_LN2_LO);
     let r = cx.fma(n, neg_hi, x);
     let r = cx.fma(n, neg_lo, r);
-    // Taylor series of e^r, Horner form, degree 7.
-    let coeffs = [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
-    let mut p = cx.fconst(ty, (1.0f64 / 5040.0) as f32);
-    for &c in &coeffs[1..] {
+    let mut p = cx.fconst(ty, EXP_TAYLOR[0] as f32);
+    for &c in &EXP_TAYLOR[1..] {
         let c = cx.fconst(ty, c as f32);
         p = cx.fma(p, r, c);
     }
     // 2^n: (n + 127) << 23 in the exponent bits.
-    let bias = 127;
+    let bias = EXP_BIAS as i64;
     let ni =
         if ty == F32 { cx.b.ins().fcvt_to_sint_sat(I32, n) } else { cx.b.ins().fcvt_to_sint_sat(IVEC, n) };
     let b = if ty == F32 {

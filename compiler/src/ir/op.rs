@@ -98,6 +98,21 @@ pub enum ConvKind {
     Depthwise,
 }
 
+impl ConvKind {
+    /// Whether this family's kernels apply a fused [`FusedConv::activation`] in their epilogue;
+    /// `fuse-activation` leaves the activation a separate elementwise op for the others.
+    pub fn supports_activation(self) -> bool {
+        match self {
+            ConvKind::Direct
+            | ConvKind::Gemm1x1
+            | ConvKind::StridedGemm1x1
+            | ConvKind::Winograd(_)
+            | ConvKind::ChanVec
+            | ConvKind::Depthwise => true,
+        }
+    }
+}
+
 /// Which output channels a fused ReLU applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Relu {
@@ -111,7 +126,14 @@ pub enum Relu {
 /// A convolution with the elementwise work around it fused in, in this order:
 /// `x' = relu?(x * pre_scale + pre_shift)` per input channel (the prologue, 1x1 unpadded convs only),
 /// `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
-/// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names.
+/// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names,
+/// `y = activation(y)` on every channel.
+///
+/// The epilogue stays a fixed sequence of optional steps rather than a list of post-ops: every
+/// kernel family applies the steps in this one order from per-channel vectors laid out once per
+/// layer, the activation only ever comes last (it is what follows a conv + BatchNorm (+ residual)
+/// in every network the language can express), and each step is validated and printed the same
+/// way everywhere; a list would add orders no kernel implements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusedConv {
     /// Geometry; `conv.bias` says whether the bias step is present.
@@ -123,6 +145,10 @@ pub struct FusedConv {
     pub residual: bool,
     pub post_affine: bool,
     pub relu: Relu,
+    /// A pointwise activation applied last, to all channels (`fuse-activation`). Absent from
+    /// bundles written before it existed, which therefore load with `None`.
+    #[serde(default)]
+    pub activation: Option<Activation>,
 }
 
 impl FusedConv {
@@ -162,6 +188,7 @@ impl FusedConv {
             residual: false,
             post_affine: false,
             relu: Relu::All,
+            activation: None,
         }
     }
 }
@@ -212,6 +239,20 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Why the activation cannot run, if it cannot: a clamp needs a bound, every bound finite, and
+    /// `min <= max` when it has both.
+    pub fn malformed(&self) -> Option<String> {
+        let Activation::Clamp { min, max } = *self else { return None };
+        let finite = |b: Option<f32>| b.is_none_or(f32::is_finite);
+        let ordered = match (min, max) {
+            (Some(lo), Some(hi)) => lo <= hi,
+            (None, None) => false,
+            _ => true,
+        };
+        (!(finite(min) && finite(max) && ordered))
+            .then(|| format!("needs a finite min or max (min <= max), got min {min:?}, max {max:?}"))
+    }
+
     /// The activation's name in dumps (`relu6` for the clamp to `[0, 6]`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -379,6 +420,9 @@ impl Op {
                 if f.relu != Relu::None {
                     parts.push("relu");
                 }
+                if let Some(a) = &f.activation {
+                    parts.push(a.name());
+                }
                 parts.join("+")
             }
             Op::FusedLinear(l) => {
@@ -494,19 +538,8 @@ impl Op {
             }
             Op::Relu => inputs[0].clone(),
             Op::Activation(a) => {
-                if let Activation::Clamp { min, max } = *a {
-                    let finite = |b: Option<f32>| b.is_none_or(f32::is_finite);
-                    let ordered = match (min, max) {
-                        (Some(lo), Some(hi)) => lo <= hi,
-                        (None, None) => false,
-                        _ => true,
-                    };
-                    if !(finite(min) && finite(max) && ordered) {
-                        return Err(invalid(
-                            name,
-                            format!("needs a finite min or max (min <= max), got min {min:?}, max {max:?}"),
-                        ));
-                    }
+                if let Some(why) = a.malformed() {
+                    return Err(invalid(name, why));
                 }
                 inputs[0].clone()
             }
@@ -706,6 +739,12 @@ impl Op {
                     Relu::First(n) => s += &format!(" relu_channels={n}"),
                     Relu::None | Relu::All => {}
                 }
+                if let Some(a @ Activation::Clamp { min, max }) = f.activation {
+                    if a.name() == "clamp" {
+                        s.extend(min.map(|v| format!(" clamp_min={v}")));
+                        s.extend(max.map(|v| format!(" clamp_max={v}")));
+                    }
+                }
                 s
             }
             Op::FusedLinear(f) => format!("out={} bias={}", f.linear.out_features, f.linear.bias),
@@ -810,6 +849,9 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
         ConvKind::ChanVec if c.groups == 1 && f.prologue.is_none() => {}
         ConvKind::Depthwise if FusedConv::depthwise_geometry(c) && f.prologue.is_none() => {}
         _ => return Err(invalid(name, format!("{:?} does not fit this convolution's geometry", f.kind))),
+    }
+    if let Some(why) = f.activation.and_then(|a| a.malformed()) {
+        return Err(invalid(name, why));
     }
     if let Relu::First(n) = f.relu {
         if n == 0 || n >= c.out_channels {

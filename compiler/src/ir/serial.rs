@@ -110,6 +110,30 @@ mod tests {
         assert_eq!(super::super::print::to_text(&g), super::super::print::to_text(&g2));
     }
 
+    /// MobileNetV2's fused activations survive a round trip, and a graph written before fused
+    /// convs had an `activation` field (a bundle of an earlier netc) still reads, without one.
+    #[test]
+    fn fused_activations_round_trip_and_older_graphs_read_without_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mobilenet_v2.net");
+        let mut g = crate::compile_file(&path, &Default::default()).unwrap();
+        crate::passes::optimize(&mut g, &Default::default()).unwrap();
+        let text = super::super::print::to_text(&g);
+        assert!(text.contains("+relu6("), "{text}");
+        let mut json = serde_json::to_value(SerialGraph::from_graph(&g)).unwrap();
+        let back: SerialGraph = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(text, super::super::print::to_text(&back.to_graph().unwrap()));
+        let mut removed = 0;
+        for node in json["nodes"].as_array_mut().unwrap() {
+            if let Some(f) = node["op"].get_mut("FusedConv").and_then(|f| f.as_object_mut()) {
+                removed += f.remove("activation").is_some() as usize;
+            }
+        }
+        assert!(removed > 0);
+        let old: SerialGraph = serde_json::from_value(json).unwrap();
+        let old = super::super::print::to_text(&old.to_graph().unwrap());
+        assert!(!old.contains("+relu6("), "{old}");
+    }
+
     #[test]
     fn a_forward_reference_is_rejected() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/resnet18.net");

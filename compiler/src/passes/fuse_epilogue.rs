@@ -45,6 +45,7 @@ impl Pass for FuseEpilogue {
                     residual: false,
                     post_affine: false,
                     relu: Relu::None,
+                    activation: None,
                 }),
                 Op::Linear(l) => Op::FusedLinear(FusedLinear { linear: l.clone(), relu: false }),
                 _ => continue,
@@ -80,6 +81,10 @@ fn absorb_reader(graph: &mut Graph, id: NodeId, position: &HashMap<NodeId, usize
     let Some(reader) = graph.sole_consumer(out) else { return false };
     let reader_op = graph.node(reader).op.clone();
     let mut op = graph.node(id).op.clone();
+    if matches!(&op, Op::FusedConv(f) if f.activation.is_some()) {
+        // Nothing follows a fused activation in the epilogue.
+        return false;
+    }
     let mut slots = slots::by_name(graph.node(id));
     let mut new_inputs = None;
     match (&mut op, &reader_op) {

@@ -33,6 +33,7 @@ pub fn legalize(graph: &mut Graph) {
                     residual: false,
                     post_affine: false,
                     relu: Relu::None,
+                    activation: None,
                 });
             }
             Op::Linear(linear) => node.op = Op::FusedLinear(FusedLinear { linear, relu: false }),

@@ -33,8 +33,12 @@ impl Pass for MergeConsecutive1x1 {
                 continue;
             }
             let Op::FusedConv(fa) = graph.node(a).op.clone() else { continue };
-            let plain_a =
-                is_gemm(&fa) && !fa.affine && !fa.residual && !fa.post_affine && fa.relu == Relu::None;
+            let plain_a = is_gemm(&fa)
+                && !fa.affine
+                && !fa.residual
+                && !fa.post_affine
+                && fa.relu == Relu::None
+                && fa.activation.is_none();
             let Some(b) = graph.sole_consumer(a.value()) else { continue };
             let Op::FusedConv(fb) = graph.node(b).op.clone() else { continue };
             if !plain_a

@@ -44,6 +44,7 @@ impl Pass for MergeSiblings1x1 {
                 && !f.residual
                 && !f.post_affine
                 && !matches!(f.relu, Relu::First(_))
+                && f.activation.is_none()
                 && !graph.is_output(id.value())
                 && graph.consumers(id.value()).iter().all(|c| !matches!(graph.node(*c).op, Op::Concat(_)));
             if !mergeable {

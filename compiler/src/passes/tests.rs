@@ -248,3 +248,46 @@ fn the_whole_pipeline_leaves_no_batchnorm_dropout_or_relu_in_any_seed_model() {
         }
     }
 }
+
+const WITH_ACTIVATIONS: &[&str] =
+    &["dead-code", "fold-batchnorm", "fuse-epilogue", "gemm-1x1", "fuse-activation"];
+
+#[test]
+fn an_activation_after_a_conv_joins_its_epilogue_last() {
+    let g = run(
+        "network n(x: [3, 8, 8]) {
+           a = x |> conv(4, 3, pad = 1) @c1 |> batchnorm @bn |> relu6
+           b = a |> conv(4, 1) @c2 |> hardswish
+           c = b |> conv(4, 3, pad = 1) @c3 |> clamp(-1, 2)
+           c |> conv(4, 1) @c4 |> silu
+         }",
+        WITH_ACTIVATIONS,
+    );
+    assert_eq!(
+        labels(&g),
+        ["input", "conv+bias+relu6", "gemm1x1+bias+hardswish", "conv+bias+clamp", "gemm1x1+bias+silu"]
+    );
+    assert!(g.node(g.find("c3").unwrap()).op.attrs_text().contains("clamp_min=-1 clamp_max=2"));
+}
+
+#[test]
+fn an_activation_follows_a_residual_sum_and_its_relu() {
+    let g = run(
+        "network n(x: [4, 8, 8]) { y = x |> conv(4, 3, pad = 1) @c \n sigmoid(relu(y + x)) }",
+        WITH_ACTIVATIONS,
+    );
+    assert_eq!(labels(&g), ["input", "conv+bias+add+relu+sigmoid"]);
+}
+
+#[test]
+fn an_activation_whose_conv_output_is_read_elsewhere_stays_separate() {
+    let g = run(
+        "network n(x: [3, 8, 8]) { a = x |> conv(4, 3, pad = 1) @c \n (a |> hardsigmoid, a) }",
+        WITH_ACTIVATIONS,
+    );
+    assert_eq!(labels(&g), ["input", "conv+bias", "hardsigmoid"]);
+    // Two activations in a row: the first fuses, the second stays an elementwise op.
+    let g =
+        run("network n(x: [3, 8, 8]) { x |> conv(4, 3, pad = 1) @c |> relu6 |> sigmoid }", WITH_ACTIVATIONS);
+    assert_eq!(labels(&g), ["input", "conv+bias+relu6", "sigmoid"]);
+}

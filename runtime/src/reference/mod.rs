@@ -313,6 +313,9 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
                 );
             }
             fused::relu(&mut y, f.relu);
+            if let Some(a) = f.activation {
+                eltwise::activation(&mut y, a);
+            }
             y
         }
         Op::FusedLinear(f) => {

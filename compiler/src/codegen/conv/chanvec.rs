@@ -33,7 +33,7 @@ use crate::codegen::cx::{KernelCx, LANES, VEC};
 use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
 use crate::codegen::tile::{KLoop, RowsA, Tap, TileArgs, TileOut, TileSpec, Tiles};
-use crate::ir::Relu;
+use crate::ir::{Activation, Relu};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -427,6 +427,7 @@ fn epilogue(
                     s2: splat(cx, layout.s2),
                     b2: splat(cx, layout.b2),
                     relu,
+                    activation: spec.op.activation,
                     y,
                     res,
                 }
@@ -469,12 +470,15 @@ struct Chan {
     s2: Option<Value>,
     b2: Option<Value>,
     relu: ReluFlag,
+    /// The fused activation, applied last (the elementwise kernel's code).
+    activation: Option<Activation>,
     y: Value,
     res: Option<Value>,
 }
 
 impl Chan {
-    /// `acc * s1 + b1`, `+ residual`, `* s2 + b2`, ReLU, for the first `lanes` pixels of `res`.
+    /// `acc * s1 + b1`, `+ residual`, `* s2 + b2`, ReLU, the activation, for the first `lanes`
+    /// pixels of `res`.
     fn apply(&self, cx: &mut KernelCx, acc: Value, res: Option<Value>, lanes: usize) -> Value {
         let mut y = match (self.s1, self.b1) {
             (Some(s), Some(b)) => cx.fma(acc, s, b),
@@ -501,13 +505,17 @@ impl Chan {
             (None, Some(b)) => cx.b.ins().fadd(y, b),
             (None, None) => y,
         };
-        match self.relu {
+        y = match self.relu {
             ReluFlag::Never => y,
             ReluFlag::Always => cx.relu(y),
             ReluFlag::If(cond) => {
                 let r = cx.relu(y);
                 cx.b.ins().select(cond, r, y)
             }
+        };
+        match self.activation {
+            Some(act) => crate::codegen::eltwise::activation(cx, VEC, act, y),
+            None => y,
         }
     }
 }

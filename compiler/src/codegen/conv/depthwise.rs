@@ -185,6 +185,7 @@ pub(super) fn item(
                 b2: layout.b2,
                 residual: res.is_some(),
                 relu: spec.op.relu != Relu::None,
+                activation: plan.activation,
             };
             let epi = cx.offset(ops.packed, ch, 1);
             let null = cx.ic(0);
@@ -206,6 +207,7 @@ pub(super) fn item(
                 b2: layout.b2,
                 residual: res.is_some(),
                 relu: spec.op.relu != Relu::None,
+                activation: plan.activation,
             };
             let epi = cx.offset(ops.packed, ch, 1);
             let null = cx.ic(0);
@@ -287,6 +289,9 @@ fn epilogue(
             }
             if relu {
                 v = cx.relu(v);
+            }
+            if let Some(a) = spec.op.activation {
+                v = crate::codegen::eltwise::activation(cx, ty, a, v);
             }
             let p = at(cx, dst);
             cx.store(v, p, 0);

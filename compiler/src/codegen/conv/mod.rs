@@ -317,6 +317,7 @@ fn tile(
                 b2: row_vec(layout.b2),
                 residual: res.map(|_| dest.plane),
                 relu_rows: rt.relu_rows.clone(),
+                activation: plan.activation,
             };
             (out, Some(epi), res, TileOut::Final { row: dest.plane, pieces, epilogue })
         }

@@ -4,7 +4,7 @@
 
 use super::ConvSpec;
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::{x86, Piece};
+use crate::codegen::tile::{x86, Piece, PostActivation};
 use crate::codegen::CodegenError;
 use crate::ir::{ConvKind, Relu, WinogradTile};
 
@@ -272,6 +272,8 @@ pub struct ConvPlan {
     pub kblocks: usize,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
+    /// The activation every kernel path applies last in its epilogue (from the op).
+    pub activation: Option<PostActivation>,
     /// The chanvec path's own geometry.
     pub chanvec: Option<super::chanvec::ChanVecPlan>,
     /// The depthwise path's own geometry.
@@ -326,6 +328,7 @@ impl ConvPlan {
             winograd: None,
             chanvec: None,
             depthwise: None,
+            activation: spec.op.activation.map(PostActivation),
             layout,
         };
         let nr = nv * lanes;

@@ -263,6 +263,7 @@ pub(super) fn item(
                             b2: row_vec(layout.b2),
                             residual: res.map(|_| plane),
                             relu_rows: vec![rt.relu_rows[r]],
+                            activation: plan.activation,
                         },
                     };
                     let src_v = cx.add_floats(src, v * lanes);

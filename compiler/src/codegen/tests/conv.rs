@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::codegen::{pack_conv_weights, ConvPlan, ConvSpec};
-use crate::ir::{Conv2d, ConvKind, FusedConv, Op, Relu};
+use crate::ir::{Activation, Conv2d, ConvKind, FusedConv, Op, Relu};
 
 /// The fused convolution, straight from its definition, for a batch of `n`; returns
 /// `(value, magnitude)` per output element.
@@ -81,6 +81,12 @@ fn reference(
                     if relu {
                         v = v.max(0.0);
                     }
+                    if let Some(a) = op.activation {
+                        v = activate(a, v);
+                        // Every activation's slope is at most 1.5 (hardswish at 3): an input
+                        // error grows by at most that.
+                        m = 1.5 * m + v.abs();
+                    }
                     out[s * spec.out_stride + at] = v;
                     mag[s * spec.out_stride + at] = m;
                 }
@@ -88,6 +94,20 @@ fn reference(
         }
     }
     (out, mag)
+}
+
+/// An activation by its definition, in f64.
+fn activate(a: Activation, x: f64) -> f64 {
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    match a {
+        Activation::Clamp { min, max } => {
+            x.max(min.map_or(f64::NEG_INFINITY, f64::from)).min(max.map_or(f64::INFINITY, f64::from))
+        }
+        Activation::Sigmoid => sigmoid(x),
+        Activation::Silu => x * sigmoid(x),
+        Activation::Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +127,7 @@ struct Case {
     post: bool,
     relu: Relu,
     bias: bool,
+    activation: Option<Activation>,
 }
 
 fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> Case {
@@ -131,6 +152,7 @@ fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: u
         post: false,
         relu: Relu::All,
         bias: true,
+        activation: None,
     }
 }
 
@@ -154,6 +176,7 @@ fn check(c: Case) {
         residual: c.residual,
         post_affine: c.post,
         relu: c.relu,
+        activation: c.activation,
     };
     let input = [c.cin, c.hw[0], c.hw[1]];
     let mut spec = ConvSpec::contiguous(op.clone(), input).unwrap();
@@ -367,6 +390,7 @@ fn unsupported_is_an_error() {
         residual: false,
         post_affine: false,
         relu: Relu::First(2),
+        activation: None,
     };
     let spec = ConvSpec::contiguous(op, [4, 5, 5]).unwrap();
     for isa in Isa::ALL {
@@ -428,6 +452,7 @@ fn flat_row_panels() {
                 residual,
                 post_affine: residual,
                 relu: Relu::All,
+                activation: None,
             },
             [cin, hw, hw],
         )
@@ -503,6 +528,7 @@ mod random {
                         post,
                         relu,
                         bias,
+                        activation: None,
                     })
                 },
             )
@@ -704,6 +730,134 @@ mod random_depthwise {
             c.post = post;
             c.relu = if relu { Relu::All } else { Relu::None };
             check(c);
+        }
+    }
+}
+
+/// Every activation fused into the epilogue of every kernel family, on every ISA of the host
+/// (`check` runs each on all of them): the 1x1 GEMM (with affine, residual and post-affine before
+/// the activation), the strided 1x1, 3x3 row panels (stride 1 and 2, ReLU then the activation),
+/// Winograd F(2x2) and F(4x4) output transforms with a residual, and chanvec. The clamps have
+/// bounds the random outputs cross on both sides.
+#[test]
+fn fused_activations() {
+    use crate::ir::WinogradTile::{F2, F4};
+    let activations = [
+        Activation::Clamp { min: Some(0.0), max: Some(6.0) },
+        Activation::Clamp { min: Some(-0.5), max: Some(0.75) },
+        Activation::Clamp { min: None, max: Some(0.25) },
+        Activation::Sigmoid,
+        Activation::Silu,
+        Activation::Hardsigmoid,
+        Activation::Hardswish,
+    ];
+    for a in activations {
+        let with = |mut c: Case| {
+            c.activation = Some(a);
+            c.relu = Relu::None;
+            c
+        };
+        let mut c = with(case(13, 19, 5, 1, 1, 0));
+        c.affine = true;
+        c.residual = true;
+        c.post = true;
+        check(c);
+        check(with(case(9, 14, 7, 1, 2, 0)));
+        check(with(case(5, 13, 9, 3, 1, 1)));
+        let mut c = with(case(4, 7, 11, 3, 2, 1));
+        c.relu = Relu::All;
+        check(c);
+        for tile in [F2, F4] {
+            let mut c = with(case(5, 13, 9, 3, 1, 1));
+            c.kind = ConvKind::Winograd(tile);
+            c.residual = true;
+            check(c);
+        }
+        let mut c = with(case(40, 64, 7, 1, 1, 0));
+        c.kind = ConvKind::ChanVec;
+        c.residual = true;
+        check(c);
+        let mut c = with(case(20, 36, 14, 3, 2, 1));
+        c.kind = ConvKind::ChanVec;
+        c.relu = Relu::First(18);
+        check(c);
+        // Depthwise: the flat run's epilogue (7x7, 5x5 stride 2) and row mode (40 columns are
+        // rows of several vectors), with a residual and ReLU before the activation.
+        check(with(depthwise_case(5, 7, 7, 3, 1)));
+        let mut c = with(depthwise_case(6, 15, 13, 5, 2));
+        c.affine = true;
+        c.residual = true;
+        check(c);
+        let mut c = with(depthwise_case(3, 40, 40, 3, 1));
+        c.relu = Relu::All;
+        c.residual = true;
+        c.post = true;
+        check(c);
+        check(with(depthwise_case(4, 80, 80, 3, 2)));
+    }
+}
+
+/// A NaN reaching a fused activation stays NaN, as in PyTorch (`clamp`, `hardswish` and
+/// `sigmoid` of NaN are NaN), on every path that applies it: a 1x1 GEMM (tiles), a 3x3 row panel,
+/// Winograd and chanvec, every ISA of the host. One input pixel is NaN; every output reading it
+/// must be NaN, and (but for Winograd, whose transforms spread it over tiles) the others finite.
+#[test]
+fn fused_activations_keep_nan() {
+    use crate::ir::WinogradTile::F2;
+    let activations = [
+        Activation::Clamp { min: Some(0.0), max: Some(6.0) },
+        Activation::Sigmoid,
+        Activation::Silu,
+        Activation::Hardsigmoid,
+        Activation::Hardswish,
+    ];
+    for a in activations {
+        for (kind, k) in [
+            (ConvKind::Gemm1x1, 1),
+            (ConvKind::Direct, 3),
+            (ConvKind::Winograd(F2), 3),
+            (ConvKind::ChanVec, 1),
+        ] {
+            let op =
+                FusedConv { relu: Relu::None, activation: Some(a), ..FusedConv::square(8, 32, k, 1, kind) };
+            let (cin, hw) = (8, 6);
+            let spec = ConvSpec::contiguous(op.clone(), [cin, hw, hw]).unwrap();
+            let mut rng = Rng::new(7);
+            let mut weights: Vec<Vec<f32>> =
+                Op::FusedConv(FusedConv { kind: ConvKind::Direct, ..op.clone() })
+                    .weights()
+                    .iter()
+                    .map(|w| rng.vec(w.shape.iter().product()))
+                    .collect();
+            if let ConvKind::Winograd(tile) = kind {
+                let g = crate::ir::WeightExpr::param("w", vec![32, cin, 3, 3]);
+                let u = crate::ir::WeightExpr::Winograd { x: Box::new(g), tile };
+                weights[0] = u.eval(&|_| Some(&weights[0][..])).unwrap();
+            }
+            let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
+            let packed = pack_conv_weights(&spec, &wrefs).unwrap();
+            let mut x = rng.vec(spec.in_stride);
+            let nan_pixel = 2 * hw + 3;
+            x[nan_pixel] = f32::NAN; // channel 0, row 2, column 3
+            for isa in host_isas() {
+                let kernel = compile_for(KernelSpec::Conv(spec.clone()), isa);
+                let got = run(&kernel, 1, &[&x], &[&packed], spec.out_stride);
+                for co in 0..32 {
+                    for p in 0..hw * hw {
+                        let v = got[co * hw * hw + p];
+                        // 1x1: only the NaN pixel; 3x3: its 3x3 neighbourhood reads it.
+                        let (dy, dx) = ((p / hw).abs_diff(2), (p % hw).abs_diff(3));
+                        let reads_nan = if k == 1 { p == nan_pixel } else { dy <= 1 && dx <= 1 };
+                        let what = format!("{isa} {kind:?} {a:?}: channel {co} pixel {p}: {v}");
+                        if matches!(kind, ConvKind::Winograd(_)) {
+                            // The transforms spread a NaN over whole tiles: only check its reach.
+                            assert!(!reads_nan || v.is_nan(), "{what}");
+                        } else {
+                            assert_eq!(v.is_nan(), reads_nan, "{what}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -3,16 +3,16 @@
 
 use super::*;
 use crate::codegen::ConvSpec;
-use crate::ir::{Conv2d, ConvKind, FusedConv, FusedLinear, Linear, Relu};
+use crate::ir::{Activation, Conv2d, ConvKind, FusedConv, FusedLinear, Linear, Relu, WinogradTile};
 use iced_x86::{
     Code, Decoder, DecoderOptions, EncodingKind, Instruction, InstructionInfoFactory, Mnemonic, Register,
 };
 
 /// Kernels that between them use every tile form: a wide 3x3 row panel with a residual and a
 /// masked tail, a narrow one (one vector per row), a K-blocked direct 1x1 (init and partial tiles)
-/// and a linear layer with a partial last panel.
+/// and a linear layer with a partial last panel; then convolutions with fused activations.
 fn kernels() -> Vec<KernelSpec> {
-    let conv = |cin, cout, hw: usize, k: usize, kind, residual| {
+    let conv = |cin, cout, hw: usize, k: usize, kind, residual, activation| {
         let op = FusedConv {
             conv: Conv2d {
                 in_channels: cin,
@@ -30,14 +30,28 @@ fn kernels() -> Vec<KernelSpec> {
             residual,
             post_affine: residual,
             relu: Relu::All,
+            activation,
         };
         KernelSpec::Conv(ConvSpec::contiguous(op, [cin, hw, hw]).unwrap())
     };
     let linear = FusedLinear { linear: Linear { in_features: 40, out_features: 70, bias: true }, relu: true };
     vec![
-        conv(16, 30, 41, 3, ConvKind::Direct, true),
-        conv(16, 30, 7, 3, ConvKind::Direct, false),
-        conv(600, 20, 9, 1, ConvKind::Gemm1x1, true),
+        conv(16, 30, 41, 3, ConvKind::Direct, true, None),
+        conv(16, 30, 7, 3, ConvKind::Direct, false, None),
+        conv(600, 20, 9, 1, ConvKind::Gemm1x1, true, None),
+        // Fused activations: the sigmoid's exp and selections, the clamp, hardswish in a Winograd
+        // output transform.
+        conv(16, 30, 7, 3, ConvKind::Direct, false, Some(Activation::Silu)),
+        conv(
+            64,
+            20,
+            9,
+            1,
+            ConvKind::Gemm1x1,
+            true,
+            Some(Activation::Clamp { min: Some(0.0), max: Some(6.0) }),
+        ),
+        conv(16, 30, 13, 3, ConvKind::Winograd(WinogradTile::F4), true, Some(Activation::Hardswish)),
         KernelSpec::Linear(crate::codegen::LinearSpec { op: linear, in_stride: 40, out_stride: 70 }),
     ]
 }

@@ -54,6 +54,9 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
                     if epilogue.relu_rows[r] {
                         y = cx.relu(y);
                     }
+                    if let Some(act) = epilogue.activation {
+                        y = crate::codegen::eltwise::activation(cx, VEC, act.0, y);
+                    }
                     for p in &pieces[j] {
                         store_piece(cx, y, args.out, r * row, *p);
                     }
@@ -255,6 +258,9 @@ pub(crate) fn output_transform(
             v = affine(cx, v, s2, b2);
             if e.relu_rows.first().copied().unwrap_or(false) {
                 v = cx.relu(v);
+            }
+            if let Some(act) = e.activation {
+                v = crate::codegen::eltwise::activation(cx, VEC, act.0, v);
             }
             for p in pieces {
                 store_piece(cx, v, out, 0, *p);

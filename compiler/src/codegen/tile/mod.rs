@@ -40,6 +40,7 @@ use super::bounds::Footprint;
 use super::cx::KernelCx;
 use super::isa::Isa;
 use super::CodegenError;
+use crate::ir::Activation;
 use cranelift_codegen::ir::{types::I64, AbiParam, InstBuilder, Signature, Value};
 use cranelift_codegen::isa::CallConv;
 use cranelift_jit::JITModule;
@@ -139,8 +140,42 @@ pub struct ChanVec {
     pub axis: Axis,
 }
 
-/// The fused epilogue: `y = acc * s1 + b1; y += residual; y = y * s2 + b2; relu` (each step only
-/// when present; ReLU on the rows flagged in `relu_rows`).
+/// A fused activation of an epilogue, compared and hashed by the bits of its constants (tile specs
+/// key the table of assembled routines; the IR's [`Activation`] holds `f32`s and is only
+/// `PartialEq`).
+#[derive(Debug, Clone, Copy)]
+pub struct PostActivation(pub Activation);
+
+impl PostActivation {
+    fn key(&self) -> (u8, u32, u32) {
+        match self.0 {
+            Activation::Clamp { min, max } => {
+                (0, min.unwrap_or(f32::NEG_INFINITY).to_bits(), max.unwrap_or(f32::INFINITY).to_bits())
+            }
+            Activation::Sigmoid => (1, 0, 0),
+            Activation::Silu => (2, 0, 0),
+            Activation::Hardsigmoid => (3, 0, 0),
+            Activation::Hardswish => (4, 0, 0),
+        }
+    }
+}
+
+impl PartialEq for PostActivation {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for PostActivation {}
+
+impl std::hash::Hash for PostActivation {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+/// The fused epilogue: `y = acc * s1 + b1; y += residual; y = y * s2 + b2; relu; activation` (each
+/// step only when present; ReLU on the rows flagged in `relu_rows`, the activation on every row).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Epilogue {
     pub s1: Option<ChanVec>,
@@ -150,6 +185,8 @@ pub struct Epilogue {
     /// Row stride of the residual, which is read at the stored pieces' offsets.
     pub residual: Option<usize>,
     pub relu_rows: Vec<bool>,
+    /// The activation applied last (`eltwise`'s definitions and approximation).
+    pub activation: Option<PostActivation>,
 }
 
 /// What a tile does with its accumulators.
@@ -280,7 +317,7 @@ pub struct DepthwiseFillSpec {
 
 /// The epilogue of a depthwise convolution (avx2/avx512): run-time operands `(flat, y, epi, res)`.
 /// For each output row `oy < rows` and column `ox < ow`: `v = flat[oy * wq + ox]`, `v = v * s1 + b1`,
-/// `v += res[oy * ow + ox]` (with `residual`), `v = v * s2 + b2`, ReLU, stored at
+/// `v += res[oy * ow + ox]` (with `residual`), `v = v * s2 + b2`, ReLU, the activation, stored at
 /// `y[oy * ow + ox]`; the per-channel values are scalars at `epi + s1` etc. Tails are masked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseOutSpec {
@@ -294,6 +331,8 @@ pub struct DepthwiseOutSpec {
     pub b2: Option<usize>,
     pub residual: bool,
     pub relu: bool,
+    /// The fused activation, applied last (after ReLU).
+    pub activation: Option<PostActivation>,
 }
 
 /// The depthwise stencil and epilogue in row mode (avx2/avx512; wide planes, where a row fills
@@ -315,6 +354,8 @@ pub struct DepthwiseRowsSpec {
     pub b2: Option<usize>,
     pub residual: bool,
     pub relu: bool,
+    /// The fused activation, applied last (after ReLU).
+    pub activation: Option<PostActivation>,
 }
 
 impl DepthwiseRowsSpec {

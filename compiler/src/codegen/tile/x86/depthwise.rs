@@ -125,7 +125,8 @@ pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> 
 
 /// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the per-channel scalars broadcast once
 /// (registers 2-5, zero in 6), then per output row (r10 counts them) and vector of the row: load
-/// from the flat run, epilogue in the IR's order, store; the row's tail vector masked.
+/// from the flat run, epilogue in the IR's order (the activation's temporaries are 8-11), store;
+/// the row's tail vector masked.
 pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
     let mut g = Gen::new(spec.isa)?;
     let lanes = g.lanes();
@@ -173,6 +174,9 @@ pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
                 _ => g.a.vmaxps(YMM[v], YMM[zero], YMM[v]),
             }
             .map_err(asm_err)?;
+        }
+        if let Some(a) = spec.activation {
+            g.activation(v, a.0, [8, 9, 10, 11])?;
         }
         if n == lanes {
             g.store(at(rsi, off)?, v)?;
@@ -294,9 +298,10 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
         return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
     }
     // Registers: accumulators 0..step, then the epilogue's four scalars, zero, a temporary and
-    // a mask (AVX2), then the weights or one broadcast temporary.
+    // a mask (AVX2), the activation's four temporaries (if any), then the weights or one
+    // broadcast temporary.
     let per_row = spec.ow.div_ceil(lanes);
-    let fixed = 7;
+    let fixed = if spec.activation.is_some() { 11 } else { 7 };
     let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
     let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
     let (e0, zero, t, mask) = (step, step + 4, step + 5, step + 6);
@@ -364,6 +369,9 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
                     _ => g.a.vmaxps(YMM[u], YMM[zero], YMM[u]),
                 }
                 .map_err(asm_err)?;
+            }
+            if let Some(a) = spec.activation {
+                g.activation(u, a.0, [step + 7, step + 8, step + 9, step + 10])?;
             }
             if valid == lanes {
                 g.store(at(rdx, off)?, u)?;

@@ -26,13 +26,18 @@
 //! a k-mask (AVX-512) or `vmaskmovps` (AVX2), both of which suppress faults on masked-off lanes, and
 //! the residual is read the same way. The AVX2 generator uses ymm0-15 and no broadcast memory
 //! operands only, so iced never picks an EVEX encoding for it (a test decodes every tile to check).
+//! Fused activations read their constants as whole vectors from the RIP-relative data and, on
+//! AVX-512, use k2 for their lane selections (caller-saved like k1).
 
 pub mod depthwise;
 pub mod winograd;
 
 use super::{Axis, ChanVec, Piece, Tap, TileOut, TileSpec};
+use crate::codegen::eltwise::EXP_MIN;
 use crate::codegen::isa::Isa;
+use crate::codegen::softmax::{EXP_BIAS, EXP_LO, EXP_TAYLOR, NEG_LN2_HI, NEG_LN2_LO};
 use crate::codegen::CodegenError;
+use crate::ir::Activation;
 use iced_x86::code_asm::*;
 
 const YMM: [AsmRegisterYmm; 16] =
@@ -67,7 +72,7 @@ pub fn assemble(spec: &TileSpec) -> Result<Vec<u8>, CodegenError> {
 }
 
 /// The largest number of accumulators a final tile of `isa` may use (the epilogue needs four
-/// temporaries).
+/// temporaries, also enough for every fused activation: see [`Gen::activation`]).
 pub fn max_accumulators(isa: Isa) -> usize {
     isa.registers() - 4
 }
@@ -97,6 +102,24 @@ fn at(base: AsmRegister64, floats: isize) -> Result<AsmMemoryOperand, CodegenErr
 
 fn signed(x: usize) -> isize {
     x as isize
+}
+
+/// `vcmpps` predicates: ordered less-than, unordered.
+const CMP_LT: i32 = 1;
+const CMP_UNORD: i32 = 3;
+
+/// The three-operand instructions of the fused activations.
+#[derive(Clone, Copy)]
+enum Op3 {
+    Max,
+    Min,
+    Add,
+    Mul,
+    Div,
+    /// Integer lane add (`vpaddd`).
+    AddI32,
+    /// Bitwise OR.
+    Or,
 }
 
 /// A vector operand: a register or memory.
@@ -223,6 +246,205 @@ impl Gen {
             self.a.vmaxps(YMM[acc], YMM[zero], YMM[acc])
         }
         .map_err(asm_err)
+    }
+
+    /// `d = op(a, b)` for a three-operand AVX instruction (`vmaxps`, `vdivps`, ...).
+    fn op3(&mut self, op: Op3, d: usize, a: usize, b: Src) -> Result<(), CodegenError> {
+        macro_rules! emit {
+            ($ins:ident) => {
+                match (self.isa, b) {
+                    (Isa::Avx512, Src::Reg(b)) => self.a.$ins(ZMM[d], ZMM[a], ZMM[b]),
+                    (Isa::Avx512, Src::Mem(m)) => self.a.$ins(ZMM[d], ZMM[a], zmmword_ptr(m)),
+                    (_, Src::Reg(b)) => self.a.$ins(YMM[d], YMM[a], YMM[b]),
+                    (_, Src::Mem(m)) => self.a.$ins(YMM[d], YMM[a], ymmword_ptr(m)),
+                    (_, Src::Bcst(_)) => {
+                        return Err(CodegenError::Unsupported("broadcast operand in an activation".into()))
+                    }
+                }
+            };
+        }
+        match op {
+            Op3::Max => emit!(vmaxps),
+            Op3::Min => emit!(vminps),
+            Op3::Add => emit!(vaddps),
+            Op3::Mul => emit!(vmulps),
+            Op3::Div => emit!(vdivps),
+            Op3::AddI32 => emit!(vpaddd),
+            // AVX-512F has no `vorps zmm` (that is AVX512DQ); the integer OR is the same bits.
+            Op3::Or if self.wide() => emit!(vpord),
+            Op3::Or => emit!(vorps),
+        }
+        .map_err(asm_err)
+    }
+
+    /// A whole vector of `bits` in every lane, as a RIP-relative memory operand.
+    fn splat_const(&mut self, bits: u32) -> Src {
+        let l = self.data_label(vec![bits; self.lanes()]);
+        Src::Mem(l.into())
+    }
+
+    fn fconst(&mut self, x: f32) -> Src {
+        self.splat_const(x.to_bits())
+    }
+
+    /// `d = s` (register copy).
+    fn copy(&mut self, d: usize, s: usize) -> Result<(), CodegenError> {
+        if self.wide() { self.a.vmovaps(ZMM[d], ZMM[s]) } else { self.a.vmovaps(YMM[d], YMM[s]) }
+            .map_err(asm_err)
+    }
+
+    /// `d = mem`.
+    fn load_src(&mut self, d: usize, m: Src) -> Result<(), CodegenError> {
+        match m {
+            Src::Mem(m) => self.load(d, m),
+            Src::Reg(r) => self.copy(d, r),
+            Src::Bcst(m) => self.broadcast(d, m),
+        }
+    }
+
+    /// Lanes of `d` become `s` where `cmp(x, y)` holds (predicate `pred`, a `vcmpps` immediate);
+    /// `mask` is a free register (AVX2: the comparison mask; AVX-512 uses k2).
+    fn select_where(
+        &mut self,
+        pred: i32,
+        x: usize,
+        y: Src,
+        d: usize,
+        s: Option<usize>,
+        mask: usize,
+    ) -> Result<(), CodegenError> {
+        if self.wide() {
+            match y {
+                Src::Reg(y) => self.a.vcmpps(k2, ZMM[x], ZMM[y], pred),
+                Src::Mem(m) => self.a.vcmpps(k2, ZMM[x], zmmword_ptr(m), pred),
+                Src::Bcst(_) => return Err(CodegenError::Unsupported("broadcast operand in vcmpps".into())),
+            }
+            .map_err(asm_err)?;
+            match s {
+                Some(s) => self.a.vmovaps(ZMM[d].k2(), ZMM[s]),
+                None => self.a.vpxord(ZMM[d].k2(), ZMM[d], ZMM[d]),
+            }
+            .map_err(asm_err)
+        } else {
+            match y {
+                Src::Reg(y) => self.a.vcmpps(YMM[mask], YMM[x], YMM[y], pred),
+                Src::Mem(m) => self.a.vcmpps(YMM[mask], YMM[x], ymmword_ptr(m), pred),
+                Src::Bcst(_) => return Err(CodegenError::Unsupported("broadcast operand in vcmpps".into())),
+            }
+            .map_err(asm_err)?;
+            match s {
+                Some(s) => self.a.vblendvps(YMM[d], YMM[d], YMM[s], YMM[mask]),
+                None => self.a.vandnps(YMM[d], YMM[mask], YMM[d]),
+            }
+            .map_err(asm_err)
+        }
+    }
+
+    /// `v = act(v)` with the four temporaries `t`: the elementwise kernel's definitions
+    /// ([`crate::codegen::eltwise`]), operation for operation in the same order with the same
+    /// constants, so the fused activation computes what the separate kernel would (`min`/`max`
+    /// take the operands in the order that keeps a NaN `x`; the sigmoid's selections are
+    /// compare-and-blend). Constants are read from the routine's data, so no more registers are
+    /// needed than the epilogue already has.
+    pub(super) fn activation(
+        &mut self,
+        v: usize,
+        act: Activation,
+        t: [usize; 4],
+    ) -> Result<(), CodegenError> {
+        let [t0, t1, t2, t3] = t;
+        match act {
+            Activation::Clamp { min, max } => {
+                // A missing bound is no instruction (`torch.clamp` with one bound).
+                if let Some(min) = min {
+                    let lo = self.fconst(min);
+                    self.load_src(t0, lo)?;
+                    self.op3(Op3::Max, v, t0, Src::Reg(v))?;
+                }
+                if let Some(max) = max {
+                    let hi = self.fconst(max);
+                    self.load_src(t0, hi)?;
+                    self.op3(Op3::Min, v, t0, Src::Reg(v))?;
+                }
+                Ok(())
+            }
+            Activation::Hardsigmoid | Activation::Hardswish => {
+                let three = self.fconst(3.0);
+                self.op3(Op3::Add, t1, v, three)?;
+                self.zero(t0)?;
+                self.op3(Op3::Max, t1, t0, Src::Reg(t1))?;
+                let six = self.fconst(6.0);
+                self.load_src(t0, six)?;
+                self.op3(Op3::Min, t1, t0, Src::Reg(t1))?;
+                if act == Activation::Hardswish {
+                    self.op3(Op3::Mul, t1, v, Src::Reg(t1))?;
+                }
+                self.op3(Op3::Div, v, t1, Src::Reg(t0))
+            }
+            Activation::Sigmoid | Activation::Silu => {
+                // a = -|x| (t0), kept for the underflow test.
+                let sign = self.splat_const(0x8000_0000);
+                self.op3(Op3::Or, t0, v, sign)?;
+                // exp(a): clamp to [EXP_LO, 0] (t1), n = nearest(a * log2 e) (t2).
+                let lo = self.fconst(EXP_LO);
+                self.op3(Op3::Max, t1, t0, lo)?;
+                let zero = self.fconst(0.0);
+                self.op3(Op3::Min, t1, t1, zero)?;
+                let log2e = self.fconst(std::f32::consts::LOG2_E);
+                self.op3(Op3::Mul, t2, t1, log2e)?;
+                if self.wide() {
+                    self.a.vrndscaleps(ZMM[t2], ZMM[t2], 0)
+                } else {
+                    self.a.vroundps(YMM[t2], YMM[t2], 0)
+                }
+                .map_err(asm_err)?;
+                // r = a - n ln2 in two FMAs (t1).
+                let hi = self.fconst(NEG_LN2_HI);
+                self.fma231(t1, t2, hi)?;
+                let lo = self.fconst(NEG_LN2_LO);
+                self.fma231(t1, t2, lo)?;
+                // p(r), Horner (t3).
+                let c0 = self.fconst(EXP_TAYLOR[0] as f32);
+                self.load_src(t3, c0)?;
+                for &c in &EXP_TAYLOR[1..] {
+                    let c = self.fconst(c as f32);
+                    self.fma213(t3, t1, c)?;
+                }
+                // 2^n in the exponent bits (t2), e = p * 2^n (t3).
+                if self.wide() {
+                    self.a.vcvtps2dq(ZMM[t2], ZMM[t2])
+                } else {
+                    self.a.vcvtps2dq(YMM[t2], YMM[t2])
+                }
+                .map_err(asm_err)?;
+                let bias = self.splat_const(EXP_BIAS as u32);
+                self.op3(Op3::AddI32, t2, t2, bias)?;
+                if self.wide() {
+                    self.a.vpslld(ZMM[t2], ZMM[t2], 23)
+                } else {
+                    self.a.vpslld(YMM[t2], YMM[t2], 23)
+                }
+                .map_err(asm_err)?;
+                self.op3(Op3::Mul, t3, t3, Src::Reg(t2))?;
+                // e = 0 where a < EXP_MIN.
+                let floor = self.fconst(EXP_MIN);
+                self.select_where(CMP_LT, t0, floor, t3, None, t1)?;
+                // num = x < 0 ? e : 1 (t2), den = 1 + e (t3), s = num / den (t2).
+                let one = self.fconst(1.0);
+                self.load_src(t2, one)?;
+                let zero = self.fconst(0.0);
+                self.select_where(CMP_LT, v, zero, t2, Some(t3), t1)?;
+                self.op3(Op3::Add, t3, t3, one)?;
+                self.op3(Op3::Div, t2, t2, Src::Reg(t3))?;
+                // NaN in, NaN out.
+                self.select_where(CMP_UNORD, v, Src::Reg(v), t2, Some(v), t1)?;
+                if act == Activation::Silu {
+                    self.op3(Op3::Mul, v, v, Src::Reg(t2))
+                } else {
+                    self.copy(v, t2)
+                }
+            }
+        }
     }
 
     /// The RIP-relative label of constant `words` (one copy per distinct value).
@@ -400,6 +622,9 @@ impl Gen {
                         self.affine(v, r, j, epilogue.s2, epilogue.b2, t_scale, t_shift)?;
                         if epilogue.relu_rows[r] {
                             self.relu(v, t_val)?;
+                        }
+                        if let Some(act) = epilogue.activation {
+                            self.activation(v, act.0, [t_scale, t_shift, t_mask, t_val])?;
                         }
                         for p in pieces_j {
                             let m = at(OUT, signed(r * row) + p.at)?;

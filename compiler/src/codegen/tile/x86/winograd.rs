@@ -255,6 +255,9 @@ fn epilogue_and_store(
     if e.relu_rows.first().copied().unwrap_or(false) {
         g.relu(v, t0)?;
     }
+    if let Some(act) = e.activation {
+        g.activation(v, act.0, [t0, t1, t2, t3])?;
+    }
     for p in pieces {
         let m = at(rsi, p.at)?;
         if p.lo == 0 && p.hi == lanes {
