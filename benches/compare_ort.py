@@ -4,7 +4,7 @@
 What it does
 ------------
 For every model (alexnet, vgg11/13/16/19, googlenet, resnet18/34/50/101/152, mobilenet_v2,
-mobilenet_v3_small, shufflenet_v2_x1_0, efficientnet_b0, regnet_x_400mf by default):
+mobilenet_v3_small, shufflenet_v2_x1_0, efficientnet_b0, regnet_x_400mf, densenet121 by default):
 
 1. Prepare (cached in benches/.cache/, git-ignored by benches/.gitignore):
    build the torchvision model in eval mode (googlenet: aux_logits=False,
@@ -90,7 +90,7 @@ GOLDEN = REPO / "tests" / "golden" / "pytorch" / "make_golden.py"
 ALL_MODELS = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "googlenet",
               "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
               "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x1_0", "efficientnet_b0",
-              "regnet_x_400mf"]
+              "regnet_x_400mf", "densenet121"]
 OPSET = 17
 HW = 224
 CACHE_VERSION = 1  # bump when the prepared artefacts change meaning
