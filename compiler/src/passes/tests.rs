@@ -216,6 +216,16 @@ fn consecutive_gemms_with_nothing_between_merge_into_one() {
 }
 
 #[test]
+fn gemms_through_a_narrow_middle_stay_two_because_merging_would_add_work() {
+    // 16 -> 4 -> 16: 64 + 64 multiply-adds per pixel, merged 256.
+    let g = run(
+        "network n(x: [16, 4, 4]) { x |> conv(4, 1) @a |> conv(16, 1) @b |> relu }",
+        &["fuse-epilogue", "gemm-1x1", "merge-consecutive-1x1"],
+    );
+    assert_eq!(labels(&g), ["input", "gemm1x1+bias", "gemm1x1+bias+relu"]);
+}
+
+#[test]
 fn gemms_with_a_relu_between_do_not_merge() {
     let g = run(
         "network n(x: [4, 8, 8]) { x |> conv(6, 1) @a |> relu |> conv(8, 1) @b }",
