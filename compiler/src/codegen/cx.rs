@@ -209,6 +209,16 @@ impl<'f> KernelCx<'f> {
         }
     }
 
+    /// `y * s + b` with whichever of `s`, `b` is present (an epilogue's affine step).
+    pub fn affine(&mut self, y: Value, s: Option<Value>, b: Option<Value>) -> Value {
+        match (s, b) {
+            (Some(s), Some(b)) => self.fma(y, s, b),
+            (Some(s), None) => self.b.ins().fmul(y, s),
+            (None, Some(b)) => self.b.ins().fadd(y, b),
+            (None, None) => y,
+        }
+    }
+
     /// `relu(x) = max(0, x)`, keeping a NaN `x` as NaN like PyTorch.
     pub fn relu(&mut self, x: Value) -> Value {
         let ty = self.b.func.dfg.value_type(x);

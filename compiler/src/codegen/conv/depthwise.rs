@@ -40,7 +40,9 @@ use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, VEC};
 use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
-use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Tiles};
+use crate::codegen::tile::{
+    DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Tiles,
+};
 use crate::ir::Relu;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
@@ -171,21 +173,24 @@ pub(super) fn item(
         let plane = d.oh * d.ow;
         let y = cx.offset(y_n, ch, plane);
         let res = res_n.map(|res| cx.offset(res, ch, plane));
+        let layout = &plan.layout;
+        let fused = DepthwiseEpilogue {
+            s1: layout.s1,
+            b1: layout.b1,
+            s2: layout.s2,
+            b2: layout.b2,
+            residual: res.is_some(),
+            relu: spec.op.relu != Relu::None,
+            activation: plan.activation,
+        };
         if d.rows_mode {
-            let layout = &plan.layout;
             let rows = DepthwiseRowsSpec {
                 isa: plan.isa,
                 taps: d.stencil.taps.clone(),
                 rows: d.oh,
                 ow: d.ow,
                 wq: d.wq,
-                s1: layout.s1,
-                b1: layout.b1,
-                s2: layout.s2,
-                b2: layout.b2,
-                residual: res.is_some(),
-                relu: spec.op.relu != Relu::None,
-                activation: plan.activation,
+                epilogue: fused,
             };
             let epi = cx.offset(ops.packed, ch, 1);
             let null = cx.ic(0);
@@ -195,20 +200,7 @@ pub(super) fn item(
         let flat = cx.add_floats(cx.scratch, d.out_at);
         tiles.depthwise(cx, &d.stencil, [cx.scratch, weights, flat]);
         if wide {
-            let layout = &plan.layout;
-            let out = DepthwiseOutSpec {
-                isa: plan.isa,
-                rows: d.oh,
-                ow: d.ow,
-                wq: d.wq,
-                s1: layout.s1,
-                b1: layout.b1,
-                s2: layout.s2,
-                b2: layout.b2,
-                residual: res.is_some(),
-                relu: spec.op.relu != Relu::None,
-                activation: plan.activation,
-            };
+            let out = DepthwiseOutSpec { isa: plan.isa, rows: d.oh, ow: d.ow, wq: d.wq, epilogue: fused };
             let epi = cx.offset(ops.packed, ch, 1);
             let null = cx.ic(0);
             tiles.depthwise_out(cx, &out, [flat, y, epi, res.unwrap_or(null)]);
@@ -280,12 +272,12 @@ fn epilogue(
             let at = |cx: &mut KernelCx, base: Value| cx.offset(base, i, 1);
             let p = at(cx, src);
             let mut v = cx.load(ty, p, 0);
-            v = affine(cx, v, pick(s1, vector), pick(b1, vector));
+            v = cx.affine(v, pick(s1, vector), pick(b1, vector));
             if let Some(r) = res {
                 let p = at(cx, r);
                 let x = cx.load(ty, p, 0);
                 v = cx.b.ins().fadd(v, x);
-                v = affine(cx, v, pick(s2, vector), pick(b2, vector));
+                v = cx.affine(v, pick(s2, vector), pick(b2, vector));
             }
             if relu {
                 v = cx.relu(v);
@@ -297,14 +289,4 @@ fn epilogue(
             cx.store(v, p, 0);
         });
     });
-}
-
-/// `y * s + b` with either absent.
-fn affine(cx: &mut KernelCx, y: Value, s: Option<Value>, b: Option<Value>) -> Value {
-    match (s, b) {
-        (Some(s), Some(b)) => cx.fma(y, s, b),
-        (Some(s), None) => cx.b.ins().fmul(y, s),
-        (None, Some(b)) => cx.b.ins().fadd(y, b),
-        (None, None) => y,
-    }
 }

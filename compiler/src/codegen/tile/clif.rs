@@ -42,7 +42,7 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
             for (r, row_acc) in acc.into_iter().enumerate() {
                 for (j, mut y) in row_acc.into_iter().enumerate() {
                     let (s1, b1) = (vec_of(cx, epilogue.s1, r, j), vec_of(cx, epilogue.b1, r, j));
-                    y = affine(cx, y, s1, b1);
+                    y = cx.affine(y, s1, b1);
                     if let (Some(res_row), Some(res)) = (epilogue.residual, args.res) {
                         for p in &pieces[j] {
                             let x = load_piece(cx, res, r * res_row, *p);
@@ -50,7 +50,7 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
                         }
                     }
                     let (s2, b2) = (vec_of(cx, epilogue.s2, r, j), vec_of(cx, epilogue.b2, r, j));
-                    y = affine(cx, y, s2, b2);
+                    y = cx.affine(y, s2, b2);
                     if epilogue.relu_rows[r] {
                         y = cx.relu(y);
                     }
@@ -63,16 +63,6 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
                 }
             }
         }
-    }
-}
-
-/// `y * s + b` with whichever of `s`, `b` is present.
-fn affine(cx: &mut KernelCx, y: Value, s: Option<Value>, b: Option<Value>) -> Value {
-    match (s, b) {
-        (Some(s), Some(b)) => cx.fma(y, s, b),
-        (Some(s), None) => cx.b.ins().fmul(y, s),
-        (None, Some(b)) => cx.b.ins().fadd(y, b),
-        (None, None) => y,
     }
 }
 
@@ -247,7 +237,7 @@ pub(crate) fn output_transform(
         };
         for (mut v, pieces) in interleaved.into_iter().zip(&spec.pieces[i]) {
             let (s1, b1) = (scalar(cx, e.s1), scalar(cx, e.b1));
-            v = affine(cx, v, s1, b1);
+            v = cx.affine(v, s1, b1);
             if e.residual.is_some() {
                 for p in pieces {
                     let x = load_piece(cx, res, 0, *p);
@@ -255,7 +245,7 @@ pub(crate) fn output_transform(
                 }
             }
             let (s2, b2) = (scalar(cx, e.s2), scalar(cx, e.b2));
-            v = affine(cx, v, s2, b2);
+            v = cx.affine(v, s2, b2);
             if e.relu_rows.first().copied().unwrap_or(false) {
                 v = cx.relu(v);
             }

@@ -315,6 +315,27 @@ pub struct DepthwiseFillSpec {
     pub plane_len: usize,
 }
 
+/// The fused epilogue of a depthwise routine, in the IR's order: `v = v * s1 + b1`, `v += residual`,
+/// `v = v * s2 + b2`, ReLU, the activation; the per-channel values are scalars at `epi + s1` etc.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseEpilogue {
+    pub s1: Option<usize>,
+    pub b1: Option<usize>,
+    pub s2: Option<usize>,
+    pub b2: Option<usize>,
+    pub residual: bool,
+    pub relu: bool,
+    /// The fused activation, applied last (after ReLU).
+    pub activation: Option<PostActivation>,
+}
+
+impl DepthwiseEpilogue {
+    /// The offsets of the per-channel scalars it reads (from `epi`).
+    fn scalars(&self) -> impl Iterator<Item = usize> {
+        [self.s1, self.b1, self.s2, self.b2].into_iter().flatten()
+    }
+}
+
 /// The epilogue of a depthwise convolution (avx2/avx512): run-time operands `(flat, y, epi, res)`.
 /// For each output row `oy < rows` and column `ox < ow`: `v = flat[oy * wq + ox]`, `v = v * s1 + b1`,
 /// `v += res[oy * ow + ox]` (with `residual`), `v = v * s2 + b2`, ReLU, the activation, stored at
@@ -325,14 +346,7 @@ pub struct DepthwiseOutSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
-    pub s1: Option<usize>,
-    pub b1: Option<usize>,
-    pub s2: Option<usize>,
-    pub b2: Option<usize>,
-    pub residual: bool,
-    pub relu: bool,
-    /// The fused activation, applied last (after ReLU).
-    pub activation: Option<PostActivation>,
+    pub epilogue: DepthwiseEpilogue,
 }
 
 /// The depthwise stencil and epilogue in row mode (avx2/avx512; wide planes, where a row fills
@@ -348,14 +362,7 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
-    pub s1: Option<usize>,
-    pub b1: Option<usize>,
-    pub s2: Option<usize>,
-    pub b2: Option<usize>,
-    pub residual: bool,
-    pub relu: bool,
-    /// The fused activation, applied last (after ReLU).
-    pub activation: Option<PostActivation>,
+    pub epilogue: DepthwiseEpilogue,
 }
 
 impl DepthwiseRowsSpec {
@@ -537,23 +544,19 @@ impl Routine {
             Routine::DepthwiseRows(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, s.src_len() as i64), (1, 0, s.taps.len() as i64), (2, 0, plane)];
-                if s.residual {
+                if s.epilogue.residual {
                     print.push((4, 0, plane));
                 }
-                print.extend(
-                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (3, at as i64, at as i64 + 1)),
-                );
+                print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
                 print
             }
             Routine::DepthwiseOut(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];
-                if s.residual {
+                if s.epilogue.residual {
                     print.push((3, 0, plane));
                 }
-                print.extend(
-                    [s.s1, s.b1, s.s2, s.b2].into_iter().flatten().map(|at| (2, at as i64, at as i64 + 1)),
-                );
+                print.extend(s.epilogue.scalars().map(|at| (2, at as i64, at as i64 + 1)));
                 print
             }
         }

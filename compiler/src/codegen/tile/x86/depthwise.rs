@@ -16,7 +16,9 @@
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
-use crate::codegen::tile::{DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Piece};
+use crate::codegen::tile::{
+    DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Piece,
+};
 use crate::codegen::CodegenError;
 use iced_x86::code_asm::*;
 
@@ -123,27 +125,18 @@ pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> 
     g.finish()
 }
 
-/// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the per-channel scalars broadcast once
-/// (registers 2-5, zero in 6), then per output row (r10 counts them) and vector of the row: load
-/// from the flat run, epilogue in the IR's order (the activation's temporaries are 8-11), store;
-/// the row's tail vector masked.
+/// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the epilogue's registers from 1 on
+/// ([`EpilogueRegs`]), then per output row (r10 counts them) and vector of the row: load from the
+/// flat run into register 0, the epilogue, store; the row's tail vector masked.
 pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
     let mut g = Gen::new(spec.isa)?;
     let lanes = g.lanes();
     if spec.rows == 0 || spec.ow == 0 {
         return Err(CodegenError::Unsupported("an empty depthwise output".into()));
     }
-    let (v, t, mask, zero) = (0, 1, 7, 6);
-    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
-    for (i, at_) in values.iter().enumerate() {
-        if let Some(a) = at_ {
-            g.broadcast(2 + i, at(rdx, *a as isize)?)?;
-        }
-    }
-    let reg = |i: usize| values[i].map(|_| 2 + i);
-    if spec.relu {
-        g.zero(zero)?;
-    }
+    let e = &spec.epilogue;
+    let v = 0;
+    let regs = EpilogueRegs::load(&mut g, e, 1, rdx)?;
     let mut top = g.a.create_label();
     g.a.mov(r10d, spec.rows as u32).map_err(asm_err)?;
     g.a.set_label(&mut top).map_err(asm_err)?;
@@ -155,43 +148,104 @@ pub fn assemble_out(spec: &DepthwiseOutSpec) -> Result<Vec<u8>, CodegenError> {
         if n == lanes {
             g.load(v, at(rdi, off)?)?;
         } else {
-            g.load_lanes(v, at(rdi, off)?, p, mask)?;
+            g.load_lanes(v, at(rdi, off)?, p, regs.mask())?;
         }
-        affine(&mut g, v, reg(0), reg(1))?;
-        if spec.residual {
-            if n == lanes {
-                g.add(v, Src::Mem(at(rcx, off)?))?;
+        let res = if e.residual { Some(at(rcx, off)?) } else { None };
+        regs.apply(&mut g, e, v, res, p)?;
+        if n == lanes {
+            g.store(at(rsi, off)?, v)?;
+        } else {
+            g.store_lanes(at(rsi, off)?, v, p, regs.mask())?;
+        }
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rsi, spec.ow)?;
+    if e.residual {
+        g.advance(rcx, spec.ow)?;
+    }
+    g.a.dec(r10d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// The registers of a depthwise epilogue from `first` on: the per-channel scalars `s1, b1, s2, b2`
+/// (`first..first + 4`, those present broadcast once), zero for ReLU, a temporary and a mask (a
+/// masked residual tail; the mask register is AVX2's), then the activation's four temporaries.
+struct EpilogueRegs {
+    first: usize,
+}
+
+impl EpilogueRegs {
+    /// Registers it takes.
+    fn count(e: &DepthwiseEpilogue) -> usize {
+        if e.activation.is_some() {
+            11
+        } else {
+            7
+        }
+    }
+
+    /// Broadcasts the scalars present from `epi` and zeroes the ReLU register.
+    fn load(
+        g: &mut Gen,
+        e: &DepthwiseEpilogue,
+        first: usize,
+        epi: AsmRegister64,
+    ) -> Result<Self, CodegenError> {
+        for (i, value) in [e.s1, e.b1, e.s2, e.b2].into_iter().enumerate() {
+            if let Some(a) = value {
+                g.broadcast(first + i, at(epi, a as isize)?)?;
+            }
+        }
+        if e.relu {
+            g.zero(first + 4)?;
+        }
+        Ok(EpilogueRegs { first })
+    }
+
+    fn scalar(&self, e: &DepthwiseEpilogue, i: usize) -> Option<usize> {
+        [e.s1, e.b1, e.s2, e.b2][i].map(|_| self.first + i)
+    }
+
+    fn mask(&self) -> usize {
+        self.first + 6
+    }
+
+    /// `v` through the epilogue in the IR's order: `v * s1 + b1`, `+ residual` (`res`: the
+    /// residual's vector, only lanes `p` when `p` is a tail), `* s2 + b2`, ReLU (`max(0, v)` with
+    /// `v` second, so a NaN is kept), the activation.
+    fn apply(
+        &self,
+        g: &mut Gen,
+        e: &DepthwiseEpilogue,
+        v: usize,
+        res: Option<AsmMemoryOperand>,
+        p: Piece,
+    ) -> Result<(), CodegenError> {
+        let (zero, t) = (self.first + 4, self.first + 5);
+        affine(g, v, self.scalar(e, 0), self.scalar(e, 1))?;
+        if let Some(m) = res {
+            if p.hi - p.lo == g.lanes() {
+                g.add(v, Src::Mem(m))?;
             } else {
-                g.load_lanes(t, at(rcx, off)?, p, mask)?;
+                g.load_lanes(t, m, p, self.mask())?;
                 g.add(v, Src::Reg(t))?;
             }
-            affine(&mut g, v, reg(2), reg(3))?;
+            affine(g, v, self.scalar(e, 2), self.scalar(e, 3))?;
         }
-        if spec.relu {
-            // `max(0, v)` with `v` second: a NaN is kept.
+        if e.relu {
             match g.isa {
                 Isa::Avx512 => g.a.vmaxps(ZMM[v], ZMM[zero], ZMM[v]),
                 _ => g.a.vmaxps(YMM[v], YMM[zero], YMM[v]),
             }
             .map_err(asm_err)?;
         }
-        if let Some(a) = spec.activation {
-            g.activation(v, a.0, [8, 9, 10, 11])?;
+        if let Some(a) = e.activation {
+            let f = self.first;
+            g.activation(v, a.0, [f + 7, f + 8, f + 9, f + 10])?;
         }
-        if n == lanes {
-            g.store(at(rsi, off)?, v)?;
-        } else {
-            g.store_lanes(at(rsi, off)?, v, p, mask)?;
-        }
+        Ok(())
     }
-    g.advance(rdi, spec.wq)?;
-    g.advance(rsi, spec.ow)?;
-    if spec.residual {
-        g.advance(rcx, spec.ow)?;
-    }
-    g.a.dec(r10d).map_err(asm_err)?;
-    g.a.jnz(top).map_err(asm_err)?;
-    g.finish()
 }
 
 /// `v = v * s + b` with registers for either.
@@ -297,25 +351,15 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
     if taps == 0 || spec.rows == 0 || spec.ow == 0 {
         return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
     }
-    // Registers: accumulators 0..step, then the epilogue's four scalars, zero, a temporary and
-    // a mask (AVX2), the activation's four temporaries (if any), then the weights or one
-    // broadcast temporary.
+    // Registers: accumulators 0..step, then the epilogue's ([`EpilogueRegs`]), then the weights or
+    // one broadcast temporary.
+    let e = &spec.epilogue;
     let per_row = spec.ow.div_ceil(lanes);
-    let fixed = if spec.activation.is_some() { 11 } else { 7 };
+    let fixed = EpilogueRegs::count(e);
     let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
     let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
-    let (e0, zero, t, mask) = (step, step + 4, step + 5, step + 6);
     let w0 = step + fixed;
-    let values = [spec.s1, spec.b1, spec.s2, spec.b2];
-    for (i, v) in values.iter().enumerate() {
-        if let Some(a) = v {
-            g.broadcast(e0 + i, at(rcx, *a as isize)?)?;
-        }
-    }
-    let reg = |i: usize| values[i].map(|_| e0 + i);
-    if spec.relu {
-        g.zero(zero)?;
-    }
+    let regs = EpilogueRegs::load(&mut g, e, step, rcx)?;
     if in_regs {
         for tap in 0..taps {
             g.broadcast(w0 + tap, at(rsi, tap as isize)?)?;
@@ -353,37 +397,19 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
             let valid = (spec.ow - j * lanes).min(lanes);
             let p = Piece { lo: 0, hi: valid, at: 0 };
             let off = (j * lanes) as isize;
-            affine(&mut g, u, reg(0), reg(1))?;
-            if spec.residual {
-                if valid == lanes {
-                    g.add(u, Src::Mem(at(r8, off)?))?;
-                } else {
-                    g.load_lanes(t, at(r8, off)?, p, mask)?;
-                    g.add(u, Src::Reg(t))?;
-                }
-                affine(&mut g, u, reg(2), reg(3))?;
-            }
-            if spec.relu {
-                match g.isa {
-                    Isa::Avx512 => g.a.vmaxps(ZMM[u], ZMM[zero], ZMM[u]),
-                    _ => g.a.vmaxps(YMM[u], YMM[zero], YMM[u]),
-                }
-                .map_err(asm_err)?;
-            }
-            if let Some(a) = spec.activation {
-                g.activation(u, a.0, [step + 7, step + 8, step + 9, step + 10])?;
-            }
+            let res = if e.residual { Some(at(r8, off)?) } else { None };
+            regs.apply(&mut g, e, u, res, p)?;
             if valid == lanes {
                 g.store(at(rdx, off)?, u)?;
             } else {
-                g.store_lanes(at(rdx, off)?, u, p, mask)?;
+                g.store_lanes(at(rdx, off)?, u, p, regs.mask())?;
             }
         }
         j0 += n;
     }
     g.advance(rdi, spec.wq)?;
     g.advance(rdx, spec.ow)?;
-    if spec.residual {
+    if e.residual {
         g.advance(r8, spec.ow)?;
     }
     g.a.dec(r11d).map_err(asm_err)?;
