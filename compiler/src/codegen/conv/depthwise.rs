@@ -134,7 +134,7 @@ pub(super) fn item(
     r: Value,
     filled: Variable,
 ) {
-    let Some(d) = plan.depthwise.as_ref() else { return };
+    let d = plan.depthwise.as_ref().expect("a depthwise plan");
     let [channels, h, w] = spec.input;
     // The padding of the phase planes: zeroed once per call (`filled` starts at -1).
     let flag = cx.b.use_var(filled);
