@@ -16,7 +16,8 @@
 //! a ceil-mode window overhangs, hold `-inf`), so output column `ow` of tap `(kh, kw)` is column
 //! `ow + (kw*dw) / sw` of phase `(kw*dw) % sw` and four consecutive outputs are one vector load
 //! per tap, with no branch. A NaN anywhere in a window makes the output NaN, as in PyTorch. Average
-//! and adaptive pooling, a small share of any seed model's time, stay scalar.
+//! and adaptive pooling stay scalar, except a mean over a whole plane ([`plane_mean`]): global
+//! average pooling, which squeeze-and-excitation blocks run on the large planes of a network.
 //!
 //! With dilation 1 (every seed model's max pools) a faster path runs first ([`row_max_plane`]):
 //! per output row, the column-wise maximum of the window's rows into one padded phase row, then
@@ -58,6 +59,19 @@ pub struct PoolSpec {
 impl PoolSpec {
     pub fn items_per_sample(&self) -> usize {
         self.input[0]
+    }
+
+    /// Whether every output is the mean of a whole input plane: adaptive pooling to 1x1, or an
+    /// unpadded average pool whose one window is the plane (the count is then `H * W` whether or
+    /// not padding counts). Squeeze-and-excitation and every classifier head pool this way.
+    pub fn is_global_mean(&self) -> bool {
+        let [_, h, w] = self.input;
+        let one_output = self.output[1..] == [1, 1];
+        match self.kind {
+            PoolKind::Adaptive => one_output,
+            PoolKind::Avg { .. } => one_output && self.kernel == [h, w] && self.padding == [0, 0],
+            PoolKind::Max => false,
+        }
     }
 
     /// Floats of per-thread scratch (the padded rows of a max pool).
@@ -109,6 +123,7 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &PoolSpec) {
     }
     let [c, h, w] = spec.input;
     let [_, oh_n, ow_n] = spec.output;
+    let global = spec.is_global_mean();
     let x0 = cx.ptr_at(cx.inputs, 0);
     cx.for_items(|cx, item| {
         let (n, ch) = cx.divmod(item, c);
@@ -116,6 +131,11 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &PoolSpec) {
         let x = cx.offset(x, ch, h * w);
         let y = cx.offset(cx.output, n, spec.out_stride);
         let y = cx.offset(y, ch, oh_n * ow_n);
+        if global {
+            let v = plane_mean(cx, x, h * w);
+            cx.store(v, y, 0);
+            return;
+        }
         let zero = cx.ic(0);
         let oh_hi = cx.ic(oh_n as i64);
         cx.for_range(zero, oh_hi, 1, "output rows", |cx, oh| {
@@ -133,6 +153,50 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &PoolSpec) {
             });
         });
     });
+}
+
+/// The mean of the `len` consecutive floats at `x`: four vector accumulators over runs of 16
+/// floats (independent additions, so the loop runs at load throughput rather than at one `fadd`
+/// latency per element, as the per-bin scalar loop does), then the remaining vectors into the first
+/// accumulator and the scalar tail on its own, summed as `((a0 + a1) + (a2 + a3))` across lanes plus
+/// the tail. Sound: a sum in another order of the same terms (f32 rounding differs from the
+/// reference's f64 sum within the pooling tests' tolerance), divided by the count as PyTorch does.
+fn plane_mean(cx: &mut KernelCx, x: Value, len: usize) -> Value {
+    const UNROLL: usize = 4;
+    let zero = cx.fconst(VEC, 0.0);
+    let acc: Vec<Variable> = (0..UNROLL).map(|_| cx.var(VEC, zero)).collect();
+    let chunks = len / (UNROLL * LANES);
+    if chunks > 0 {
+        let (lo, hi) = (cx.ic(0), cx.ic((chunks * UNROLL * LANES) as i64));
+        cx.for_range(lo, hi, (UNROLL * LANES) as i64, "plane sum", |cx, i| {
+            let p = cx.offset(x, i, 1);
+            for (k, &a) in acc.iter().enumerate() {
+                let v = cx.load_v(p, k * LANES);
+                let s = cx.b.use_var(a);
+                let s = cx.b.ins().fadd(s, v);
+                cx.b.def_var(a, s);
+            }
+        });
+    }
+    let mut at = chunks * UNROLL * LANES;
+    while len - at >= LANES {
+        let v = cx.load_v(x, at);
+        let s = cx.b.use_var(acc[0]);
+        let s = cx.b.ins().fadd(s, v);
+        cx.b.def_var(acc[0], s);
+        at += LANES;
+    }
+    let [a0, a1, a2, a3] = [0, 1, 2, 3].map(|k| cx.b.use_var(acc[k]));
+    let lo = cx.b.ins().fadd(a0, a1);
+    let hi = cx.b.ins().fadd(a2, a3);
+    let all = cx.b.ins().fadd(lo, hi);
+    let mut sum = cx.hsum(all);
+    for t in at..len {
+        let v = cx.load_s(x, t);
+        sum = cx.b.ins().fadd(sum, v);
+    }
+    let count = cx.fconst(F32, len as f32);
+    cx.b.ins().fdiv(sum, count)
 }
 
 /// One tap coordinate: `start + k * d`, whether it lies inside `0..size`, and the clamped index.

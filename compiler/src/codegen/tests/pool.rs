@@ -87,7 +87,7 @@ fn check(
     d: usize,
     ceil: bool,
     out: [usize; 2],
-) {
+) -> PoolSpec {
     let [h, w] = hw;
     let output = match kind {
         PoolKind::Adaptive => [c, out[0], out[1]],
@@ -117,6 +117,7 @@ fn check(
             assert!(got[at + len..at + spec.out_stride].iter().all(|v| v.is_nan()), "wrote past the value");
         }
     }
+    spec
 }
 
 #[test]
@@ -196,4 +197,25 @@ fn adaptive_avg_pool() {
     check(PoolKind::Adaptive, 3, [13, 13], 1, 1, 0, 1, false, [6, 6]);
     check(PoolKind::Adaptive, 2, [5, 3], 1, 1, 0, 1, false, [7, 2]);
     check(PoolKind::Adaptive, 2, [1, 1], 1, 1, 0, 1, false, [2, 3]);
+}
+
+/// Global average pooling (the whole plane into one mean, by vector accumulators) agrees with the
+/// definition for planes shorter than a vector, with a vector but no scalar tail, with both, and
+/// large ones (squeeze-and-excitation's 112x112), as adaptive pooling and as a window the size of
+/// the plane.
+#[test]
+fn global_average_pool() {
+    for hw in [[1, 1], [1, 3], [2, 2], [4, 4], [5, 7], [7, 7], [9, 13], [56, 56], [112, 112]] {
+        assert!(check(PoolKind::Adaptive, 3, hw, 1, 1, 0, 1, false, [1, 1]).is_global_mean());
+        if hw[0] == hw[1] {
+            for include in [true, false] {
+                let kind = PoolKind::Avg { count_include_pad: include };
+                assert!(check(kind, 2, hw, hw[0], 1, 0, 1, false, [0, 0]).is_global_mean());
+            }
+        }
+    }
+    // Not a whole-plane mean: padding, or a window smaller than the plane.
+    let avg = PoolKind::Avg { count_include_pad: true };
+    assert!(!check(avg, 2, [3, 3], 3, 1, 1, 1, false, [0, 0]).is_global_mean());
+    assert!(!check(PoolKind::Adaptive, 2, [6, 6], 1, 1, 0, 1, false, [1, 2]).is_global_mean());
 }
