@@ -204,6 +204,61 @@ fn check(c: Case) {
         let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
         let plan = ConvPlan::new(&spec, isa).unwrap();
         check_kernel(&c, &spec, &k, &plan, &packed, &wrefs, &mut rng, out_len);
+        if c.residual {
+            let in_place = ConvSpec { res_stride: spec.out_stride, ..spec.clone() };
+            let k = compile_for(KernelSpec::Conv(in_place.clone()), isa);
+            check_in_place(&in_place, &k, &plan, &packed, &wrefs, &mut rng, out_len);
+        }
+    }
+}
+
+/// A convolution with a residual writing its output over the residual (the memory plan's in-place
+/// residual) computes what it computes into a buffer of its own: each output element is stored
+/// only after the residual element at its index has been read, by the one tile that stores it.
+#[allow(clippy::too_many_arguments)]
+fn check_in_place(
+    spec: &ConvSpec,
+    k: &CompiledKernels,
+    plan: &ConvPlan,
+    packed: &[f32],
+    wrefs: &[&[f32]],
+    rng: &mut Rng,
+    out_len: usize,
+) {
+    let sentinel = f32::from_bits(0x7fc0_1234);
+    for n in [1, 3] {
+        let x = rng.vec(n * spec.in_stride);
+        let mut res = rng.vec(n * spec.out_stride);
+        for s in 0..n {
+            res[s * spec.out_stride + out_len..(s + 1) * spec.out_stride].fill(sentinel);
+        }
+        let got = run_in_place(k, n, &[&x, &res], 1, &[packed], res.clone());
+        let direct = ConvSpec { op: FusedConv { kind: ConvKind::Direct, ..spec.op.clone() }, ..spec.clone() };
+        let (want, mag) = reference(&direct, n, &x, Some(&res[..]), wrefs);
+        let slack = slack(spec.op.kind);
+        for s in 0..n {
+            let r = s * spec.out_stride..s * spec.out_stride + out_len;
+            let kernel = &k.kernels[0];
+            let what = format!(
+                "{} {} in place, n={n} sample {s}",
+                kernel.implementation,
+                kernel.spec.describe(plan.isa)
+            );
+            assert_close_scaled(&what, &got[r.clone()], &want[r.clone()], &mag[r], slack);
+            for g in &got[s * spec.out_stride + out_len..(s + 1) * spec.out_stride] {
+                assert!(g.is_nan(), "{what}: wrote past the value");
+            }
+        }
+    }
+}
+
+/// The tolerance factor of an algorithm: Winograd's transforms scale values by their constants
+/// before summing, which amplifies rounding: F(4x4) by up to two decimal orders over the direct sum.
+fn slack(kind: ConvKind) -> f64 {
+    match kind {
+        ConvKind::Winograd(crate::ir::WinogradTile::F4) => 100.0,
+        ConvKind::Winograd(_) => 10.0,
+        _ => 1.0,
     }
 }
 
@@ -235,13 +290,7 @@ fn check_kernel(
             let kernel = &k.kernels[0];
             let what =
                 format!("{} {} n={n} sample {s}", kernel.implementation, kernel.spec.describe(plan.isa));
-            // Winograd's transforms scale values by their constants before summing, which
-            // amplifies rounding: F(4x4) by up to two decimal orders over the direct sum.
-            let slack = match spec.op.kind {
-                ConvKind::Winograd(crate::ir::WinogradTile::F4) => 100.0,
-                ConvKind::Winograd(_) => 10.0,
-                _ => 1.0,
-            };
+            let slack = slack(spec.op.kind);
             assert_close_scaled(&what, &got[r.clone()], &want[r.clone()], &mag[r], slack);
             for g in &got[s * spec.out_stride + out_len..(s + 1) * spec.out_stride] {
                 assert!(g.is_nan(), "{what}: wrote past the value");

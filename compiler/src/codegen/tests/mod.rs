@@ -104,6 +104,41 @@ pub(super) fn run(
     out
 }
 
+/// [`run`] with the output written over input `alias`, as a memory plan that places a value in the
+/// buffer of an input dying at that node runs it: the output buffer starts as `init` (the aliased
+/// input's values) and input `alias` points at it.
+pub(super) fn run_in_place(
+    k: &CompiledKernels,
+    n: usize,
+    inputs: &[&[f32]],
+    alias: usize,
+    weights: &[&[f32]],
+    init: Vec<f32>,
+) -> Vec<f32> {
+    let kernel = &k.kernels[0];
+    let mut out = init;
+    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
+    let mut ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
+    ins[alias] = out.as_ptr();
+    let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
+    let args = KernelArgs {
+        inputs: &ins,
+        output: out.as_mut_ptr(),
+        weights: &ws,
+        scratch: scratch.as_mut_ptr(),
+        batch: n,
+    };
+    let items = kernel.work_items(n);
+    let mid = items / 2 + items % 3 / 2;
+    // SAFETY: as in `run`; input `alias` and the output are the same buffer, which the kernel may
+    // read and write (it holds `init.len()` floats, sized by the test for both roles).
+    unsafe {
+        kernel.call(&args, 0, mid);
+        kernel.call(&args, mid, items);
+    }
+    out
+}
+
 /// Asserts `got` matches `want` within `1e-5 * (1 + mag)` element-wise.
 pub(super) fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64]) {
     assert_close_scaled(what, got, want, mag, 1.0);
