@@ -21,18 +21,24 @@
 //! 3. **Epilogue**: the accumulator area is transposed four pixels by four channels (eight
 //!    shuffles) into channel-major vectors, the fused epilogue applied (bias, affine, residual,
 //!    post-affine, ReLU, in the IR's order), and stored as runs of four pixels of each output
-//!    channel. This is `O(pixels x channels)` work against `O(pixels x channels x K)` FMAs.
+//!    channel. This is `O(pixels x channels)` work against `O(pixels x channels x K)` FMAs. Without
+//!    a residual, the last K block's tiles apply the epilogue themselves in channel lanes on full
+//!    vectors ([`in_tile_epilogue`]; an activation such as SiLU costs a few dozen instructions per
+//!    vector, four times as many on the transpose's four-lane vectors), and the transpose only
+//!    moves values.
 //!
 //! Sound for any stride, padding and dilation: each accumulator is the k-ascending sum of
 //! `x[ci][oy*sh + kh*dh - ph][ox*sw + kw*dw - pw] * w[co][ci][kh][kw]`, the padded copy supplying
 //! the zeros, and each output is written once by the item owning its (channel panel, pixel).
 
 use super::plan::CHANVEC_PANEL;
-use super::{ConvPlan, ConvSpec, Operands};
+use super::{ConvLayout, ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, LANES, VEC};
 use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
-use crate::codegen::tile::{KLoop, RowsA, Tap, TileArgs, TileOut, TileSpec, Tiles};
+use crate::codegen::tile::{
+    Axis, ChanVec, Epilogue, KLoop, Piece, RowsA, Tap, TileArgs, TileOut, TileSpec, Tiles,
+};
 use crate::ir::{Activation, Relu};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
@@ -237,16 +243,28 @@ pub(super) fn item(
     let block_src = cx.offset(src, pb, v.block_a);
     let panel_b = cx.offset(ops.packed, panel, plan.layout.panel_stride());
     let acc = cx.add_floats(cx.scratch, v.acc_at);
+    let panel_epi = cx.offset(ops.packed, panel, CHANVEC_PANEL);
     let is_last = cx.b.ins().icmp_imm_s(IntCC::Equal, pb, (v.blocks - 1) as i64);
     let body = |cx: &mut KernelCx, tiles: &mut Tiles, pixel_tiles: &[PixelTile], pixels: usize| {
         if v.kblocks == 1 {
             // Each tile's sums are final at once: its epilogue runs while they are in L1.
             for t in pixel_tiles {
-                k_blocks(cx, tiles, spec, plan, v, block_src, panel_b, acc, std::slice::from_ref(t));
+                k_blocks(
+                    cx,
+                    tiles,
+                    spec,
+                    plan,
+                    v,
+                    block_src,
+                    panel_b,
+                    panel_epi,
+                    acc,
+                    std::slice::from_ref(t),
+                );
                 epilogue(cx, spec, plan, ops, n, panel, pb, t.at, t.rows);
             }
         } else {
-            k_blocks(cx, tiles, spec, plan, v, block_src, panel_b, acc, pixel_tiles);
+            k_blocks(cx, tiles, spec, plan, v, block_src, panel_b, panel_epi, acc, pixel_tiles);
             epilogue(cx, spec, plan, ops, n, panel, pb, 0, pixels);
         }
     };
@@ -299,10 +317,12 @@ fn k_blocks(
     v: &ChanVecPlan,
     block_src: Value,
     panel_b: Value,
+    panel_epi: Value,
     acc: Value,
     pixel_tiles: &[PixelTile],
 ) {
     let c = &spec.op.conv;
+    let in_tile = in_tile_epilogue(spec, plan);
     let cin = spec.input[0];
     let [kh_n, kw_n] = c.kernel;
     let (dh, dw) = (c.dilation[0], c.dilation[1]);
@@ -330,38 +350,78 @@ fn k_blocks(
     };
     let rows_a = RowsA::Strided(c.stride[1]);
     let kc_last = cin - (v.kblocks - 1) * v.kc;
-    let run = |cx: &mut KernelCx, tiles: &mut Tiles, kb: Value, channels: usize, first: bool| {
+    let run = |cx: &mut KernelCx, tiles: &mut Tiles, kb: Value, channels: usize, first: bool, last: bool| {
         let kloop = kloop(channels);
         let a0 = cx.offset(block_src, kb, v.kc * v.chan_len);
         let b0 = cx.offset(panel_b, kb, v.kc * taps * CHANVEC_PANEL);
         for t in pixel_tiles {
             for half in 0..v.halves {
-                let spec = TileSpec {
+                let out_spec = match (&in_tile, last) {
+                    (Some(epilogue), true) => TileOut::Final {
+                        row: CHANVEC_PANEL,
+                        pieces: (0..plan.nv)
+                            .map(|j| vec![Piece::leading(j, plan.lanes, plan.lanes)])
+                            .collect(),
+                        epilogue: Epilogue {
+                            relu_rows: vec![spec.op.relu == Relu::All; t.rows],
+                            ..epilogue.clone()
+                        },
+                    },
+                    _ => TileOut::Partial { row: CHANVEC_PANEL },
+                };
+                let tile_spec = TileSpec {
                     isa: plan.isa,
                     rows: t.rows,
                     rows_a,
                     nv: plan.nv,
                     kloop: kloop.clone(),
                     init: (!first).then_some(CHANVEC_PANEL),
-                    out: TileOut::Partial { row: CHANVEC_PANEL },
+                    out: out_spec,
                 };
                 let a = cx.add_floats(a0, t.a);
                 let b = cx.add_floats(b0, half * v.nr);
                 let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
                 let init = (!first).then_some(out);
-                tiles.emit(cx, &spec, TileArgs { a, b, out, epi: None, res: None, init });
+                let epi = (in_tile.is_some() && last).then(|| cx.add_floats(panel_epi, half * v.nr));
+                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init });
             }
         }
     };
     let zero = cx.ic(0);
     if v.kblocks == 1 {
-        run(cx, tiles, zero, kc_last, true);
+        run(cx, tiles, zero, kc_last, true, true);
         return;
     }
-    run(cx, tiles, zero, v.kc, true);
+    run(cx, tiles, zero, v.kc, true, false);
     let (one, mid_end) = (cx.ic(1), cx.ic((v.kblocks - 1) as i64));
-    cx.for_range(one, mid_end, 1, "chanvec K blocks", |cx, kb| run(cx, tiles, kb, v.kc, false));
-    run(cx, tiles, mid_end, kc_last, false);
+    cx.for_range(one, mid_end, 1, "chanvec K blocks", |cx, kb| run(cx, tiles, kb, v.kc, false, false));
+    run(cx, tiles, mid_end, kc_last, false, true);
+}
+
+/// The epilogue the last K block's tiles apply themselves, in channel lanes, when the op has no
+/// residual and its ReLU covers every channel or none (the other steps are per channel, which in
+/// these tiles is per lane: whole vectors of the packed epilogue constants, [`Axis::Col`]). The
+/// transposing epilogue then only moves the finished values to the output planes. Sound: the
+/// steps and their order are the op's (`acc * s1 + b1`, `* s2 + b2`, ReLU, activation, with no
+/// residual between them), applied to the final sums, and the constants' arrays are padded to
+/// whole panels so a panel's last vectors read inside the packed buffer. `None` keeps the whole
+/// epilogue in the transpose (a residual is stored pixel-major, the IR's `Relu::First` is a
+/// per-channel choice).
+fn in_tile_epilogue(spec: &ConvSpec, plan: &ConvPlan) -> Option<Epilogue> {
+    if spec.op.residual || matches!(spec.op.relu, Relu::First(_)) {
+        return None;
+    }
+    let col = |at: Option<usize>| at.map(|at| ChanVec { at, axis: Axis::Col });
+    let layout = &plan.layout;
+    Some(Epilogue {
+        s1: col(layout.s1),
+        b1: col(layout.b1),
+        s2: col(layout.s2),
+        b2: col(layout.b2),
+        residual: None,
+        relu_rows: Vec::new(),
+        activation: plan.activation,
+    })
 }
 
 /// The fused epilogue of `pixels` outputs of the panel's channels from pixel `first` of the block,
@@ -401,7 +461,15 @@ fn epilogue(
         cx.offset(r, pix0, 1)
     });
     let zero = cx.ic(0);
-    let relu = spec.op.relu;
+    // What the tiles applied already is not applied again.
+    let in_tile = in_tile_epilogue(spec, plan).is_some();
+    let relu = if in_tile { Relu::None } else { spec.op.relu };
+    let layout = if in_tile {
+        &ConvLayout { s1: None, b1: None, s2: None, b2: None, ..layout.clone() }
+    } else {
+        layout
+    };
+    let activation = if in_tile { None } else { spec.op.activation };
     cx.for_range(zero, groups, 1, "chanvec epilogue: channel quads", |cx, q| {
         let c4 = cx.b.ins().imul_imm_s(q, 4);
         let co = cx.b.ins().iadd(co0, c4);
@@ -427,7 +495,7 @@ fn epilogue(
                     s2: splat(cx, layout.s2),
                     b2: splat(cx, layout.b2),
                     relu,
-                    activation: spec.op.activation,
+                    activation,
                     y,
                     res,
                 }

@@ -677,6 +677,14 @@ fn chanvec_convolutions() {
         c.affine = !residual;
         c.relu = if residual { Relu::All } else { Relu::First(cout / 2) };
         check(c);
+        // Without a residual and with a ReLU on all channels or none, the tiles apply the whole
+        // epilogue (both affines, ReLU) in channel lanes; one K block or several.
+        for relu in [Relu::None, Relu::All] {
+            let mut c = case(cin, cout, hw, k, stride, pad);
+            c.kind = ConvKind::ChanVec;
+            (c.affine, c.post, c.relu) = (true, true, relu);
+            check(c);
+        }
     }
     let mut c = case(6, 24, 9, 3, 1, 2);
     c.dilation = 2;
@@ -829,6 +837,16 @@ fn fused_activations() {
         let mut c = with(case(20, 36, 14, 3, 2, 1));
         c.kind = ConvKind::ChanVec;
         c.relu = Relu::First(18);
+        check(c);
+        // Chanvec without a residual: the activation runs in the tiles, in channel lanes (several
+        // K blocks with an affine; one K block with a ReLU first).
+        let mut c = with(case(600, 48, 7, 1, 1, 0));
+        c.kind = ConvKind::ChanVec;
+        c.affine = true;
+        check(c);
+        let mut c = with(case(70, 96, 9, 3, 1, 1));
+        c.kind = ConvKind::ChanVec;
+        c.relu = Relu::All;
         check(c);
         // Depthwise: the flat run's epilogue (7x7, 5x5 stride 2) and row mode (40 columns are
         // rows of several vectors), with a residual and ReLU before the activation.
