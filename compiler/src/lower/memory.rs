@@ -13,8 +13,8 @@
 //!   its shape whose buffer dies at that op and that no view reads; so does a convolution with a
 //!   fused residual add over that residual (as ONNX Runtime's Conv+Sum does): every kernel's
 //!   epilogue reads residual element `i` only to store output element `i`, so no element is
-//!   overwritten before its one reader has read it. This halves the write traffic of a ResNet
-//!   block's last convolution (no separate output lines to fetch for ownership) and its arena share.
+//!   overwritten before its one reader has read it. A ResNet block's last convolution then stores
+//!   into the lines it has just read instead of fetching separate output lines for ownership.
 //!
 //! Buffers get arena offsets by liveness: a buffer is live from the first node that writes into it to
 //! the last node that reads from it (graph outputs live to the end), and two buffers may share bytes
@@ -106,19 +106,19 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     // output's shape, dies at `id`, is read once there, is no graph output and no view reads it.
     let overwritable = |i: ValueId, id: NodeId, homes: &HashMap<ValueId, Home>| -> bool {
         matches!(homes.get(&i), Some(Home::Own(_)))
-                        && graph.shape(i) == &graph.node(id).shape
-                        // A view of the input (a chunk's slice, a flatten) may be read later.
-                        && graph.consumers(i).iter().all(|&c| !matches!(graph.node(c).op, Op::Slice(_) | Op::Flatten))
-                        && last_reader.get(&i) == Some(&position[&id])
-                        && !outputs.contains(&i)
-                        && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
-                        && !concat_slot.contains_key(&i)
-                        // The parts of a concat stored in its buffer are read no later than here.
-                        && parts.get(&i).is_none_or(|ps| {
-                            ps.iter().all(|p| {
-                                !outputs.contains(p) && last_reader.get(p).is_none_or(|&r| r <= position[&id])
-                            })
-                        })
+            && graph.shape(i) == &graph.node(id).shape
+            // A view of the input (a chunk's slice, a flatten) may be read later.
+            && graph.consumers(i).iter().all(|&c| !matches!(graph.node(c).op, Op::Slice(_) | Op::Flatten))
+            && last_reader.get(&i) == Some(&position[&id])
+            && !outputs.contains(&i)
+            && graph.consumers(i).iter().filter(|&&c| c == id).count() == 1
+            && !concat_slot.contains_key(&i)
+            // The parts of a concat stored in its buffer are read no later than here.
+            && parts.get(&i).is_none_or(|ps| {
+                ps.iter().all(|p| {
+                    !outputs.contains(p) && last_reader.get(p).is_none_or(|&r| r <= position[&id])
+                })
+            })
     };
     for &id in &order {
         let v = id.value();
