@@ -172,8 +172,8 @@ impl Pool {
     }
 
     /// Runs `calls` in order on every thread of the pool; with `times`, records the wall time of
-    /// each call (barrier included) as seen by the calling thread. Returns when every thread has
-    /// finished the last call.
+    /// each call as seen by the calling thread: from the end of the previous call (its barrier) to
+    /// the end of this one's. Returns when every thread has finished the last call.
     /// `buf` is the caller's scratch, at least `scratch` floats; the workers keep their own.
     pub fn run(&self, calls: &[Call], buf: &mut [f32], scratch: usize, times: Option<&mut Vec<f64>>) {
         let threads = self.shared.threads;
@@ -246,8 +246,12 @@ fn run_calls(
     barrier: Option<&Barrier>,
     mut times: Option<&mut Vec<f64>>,
 ) {
+    // Each call's time runs from the end of the previous call (its barrier) to the end of its own,
+    // on one timeline: a thread descheduled between calls cannot lose the time another thread
+    // spends on the next call's items (a profile on a busy machine once showed 0.01 ms for a
+    // multi-millisecond kernel the other thread had run alone).
+    let mut mark = times.is_some().then(Instant::now);
     for call in calls {
-        let start = times.is_some().then(Instant::now);
         // Chunks of a quarter of a thread's even share (few claims, and a late thread still finds
         // work), or the run of items that share set-up work when a thread's share allows it.
         let share = call.items.div_ceil(threads as u64);
@@ -276,8 +280,10 @@ fn run_calls(
         if let Some(b) = barrier {
             b.wait();
         }
-        if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
-            times.push(start.elapsed().as_secs_f64());
+        if let (Some(times), Some(mark)) = (times.as_deref_mut(), mark.as_mut()) {
+            let now = Instant::now();
+            times.push(now.duration_since(*mark).as_secs_f64());
+            *mark = now;
         }
     }
 }

@@ -80,27 +80,9 @@ pub(super) fn run(
     weights: &[&[f32]],
     out_len: usize,
 ) -> Vec<f32> {
-    let kernel = &k.kernels[0];
-    let mut out = vec![f32::from_bits(0x7fc0_1234); out_len];
-    // NaN-filled: a kernel must not read scratch it did not write (but for lanes it discards).
-    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
-    let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
-    let args = KernelArgs {
-        inputs: &ins,
-        output: out.as_mut_ptr(),
-        weights: &ws,
-        scratch: scratch.as_mut_ptr(),
-        batch: n,
-    };
-    let items = kernel.work_items(n);
-    let mid = items / 2 + items % 3 / 2;
-    // SAFETY: the buffers are sized by the tests for the spec and batch `n`; the scratch holds
-    // `scratch_floats()` floats and the two calls run one after the other.
-    unsafe {
-        kernel.call(&args, 0, mid);
-        kernel.call(&args, mid, items);
-    }
+    let mut out = vec![f32::from_bits(0x7fc0_1234); out_len];
+    call_in_two_ranges(k, n, ins, weights, &mut out);
     out
 }
 
@@ -115,11 +97,25 @@ pub(super) fn run_in_place(
     weights: &[&[f32]],
     init: Vec<f32>,
 ) -> Vec<f32> {
-    let kernel = &k.kernels[0];
     let mut out = init;
-    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let mut ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
     ins[alias] = out.as_ptr();
+    call_in_two_ranges(k, n, ins, weights, &mut out);
+    out
+}
+
+/// Calls kernel 0 of `k` over a batch of `n`, its items split into two ranges run one after the
+/// other (as two threads would split them), with a NaN-filled scratch.
+fn call_in_two_ranges(
+    k: &CompiledKernels,
+    n: usize,
+    ins: Vec<*const f32>,
+    weights: &[&[f32]],
+    out: &mut [f32],
+) {
+    let kernel = &k.kernels[0];
+    // NaN-filled: a kernel must not read scratch it did not write (but for lanes it discards).
+    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
     let args = KernelArgs {
         inputs: &ins,
@@ -130,13 +126,13 @@ pub(super) fn run_in_place(
     };
     let items = kernel.work_items(n);
     let mid = items / 2 + items % 3 / 2;
-    // SAFETY: as in `run`; input `alias` and the output are the same buffer, which the kernel may
-    // read and write (it holds `init.len()` floats, sized by the test for both roles).
+    // SAFETY: the buffers are sized by the tests for the spec and batch `n`; the scratch holds
+    // `scratch_floats()` floats and the two calls run one after the other. An input may point into
+    // `out` (an in-place run), which the kernel then reads and writes.
     unsafe {
         kernel.call(&args, 0, mid);
         kernel.call(&args, mid, items);
     }
-    out
 }
 
 /// Asserts `got` matches `want` within `1e-5 * (1 + mag)` element-wise.
