@@ -15,7 +15,9 @@
 //! the removed node read (the activation comes after every other epilogue step, which is the order
 //! of the graph: the conv's output was the activation's input). The kernels apply it with the
 //! elementwise kernel's own code or, in the assembled x86 tiles, its instruction-for-instruction
-//! copy with the same constants (see `codegen::tile::x86`). No edge is added, so the graph stays
+//! copy with the same constants (see `codegen::tile::x86`); the one exception, the AVX-512 sigmoid
+//! and SiLU, computes the same function to the same accuracy bound with cheaper instructions, so
+//! its last bits may differ from the separate kernel's. No edge is added, so the graph stays
 //! acyclic.
 //!
 //! [`FusedConv::activation`]: crate::ir::FusedConv::activation
