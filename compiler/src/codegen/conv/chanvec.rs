@@ -345,6 +345,7 @@ fn k_blocks(
                 a_step: v.chan_len,
                 b_step: taps * CHANVEC_PANEL,
                 tail: Vec::new(),
+                prefetch_a: 0,
             }
         }
     };

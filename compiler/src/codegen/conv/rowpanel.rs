@@ -92,6 +92,7 @@ pub(super) fn item(
             a_step: kh_n * kw_n * PANEL_ROWS,
             b_step: plan.chan_len,
             tail: Vec::new(),
+            prefetch_a: 0,
         }
     };
     let dest = Dest {

@@ -140,3 +140,38 @@ fn assembled_tiles_keep_to_their_isa_and_the_abi() {
         eprintln!("{isa}: {tiles} assembled tiles decoded and checked");
     }
 }
+
+/// The Winograd GEMM tiles hint their weights ahead of the K loop ([`KLoop::prefetch_a`]): each
+/// has `prefetcht0` at positive offsets from A (rdi), and never a prefetch at or behind the loop's
+/// own reads. (What a hint cannot change, the values, the Winograd tests in `conv` check on every
+/// ISA.)
+#[test]
+fn winograd_tiles_prefetch_their_weights_ahead() {
+    for isa in host_isas().into_iter().filter(|&i| i != Isa::Sse) {
+        let spec = kernels()
+            .into_iter()
+            .find(|k| matches!(k, KernelSpec::Conv(c) if matches!(c.op.kind, ConvKind::Winograd(_))));
+        let k = compile_for(spec.expect("a Winograd kernel"), isa);
+        let mut hinted = 0;
+        for tile in k.kernels[0].tiles() {
+            if tile.name.contains("transform") {
+                continue;
+            }
+            let code = decode(&tile.code);
+            let a_hints: Vec<&Instruction> = code
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Prefetcht0 && i.memory_base() == Register::RDI)
+                .collect();
+            assert!(!a_hints.is_empty(), "{isa} tile {}: no prefetch of A", tile.name);
+            for i in a_hints {
+                assert!(
+                    i.memory_displacement64() as i64 >= 1024,
+                    "{isa} tile {}: `{i}` not ahead",
+                    tile.name
+                );
+            }
+            hinted += 1;
+        }
+        assert!(hinted > 0, "{isa}: no Winograd GEMM tile");
+    }
+}

@@ -63,6 +63,11 @@ pub struct KLoop {
     pub a_step: usize,
     pub b_step: usize,
     pub tail: Vec<Tap>,
+    /// Software prefetch of A (the x86 tiles; 0: none): each group hints the cache lines
+    /// `prefetch_a` bytes ahead of the `a_step` floats it reads from each A panel, so a stream of
+    /// weights read once (Winograd at batch 1) arrives before the FMAs need it. A hint only: it
+    /// never faults and changes no value, so it may point past A's footprint.
+    pub prefetch_a: usize,
 }
 
 impl KLoop {
@@ -76,6 +81,7 @@ impl KLoop {
             a_step: unroll * a_stride,
             b_step: unroll * b_stride,
             tail: taps(count % unroll),
+            prefetch_a: 0,
         }
     }
 

@@ -32,7 +32,7 @@
 pub mod depthwise;
 pub mod winograd;
 
-use super::{Axis, ChanVec, Piece, Tap, TileOut, TileSpec};
+use super::{Axis, ChanVec, Piece, RowsA, Tap, TileOut, TileSpec};
 use crate::codegen::eltwise::EXP_MIN;
 use crate::codegen::isa::Isa;
 use crate::codegen::softmax::{EXP_BIAS, EXP_LO, EXP_TAYLOR, NEG_LN2_HI, NEG_LN2_LO};
@@ -636,6 +636,7 @@ impl Gen {
                 self.a.mov(r10d, k.groups as u32).map_err(asm_err)?;
                 self.a.set_label(&mut top).map_err(asm_err)?;
             }
+            self.prefetch_a(spec)?;
             self.k_step(spec, form, &k.taps)?;
             if k.groups > 1 || !k.tail.is_empty() {
                 if k.a_step > 0 {
@@ -767,6 +768,27 @@ impl Gen {
     }
 
     /// The FMAs of `taps` (A and B at their current bases).
+    /// The K loop's software prefetch of A ([`KLoop::prefetch_a`]), once per group: the cache
+    /// lines `prefetch_a` bytes past the group's `a_step` floats of each packed panel. Consecutive
+    /// groups hint consecutive runs of bytes, so every line of a panel's stream is hinted once
+    /// (ahead of its use by `prefetch_a` bytes). Strided A rows get none.
+    fn prefetch_a(&mut self, spec: &TileSpec) -> Result<(), CodegenError> {
+        let k = &spec.kloop;
+        let RowsA::Panels { rows, stride } = spec.rows_a else { return Ok(()) };
+        if k.prefetch_a == 0 {
+            return Ok(());
+        }
+        for p in 0..spec.rows.div_ceil(rows) {
+            for line in (0..k.a_step.max(1) * 4).step_by(64) {
+                let bytes = p * stride * 4 + k.prefetch_a + line;
+                let bytes = i32::try_from(bytes)
+                    .map_err(|_| CodegenError::Unsupported(format!("prefetch offset of {bytes} bytes")))?;
+                self.a.prefetcht0(byte_ptr(A + bytes)).map_err(asm_err)?;
+            }
+        }
+        Ok(())
+    }
+
     fn k_step(&mut self, spec: &TileSpec, form: Form, taps: &[Tap]) -> Result<(), CodegenError> {
         let (rows, nv, lanes) = (spec.rows, spec.nv, self.lanes());
         let acc = |r: usize, j: usize| r * nv + j;
