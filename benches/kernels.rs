@@ -100,7 +100,13 @@ struct Run {
 
 /// Best seconds per call of the kernel over `run.batch` samples on `threads` threads: thread CPU
 /// time for one thread, wall time for more.
-fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize, run: Run) -> Result<(f64, &'static str), String> {
+fn time(
+    spec: &ConvSpec,
+    isa: Isa,
+    threads: usize,
+    iters: usize,
+    run: Run,
+) -> Result<(f64, &'static str), String> {
     let batch = run.batch;
     let kspec = KernelSpec::Conv(spec.clone());
     let ks = compile(
