@@ -9,7 +9,9 @@
 //! share of the 1-core peak, and GFLOP/s on two threads (wall time, best of N). `-- --sweep` also
 //! tries other register tiles, `--orders` both loop orders, `--quick` fewer iterations, and a
 //! free argument filters shapes by name. FLOPs are `2 * MACs` of the convolution (epilogue work not
-//! counted).
+//! counted). `--batch N` times N samples per call (large planes then stream through memory: the
+//! memory-bound regime of batched inference) and `--inplace` passes the output buffer as the
+//! residual too (a convolution writing over its dead residual input).
 
 use netc_compiler::codegen::jit::PeakProbe;
 use netc_compiler::codegen::{
@@ -50,6 +52,9 @@ const SHAPES: &[Shape] = &[
     Shape { name: "1x1s2 512->1024 @28", cin: 512, cout: 1024, hw: 28, k: 1, stride: 2, residual: true },
     Shape { name: "1x1s2 1024->2048 @14", cin: 1024, cout: 2048, hw: 14, k: 1, stride: 2, residual: true },
     Shape { name: "7x7s2 3->64 @224", cin: 3, cout: 64, hw: 224, k: 7, stride: 2, residual: false },
+    // MobileNetV2's expansions and projections at large planes (few channels: memory-bound).
+    Shape { name: "1x1 16->96 @112", cin: 16, cout: 96, hw: 112, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 144->24 @56", cin: 144, cout: 24, hw: 56, k: 1, stride: 1, residual: true },
 ];
 
 /// The shape's convolution, of `kind` or the kind its geometry gets by default.
@@ -85,9 +90,24 @@ fn peak(isa: Isa) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Best seconds per call of the kernel over a batch of 1 on `threads` threads: thread CPU time for
-/// one thread, wall time for more.
-fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize) -> Result<(f64, &'static str), String> {
+/// How the operands of a timed call are laid out: samples per call, and whether the output buffer
+/// is also the residual (in place).
+#[derive(Clone, Copy)]
+struct Run {
+    batch: usize,
+    inplace: bool,
+}
+
+/// Best seconds per call of the kernel over `run.batch` samples on `threads` threads: thread CPU
+/// time for one thread, wall time for more.
+fn time(
+    spec: &ConvSpec,
+    isa: Isa,
+    threads: usize,
+    iters: usize,
+    run: Run,
+) -> Result<(f64, &'static str), String> {
+    let batch = run.batch;
     let kspec = KernelSpec::Conv(spec.clone());
     let ks = compile(
         &[KernelRequest { name: "bench".into(), spec: kspec }],
@@ -106,12 +126,14 @@ fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize) -> Result<(f64,
     }
     let b = vec![0.1f32; c.out_channels];
     let packed = AlignedF32::from_slice(&pack_conv_weights(spec, &[&w, &b]).map_err(|e| e.to_string())?);
-    let x = AlignedF32::from_slice(&vec![0.5f32; spec.in_stride]);
-    let res = AlignedF32::from_slice(&vec![0.25f32; spec.res_stride]);
-    let mut out = AlignedF32::zeros(spec.out_stride);
-    let items = k.work_items(1);
-    let (x_ptr, res_ptr, w_ptr) = (x.as_ptr() as usize, res.as_ptr() as usize, packed.as_ptr() as usize);
+    let x = AlignedF32::from_slice(&vec![0.5f32; spec.in_stride * batch]);
+    let res = AlignedF32::from_slice(&vec![0.25f32; spec.res_stride * batch]);
+    let mut out = AlignedF32::from_slice(&vec![0.25f32; spec.out_stride * batch]);
+    let items = k.work_items(batch);
+    let (x_ptr, w_ptr) = (x.as_ptr() as usize, packed.as_ptr() as usize);
     let out_ptr = out.as_mut_ptr() as usize;
+    // In place: the residual is read from the output buffer (same strides: contiguous specs).
+    let res_ptr = if run.inplace { out_ptr } else { res.as_ptr() as usize };
     let mut scratches: Vec<AlignedF32> =
         (0..threads).map(|_| AlignedF32::zeros(k.scratch_floats().max(1))).collect();
     let mut best = f64::INFINITY;
@@ -130,10 +152,11 @@ fn time(spec: &ConvSpec, isa: Isa, threads: usize, iters: usize) -> Result<(f64,
                         output: out_ptr as *mut f32,
                         weights: &weights,
                         scratch: scratch as *mut f32,
-                        batch: 1,
+                        batch,
                     };
-                    // SAFETY: buffers sized for batch 1 of this spec; each thread has its own
-                    // scratch and a disjoint item range.
+                    // SAFETY: buffers sized for `batch` samples of this spec; each thread has its
+                    // own scratch and a disjoint item range; in place, every output element is read
+                    // as the residual only by the tile that then stores it.
                     unsafe { k.call(&args, lo, hi) };
                 };
                 if threads == 1 {
@@ -167,8 +190,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
     let (sweep, quick) = (flag("--sweep"), flag("--quick"));
-    let isa_arg = args.iter().position(|a| a == "--isa").and_then(|i| args.get(i + 1)).cloned();
-    let filter = args.iter().skip(1).find(|a| !a.starts_with("--") && Some(*a) != isa_arg.as_ref()).cloned();
+    let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let isa_arg = value("--isa");
+    let batch_arg = value("--batch");
+    let batch: usize = batch_arg.as_deref().map_or(1, |b| b.parse().expect("--batch takes a number"));
+    let run = Run { batch, inplace: flag("--inplace") };
+    let filter = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with("--") && Some(*a) != isa_arg.as_ref() && Some(*a) != batch_arg.as_ref())
+        .cloned();
     let isas: Vec<Isa> = match &isa_arg {
         Some(name) => vec![Isa::parse(name).unwrap_or_else(|| panic!("unknown ISA {name}"))],
         None => Isa::available(),
@@ -204,7 +235,7 @@ fn main() {
         {
             let base = spec(s, kind);
             let [co, oh, ow] = base.output().expect("valid");
-            let flops = 2.0 * (co * oh * ow * s.cin * s.k * s.k) as f64;
+            let flops = 2.0 * (batch * co * oh * ow * s.cin * s.k * s.k) as f64;
             let iters = if quick { 5 } else { (2e10 / flops).clamp(10.0, 200.0) as usize };
             let mut variants: Vec<Variant> = vec![(None, None)];
             if sweep {
@@ -233,8 +264,8 @@ fn main() {
                     plan.nv * plan.lanes,
                     if plan.tiles_outer { " T" } else { " P" }
                 );
-                let run = |threads| time(&sp, isa, threads, iters);
-                match (run(1), run(2)) {
+                let timed = |threads| time(&sp, isa, threads, iters, run);
+                match (timed(1), timed(2)) {
                     (Ok((t1, name)), Ok((t2, _))) => {
                         let (g1, g2) = (flops / t1 * 1e-9, flops / t2 * 1e-9);
                         println!(

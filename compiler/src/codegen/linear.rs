@@ -135,6 +135,7 @@ fn tile_spec(spec: &LinearSpec, plan: LinearPlan, rows: usize, valid: usize) -> 
                 relu_rows: vec![spec.op.relu; rows],
                 ..Epilogue::default()
             },
+            stream: false,
         },
     }
 }

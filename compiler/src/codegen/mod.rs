@@ -147,6 +147,7 @@ impl KernelSpec {
                 res_stride: in_strides.get(1).copied().unwrap_or(0),
                 tile: None,
                 order: None,
+                stream_bytes: None,
             }),
             Op::FusedLinear(l) => {
                 KernelSpec::Linear(LinearSpec { op: l.clone(), in_stride: in_strides[0], out_stride })

@@ -51,6 +51,14 @@ impl AlignedF32 {
         AlignedF32 { blocks: vec![Line::default(); len.div_ceil(16)], len }
     }
 
+    /// [`AlignedF32::zeros`], or `None` when the memory cannot be allocated.
+    pub fn try_zeros(len: usize) -> Option<AlignedF32> {
+        let mut blocks = Vec::new();
+        blocks.try_reserve_exact(len.div_ceil(16)).ok()?;
+        blocks.resize(len.div_ceil(16), Line::default());
+        Some(AlignedF32 { blocks, len })
+    }
+
     pub fn as_slice(&self) -> &[f32] {
         // SAFETY: `Line` is `repr(C)` `[f32; 16]` with no padding (64 bytes, align 64), so the
         // blocks are `16 * blocks.len() >= len` contiguous, initialised floats.

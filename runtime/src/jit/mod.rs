@@ -96,8 +96,10 @@ pub struct Executable {
 /// worker pool of `threads - 1` threads (started on the first run, parked between runs).
 pub struct Session {
     threads: usize,
-    /// The arena of the last batch size run, reused while the batch size stays the same.
-    arena: Vec<f32>,
+    /// The arena of the last batch size run, reused while the batch size stays the same. Its base
+    /// is 64-byte aligned, so values the plan places at multiples of 16 floats are too (the
+    /// `gemm1x1` kernels stream aligned outputs past the cache).
+    arena: AlignedF32,
     scratch: Vec<f32>,
     pool: Option<threads::Pool>,
 }
@@ -105,7 +107,7 @@ pub struct Session {
 impl Session {
     /// A session whose runs use `threads` threads (the caller's included; at least 1).
     pub fn new(threads: usize) -> Session {
-        Session { threads: threads.max(1), arena: Vec::new(), scratch: Vec::new(), pool: None }
+        Session { threads: threads.max(1), arena: AlignedF32::default(), scratch: Vec::new(), pool: None }
     }
 
     /// Threads of each run, the caller's included.
@@ -242,19 +244,16 @@ impl Executable {
             .checked_mul(batch)
             .ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
         if session.arena.len() != floats {
-            session.arena = Vec::new();
-            session
-                .arena
-                .try_reserve_exact(floats)
-                .map_err(|_| JitError::Memory { bytes: floats * 4, batch })?;
-            session.arena.resize(floats, 0.0);
+            session.arena = AlignedF32::default();
+            session.arena =
+                AlignedF32::try_zeros(floats).ok_or(JitError::Memory { bytes: floats * 4, batch })?;
         }
         for (&v, t) in graph.inputs.iter().zip(inputs) {
             let place = self.program.plan().values[&v];
             let len = t.sample_len();
             for n in 0..batch {
                 let at = self.float_offset(place, batch) + n * place.sample_stride;
-                session.arena[at..at + len].copy_from_slice(t.sample(n));
+                session.arena.as_mut_slice()[at..at + len].copy_from_slice(t.sample(n));
             }
         }
         self.execute(session, batch, times)?;
@@ -263,7 +262,7 @@ impl Executable {
             let len = graph.shape(v).elements();
             for n in 0..batch {
                 let at = self.float_offset(place, batch) + n * place.sample_stride;
-                buffer[n * len..(n + 1) * len].copy_from_slice(&session.arena[at..at + len]);
+                buffer[n * len..(n + 1) * len].copy_from_slice(&session.arena.as_slice()[at..at + len]);
             }
         }
         Ok(())

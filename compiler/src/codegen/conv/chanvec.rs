@@ -367,6 +367,8 @@ fn k_blocks(
                             relu_rows: vec![spec.op.relu == Relu::All; t.rows],
                             ..epilogue.clone()
                         },
+                        // The accumulator area is read back at once by the transpose.
+                        stream: false,
                     },
                     _ => TileOut::Partial { row: CHANVEC_PANEL },
                 };

@@ -48,6 +48,7 @@ pub(super) fn item(
         y: cx.offset(cx.output, n, spec.out_stride),
         res: ops.residual.map(|res| cx.offset(res, n, spec.res_stride)),
         plane: p_total,
+        stream: plan.stream_from.map(|from| stream_condition(cx, plan.lanes, from, ops.residual)),
     };
     let tail_cols = last_len % nr;
     let tail_col = last * plan.block + last_len / nr * nr;
@@ -127,6 +128,23 @@ pub(super) fn item(
             let col = cx.ic(tail_col as i64);
             col_body(cx, col, tail_cols.div_ceil(plan.lanes), (tail_cols - 1) % plan.lanes + 1);
         });
+    }
+}
+
+/// Whether this call stores its outputs non-temporally (an `i8`): the batch is at least `from`
+/// samples, the output base is aligned to the vector (with the plan's layout condition, so is every
+/// whole output vector: [`ConvPlan::stream_from`]), and the output is not also the residual.
+fn stream_condition(cx: &mut KernelCx, lanes: usize, from: usize, residual: Option<Value>) -> Value {
+    let big = cx.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, cx.batch, from as i64);
+    let misaligned = cx.b.ins().band_imm_s(cx.output, (lanes * 4 - 1) as i64);
+    let aligned = cx.b.ins().icmp_imm_s(IntCC::Equal, misaligned, 0);
+    let ok = cx.b.ins().band(big, aligned);
+    match residual {
+        Some(res) => {
+            let apart = cx.b.ins().icmp(IntCC::NotEqual, cx.output, res);
+            cx.b.ins().band(ok, apart)
+        }
+        None => ok,
     }
 }
 

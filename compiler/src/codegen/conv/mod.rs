@@ -17,7 +17,12 @@
 //! channels) keep that slice near L1 for large `Cin`; between blocks each tile's raw accumulators
 //! go to a partial-sum area of the scratch and come back as the next block's initial values, so
 //! every output is still the k-ascending sum over all `Cin` (the epilogue runs after the last block
-//! only). The chunk of A (re-read once per tile and K block) is sized to stay in L2.
+//! only). The chunk of A (re-read once per tile and K block) is sized to stay in L2. A call whose
+//! output would not stay in the last-level cache anyway (batch x output bytes over a threshold,
+//! [`ConvPlan::stream_from`]) stores it non-temporally when the layout keeps every output vector
+//! aligned and the output is not the residual (checked at run time), and fences before returning:
+//! at large planes with few channels the layer is bound by memory traffic, and streaming saves
+//! the read for ownership of every output line.
 //!
 //! **`rowpanel`** ([`rowpanel`]; every other convolution: KxK, strided, padded, dilated, grouped):
 //! an implicit GEMM over a padded, de-interleaved copy of the input rows a block of output rows
@@ -69,6 +74,9 @@ pub struct ConvSpec {
     /// Loop order (`true`: column tiles outside row tiles) instead of the default (for tuning; the
     /// direct 1x1 path always runs column tiles outside, as it packs one tile at a time).
     pub order: Option<bool>,
+    /// Output bytes per call from which the direct path streams its outputs past the cache,
+    /// instead of the default (see [`ConvPlan::stream_from`]; for tests and tuning).
+    pub stream_bytes: Option<usize>,
 }
 
 impl ConvSpec {
@@ -82,6 +90,7 @@ impl ConvSpec {
             res_stride: 0,
             tile: None,
             order: None,
+            stream_bytes: None,
         };
         let [c, h, w] = spec.output()?;
         spec.out_stride = c * h * w;
@@ -116,6 +125,9 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
     let ops = Operands { input, residual, packed };
     let none = cx.ic(-1);
     let filled = cx.var(cranelift_codegen::ir::types::I64, none);
+    // Some outputs may be stored non-temporally: weakly ordered, so fence them before returning
+    // (the caller then signals completion to the threads that read them).
+    let streams = plan.stream_from.is_some();
     cx.for_items(|cx, item| {
         let (n, r) = cx.divmod(item, ips);
         match plan.path {
@@ -126,6 +138,9 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
             ConvPath::Depthwise => depthwise::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
     });
+    if streams {
+        cx.b.ins().fence();
+    }
 }
 
 /// The kernel's operand pointers (batch bases).
@@ -266,12 +281,15 @@ struct KPart {
 
 const WHOLE_K: KPart = KPart { init: None, partial_out: None };
 
-/// Where a tile's outputs go: the sample's output and residual bases and the channel plane size.
+/// Where a tile's outputs go: the sample's output and residual bases and the channel plane size,
+/// and, if the outputs may be streamed, the run-time condition (an `i8`) under which they are
+/// (see [`ConvPlan::stream_from`]).
 #[derive(Clone, Copy)]
 struct Dest {
     y: Value,
     res: Option<Value>,
     plane: usize,
+    stream: Option<Value>,
 }
 
 /// The K loop, epilogue and store of one tile. With `part.partial_out`, the raw accumulators are
@@ -319,7 +337,8 @@ fn tile(
                 relu_rows: rt.relu_rows.clone(),
                 activation: plan.activation,
             };
-            (out, Some(epi), res, TileOut::Final { row: dest.plane, pieces, epilogue })
+            let out_spec = TileOut::Final { row: dest.plane, pieces, epilogue, stream: false };
+            (out, Some(epi), res, out_spec)
         }
     };
     let spec = TileSpec {
@@ -332,5 +351,24 @@ fn tile(
         out: out_spec,
     };
     let args = TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base) };
-    tiles.emit(cx, &spec, args);
+    match (dest.stream, &spec.out) {
+        (Some(stream), TileOut::Final { row, pieces, epilogue, .. }) => {
+            let streamed = TileSpec {
+                out: TileOut::Final {
+                    row: *row,
+                    pieces: pieces.clone(),
+                    epilogue: epilogue.clone(),
+                    stream: true,
+                },
+                ..spec.clone()
+            };
+            cx.if_else_with(
+                tiles,
+                stream,
+                |cx, tiles| tiles.emit(cx, &streamed, args),
+                |cx, tiles| tiles.emit(cx, &spec, args),
+            );
+        }
+        _ => tiles.emit(cx, &spec, args),
+    }
 }

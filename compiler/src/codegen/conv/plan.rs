@@ -216,6 +216,12 @@ const A_IN_L2_BYTES: usize = 512 * 1024;
 /// slice of A it stays in L1/L2).
 const KC_MAX: usize = 256;
 
+/// Direct path: a kernel call writing at least this many output bytes stores them non-temporally
+/// (when aligned and not in place, see [`ConvPlan::stream_from`]): that much output does not stay
+/// in the last-level cache (32 MiB, shared) for the next layer anyway, and streaming it saves the
+/// read for ownership of every output line (a third of the traffic of an output-bound layer).
+const STREAM_BYTES: usize = 16 << 20;
+
 /// Most column tiles per flat block (each is a separate tile variant).
 const MAX_FLAT_TILES: usize = 16;
 /// Most scratch bytes of a flat block.
@@ -270,6 +276,13 @@ pub struct ConvPlan {
     /// `Cin - (kblocks - 1) * kc` channels).
     pub kc: usize,
     pub kblocks: usize,
+    /// Direct path: the smallest batch from which the outputs are streamed past the cache
+    /// ([`crate::codegen::tile::TileOut::Final`]'s `stream`; `None`: never). Only on the assembled
+    /// ISAs, and only for layouts where every whole output vector is vector-aligned once the
+    /// output base is (channel planes and the sample stride a multiple of the vector); the kernel
+    /// checks the base's alignment, and that the output is not the residual (in place, the lines
+    /// were just read: a normal store is cheaper), at run time.
+    pub stream_from: Option<usize>,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
     /// The activation every kernel path applies last in its epilogue (from the op).
@@ -325,6 +338,7 @@ impl ConvPlan {
             chan_len: 0,
             kc: layout.k_g,
             kblocks: 1,
+            stream_from: None,
             winograd: None,
             chanvec: None,
             depthwise: None,
@@ -353,6 +367,13 @@ impl ConvPlan {
                     plan.kc = kc4;
                 }
                 plan.chunks = a_chunks;
+                let plane = oh * ow;
+                let aligned = plane % lanes == 0 && spec.out_stride % lanes == 0;
+                if isa != Isa::Sse && aligned {
+                    let bytes = c.out_channels * plane * 4;
+                    let from = spec.stream_bytes.unwrap_or(STREAM_BYTES);
+                    plan.stream_from = Some(from.div_ceil(bytes).max(1));
+                }
             }
             ConvPath::Winograd(tile) => super::winograd::plan(&mut plan, spec, tile),
             ConvPath::Depthwise => super::depthwise::plan(&mut plan, spec),

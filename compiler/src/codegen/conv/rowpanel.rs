@@ -99,6 +99,7 @@ pub(super) fn item(
         y: cx.offset(cx.output, n, spec.out_stride),
         res: ops.residual.map(|res| cx.offset(res, n, spec.res_stride)),
         plane: oh * ow,
+        stream: None,
     };
     if plan.flat {
         // Tiles over the block's rows as one column axis; the last block may have fewer rows.

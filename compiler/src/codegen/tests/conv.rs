@@ -957,3 +957,89 @@ fn fused_sigmoid_and_silu_match_f64() {
         }
     }
 }
+
+/// Streamed outputs (`gemm1x1` at large outputs, forced here by a 1-byte threshold): the same
+/// values as the reference whether the run-time condition holds (output aligned to the vector and
+/// not the residual: `vmovntps`) or not (a misaligned output base; in place, where the output
+/// buffer holds the residual on entry), on every ISA, over K blocks and row and column tails.
+#[test]
+fn gemm_1x1_streamed_outputs() {
+    use crate::codegen::AlignedF32;
+    // 48 and 64 pixels: whole vectors on every ISA (a condition of streaming); 29 rows: a tail
+    // tile; 300 channels: two K blocks.
+    for (cin, cout, hw) in [(13, 29, [8, 6]), (300, 14, [8, 8])] {
+        let op = FusedConv {
+            conv: Conv2d {
+                in_channels: cin,
+                out_channels: cout,
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+            },
+            kind: ConvKind::Gemm1x1,
+            prologue: None,
+            affine: false,
+            residual: true,
+            post_affine: false,
+            relu: Relu::First(9),
+            activation: None,
+        };
+        let mut spec = ConvSpec::contiguous(op.clone(), [cin, hw[0], hw[1]]).unwrap();
+        spec.stream_bytes = Some(1);
+        let mut rng = Rng::new(cin as u64 * 31 + cout as u64);
+        let weights: Vec<Vec<f32>> =
+            Op::FusedConv(op.clone()).weights().iter().map(|w| rng.vec(w.shape.iter().product())).collect();
+        let wrefs: Vec<&[f32]> = weights.iter().map(|w| w.as_slice()).collect();
+        let packed = pack_conv_weights(&spec, &wrefs).unwrap();
+        for isa in host_isas() {
+            let plan = ConvPlan::new(&spec, isa).unwrap();
+            assert_eq!(plan.stream_from.is_some(), isa != Isa::Sse, "{isa}: streaming eligibility");
+            let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
+            let kernel = &k.kernels[0];
+            if isa != Isa::Sse {
+                assert!(
+                    kernel.tiles().iter().any(|t| t.name.contains("streamed")),
+                    "{isa}: no streamed tile among {:?}",
+                    kernel.tiles().iter().map(|t| &t.name).collect::<Vec<_>>()
+                );
+            }
+            for n in [1, 3] {
+                let len = n * spec.out_stride;
+                let x = rng.vec(n * spec.in_stride);
+                let res = rng.vec(len);
+                let (want, mag) = reference(&spec, n, &x, Some(&res), &wrefs);
+                // (output offset in a 64-byte aligned buffer, in place)
+                for (offset, in_place) in [(0, false), (4, false), (0, true)] {
+                    let mut out = AlignedF32::from_slice(&vec![f32::NAN; len + offset]);
+                    if in_place {
+                        out.as_mut_slice()[offset..].copy_from_slice(&res);
+                    }
+                    let y = out.as_mut_slice()[offset..].as_mut_ptr();
+                    let inputs = [x.as_ptr(), if in_place { y as *const f32 } else { res.as_ptr() }];
+                    let packed_ptr = [packed.as_ptr()];
+                    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
+                    let args = KernelArgs {
+                        inputs: &inputs,
+                        output: y,
+                        weights: &packed_ptr,
+                        scratch: scratch.as_mut_ptr(),
+                        batch: n,
+                    };
+                    let items = kernel.work_items(n);
+                    // SAFETY: buffers sized for `n` samples of the contiguous spec (the output
+                    // `len` floats from `y`), the scratch for the kernel; in place, each output
+                    // element is read as the residual only by the tile that stores it.
+                    unsafe {
+                        kernel.call(&args, 0, items / 2);
+                        kernel.call(&args, items / 2, items);
+                    }
+                    let what = format!("{isa} {cin}->{cout} n={n} offset {offset} in place {in_place}");
+                    assert_close_scaled(&what, &out.as_slice()[offset..], &want, &mag, 1.0);
+                }
+            }
+        }
+    }
+}

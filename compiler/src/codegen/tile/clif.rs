@@ -30,7 +30,7 @@ pub(crate) fn emit(cx: &mut KernelCx, spec: &TileSpec, args: TileArgs) {
                 }
             }
         }
-        TileOut::Final { row, pieces, epilogue } => {
+        TileOut::Final { row, pieces, epilogue, .. } => {
             let epi = args.epi;
             let vec_of = |cx: &mut KernelCx, cv: Option<ChanVec>, r: usize, j: usize| {
                 let (cv, base) = (cv?, epi?);

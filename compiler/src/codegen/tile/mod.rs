@@ -201,7 +201,15 @@ pub enum TileOut {
     /// Stores them raw, every vector whole, at `out + r * row + j * lanes` (to resume with `init`).
     Partial { row: usize },
     /// Applies the epilogue and stores the pieces of every vector (`pieces[j]`).
-    Final { row: usize, pieces: Vec<Vec<Piece>>, epilogue: Epilogue },
+    ///
+    /// With `stream` (assembled ISAs; the Cranelift tile ignores it), a piece covering a whole
+    /// vector is stored non-temporally (`vmovntps`: the line is written without being read for
+    /// ownership first, and not kept in cache), and the output lines are not prefetched. The
+    /// caller promises that every such vector's address is a multiple of the vector size
+    /// (`vmovntps` faults otherwise) and fences (`mfence`) before the outputs are read elsewhere:
+    /// non-temporal stores are weakly ordered. Same addresses, same values: only the cache policy
+    /// changes.
+    Final { row: usize, pieces: Vec<Vec<Piece>>, epilogue: Epilogue, stream: bool },
 }
 
 /// Everything one tile variant is specialised for.
@@ -224,7 +232,11 @@ impl TileSpec {
     pub fn label(&self) -> String {
         let out = match &self.out {
             TileOut::Partial { .. } => "partial",
+            TileOut::Final { epilogue, stream: true, .. } if epilogue.residual.is_some() => {
+                "final+residual streamed"
+            }
             TileOut::Final { epilogue, .. } if epilogue.residual.is_some() => "final+residual",
+            TileOut::Final { stream: true, .. } => "final streamed",
             TileOut::Final { .. } => "final",
         };
         format!(
@@ -422,7 +434,7 @@ impl TileSpec {
         }
         match &self.out {
             TileOut::Partial { row } => print.push((2, 0, (rows - 1) * *row as i64 + nv * lanes)),
-            TileOut::Final { row, pieces, epilogue } => {
+            TileOut::Final { row, pieces, epilogue, .. } => {
                 let (lo, hi) = span(pieces.iter().flatten().map(|p| piece_span(p, 0)));
                 if hi > lo {
                     print.push((2, lo, (rows - 1) * *row as i64 + hi));

@@ -24,7 +24,8 @@
 //! [`super`] promises is there (whole vectors of B and `init`, inside the caller's buffers).
 //! Stores write only the lanes of each [`Piece`]: a piece covering part of a vector is stored with
 //! a k-mask (AVX-512) or `vmaskmovps` (AVX2), both of which suppress faults on masked-off lanes, and
-//! the residual is read the same way. The AVX2 generator uses ymm0-15 and no broadcast memory
+//! the residual is read the same way. A streamed tile stores whole vectors with `vmovntps`, whose
+//! alignment its caller guarantees (see [`TileOut::Final`]). The AVX2 generator uses ymm0-15 and no broadcast memory
 //! operands only, so iced never picks an EVEX encoding for it (a test decodes every tile to check).
 //! Fused activations read their constants as whole vectors from the RIP-relative data and, on
 //! AVX-512, use k2 for their lane selections (caller-saved like k1).
@@ -174,6 +175,17 @@ impl Gen {
             self.a.vmovups(zmmword_ptr(m), ZMM[v])
         } else {
             self.a.vmovups(ymmword_ptr(m), YMM[v])
+        }
+        .map_err(asm_err)
+    }
+
+    /// A non-temporal store of a whole vector (`m` must be a multiple of the vector size: see
+    /// [`TileOut::Final`]'s `stream`).
+    fn store_nt(&mut self, m: AsmMemoryOperand, v: usize) -> Result<(), CodegenError> {
+        if self.wide() {
+            self.a.vmovntps(zmmword_ptr(m), ZMM[v])
+        } else {
+            self.a.vmovntps(ymmword_ptr(m), YMM[v])
         }
         .map_err(asm_err)
     }
@@ -616,11 +628,14 @@ impl Gen {
         }
         // Start fetching the output (for writing) and the residual: they are touched only after the
         // K loop, by which time the lines are in cache. A prefetch never faults.
-        if let TileOut::Final { row, pieces, epilogue } = &spec.out {
+        // Streamed outputs are not fetched: their lines are written whole, past the cache.
+        if let TileOut::Final { row, pieces, epilogue, stream } = &spec.out {
             for r in 0..rows {
                 for p in pieces.iter().filter_map(|p| p.first()) {
                     let lane = signed(r * row) + p.at + signed(p.lo);
-                    self.a.prefetchw(byte_ptr(at(OUT, lane)?)).map_err(asm_err)?;
+                    if !stream {
+                        self.a.prefetchw(byte_ptr(at(OUT, lane)?)).map_err(asm_err)?;
+                    }
                     if let Some(res_row) = epilogue.residual {
                         let lane = signed(r * res_row) + p.at + signed(p.lo);
                         self.a.prefetcht0(byte_ptr(at(RES, lane)?)).map_err(asm_err)?;
@@ -660,7 +675,7 @@ impl Gen {
                     }
                 }
             }
-            TileOut::Final { row, pieces, epilogue } => {
+            TileOut::Final { row, pieces, epilogue, stream } => {
                 if pieces.len() != nv || epilogue.relu_rows.len() < rows {
                     return Err(CodegenError::Unsupported(
                         "tile pieces or ReLU rows do not match its shape".into(),
@@ -691,10 +706,17 @@ impl Gen {
                         if let Some(act) = epilogue.activation {
                             self.activation(v, act.0, [t_scale, t_shift, t_mask, t_val])?;
                         }
+                        // In place (`out == res`, same row strides) is sound: this vector's
+                        // residual lanes were read above, at exactly the lanes stored here, and
+                        // no other tile reads or writes them.
                         for p in pieces_j {
                             let m = at(OUT, signed(r * row) + p.at)?;
                             if p.lo == 0 && p.hi == lanes {
-                                self.store(m, v)?;
+                                if *stream {
+                                    self.store_nt(m, v)?;
+                                } else {
+                                    self.store(m, v)?;
+                                }
                             } else if p.lo < p.hi {
                                 self.store_lanes(m, v, *p, t_mask)?;
                             }
