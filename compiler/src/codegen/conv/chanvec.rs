@@ -32,7 +32,7 @@
 //! the zeros, and each output is written once by the item owning its (channel panel, pixel).
 
 use super::plan::CHANVEC_PANEL;
-use super::{ConvLayout, ConvPlan, ConvSpec, Operands};
+use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, LANES, VEC};
 use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
@@ -444,7 +444,6 @@ fn epilogue(
     pixels: usize,
 ) {
     let v = plan.chanvec.as_ref().expect("a chanvec plan");
-    let layout = &plan.layout;
     let [cout, oh, ow] = plan.out;
     let plane = oh * ow;
     let acc = cx.add_floats(cx.scratch, v.acc_at + first * CHANVEC_PANEL);
@@ -467,11 +466,8 @@ fn epilogue(
     // What the tiles applied already is not applied again.
     let in_tile = in_tile_epilogue(spec, plan).is_some();
     let relu = if in_tile { Relu::None } else { spec.op.relu };
-    let layout = if in_tile {
-        &ConvLayout { s1: None, b1: None, s2: None, b2: None, ..layout.clone() }
-    } else {
-        layout
-    };
+    let l = &plan.layout;
+    let [s1, b1, s2, b2] = if in_tile { [None; 4] } else { [l.s1, l.b1, l.s2, l.b2] };
     let activation = if in_tile { None } else { spec.op.activation };
     cx.for_range(zero, groups, 1, "chanvec epilogue: channel quads", |cx, q| {
         let c4 = cx.b.ins().imul_imm_s(q, 4);
@@ -493,10 +489,10 @@ fn epilogue(
                 let y = cx.offset(y0, ch, plane);
                 let res = r0.map(|r| cx.offset(r, ch, plane));
                 Chan {
-                    s1: splat(cx, layout.s1),
-                    b1: splat(cx, layout.b1),
-                    s2: splat(cx, layout.s2),
-                    b2: splat(cx, layout.b2),
+                    s1: splat(cx, s1),
+                    b1: splat(cx, b1),
+                    s2: splat(cx, s2),
+                    b2: splat(cx, b2),
                     relu,
                     activation,
                     y,

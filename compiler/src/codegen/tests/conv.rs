@@ -969,23 +969,9 @@ fn gemm_1x1_streamed_outputs() {
     // tile; 300 channels: two K blocks.
     for (cin, cout, hw) in [(13, 29, [8, 6]), (300, 14, [8, 8])] {
         let op = FusedConv {
-            conv: Conv2d {
-                in_channels: cin,
-                out_channels: cout,
-                kernel: [1, 1],
-                stride: [1, 1],
-                padding: [0, 0],
-                dilation: [1, 1],
-                groups: 1,
-                bias: true,
-            },
-            kind: ConvKind::Gemm1x1,
-            prologue: None,
-            affine: false,
             residual: true,
-            post_affine: false,
             relu: Relu::First(9),
-            activation: None,
+            ..FusedConv::square(cin, cout, 1, 1, ConvKind::Gemm1x1)
         };
         let mut spec = ConvSpec::contiguous(op.clone(), [cin, hw[0], hw[1]]).unwrap();
         spec.stream_bytes = Some(1);
@@ -1017,25 +1003,9 @@ fn gemm_1x1_streamed_outputs() {
                     if in_place {
                         out.as_mut_slice()[offset..].copy_from_slice(&res);
                     }
-                    let y = out.as_mut_slice()[offset..].as_mut_ptr();
-                    let inputs = [x.as_ptr(), if in_place { y as *const f32 } else { res.as_ptr() }];
-                    let packed_ptr = [packed.as_ptr()];
-                    let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
-                    let args = KernelArgs {
-                        inputs: &inputs,
-                        output: y,
-                        weights: &packed_ptr,
-                        scratch: scratch.as_mut_ptr(),
-                        batch: n,
-                    };
-                    let items = kernel.work_items(n);
-                    // SAFETY: buffers sized for `n` samples of the contiguous spec (the output
-                    // `len` floats from `y`), the scratch for the kernel; in place, each output
-                    // element is read as the residual only by the tile that stores it.
-                    unsafe {
-                        kernel.call(&args, 0, items / 2);
-                        kernel.call(&args, items / 2, items);
-                    }
+                    let out_slice = &mut out.as_mut_slice()[offset..];
+                    let res_ptr = if in_place { out_slice.as_ptr() } else { res.as_ptr() };
+                    call_in_two_ranges(&k, n, vec![x.as_ptr(), res_ptr], &[&packed], out_slice);
                     let what = format!("{isa} {cin}->{cout} n={n} offset {offset} in place {in_place}");
                     assert_close_scaled(&what, &out.as_slice()[offset..], &want, &mag, 1.0);
                 }

@@ -104,9 +104,10 @@ pub(super) fn run_in_place(
     out
 }
 
-/// Calls kernel 0 of `k` over a batch of `n`, its items split into two ranges run one after the
-/// other (as two threads would split them), with a NaN-filled scratch.
-fn call_in_two_ranges(
+/// Calls kernel 0 of `k` over a batch of `n` into `out`, its items split into two ranges run one
+/// after the other (as two threads would split them), with a NaN-filled scratch. An input may point
+/// into `out` (an in-place run).
+pub(super) fn call_in_two_ranges(
     k: &CompiledKernels,
     n: usize,
     ins: Vec<*const f32>,
