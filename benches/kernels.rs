@@ -10,8 +10,10 @@
 //! tries other register tiles, `--orders` both loop orders, `--quick` fewer iterations, and a
 //! free argument filters shapes by name. FLOPs are `2 * MACs` of the convolution (epilogue work not
 //! counted). `--batch N` times N samples per call (large planes then stream through memory: the
-//! memory-bound regime of batched inference) and `--inplace` passes the output buffer as the
-//! residual too (a convolution writing over its dead residual input).
+//! memory-bound regime of batched inference), `--cold` evicts the caches before every timed call
+//! (weights from memory, as in a network larger than the last-level cache), and `--inplace`
+//! passes the output buffer as the residual too (a convolution writing over its dead residual
+//! input).
 
 use netc_compiler::codegen::jit::PeakProbe;
 use netc_compiler::codegen::{
@@ -96,7 +98,13 @@ fn peak(isa: Isa) -> f64 {
 struct Run {
     batch: usize,
     inplace: bool,
+    /// Evict the caches before every timed call (weights and inputs come from memory, as in a
+    /// whole network whose weights exceed the last-level cache).
+    cold: bool,
 }
+
+/// Bytes streamed through to evict the caches (twice the 32 MiB L3 of the machines we measure).
+const EVICT_BYTES: usize = 64 << 20;
 
 /// Best seconds per call of the kernel over `run.batch` samples on `threads` threads: thread CPU
 /// time for one thread, wall time for more.
@@ -137,7 +145,12 @@ fn time(
     let mut scratches: Vec<AlignedF32> =
         (0..threads).map(|_| AlignedF32::zeros(k.scratch_floats().max(1))).collect();
     let mut best = f64::INFINITY;
+    let mut evict = if run.cold { vec![0u8; EVICT_BYTES] } else { Vec::new() };
     for it in 0..iters + 3 {
+        for (i, line) in evict.chunks_mut(64).enumerate() {
+            line[0] = line[0].wrapping_add(i as u8);
+        }
+        std::hint::black_box(&mut evict);
         let t0 = Instant::now();
         let c0 = thread_cpu_time();
         std::thread::scope(|scope| {
@@ -194,7 +207,7 @@ fn main() {
     let isa_arg = value("--isa");
     let batch_arg = value("--batch");
     let batch: usize = batch_arg.as_deref().map_or(1, |b| b.parse().expect("--batch takes a number"));
-    let run = Run { batch, inplace: flag("--inplace") };
+    let run = Run { batch, inplace: flag("--inplace"), cold: flag("--cold") };
     let filter = args
         .iter()
         .skip(1)
