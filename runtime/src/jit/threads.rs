@@ -1,7 +1,9 @@
 //! Running a sequence of kernel calls on several threads: a persistent worker pool.
 //!
 //! A [`Session`](super::Session) keeps a [`Pool`] of `threads - 1` workers, created on the
-//! first run with that thread count and parked between runs. For a run, the caller publishes the
+//! first run with that thread count; between runs they spin for [`IDLE_SPIN`] (runs of a serving
+//! or benchmark loop follow each other within microseconds, and a parked worker woken by the next
+//! run joins its first kernel tens of microseconds late, more under a hypervisor), then park. For a run, the caller publishes the
 //! list of calls and wakes the workers; then every thread (the caller included) walks the same
 //! list: for each call, the threads claim chunks of its work items from a shared counter until
 //! none are left, then meet at a barrier before the next call, because a call may read what the
@@ -47,6 +49,10 @@ unsafe impl Sync for Call<'_> {}
 
 /// How long a thread spins at a barrier before parking.
 const SPIN: Duration = Duration::from_micros(200);
+
+/// How long a worker spins after a run for the next one before parking (as ONNX Runtime's
+/// intra-op threads do by default): at most this much CPU time per run is spent waiting.
+const IDLE_SPIN: Duration = Duration::from_millis(1);
 
 /// A reusable barrier for `total` threads that spins for [`SPIN`] before parking.
 struct Barrier {
@@ -123,6 +129,9 @@ struct State {
 
 struct Shared {
     threads: usize,
+    /// `State::generation` of the last published run (or shutdown), readable without the lock by
+    /// spinning workers.
+    published: AtomicU64,
     state: Mutex<State>,
     wake: Condvar,
     barrier: Barrier,
@@ -150,6 +159,7 @@ impl Pool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             threads,
+            published: AtomicU64::new(0),
             state: Mutex::new(State { generation: 0, job: None, shutdown: false }),
             wake: Condvar::new(),
             barrier: Barrier::new(threads),
@@ -188,6 +198,7 @@ impl Pool {
             // The workers only read the calls through this pointer until the last barrier below,
             // which the caller reaches before `calls` can go out of scope.
             state.job = Some(Job { calls: calls.as_ptr().cast(), len: calls.len(), scratch });
+            self.shared.published.store(state.generation, Ordering::Release);
             self.shared.wake.notify_all();
         }
         run_calls(calls, threads, buf, Some(&self.shared.barrier), times);
@@ -201,6 +212,8 @@ impl Drop for Pool {
         {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.shutdown = true;
+            state.generation += 1;
+            self.shared.published.store(state.generation, Ordering::Release);
             self.shared.wake.notify_all();
         }
         for handle in self.handles.drain(..) {
@@ -213,6 +226,16 @@ fn worker(shared: &Shared, _index: usize) {
     let mut seen = 0;
     let mut buf: Vec<f32> = Vec::new();
     loop {
+        // Spin for the next run a while (only a hint: the locked loop below decides).
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while shared.published.load(Ordering::Acquire) == seen {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > IDLE_SPIN {
+                break;
+            }
+        }
         let job = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
