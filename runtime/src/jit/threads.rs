@@ -3,13 +3,14 @@
 //! A [`Session`](super::Session) keeps a [`Pool`] of `threads - 1` workers, created on the
 //! first run with that thread count; between runs they spin for [`IDLE_SPIN`] (runs of a serving
 //! or benchmark loop follow each other within microseconds, and a parked worker woken by the next
-//! run joins its first kernel tens of microseconds late, more under a hypervisor), then park. For a run, the caller publishes the
-//! list of calls and wakes the workers; then every thread (the caller included) walks the same
-//! list: for each call, the threads claim chunks of its work items from a shared counter until
-//! none are left, then meet at a barrier before the next call, because a call may read what the
-//! previous one wrote. Items of one call write disjoint outputs (the kernel ABI guarantees it), so
-//! the chunks never race, and claiming them dynamically keeps the threads balanced when one of
-//! them is descheduled.
+//! run joins its first kernel tens of microseconds late, more under a hypervisor), then park.
+//! For a run, the caller publishes the list of calls and wakes the workers; then every thread
+//! (the caller included) walks the same list: for each call, the threads claim chunks of its work
+//! items from a shared counter (guided: each a fraction of what is left) until none are left, then
+//! meet at a barrier before the next call, because a call may read what the previous one wrote.
+//! Items of one call write disjoint outputs (the kernel ABI guarantees it), so the chunks never
+//! race, and claiming them dynamically keeps the threads balanced when one of them is
+//! descheduled.
 //!
 //! The barrier spins briefly (kernels are tens of microseconds to milliseconds apart, and waking a
 //! parked thread costs tens of microseconds, far more under a hypervisor) and then parks on a
@@ -261,6 +262,28 @@ fn worker(shared: &Shared, _index: usize) {
     }
 }
 
+/// Claims the next chunk of a call's `items` from its counter `next`, or `None` when all are
+/// claimed. Guided: a chunk is half of a thread's even share of the items still unclaimed (few
+/// claims while much is left, single items at the end, so the threads finish within about one item
+/// of each other, and a late thread still finds work), rounded up to whole runs of `run` items that
+/// share set-up work (chunks then start and end on run boundaries; a run longer than a thread's
+/// even share is cut to that share).
+fn claim(next: &AtomicU64, items: u64, threads: usize, run: u64) -> Option<(u64, u64)> {
+    let run = run.min(items.div_ceil(threads as u64)).max(1);
+    let mut begin = next.load(Ordering::Relaxed);
+    loop {
+        if begin >= items {
+            return None;
+        }
+        let left = items - begin;
+        let end = (begin + left.div_ceil(2 * threads as u64)).next_multiple_of(run).min(items);
+        match next.compare_exchange_weak(begin, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some((begin, end)),
+            Err(now) => begin = now,
+        }
+    }
+}
+
 /// Claims and runs chunks of every call's items, meeting at the barrier after each call.
 fn run_calls(
     calls: &[Call],
@@ -275,17 +298,8 @@ fn run_calls(
     // multi-millisecond kernel the other thread had run alone).
     let mut mark = times.is_some().then(Instant::now);
     for call in calls {
-        // Chunks of a quarter of a thread's even share (few claims, and a late thread still finds
-        // work), or the run of items that share set-up work when a thread's share allows it.
-        let share = call.items.div_ceil(threads as u64);
-        let grain =
-            call.items.div_ceil(4 * threads as u64).max(call.kernel.items_sharing_setup().min(share)).max(1);
-        loop {
-            let begin = call.next.fetch_add(grain, Ordering::Relaxed);
-            if begin >= call.items {
-                break;
-            }
-            let end = (begin + grain).min(call.items);
+        let run = call.kernel.items_sharing_setup();
+        while let Some((begin, end)) = claim(&call.next, call.items, threads, run) {
             let args = KernelArgs {
                 inputs: &call.inputs,
                 output: call.output,
@@ -308,5 +322,44 @@ fn run_calls(
             times.push(now.duration_since(*mark).as_secs_f64());
             *mark = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(items: u64, threads: usize, run: u64) -> Vec<(u64, u64)> {
+        let next = AtomicU64::new(0);
+        std::iter::from_fn(|| claim(&next, items, threads, run)).collect()
+    }
+
+    #[test]
+    fn claims_cover_every_item_once_in_shrinking_chunks() {
+        for (items, threads) in [(1, 2), (11, 2), (21, 2), (256, 2), (1000, 8), (5, 1)] {
+            let c = claims(items, threads, 1);
+            let mut at = 0;
+            for &(b, e) in &c {
+                assert_eq!(b, at, "{items} items on {threads}: contiguous");
+                assert!(e > b);
+                at = e;
+            }
+            assert_eq!(at, items);
+            let sizes: Vec<u64> = c.iter().map(|(b, e)| e - b).collect();
+            assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{items} on {threads}: {sizes:?}");
+            assert_eq!(*sizes.last().unwrap(), 1, "{items} on {threads}: ends with single items");
+        }
+        // 11 items on two threads: 3, 2, 2, 1, 1, 1, 1.
+        assert_eq!(claims(11, 2, 1).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 2, 2, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn claims_keep_runs_of_items_sharing_set_up_together() {
+        // Row blocks of 4 chunks: every claim is whole blocks.
+        for c in claims(40, 2, 4) {
+            assert_eq!((c.0 % 4, c.1 % 4), (0, 0), "{c:?}");
+        }
+        // A run longer than a thread's share is cut to the share.
+        assert_eq!(claims(6, 2, 8).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 3]);
     }
 }
