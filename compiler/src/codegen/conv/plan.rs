@@ -222,6 +222,30 @@ const KC_MAX: usize = 256;
 /// read for ownership of every output line (a third of the traffic of an output-bound layer).
 const STREAM_BYTES: usize = 16 << 20;
 
+/// Direct path: most row tiles (of the default tile) for which whole column tiles read B in place
+/// (see [`reads_b_in_place`]): each row tile reads the B tile again from its strided rows.
+const B_IN_PLACE_ROW_TILES: usize = 24;
+
+/// Whether the direct 1x1 path's whole column tiles read B in place from the input's channel rows
+/// instead of a packed copy, for a stride-1 layer without a prologue with `cout` output channels and
+/// a `plane`-pixel output (avx2/avx512; the SSE tile has no prefetch).
+///
+/// Packing a tile copies `Cin` rows of `NR` floats, each from its own channel plane: at large
+/// planes and batches those are `Cin` concurrent streams from L3 or memory, which the hardware
+/// prefetchers do not follow, and the copy's stores stall behind its loads, so the layer waited on
+/// memory (144->24 at 56x56, batch 8: 44% of the FMA peak on one avx512 thread). Read in place,
+/// every tap also prefetches its rows' lines one column tile ahead
+/// ([`crate::codegen::tile::KLoop::prefetch_b`]), and the copy is gone: 86% there, and 92-99% at
+/// batch 1 for every Zen 4 shape measured with up to 24 row tiles (`cargo bench --bench kernels`;
+/// 64->256 at 56x56 and 128->512 at 28x28 unchanged). More row tiles re-read B from its strided
+/// rows too often (avx2, 256->1024 at 14x14: 85% -> 69%), and planes under four tiles (7x7) run
+/// slower than packed (their rows share lines and leave the tail tile packed anyway).
+pub fn reads_b_in_place(isa: Isa, cout: usize, plane: usize) -> bool {
+    let (mt, nv) = default_tile(isa, ConvPath::Direct1x1, plane);
+    let nr = nv * isa.lanes();
+    isa != Isa::Sse && cout.div_ceil(mt) <= B_IN_PLACE_ROW_TILES && plane >= 4 * nr
+}
+
 /// Most column tiles per flat block (each is a separate tile variant).
 const MAX_FLAT_TILES: usize = 16;
 /// Most scratch bytes of a flat block.
@@ -283,6 +307,9 @@ pub struct ConvPlan {
     /// checks the base's alignment, and that the output is not the residual (in place, the lines
     /// were just read: a normal store is cheaper), at run time.
     pub stream_from: Option<usize>,
+    /// Direct path: whole column tiles read B in place from the input rows (not packed), with
+    /// this many bytes of software prefetch ahead ([`crate::codegen::tile::KLoop::prefetch_b`]).
+    pub b_in_place: Option<usize>,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
     /// The activation every kernel path applies last in its epilogue (from the op).
@@ -339,6 +366,7 @@ impl ConvPlan {
             kc: layout.k_g,
             kblocks: 1,
             stream_from: None,
+            b_in_place: None,
             winograd: None,
             chanvec: None,
             depthwise: None,
@@ -367,6 +395,11 @@ impl ConvPlan {
                     plan.kc = kc4;
                 }
                 plan.chunks = a_chunks;
+                let plain = c.stride == [1, 1] && spec.op.prologue.is_none();
+                if plain && reads_b_in_place(isa, plan.layout.cout_g, oh * ow) {
+                    // One column tile ahead: the lines the next tile reads from each row.
+                    plan.b_in_place = Some(nr * 4);
+                }
                 let plane = oh * ow;
                 let aligned = plane % lanes == 0 && spec.out_stride % lanes == 0;
                 if isa != Isa::Sse && aligned {
