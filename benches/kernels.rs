@@ -248,7 +248,9 @@ fn main() {
             if sweep {
                 let orders: &[Option<bool>] =
                     if flag("--orders") { &[Some(false), Some(true)] } else { &[None] };
-                let default = default_tile(isa, ConvPath::of(&base), ow);
+                // The plan's own tile (a direct 1x1 reading B in place has its own default).
+                let default = ConvPlan::new(&base, isa)
+                    .map_or_else(|_| default_tile(isa, ConvPath::of(&base), ow), |p| (p.mt, p.nv));
                 for &tile in sweep_tiles(isa).iter().filter(|&&t| t != default) {
                     for &order in orders {
                         variants.push((Some(tile), order));

@@ -185,8 +185,9 @@ fn direct_1x1_tiles_reading_b_in_place_prefetch_it_ahead() {
     for isa in host_isas().into_iter().filter(|&i| i != Isa::Sse) {
         let spec =
             ConvSpec::contiguous(FusedConv::square(144, 24, 1, 1, ConvKind::Gemm1x1), [144, 20, 20]).unwrap();
+        let plan = crate::codegen::ConvPlan::new(&spec, isa).unwrap();
+        let nr = plan.nv * plan.lanes;
         let k = compile_for(KernelSpec::Conv(spec), isa);
-        let nr = isa.lanes() * crate::codegen::default_tile(isa, crate::codegen::ConvPath::Direct1x1, 20).1;
         let mut hinted = 0;
         for tile in k.kernels[0].tiles() {
             let code = decode(&tile.code);
