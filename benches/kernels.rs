@@ -54,9 +54,16 @@ const SHAPES: &[Shape] = &[
     Shape { name: "1x1s2 512->1024 @28", cin: 512, cout: 1024, hw: 28, k: 1, stride: 2, residual: true },
     Shape { name: "1x1s2 1024->2048 @14", cin: 1024, cout: 2048, hw: 14, k: 1, stride: 2, residual: true },
     Shape { name: "7x7s2 3->64 @224", cin: 3, cout: 64, hw: 224, k: 7, stride: 2, residual: false },
-    // MobileNetV2's expansions and projections at large planes (few channels: memory-bound).
+    // MobileNetV2's expansions and projections (few channels at large planes: memory-bound).
     Shape { name: "1x1 16->96 @112", cin: 16, cout: 96, hw: 112, k: 1, stride: 1, residual: false },
     Shape { name: "1x1 144->24 @56", cin: 144, cout: 24, hw: 56, k: 1, stride: 1, residual: true },
+    Shape { name: "1x1 32->16 @112", cin: 32, cout: 16, hw: 112, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 24->144 @56", cin: 24, cout: 144, hw: 56, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 144->32 @28", cin: 144, cout: 32, hw: 28, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 192->32 @28", cin: 192, cout: 32, hw: 28, k: 1, stride: 1, residual: true },
+    // EfficientNet-B0's projections.
+    Shape { name: "1x1 240->40 @28", cin: 240, cout: 40, hw: 28, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 480->80 @14", cin: 480, cout: 80, hw: 14, k: 1, stride: 1, residual: false },
 ];
 
 /// The shape's convolution, of `kind` or the kind its geometry gets by default.
@@ -254,7 +261,9 @@ fn main() {
             if sweep {
                 let orders: &[Option<bool>] =
                     if flag("--orders") { &[Some(false), Some(true)] } else { &[None] };
-                let default = default_tile(isa, ConvPath::of(&base), ow);
+                // The plan's own tile (a direct 1x1 reading B in place has its own default).
+                let default = ConvPlan::new(&base, isa)
+                    .map_or_else(|_| default_tile(isa, ConvPath::of(&base), ow), |p| (p.mt, p.nv));
                 for &tile in sweep_tiles(isa).iter().filter(|&&t| t != default) {
                     for &order in orders {
                         variants.push((Some(tile), order));

@@ -44,7 +44,8 @@ pub mod softmax;
 pub mod tile;
 
 pub use conv::{
-    chanvec::row_channels as chanvec_row_channels, default_tile, ConvLayout, ConvPath, ConvPlan, ConvSpec,
+    chanvec::row_channels as chanvec_row_channels, default_tile, reads_b_in_place, ConvLayout, ConvPath,
+    ConvPlan, ConvSpec,
 };
 pub use eltwise::{EltwiseOp, EltwiseSpec};
 pub use isa::{Isa, IsaChoice};

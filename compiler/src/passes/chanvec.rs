@@ -16,8 +16,9 @@
 //! (`--tune-for`, default the compiling host's widest): each layout's expected share of the FMA
 //! peak. Pixels in lanes: `RATE x` the share of used lanes over the plane (whole planes as one run
 //! for 1x1 stride-1 layers, else the best blocks of rows laid end to end, as those kernels tile
-//! them) `x`, for 1x1 GEMMs, the share of used rows of their output-channel tiles (12 rows on
-//! avx512, 6 on avx2).
+//! them) `x`, for 1x1 GEMMs that pack B, the share of used rows of their output-channel tiles (12
+//! rows on avx512, 6 on avx2; a GEMM reading B in place, `codegen::reads_b_in_place`, computes
+//! only the rows it has).
 //! Channels in lanes: the share of used lanes of its channel rows (32 or 16 channels) `x
 //! K / (K + E)`, the transposing epilogue costing `E` multiply-adds of the reduction per output.
 //! `ChanVec` wins when its estimate is at least `MARGIN` higher. `RATE`, `E` and `MARGIN` are fitted
@@ -25,12 +26,15 @@
 //! thread, Zen 4): avx512 channels-in-lanes runs at 55% of peak for K = 64, 84% for K = 128, 92-95%
 //! for K = 256, 96-97% for K = 512 and 99% for K >= 1024 (`E` = 20; K = 64 is worse than the fit
 //! but loses either way), pixels-in-lanes at ~95% of its lane share; avx2 at 45%, 74%, 84-86%,
-//! 88-90% and 95-96% (`E` = 48) against ~93%. Measured winners on avx512: 256->64 and 256->128
-//! at 56x56, K >= 512 at 28x28, every K >= 256 at 14x14 and 7x7; on avx2 only K >= 1024.
+//! 88-90% and 95-96% (`E` = 48) against ~93%. Measured winners on avx512 against the packing GEMM:
+//! 256->64 and 256->128 at 56x56, K >= 512 at 28x28, every K >= 256 at 14x14 and 7x7; on avx2
+//! only K >= 1024. Against the GEMM reading B in place, the 56x56 and 28x28 layers go to the GEMM
+//! (256->64 at 56x56: 99% against 96%; 512->128 at 28x28: 99% against 98%, a tie the model
+//! leaves to chanvec) and K >= 1024 at 14x14 stays channels in lanes (99% against 92%).
 
 use super::winograd::lane_share_in;
 use super::Pass;
-use crate::codegen::{chanvec_row_channels, default_tile, ConvPath, Isa};
+use crate::codegen::{chanvec_row_channels, default_tile, reads_b_in_place, ConvPath, Isa};
 use crate::ir::{ConvKind, FusedConv, Graph, NodeId, Op};
 
 pub struct ChanVec;
@@ -146,10 +150,12 @@ fn estimates(f: &FusedConv, oh: usize, ow: usize, target: Isa) -> (f64, f64) {
     };
     let cout = c.out_channels;
     let used = |per: usize| cout as f64 / (cout.div_ceil(per) * per) as f64;
-    // The 1x1 GEMM's edge tiles of output channels run as slowly as whole ones; the row panels'
-    // hardly cost more than the rows they compute (64 channels in 12-row tiles: 256->64 at 56x56
-    // runs at 79% of peak as a GEMM, the 3->64 stem at 93% as a row panel).
-    let rows = if path == ConvPath::Direct1x1 { used(default_tile(target, path, ow).0) } else { 1.0 };
+    // A 1x1 GEMM packing B runs its edge tiles of output channels as slowly as whole ones (it
+    // packs B for them all the same); reading B in place, or as row panels, hardly costs more than
+    // the rows computed (64 channels in 12-row tiles: 256->64 at 56x56 runs at 79% of peak as a
+    // packing GEMM, 99% reading B in place; the 3->64 stem at 93% as a row panel).
+    let packs = path == ConvPath::Direct1x1 && !reads_b_in_place(target, cout, oh * ow);
+    let rows = if packs { used(default_tile(target, path, ow).0) } else { 1.0 };
     let pixels = fit.pixel_rate * lane_share * rows;
     let k = reduction(f) as f64;
     let channels = used(chanvec_row_channels(target)) * k / (k + fit.epilogue_k);
@@ -183,12 +189,20 @@ mod tests {
     }
 
     #[test]
-    fn medium_reductions_depend_on_the_target() {
-        // Measured: 256 -> 64 at 56x56 is 19% faster with channels in lanes on avx512 (the pixel
-        // kernel's 12-row tiles fill 64 channels to 89%), 5% slower on avx2 (6-row tiles, 97%).
-        let f = conv(ConvKind::Gemm1x1, 256, 64, 1, 1);
-        assert!(chooses(&f, 56, 56, Isa::Avx512));
-        assert!(!chooses(&f, 56, 56, Isa::Avx2));
+    fn medium_reductions_at_large_planes_keep_pixels_in_lanes() {
+        // Measured on avx512, one thread: 256 -> 64 at 56x56 runs at 99% (batch 1) and 93% (batch
+        // 8) of peak as a GEMM reading B in place, 96% and 84% with channels in lanes; 144 -> 32 at
+        // 28x28 (MobileNetV2's projection) at 97% against 92%.
+        for (cin, cout, hw) in [(256, 64, 56), (144, 32, 28)] {
+            let f = conv(ConvKind::Gemm1x1, cin, cout, 1, 1);
+            for isa in Isa::ALL {
+                assert!(
+                    !chooses(&f, hw, hw, isa),
+                    "{cin}->{cout}@{hw} {isa}: {:?}",
+                    estimates(&f, hw, hw, isa)
+                );
+            }
+        }
     }
 
     #[test]

@@ -346,6 +346,7 @@ fn k_blocks(
                 b_step: taps * CHANVEC_PANEL,
                 tail: Vec::new(),
                 prefetch_a: 0,
+                prefetch_b: 0,
             }
         }
     };

@@ -1,5 +1,6 @@
-//! The `gemm1x1` path: 1x1 convolutions as GEMMs over channels on packed B tiles (see the parent
-//! module for the loop nest and why B is packed).
+//! The `gemm1x1` path: 1x1 convolutions as GEMMs over channels on packed B tiles, or on B read in
+//! place with a prefetch ahead (see the parent module for the loop nest, why B is packed and when
+//! it is not).
 
 use super::{for_cols, for_row_tiles, tile, Cols, ConvPlan, ConvSpec, Dest, KPart, Operands, PANEL_ROWS};
 use crate::codegen::cx::{KernelCx, LANES, VEC};
@@ -81,19 +82,33 @@ pub(super) fn item(
                            fin: bool| {
             let src = cx.offset(x, k0, plane_in);
             let pre = pre.map(|p| Prologue { scale: cx.offset(p.scale, k0, 1), ..p });
-            if stride == [1, 1] {
-                let src = cx.offset(src, col, 1);
-                pack_b_tile(cx, src, plane_in, b_tile, nr, rows, cols_valid, pre);
-            } else {
-                let sub = Subsample { ow, sh: stride[0], sw: stride[1], w };
-                pack_b_tile_strided(cx, src, plane_in, b_tile, nr, rows, col, cols_valid, sub, pre);
+            // A whole tile of a plan reading B in place reads rows `k0..k0 + rows` of its columns
+            // where they are (stride 1, no prologue: the values the pack would copy), hinting the
+            // next tile's lines of each row; the tail tile is packed.
+            let in_place = plan.b_in_place.filter(|_| cols_valid == nr);
+            let (b, kloop) = match in_place {
+                Some(ahead) => {
+                    let mut k = KLoop::strided(rows, PANEL_ROWS, plane_in, 4);
+                    k.prefetch_b = ahead;
+                    (cx.offset(src, col, 1), k)
+                }
+                None => (b_tile, kloop.clone()),
+            };
+            if in_place.is_none() {
+                if stride == [1, 1] {
+                    let src = cx.offset(src, col, 1);
+                    pack_b_tile(cx, src, plane_in, b_tile, nr, rows, cols_valid, pre);
+                } else {
+                    let sub = Subsample { ow, sh: stride[0], sw: stride[1], w };
+                    pack_b_tile_strided(cx, src, plane_in, b_tile, nr, rows, col, cols_valid, sub, pre);
+                }
             }
             for_row_tiles(cx, plan, ops.packed, relu, g, chunk, &mut |cx, rt| {
                 let rel = cx.b.ins().isub(rt.co, chunk_row0);
                 let part = cx.offset(partials, rel, nr);
                 let kpart =
                     KPart { init: (!first).then_some((part, nr)), partial_out: (!fin).then_some((part, nr)) };
-                let cols = Cols { b: b_tile, at: col, nv, lanes, pieces: None };
+                let cols = Cols { b, at: col, nv, lanes, pieces: None };
                 let a = cx.b.ins().iadd(rt.a, a_k0);
                 let rt = super::RowTile {
                     a,
@@ -102,7 +117,7 @@ pub(super) fn item(
                     rows: rt.rows,
                     relu_rows: rt.relu_rows.clone(),
                 };
-                tile(cx, tiles, plan, kloop, ops.packed, dest, &rt, &cols, kpart);
+                tile(cx, tiles, plan, &kloop, ops.packed, dest, &rt, &cols, kpart);
             });
         };
         let zero = cx.ic(0);

@@ -13,7 +13,13 @@
 //! gathers) the tile's `kc x NR` slice of B into the scratch, row after row (`kc * NR` contiguous
 //! floats, zero lanes past a tail tile's columns): read in place, one tile's rows are `H*W` floats
 //! apart, each on its own page, and at 56x56 (12.5 KB apart) they fall into a quarter of the L1
-//! sets. Packed, the K loop reads consecutive bytes per K step from L1. K blocks (`kc <= KC_MAX`
+//! sets. Packed, the K loop reads consecutive bytes per K step from L1. On avx2/avx512 a layer
+//! with few row tiles at a plane of at least four column tiles ([`reads_b_in_place`]) skips the
+//! copy for its whole tiles: the tile reads B straight from the channel rows (row `k` at
+//! `x + k * H*W + col`, inside the sample for a whole tile) and prefetches the same rows' lines one
+//! column tile ahead, which is what the copy was waiting for (its `Cin` concurrent streams defeat
+//! the hardware prefetchers); the tail tile is still packed, its zero lanes keeping the K loop's
+//! whole-vector reads inside the scratch. K blocks (`kc <= KC_MAX`
 //! channels) keep that slice near L1 for large `Cin`; between blocks each tile's raw accumulators
 //! go to a partial-sum area of the scratch and come back as the next block's initial values, so
 //! every output is still the k-ascending sum over all `Cin` (the epilogue runs after the last block
@@ -50,7 +56,9 @@ mod plan;
 mod rowpanel;
 pub mod winograd;
 
-pub use plan::{default_tile, ConvLayout, ConvPath, ConvPlan, FlatTile, CHANVEC_PANEL, PANEL_ROWS};
+pub use plan::{
+    default_tile, reads_b_in_place, ConvLayout, ConvPath, ConvPlan, FlatTile, CHANVEC_PANEL, PANEL_ROWS,
+};
 
 use super::cx::KernelCx;
 use super::tile::{Axis, ChanVec, Epilogue, KLoop, Piece, RowsA, TileArgs, TileOut, TileSpec, Tiles};

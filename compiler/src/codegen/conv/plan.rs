@@ -222,6 +222,43 @@ const KC_MAX: usize = 256;
 /// read for ownership of every output line (a third of the traffic of an output-bound layer).
 const STREAM_BYTES: usize = 16 << 20;
 
+/// Direct path: most row tiles (of the default tile) for which whole column tiles read B in place
+/// (see [`reads_b_in_place`]): each row tile reads the B tile again from its strided rows.
+const B_IN_PLACE_ROW_TILES: usize = 24;
+
+/// Whether the direct 1x1 path's whole column tiles read B in place from the input's channel rows
+/// instead of a packed copy, for a stride-1 layer without a prologue with `cout` output channels and
+/// a `plane`-pixel output (avx2/avx512; the SSE tile has no prefetch).
+///
+/// Packing a tile copies `Cin` rows of `NR` floats, each from its own channel plane: at large
+/// planes and batches those are `Cin` concurrent streams from L3 or memory, which the hardware
+/// prefetchers do not follow, and the copy's stores stall behind its loads, so the layer waited on
+/// memory (144->24 at 56x56, batch 8: 44% of the FMA peak on one avx512 thread). Read in place,
+/// every tap also prefetches its rows' lines one column tile ahead
+/// ([`crate::codegen::tile::KLoop::prefetch_b`]), and the copy is gone: 86% there, and 92-99% at
+/// batch 1 for every Zen 4 shape measured with up to 24 row tiles (`cargo bench --bench kernels`;
+/// 64->256 at 56x56 and 128->512 at 28x28 unchanged). More row tiles re-read B from its strided
+/// rows too often (avx2, 256->1024 at 14x14: 85% -> 69%), and planes under four tiles (7x7) run
+/// slower than packed (their rows share lines and leave the tail tile packed anyway).
+pub fn reads_b_in_place(isa: Isa, cout: usize, plane: usize) -> bool {
+    let (mt, nv) = default_tile(isa, ConvPath::Direct1x1, plane);
+    let nr = nv * isa.lanes();
+    isa != Isa::Sse && cout.div_ceil(mt) <= B_IN_PLACE_ROW_TILES && plane >= 4 * nr
+}
+
+/// The register tile of a direct 1x1 GEMM reading B in place ([`reads_b_in_place`]): avx512 12 x 1
+/// zmm (12x16, embedded broadcasts), a B tile of one cache line per input channel, whose `Cin`
+/// lines stay in L1 for the next row tile where the default 12x32's twice as many do not (one
+/// avx512 thread, batch 8: 144->24 at 56x56 105-112 GFLOP/s against 83-91, 24->144 112 against
+/// 103, 64->256 99 against 81; batch 1 equal or better on every shape measured); avx2 keeps 6 x 2
+/// ymm (12 x 1 ymm, without embedded broadcasts, was 10-25% slower).
+fn in_place_tile(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (12, 1),
+        _ => default_tile(isa, ConvPath::Direct1x1, usize::MAX),
+    }
+}
+
 /// Most column tiles per flat block (each is a separate tile variant).
 const MAX_FLAT_TILES: usize = 16;
 /// Most scratch bytes of a flat block.
@@ -283,6 +320,9 @@ pub struct ConvPlan {
     /// checks the base's alignment, and that the output is not the residual (in place, the lines
     /// were just read: a normal store is cheaper), at run time.
     pub stream_from: Option<usize>,
+    /// Direct path: whole column tiles read B in place from the input rows (not packed), with
+    /// this many bytes of software prefetch ahead ([`crate::codegen::tile::KLoop::prefetch_b`]).
+    pub b_in_place: Option<usize>,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
     /// The activation every kernel path applies last in its epilogue (from the op).
@@ -302,7 +342,12 @@ impl ConvPlan {
         let [_, oh, ow] = out;
         let path = ConvPath::of(spec);
         let lanes = isa.lanes();
-        let (mt, nv) = spec.tile.unwrap_or_else(|| default_tile(isa, path, ow));
+        let plain_1x1 = path == ConvPath::Direct1x1 && c.stride == [1, 1] && spec.op.prologue.is_none();
+        let in_place = plain_1x1 && reads_b_in_place(isa, layout.cout_g, oh * ow);
+        let (mt, nv) = spec.tile.unwrap_or_else(|| match in_place {
+            true => in_place_tile(isa),
+            false => default_tile(isa, path, ow),
+        });
         let fits = match isa {
             Isa::Sse => mt * nv + 2 <= 16,
             _ => mt * nv <= x86::max_accumulators(isa),
@@ -339,6 +384,7 @@ impl ConvPlan {
             kc: layout.k_g,
             kblocks: 1,
             stream_from: None,
+            b_in_place: None,
             winograd: None,
             chanvec: None,
             depthwise: None,
@@ -367,6 +413,10 @@ impl ConvPlan {
                     plan.kc = kc4;
                 }
                 plan.chunks = a_chunks;
+                if in_place {
+                    // One column tile ahead: the lines the next tile reads from each row.
+                    plan.b_in_place = Some(nr * 4);
+                }
                 let plane = oh * ow;
                 let aligned = plane % lanes == 0 && spec.out_stride % lanes == 0;
                 if isa != Isa::Sse && aligned {

@@ -93,6 +93,7 @@ pub(super) fn item(
             b_step: plan.chan_len,
             tail: Vec::new(),
             prefetch_a: 0,
+            prefetch_b: 0,
         }
     };
     let dest = Dest {

@@ -55,6 +55,8 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
     };
     vec![
         ("gemm1x1", conv(24, 40, 9, 1, 1, ConvKind::Gemm1x1)),
+        // 169 pixels: whole column tiles read B in place on avx2 and avx512, then a packed tail.
+        ("gemm1x1 reading B in place", conv(24, 40, 13, 1, 1, ConvKind::Gemm1x1)),
         ("strided 1x1", conv(24, 40, 9, 1, 2, ConvKind::StridedGemm1x1)),
         ("row panel 3x3", conv(7, 19, 11, 3, 1, ConvKind::Direct)),
         ("row panel 7x7 stride 2", conv(3, 16, 23, 7, 2, ConvKind::Direct)),

@@ -282,6 +282,34 @@ fn gemm_1x1_shapes() {
     }
 }
 
+/// Direct 1x1 GEMMs whose whole column tiles read B in place from the input's channel rows, with
+/// a prefetch one tile ahead (few output channels, planes of at least four tiles:
+/// [`crate::codegen::reads_b_in_place`]; avx2 and avx512), while the plane's tail tile is packed:
+/// planes that are no multiple of any tile, one and two K blocks, K off the loop's unroll, row
+/// tails, residual (also in place), partial ReLU; on every ISA of the host (SSE packs: the
+/// reference for the others).
+#[test]
+fn gemm_1x1_reads_b_in_place() {
+    for (cin, cout, hw, residual, relu) in [
+        (144, 24, [14, 14], true, Relu::All),
+        (300, 20, [12, 11], false, Relu::First(7)),
+        (5, 37, [16, 16], true, Relu::None),
+        (33, 7, [25, 9], false, Relu::All),
+    ] {
+        let op = FusedConv::square(cin, cout, 1, 1, ConvKind::Gemm1x1);
+        let spec = ConvSpec::contiguous(op, [cin, hw[0], hw[1]]).unwrap();
+        for isa in host_isas() {
+            let plan = ConvPlan::new(&spec, isa).unwrap();
+            assert_eq!(plan.b_in_place.is_some(), isa != Isa::Sse, "{isa} {cin}->{cout}@{hw:?}");
+        }
+        let mut c = case(cin, cout, 1, 1, 1, 0);
+        c.hw = hw;
+        c.residual = residual;
+        c.relu = relu;
+        check(c);
+    }
+}
+
 /// Input channels beyond one K block of the direct path (`KC_MAX` = 256): 2 and 3 blocks, a last
 /// block shorter than the others, tail tiles, residual and partial ReLU across blocks.
 #[test]
@@ -965,9 +993,9 @@ fn fused_sigmoid_and_silu_match_f64() {
 #[test]
 fn gemm_1x1_streamed_outputs() {
     use crate::codegen::AlignedF32;
-    // 48 and 64 pixels: whole vectors on every ISA (a condition of streaming); 29 rows: a tail
-    // tile; 300 channels: two K blocks.
-    for (cin, cout, hw) in [(13, 29, [8, 6]), (300, 14, [8, 8])] {
+    // 48, 64 and 128 pixels: whole vectors on every ISA (a condition of streaming); 29 rows: a
+    // tail tile; 300 channels: two K blocks; 40 -> 12 at 16x8 reads B in place on avx2 and avx512.
+    for (cin, cout, hw) in [(13, 29, [8, 6]), (300, 14, [8, 8]), (40, 12, [16, 8])] {
         let op = FusedConv {
             residual: true,
             relu: Relu::First(9),

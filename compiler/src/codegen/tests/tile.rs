@@ -175,3 +175,35 @@ fn winograd_tiles_prefetch_their_weights_ahead() {
         assert!(hinted > 0, "{isa}: no Winograd GEMM tile");
     }
 }
+
+/// A direct 1x1 GEMM reading B in place ([`crate::codegen::reads_b_in_place`]) hints B one column
+/// tile ahead ([`KLoop::prefetch_b`]): its tiles reading B from the input rows have `prefetcht0`
+/// at positive offsets from B (rsi), at least a tile's width past the tap's first B row. (The
+/// values are checked against the reference on every ISA in `conv`.)
+#[test]
+fn direct_1x1_tiles_reading_b_in_place_prefetch_it_ahead() {
+    for isa in host_isas().into_iter().filter(|&i| i != Isa::Sse) {
+        let spec =
+            ConvSpec::contiguous(FusedConv::square(144, 24, 1, 1, ConvKind::Gemm1x1), [144, 20, 20]).unwrap();
+        let plan = crate::codegen::ConvPlan::new(&spec, isa).unwrap();
+        let nr = plan.nv * plan.lanes;
+        let k = compile_for(KernelSpec::Conv(spec), isa);
+        let mut hinted = 0;
+        for tile in k.kernels[0].tiles() {
+            let code = decode(&tile.code);
+            let b_hints: Vec<&Instruction> = code
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Prefetcht0 && i.memory_base() == Register::RSI)
+                .collect();
+            for i in &b_hints {
+                assert!(
+                    i.memory_displacement64() as i64 >= (nr * 4) as i64,
+                    "{isa} tile {}: `{i}` not a tile ahead",
+                    tile.name
+                );
+            }
+            hinted += usize::from(!b_hints.is_empty());
+        }
+        assert!(hinted > 0, "{isa}: no tile prefetches B");
+    }
+}

@@ -68,6 +68,12 @@ pub struct KLoop {
     /// weights read once (Winograd at batch 1) arrives before the FMAs need it. A hint only: it
     /// never faults and changes no value, so it may point past A's footprint.
     pub prefetch_a: usize,
+    /// Software prefetch of B (the x86 tiles; 0: none): each tap also hints the cache lines
+    /// `prefetch_b` bytes past its B vectors. For a tile reading B in place from strided rows (the
+    /// direct 1x1 path's unpacked column tiles), that is the same rows' lines of a column tile
+    /// further on, which the hardware prefetchers, one stream per row, do not fetch in time. A hint
+    /// only: it never faults and changes no value, so it may point past B's footprint.
+    pub prefetch_b: usize,
 }
 
 impl KLoop {
@@ -82,6 +88,7 @@ impl KLoop {
             b_step: unroll * b_stride,
             tail: taps(count % unroll),
             prefetch_a: 0,
+            prefetch_b: 0,
         }
     }
 

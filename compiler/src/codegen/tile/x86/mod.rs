@@ -789,7 +789,6 @@ impl Gen {
         self.a.add(base, bytes).map_err(asm_err)
     }
 
-    /// The FMAs of `taps` (A and B at their current bases).
     /// The K loop's software prefetch of A ([`KLoop::prefetch_a`]), once per group: the cache
     /// lines `prefetch_a` bytes past the group's `a_step` floats of each packed panel. Consecutive
     /// groups hint consecutive runs of bytes, so every line of a panel's stream is hinted once
@@ -811,6 +810,23 @@ impl Gen {
         Ok(())
     }
 
+    /// The K loop's software prefetch of B ([`KLoop::prefetch_b`]), once per tap: the cache lines
+    /// `prefetch_b` bytes past the tap's `nv` B vectors.
+    fn prefetch_b(&mut self, spec: &TileSpec, tap: &Tap) -> Result<(), CodegenError> {
+        let ahead = spec.kloop.prefetch_b;
+        if ahead == 0 {
+            return Ok(());
+        }
+        for line in (0..spec.nv * self.lanes() * 4).step_by(64) {
+            let bytes = tap.b * 4 + ahead + line;
+            let bytes = i32::try_from(bytes)
+                .map_err(|_| CodegenError::Unsupported(format!("prefetch offset of {bytes} bytes")))?;
+            self.a.prefetcht0(byte_ptr(B + bytes)).map_err(asm_err)?;
+        }
+        Ok(())
+    }
+
+    /// The FMAs of `taps` (A and B at their current bases).
     fn k_step(&mut self, spec: &TileSpec, form: Form, taps: &[Tap]) -> Result<(), CodegenError> {
         let (rows, nv, lanes) = (spec.rows, spec.nv, self.lanes());
         let acc = |r: usize, j: usize| r * nv + j;
@@ -819,6 +835,7 @@ impl Gen {
         let b_at = |tap: &Tap, j: usize| at(B, signed(tap.b + j * lanes));
         let mut turn = 0;
         for tap in taps {
+            self.prefetch_b(spec, tap)?;
             match form {
                 Form::BRegs { broadcasts } => {
                     for j in 0..nv {
