@@ -732,6 +732,10 @@ fn depthwise_convolutions() {
         (2, 45, 113, 3, 1),
         (1, 40, 17, 5, 1),
         (2, 35, 35, 5, 2),
+        // Rows of 17-31 columns (row mode on avx512, the flat path on avx2).
+        (3, 28, 28, 5, 1),
+        (4, 56, 56, 5, 2),
+        (2, 30, 19, 3, 1),
         // Several channels per work item (the flat path's pipeline over channels).
         (100, 7, 7, 3, 1),
         (70, 9, 11, 5, 2),
