@@ -38,8 +38,9 @@
 //! stored as zeros, since an earlier band left input rows there. `y0` is even for stride 2, so
 //! a band-relative row has the phase of the absolute one, and the taps' offsets are the
 //! whole-plane ones with the band's plane length. Bands of one shape run in a counted loop
-//! ([`BandRun`]). On this Zen 4 host, 8 KB bands took the 112 -> 56 stride-2 layers from 6.6 to
-//! 3.1-4.3 ms (micro-net, batch 8, one thread); 4-5 and 12-28 KB were slower.
+//! ([`BandRun`]). On this Zen 4 host (micro-nets, batch 8, one thread) 8 KB bands took the
+//! 112 -> 56 stride-2 layers from 6.6 to 2.7-3.4 ms (96 channels, SiLU) and from 4.5 to 2.1-2.5 ms
+//! (ReLU6); 3-5 KB and 12-28 KB bands were slower.
 //!
 //! **Pipelined channels** (avx2/avx512 flat path, flat runs of at most [`PIPELINED_FLOATS`], as
 //! at 14x14 and 7x7): with two slots of phase planes and of flat runs, step `c` of an item's
@@ -512,4 +513,54 @@ fn epilogue(
             cx.store(v, p, 0);
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bands cover every output row once, in order; each band's fill writes exactly the padded
+    /// rows its output rows read (`y0..y1`), the input rows among them at their padded position,
+    /// and consecutive bands of a run are `band` output rows and `stride * band` input rows apart.
+    #[test]
+    fn bands_cover_the_output_and_read_their_padded_rows() {
+        for (h, k, s) in [(112, 3, 1), (112, 3, 2), (97, 5, 1), (101, 5, 2), (7, 5, 1), (2, 3, 2), (1, 3, 1)]
+        {
+            let p = k / 2;
+            let oh = (h + 2 * p - k) / s + 1;
+            for band in [1, 2, 3, 7, 16, oh] {
+                let mut next = 0;
+                for run in bands(h, k, s, p, oh, band) {
+                    for i in 0..run.count {
+                        let (oy0, i0) = (run.oy0 + i * band, run.i0 + i * s * band);
+                        assert_eq!(oy0, next, "h {h} k {k} s {s} band {band}");
+                        assert!(run.rows <= band && oy0 + run.rows <= oh);
+                        // Padded rows y0..y1 are the band's rows 0..padded; input row iy is padded row iy + p.
+                        let (y0, y1) = (s * oy0, s * (oy0 + run.rows - 1) + k);
+                        assert_eq!(run.padded, y1 - y0);
+                        let inside: Vec<usize> = (y0..y1).filter(|&y| y >= p && y < h + p).collect();
+                        assert_eq!(inside.first().map(|&y| y - p), Some(i0));
+                        assert_eq!(inside.len(), run.h);
+                        assert_eq!(i0 + p - y0, run.top);
+                        next = oy0 + run.rows;
+                    }
+                }
+                assert_eq!(next, oh, "h {h} k {k} s {s} band {band}");
+            }
+        }
+    }
+
+    /// A band's phase planes fit in [`BAND_BYTES`] (or it is one row), and it is as tall as that allows.
+    #[test]
+    fn bands_are_the_tallest_that_fit() {
+        for (s, k, wq, oh) in
+            [(1, 3, 114, 112), (2, 3, 57, 56), (1, 5, 71, 97), (2, 5, 40, 51), (1, 3, 4000, 9)]
+        {
+            let bytes = |rows: usize| s * s * (s * (rows - 1) + k).div_ceil(s) * wq * 4;
+            let b = band_rows(s, k, wq, oh);
+            assert!(b >= 1 && b <= oh);
+            assert!(b == 1 || bytes(b) <= BAND_BYTES);
+            assert!(b == oh || bytes(b + 1) > BAND_BYTES);
+        }
+    }
 }
