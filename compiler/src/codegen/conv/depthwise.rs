@@ -42,11 +42,13 @@
 //! 112 -> 56 stride-2 layers from 6.6 to 2.7-3.4 ms (96 channels, SiLU) and from 4.5 to 2.1-2.5 ms
 //! (ReLU6); 3-5 KB and 12-28 KB bands were slower.
 //!
-//! **Pipelined channels** (avx2/avx512 flat path, flat runs of at most [`PIPELINED_FLOATS`], as
-//! at 14x14 and 7x7): with two slots of phase planes and of flat runs, step `c` of an item's
+//! **Pipelined channels** (avx512 flat path, flat runs of at most [`PIPELINED_FLOATS`], as at
+//! 14x14 and 7x7): with two slots of phase planes and of flat runs, step `c` of an item's
 //! channels fills channel `c + 1`, runs channel `c`'s stencil and channel `c - 1`'s epilogue
 //! ([`flat_pipelined`]), so no routine reads back the stores of the one just before it (on a small
-//! plane that wait, not the arithmetic, was most of the time).
+//! plane that wait, not the arithmetic, was most of the time: 7x7 layers ran 26-35% faster). On
+//! avx2 the same order measured no faster on this host (its masked `vmaskmovps` stores dominate),
+//! so avx2 keeps the plain order.
 //!
 //! A work item is (sample, block of channels): channels are independent, so two threads balance
 //! at batch 1 (at least 32 blocks per sample when there are 32 channels).
@@ -119,14 +121,15 @@ pub struct DepthwisePlan {
     pub out_at: usize,
     /// Channels per work item.
     pub channels: usize,
-    /// Row mode (wide ISAs, rows of at least two vectors): the stencil and epilogue run row by
-    /// row into the output ([`DepthwiseRowsSpec`]) instead of through the flat run, band by band.
+    /// Row mode (wide ISAs, rows of at least two vectors; avx512 also 17-31 columns): the stencil
+    /// and epilogue run row by row into the output ([`DepthwiseRowsSpec`]) instead of through the
+    /// flat run, band by band.
     pub rows_mode: bool,
     /// Row mode: output rows per band, and the bands in runs of the same shape.
     pub band: usize,
     pub bands: Vec<BandRun>,
-    /// Phase-plane and flat-run slots: two when the channels are software-pipelined (the wide
-    /// ISAs' flat path on small planes, [`flat_pipelined`]), else one.
+    /// Phase-plane and flat-run slots: two when the channels are software-pipelined (AVX-512's
+    /// flat path on small planes, [`flat_pipelined`]), else one.
     pub slots: usize,
     /// Scratch floats in all.
     pub floats: usize,
@@ -203,8 +206,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         (vectors, max_tap + vectors * lanes)
     };
     let in_len = (s * s * plane_len).max(reads).div_ceil(16) * 16;
-    // The wide ISAs' flat path on small planes keeps two of each ([`flat_pipelined`]).
-    let pipelined = plan.isa != Isa::Sse && !rows_mode && vectors * lanes <= PIPELINED_FLOATS;
+    // AVX-512's flat path on small planes keeps two of each ([`flat_pipelined`]).
+    let pipelined = plan.isa == Isa::Avx512 && !rows_mode && vectors * lanes <= PIPELINED_FLOATS;
     let slots = if pipelined { 2 } else { 1 };
     let flat = if rows_mode { 0 } else { slots * vectors * lanes };
     let per_item = channels.div_ceil(TARGET_ITEMS).max(1);
@@ -339,7 +342,7 @@ pub(super) fn item(
     });
 }
 
-/// The flat path on the wide ISAs, software-pipelined over the item's channels `c0..c1`: step
+/// The flat path on AVX-512, software-pipelined over the item's channels `c0..c1`: step
 /// `ch` fills channel `ch + 1` into the other of two phase-plane slots, runs channel `ch`'s stencil
 /// into its flat-run slot (`(ch - c0) % 2` each) and channel `ch - 1`'s epilogue from the other
 /// flat slot. A routine so reads what an earlier step stored, not the stores just before it (a
