@@ -21,11 +21,34 @@
 //!    order (`y = acc * s1 + b1`, `+ residual`, `* s2 + b2`, ReLU; per-channel scalars) and are
 //!    stored contiguously.
 //!
-//! **Row mode** (avx2/avx512, output rows of at least two vectors, as at 112x112 and 56x56):
+//! **Row mode** (avx2/avx512, output rows of at least two vectors, as at 112x112 and 56x56, and
+//! on avx512 also rows of more than one vector, as at 28x28):
 //! stages 2 and 3 are one routine ([`DepthwiseRowsSpec`]) that runs the same taps over each output
 //! row's `ceil(OW / L)` vectors and stores them with the epilogue straight into the output (row
 //! tails masked): a wide row wastes few lanes, and the flat run's trip through the scratch (a
 //! 51 KB store and reload per channel at 112x112) would cost more than it saves.
+//!
+//! **Bands** (row mode): the plane is filled and filtered in bands of `band` output rows
+//! ([`band_rows`]: the most whose phase planes fit in [`BAND_BYTES`], 8 KB, so the fill's stores
+//! are still in L1 when the stencil reads them back; a whole 112x112 plane is 52 KB, its stride-2
+//! phase planes 53 KB). Band rows `oy0..oy0 + rows` need padded rows `y0 = s*oy0` to
+//! `y1 = s*(oy0 + rows - 1) + k`, which the band's fill writes as band-relative padded rows
+//! `0..y1 - y0` of the same `ceil((s*(band - 1) + k) / s) x Wq` phase planes: the input rows among
+//! them copied, the padding rows (above the input in the first band, below it in the last ones)
+//! stored as zeros, since an earlier band left input rows there. `y0` is even for stride 2, so
+//! a band-relative row has the phase of the absolute one, and the taps' offsets are the
+//! whole-plane ones with the band's plane length. Bands of one shape run in a counted loop
+//! ([`BandRun`]). On this Zen 4 host (micro-nets, batch 8, one thread) 8 KB bands took the
+//! 112 -> 56 stride-2 layers from 6.6 to 2.7-3.4 ms (96 channels, SiLU) and from 4.5 to 2.1-2.5 ms
+//! (ReLU6); 3-5 KB and 12-28 KB bands were slower.
+//!
+//! **Pipelined channels** (avx512 flat path, flat runs of at most [`PIPELINED_FLOATS`], as at
+//! 14x14 and 7x7): with two slots of phase planes and of flat runs, step `c` of an item's
+//! channels fills channel `c + 1`, runs channel `c`'s stencil and channel `c - 1`'s epilogue
+//! ([`flat_pipelined`]), so no routine reads back the stores of the one just before it (on a small
+//! plane that wait, not the arithmetic, was most of the time: 7x7 layers ran 26-35% faster). On
+//! avx2 the same order measured no faster on this host (its masked `vmaskmovps` stores dominate),
+//! so avx2 keeps the plain order.
 //!
 //! A work item is (sample, block of channels): channels are independent, so two threads balance
 //! at batch 1 (at least 32 blocks per sample when there are 32 channels).
@@ -34,7 +57,10 @@
 //! with `xpad` the zero-padded input (PyTorch's definition for this geometry), then the epilogue;
 //! the phase planes hold exactly `xpad` (borders zero, interior copied), every tap's read of a
 //! stored position lies inside its plane (`s*oy + kh < H + 2p`), and each output is written once,
-//! by the item owning its channel.
+//! by the item owning its channel. In row mode a band's planes hold exactly the padded rows
+//! `y0..y1` of `xpad` when its stencil runs: the fill writes every one of those rows (input rows
+//! copied, padding rows zeroed) and never the border columns, and a stored output of the band
+//! reads only rows `s*oy + kh < y1`.
 
 use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, VEC};
@@ -52,6 +78,29 @@ use cranelift_frontend::Variable;
 /// Channel blocks per sample worth aiming for (two threads balance at batch 1).
 const TARGET_ITEMS: usize = 32;
 
+/// The longest flat run (floats) whose channels are software-pipelined ([`flat_pipelined`]): up
+/// to 14x14 outputs. At 28x28 the pipeline measured slower than the plain order (one thread,
+/// batch 8: 2.2 -> 2.5 ms for a 5x5 layer of 240 channels), at 14x14 and 7x7 faster (7x7, 1152
+/// channels: 1.20 -> 0.93 ms; 14x14, 480 channels: 0.63 -> 0.56 ms).
+const PIPELINED_FLOATS: usize = 256;
+
+/// Bytes of phase planes a row-mode band aims to fill (see [`band_rows`]).
+const BAND_BYTES: usize = 8 * 1024;
+
+/// A run of consecutive row-mode bands of the same shape: band `i < count` computes output rows
+/// `oy0 + i * band ..` (`rows` of them) from input rows `i0 + i * stride * band ..` (`h` of them),
+/// which its fill writes as band-relative padded rows `top..top + h` of `padded` (the others zero).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandRun {
+    pub count: usize,
+    pub oy0: usize,
+    pub rows: usize,
+    pub i0: usize,
+    pub h: usize,
+    pub top: usize,
+    pub padded: usize,
+}
+
 /// The geometry of a depthwise kernel.
 #[derive(Debug, Clone)]
 pub struct DepthwisePlan {
@@ -60,10 +109,11 @@ pub struct DepthwisePlan {
     pub pad: usize,
     pub oh: usize,
     pub ow: usize,
-    /// Columns per phase-plane row, floats per phase plane.
+    /// Columns per phase-plane row, floats per phase plane (of a band in row mode).
     pub wq: usize,
     pub plane_len: usize,
-    /// The stencil: tap offsets into the scratch, vectors of the flat output.
+    /// The stencil: tap offsets into the scratch, vectors of the flat output (row mode: the taps
+    /// into a band's planes, and the vectors computed per channel).
     pub stencil: DepthwiseSpec,
     /// Floats of the padded planes and the stencil's reads past them (zeroed once per call).
     pub in_len: usize,
@@ -71,9 +121,16 @@ pub struct DepthwisePlan {
     pub out_at: usize,
     /// Channels per work item.
     pub channels: usize,
-    /// Row mode (wide ISAs, rows of at least two vectors): the stencil and epilogue run row by
-    /// row into the output ([`DepthwiseRowsSpec`]) instead of through the flat run.
+    /// Row mode (wide ISAs, rows of at least two vectors; avx512 also 17-31 columns): the stencil
+    /// and epilogue run row by row into the output ([`DepthwiseRowsSpec`]) instead of through the
+    /// flat run, band by band.
     pub rows_mode: bool,
+    /// Row mode: output rows per band, and the bands in runs of the same shape.
+    pub band: usize,
+    pub bands: Vec<BandRun>,
+    /// Phase-plane and flat-run slots: two when the channels are software-pipelined (AVX-512's
+    /// flat path on small planes, [`flat_pipelined`]), else one.
+    pub slots: usize,
     /// Scratch floats in all.
     pub floats: usize,
 }
@@ -85,6 +142,43 @@ impl DepthwisePlan {
     }
 }
 
+/// Output rows per row-mode band: the most whose `s * s` phase planes (`ceil((s * (rows - 1) + k)
+/// / s)` rows of `wq` floats each) fit in [`BAND_BYTES`], at least one and at most `oh`.
+fn band_rows(s: usize, k: usize, wq: usize, oh: usize) -> usize {
+    let bytes = |rows: usize| s * s * (s * (rows - 1) + k).div_ceil(s) * wq * 4;
+    let mut rows = 1;
+    while rows < oh && bytes(rows + 1) <= BAND_BYTES {
+        rows += 1;
+    }
+    rows
+}
+
+/// The row-mode bands of `oh` output rows, `band` per band (the last may be shorter), grouped into
+/// runs of the same shape. Band rows `oy0..oy0 + rows` read padded rows `y0 = s * oy0` up to
+/// `y1 = s * (oy0 + rows - 1) + k`, of which input rows `max(y0, p) - p .. min(y1, h + p) - p`.
+fn bands(h: usize, k: usize, s: usize, p: usize, oh: usize, band: usize) -> Vec<BandRun> {
+    let mut runs: Vec<BandRun> = Vec::new();
+    let mut oy0 = 0;
+    while oy0 < oh {
+        let rows = band.min(oh - oy0);
+        let (y0, y1) = (s * oy0, s * (oy0 + rows - 1) + k);
+        let (i0, i1) = (y0.max(p) - p, y1.min(h + p) - p);
+        let shape = BandRun { count: 1, oy0, rows, i0, h: i1 - i0, top: i0 + p - y0, padded: y1 - y0 };
+        match runs.last_mut() {
+            Some(r)
+                if (r.rows, r.h, r.top, r.padded) == (rows, shape.h, shape.top, shape.padded)
+                    && r.oy0 + r.count * band == oy0
+                    && r.i0 + r.count * s * band == i0 =>
+            {
+                r.count += 1
+            }
+            _ => runs.push(shape),
+        }
+        oy0 += rows;
+    }
+    runs
+}
+
 /// The geometry and work split of a depthwise kernel.
 pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let c = &spec.op.conv;
@@ -92,17 +186,30 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let [_, oh, ow] = plan.out;
     let (k, s, pad) = (c.kernel[0], c.stride[0], c.padding[0]);
     let lanes = plan.isa.lanes();
-    let (hq, wq) = ((h + 2 * pad).div_ceil(s), (w + 2 * pad).div_ceil(s));
+    let wq = (w + 2 * pad).div_ceil(s);
+    // Row mode for rows of two vectors or more; on AVX-512 (k-masked tails) also for rows of
+    // 17-31 columns (28x28: one thread, batch 8, 192 channels 0.53 -> 0.45 ms, 5x5 stride 2
+    // 1.8 -> 1.6 ms).
+    let rows_mode = plan.isa != Isa::Sse && (ow >= 2 * lanes || (plan.isa == Isa::Avx512 && ow > lanes));
+    let band = if rows_mode { band_rows(s, k, wq, oh) } else { oh };
+    let hq = if rows_mode { (s * (band - 1) + k).div_ceil(s) } else { (h + 2 * pad).div_ceil(s) };
     let plane_len = hq * wq;
     let taps: Vec<usize> = (0..k)
         .flat_map(|kh| (0..k).map(move |kw| ((kh % s) * s + kw % s) * plane_len + (kh / s) * wq + kw / s))
         .collect();
-    let flat = (oh - 1) * wq + ow;
-    let vectors = flat.div_ceil(lanes);
     let max_tap = taps.iter().copied().max().unwrap_or(0);
-    let rows_mode = plan.isa != Isa::Sse && ow >= 2 * lanes;
-    let row_reads = (oh - 1) * wq + max_tap + ow.div_ceil(lanes) * lanes;
-    let in_len = (s * s * plane_len).max(max_tap + vectors * lanes).max(row_reads).div_ceil(16) * 16;
+    let (vectors, reads) = if rows_mode {
+        let per_row = ow.div_ceil(lanes);
+        (oh * per_row, (band - 1) * wq + max_tap + per_row * lanes)
+    } else {
+        let vectors = ((oh - 1) * wq + ow).div_ceil(lanes);
+        (vectors, max_tap + vectors * lanes)
+    };
+    let in_len = (s * s * plane_len).max(reads).div_ceil(16) * 16;
+    // AVX-512's flat path on small planes keeps two of each ([`flat_pipelined`]).
+    let pipelined = plan.isa == Isa::Avx512 && !rows_mode && vectors * lanes <= PIPELINED_FLOATS;
+    let slots = if pipelined { 2 } else { 1 };
+    let flat = if rows_mode { 0 } else { slots * vectors * lanes };
     let per_item = channels.div_ceil(TARGET_ITEMS).max(1);
     plan.blocks = channels.div_ceil(per_item);
     plan.block = per_item;
@@ -118,7 +225,10 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         out_at: in_len,
         channels: per_item,
         rows_mode,
-        floats: in_len + vectors * lanes,
+        band,
+        bands: if rows_mode { bands(h, k, s, pad, oh, band) } else { Vec::new() },
+        slots,
+        floats: slots * in_len + flat,
     });
 }
 
@@ -140,7 +250,7 @@ pub(super) fn item(
     let flag = cx.b.use_var(filled);
     let unset = cx.b.ins().icmp_imm_s(IntCC::SignedLessThan, flag, 0);
     cx.if_then(unset, |cx| {
-        zero_run(cx, cx.scratch, 0, d.in_len);
+        zero_run(cx, cx.scratch, 0, d.slots * d.in_len);
         let zero = cx.ic(0);
         cx.b.def_var(filled, zero);
     });
@@ -153,22 +263,12 @@ pub(super) fn item(
     let c1 = cx.b.ins().iadd_imm_s(c0, d.channels as i64);
     let all = cx.ic(channels as i64);
     let c1 = cx.imin(c1, all);
+    if d.slots == 2 {
+        flat_pipelined(cx, tiles, spec, plan, d, ops.packed, [x_n, y_n], res_n, [c0, c1]);
+        return;
+    }
     cx.for_range(c0, c1, 1, "depthwise channels", |cx, ch| {
         let x = cx.offset(x_n, ch, h * w);
-        if wide {
-            let spec = DepthwiseFillSpec {
-                isa: plan.isa,
-                h,
-                w,
-                pad: d.pad,
-                wq: d.wq,
-                stride: d.stride,
-                plane_len: d.plane_len,
-            };
-            tiles.depthwise_fill(cx, &spec, [x, cx.scratch]);
-        } else {
-            fill(cx, d, x, h, w);
-        }
         let weights = cx.offset(ops.packed, ch, plan.layout.k_g);
         let plane = d.oh * d.ow;
         let y = cx.offset(y_n, ch, plane);
@@ -183,19 +283,51 @@ pub(super) fn item(
             relu: spec.op.relu != Relu::None,
             activation: plan.activation,
         };
+        let fill_spec = |top: usize, rows: usize, h: usize| DepthwiseFillSpec {
+            isa: plan.isa,
+            h,
+            w,
+            pad: d.pad,
+            top,
+            rows,
+            wq: d.wq,
+            stride: d.stride,
+            plane_len: d.plane_len,
+        };
         if d.rows_mode {
-            let rows = DepthwiseRowsSpec {
-                isa: plan.isa,
-                taps: d.stencil.taps.clone(),
-                rows: d.oh,
-                ow: d.ow,
-                wq: d.wq,
-                epilogue: fused,
-            };
+            // Band by band: the band's padded rows into the scratch (L1-sized), then its output rows.
             let epi = cx.offset(ops.packed, ch, 1);
-            let null = cx.ic(0);
-            tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, y, epi, res.unwrap_or(null)]);
+            for run in &d.bands {
+                cx.for_count(run.count, "depthwise bands", |cx, i| {
+                    let xb = cx.offset(x, i, d.stride * d.band * w);
+                    let xb = cx.add_floats(xb, run.i0 * w);
+                    tiles.depthwise_fill(cx, &fill_spec(run.top, run.padded, run.h), [xb, cx.scratch]);
+                    let yb = cx.offset(y, i, d.band * d.ow);
+                    let yb = cx.add_floats(yb, run.oy0 * d.ow);
+                    let rb = match res {
+                        Some(r) => {
+                            let rb = cx.offset(r, i, d.band * d.ow);
+                            cx.add_floats(rb, run.oy0 * d.ow)
+                        }
+                        None => cx.ic(0),
+                    };
+                    let rows = DepthwiseRowsSpec {
+                        isa: plan.isa,
+                        taps: d.stencil.taps.clone(),
+                        rows: run.rows,
+                        ow: d.ow,
+                        wq: d.wq,
+                        epilogue: fused.clone(),
+                    };
+                    tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, yb, epi, rb]);
+                });
+            }
             return;
+        }
+        if wide {
+            tiles.depthwise_fill(cx, &fill_spec(d.pad, d.pad + h, h), [x, cx.scratch]);
+        } else {
+            fill(cx, d, x, h, w);
         }
         let flat = cx.add_floats(cx.scratch, d.out_at);
         tiles.depthwise(cx, &d.stencil, [cx.scratch, weights, flat]);
@@ -208,6 +340,101 @@ pub(super) fn item(
             epilogue(cx, spec, plan, d, ops.packed, ch, flat, y, res);
         }
     });
+}
+
+/// The flat path on AVX-512, software-pipelined over the item's channels `c0..c1`: step
+/// `ch` fills channel `ch + 1` into the other of two phase-plane slots, runs channel `ch`'s stencil
+/// into its flat-run slot (`(ch - c0) % 2` each) and channel `ch - 1`'s epilogue from the other
+/// flat slot. A routine so reads what an earlier step stored, not the stores just before it (a
+/// vector load spanning several recent stores cannot be forwarded from them and waits for them to
+/// reach the cache).
+#[allow(clippy::too_many_arguments)]
+fn flat_pipelined(
+    cx: &mut KernelCx,
+    tiles: &mut Tiles,
+    spec: &ConvSpec,
+    plan: &ConvPlan,
+    d: &DepthwisePlan,
+    packed: Value,
+    [x_n, y_n]: [Value; 2],
+    res_n: Option<Value>,
+    [c0, c1]: [Value; 2],
+) {
+    let [_, h, w] = spec.input;
+    let plane = d.oh * d.ow;
+    let layout = &plan.layout;
+    let flat_len = d.stencil.vectors * d.stencil.isa.lanes();
+    let fill_spec = DepthwiseFillSpec {
+        isa: plan.isa,
+        h,
+        w,
+        pad: d.pad,
+        top: d.pad,
+        rows: d.pad + h,
+        wq: d.wq,
+        stride: d.stride,
+        plane_len: d.plane_len,
+    };
+    let out_spec = DepthwiseOutSpec {
+        isa: plan.isa,
+        rows: d.oh,
+        ow: d.ow,
+        wq: d.wq,
+        epilogue: DepthwiseEpilogue {
+            s1: layout.s1,
+            b1: layout.b1,
+            s2: layout.s2,
+            b2: layout.b2,
+            residual: res_n.is_some(),
+            relu: spec.op.relu != Relu::None,
+            activation: plan.activation,
+        },
+    };
+    // Slot `par` (0 or 1) of the planes and of the flat run.
+    let planes = |cx: &mut KernelCx, par: Value| cx.offset(cx.scratch, par, d.in_len);
+    let flat = |cx: &mut KernelCx, par: Value| {
+        let f = cx.offset(cx.scratch, par, flat_len);
+        cx.add_floats(f, 2 * d.in_len)
+    };
+    let fill = |cx: &mut KernelCx, tiles: &mut Tiles, ch: Value, par: Value| {
+        let x = cx.offset(x_n, ch, h * w);
+        let dst = planes(cx, par);
+        tiles.depthwise_fill(cx, &fill_spec, [x, dst]);
+    };
+    let out = |cx: &mut KernelCx, tiles: &mut Tiles, ch: Value, par: Value| {
+        let src = flat(cx, par);
+        let y = cx.offset(y_n, ch, plane);
+        let epi = cx.offset(packed, ch, 1);
+        let res = match res_n {
+            Some(r) => cx.offset(r, ch, plane),
+            None => cx.ic(0),
+        };
+        tiles.depthwise_out(cx, &out_spec, [src, y, epi, res]);
+    };
+    let zero = cx.ic(0);
+    fill(cx, tiles, c0, zero);
+    cx.for_range(c0, c1, 1, "depthwise channels", |cx, ch| {
+        let k = cx.b.ins().isub(ch, c0);
+        let par = cx.b.ins().band_imm_u(k, 1);
+        let one = cx.ic(1);
+        let other = cx.b.ins().isub(one, par);
+        let next = cx.b.ins().iadd_imm_s(ch, 1);
+        let more = cx.b.ins().icmp(IntCC::SignedLessThan, next, c1);
+        cx.if_then(more, |cx| fill(cx, tiles, next, other));
+        let weights = cx.offset(packed, ch, layout.k_g);
+        let src = planes(cx, par);
+        let dst = flat(cx, par);
+        tiles.depthwise(cx, &d.stencil, [src, weights, dst]);
+        let started = cx.b.ins().icmp(IntCC::SignedGreaterThan, ch, c0);
+        cx.if_then(started, |cx| {
+            let prev = cx.b.ins().iadd_imm_s(ch, -1);
+            out(cx, tiles, prev, other);
+        });
+    });
+    let last = cx.b.ins().iadd_imm_s(c1, -1);
+    let k = cx.b.ins().isub(last, c0);
+    let par = cx.b.ins().band_imm_u(k, 1);
+    out(cx, tiles, last, par);
 }
 
 /// Copies one channel's `h x w` plane at `x` into the phase planes (interior only).
@@ -289,4 +516,54 @@ fn epilogue(
             cx.store(v, p, 0);
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bands cover every output row once, in order; each band's fill writes exactly the padded
+    /// rows its output rows read (`y0..y1`), the input rows among them at their padded position,
+    /// and consecutive bands of a run are `band` output rows and `stride * band` input rows apart.
+    #[test]
+    fn bands_cover_the_output_and_read_their_padded_rows() {
+        for (h, k, s) in [(112, 3, 1), (112, 3, 2), (97, 5, 1), (101, 5, 2), (7, 5, 1), (2, 3, 2), (1, 3, 1)]
+        {
+            let p = k / 2;
+            let oh = (h + 2 * p - k) / s + 1;
+            for band in [1, 2, 3, 7, 16, oh] {
+                let mut next = 0;
+                for run in bands(h, k, s, p, oh, band) {
+                    for i in 0..run.count {
+                        let (oy0, i0) = (run.oy0 + i * band, run.i0 + i * s * band);
+                        assert_eq!(oy0, next, "h {h} k {k} s {s} band {band}");
+                        assert!(run.rows <= band && oy0 + run.rows <= oh);
+                        // Padded rows y0..y1 are the band's rows 0..padded; input row iy is padded row iy + p.
+                        let (y0, y1) = (s * oy0, s * (oy0 + run.rows - 1) + k);
+                        assert_eq!(run.padded, y1 - y0);
+                        let inside: Vec<usize> = (y0..y1).filter(|&y| y >= p && y < h + p).collect();
+                        assert_eq!(inside.first().map(|&y| y - p), Some(i0));
+                        assert_eq!(inside.len(), run.h);
+                        assert_eq!(i0 + p - y0, run.top);
+                        next = oy0 + run.rows;
+                    }
+                }
+                assert_eq!(next, oh, "h {h} k {k} s {s} band {band}");
+            }
+        }
+    }
+
+    /// A band's phase planes fit in [`BAND_BYTES`] (or it is one row), and it is as tall as that allows.
+    #[test]
+    fn bands_are_the_tallest_that_fit() {
+        for (s, k, wq, oh) in
+            [(1, 3, 114, 112), (2, 3, 57, 56), (1, 5, 71, 97), (2, 5, 40, 51), (1, 3, 4000, 9)]
+        {
+            let bytes = |rows: usize| s * s * (s * (rows - 1) + k).div_ceil(s) * wq * 4;
+            let b = band_rows(s, k, wq, oh);
+            assert!(b >= 1 && b <= oh);
+            assert!(b == 1 || bytes(b) <= BAND_BYTES);
+            assert!(b == oh || bytes(b + 1) > BAND_BYTES);
+        }
+    }
 }

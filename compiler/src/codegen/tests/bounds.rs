@@ -68,6 +68,11 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         ("chanvec 3x3", conv(9, 32, 7, 3, 1, ConvKind::ChanVec)),
         ("depthwise 3x3", conv(9, 9, 13, 3, 1, ConvKind::Depthwise)),
         ("depthwise 5x5 stride 2", conv(9, 9, 13, 5, 2, ConvKind::Depthwise)),
+        // Row mode, in bands (the last ones shorter, with zero rows below the input).
+        ("depthwise 3x3, 3 channels per item", conv(70, 70, 9, 3, 1, ConvKind::Depthwise)),
+        ("depthwise 3x3 in bands", conv(3, 3, 112, 3, 1, ConvKind::Depthwise)),
+        ("depthwise 5x5 in bands", conv(2, 2, 97, 5, 1, ConvKind::Depthwise)),
+        ("depthwise 5x5 stride 2 in bands", conv(3, 3, 101, 5, 2, ConvKind::Depthwise)),
         (
             "linear",
             KernelSpec::Linear(LinearSpec {

@@ -322,22 +322,43 @@ impl DepthwiseSpec {
     }
 }
 
-/// The fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`. Copies the
-/// `h x w` plane at `x` (rows `w` floats apart) into the interior of the zero-padded phase planes
-/// at `dst` (see [`crate::codegen::conv::depthwise`]): stride 1, input pixel `(iy, ix)` to
-/// `dst + (pad + iy) * wq + pad + ix`; stride 2, padded pixel `(y, x) = (iy + pad, ix + pad)` to
-/// plane `(y % 2) * 2 + x % 2` (`plane_len` floats each) at `(y / 2) * wq + x / 2`, columns
-/// de-interleaved with vector permutes. Whole vectors and masked tails: it reads `x[0 .. h*w]`
-/// and writes only interior positions of the planes.
+/// The fill of a depthwise convolution (avx2/avx512): run-time operands `(x, dst)`. Writes padded
+/// rows `0..rows` of the zero-padded phase planes at `dst` (see [`crate::codegen::conv::depthwise`]):
+/// input row `iy < h` of the `h x w` plane at `x` (rows `w` floats apart) is padded row
+/// `y = top + iy`, input column `ix` padded column `x = pad + ix`; stride 1, pixel `(y, x)` goes to
+/// `dst + y * wq + x`; stride 2, to plane `(y % 2) * 2 + x % 2` (`plane_len` floats each) at
+/// `(y / 2) * wq + x / 2`, columns de-interleaved with vector permutes. The padded rows outside the
+/// input (`y < top` or `top + h <= y < rows`) are stored as zeros over all `wq` columns (of both
+/// column phases); the columns outside the input are never written (the caller zeroes them once).
+/// Whole vectors and masked tails: it reads `x[0 .. h*w]` and writes only the positions above.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseFillSpec {
     pub isa: Isa,
     pub h: usize,
     pub w: usize,
     pub pad: usize,
+    pub top: usize,
+    pub rows: usize,
     pub wq: usize,
     pub stride: usize,
     pub plane_len: usize,
+}
+
+impl DepthwiseFillSpec {
+    /// The operands' footprints (operand, first float, end).
+    pub fn footprint(&self) -> Footprint {
+        let (h, w, wq, pad, top) =
+            (self.h as i64, self.w as i64, self.wq as i64, self.pad as i64, self.top as i64);
+        let zero_rows = self.top > 0 || self.rows > self.top + self.h;
+        let dst = if self.stride == 1 {
+            let first = if zero_rows { 0 } else { top * wq + pad };
+            let end = ((top + h - 1) * wq + pad + w).max(self.rows as i64 * wq);
+            (1, first, end)
+        } else {
+            (1, 0, 4 * self.plane_len as i64)
+        };
+        vec![(0, 0, h * w), dst]
+    }
 }
 
 /// The fused epilogue of a depthwise routine, in the IR's order: `v = v * s1 + b1`, `v += residual`,
@@ -517,7 +538,17 @@ impl Routine {
             Routine::Depthwise(s) => {
                 format!("{} depthwise stencil, {} taps x {} vectors", s.isa, s.taps.len(), s.vectors)
             }
-            Routine::DepthwiseFill(s) => format!("{} depthwise fill {}x{} pad {}", s.isa, s.h, s.w, s.pad),
+            Routine::DepthwiseFill(s) => format!(
+                "{} depthwise fill {}x{} stride {} pad {} rows {}..{} of {}",
+                s.isa,
+                s.h,
+                s.w,
+                s.stride,
+                s.pad,
+                s.top,
+                s.top + s.h,
+                s.rows
+            ),
             Routine::DepthwiseOut(s) => format!("{} depthwise epilogue {}x{}", s.isa, s.rows, s.ow),
             Routine::DepthwiseRows(s) => {
                 format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
@@ -560,12 +591,7 @@ impl Routine {
                 print
             }
             Routine::Depthwise(s) => s.footprint(),
-            Routine::DepthwiseFill(s) if s.stride == 1 => {
-                let first = (s.pad * s.wq + s.pad) as i64;
-                let end = ((s.pad + s.h - 1) * s.wq + s.pad + s.w) as i64;
-                vec![(0, 0, (s.h * s.w) as i64), (1, first, end)]
-            }
-            Routine::DepthwiseFill(s) => vec![(0, 0, (s.h * s.w) as i64), (1, 0, (4 * s.plane_len) as i64)],
+            Routine::DepthwiseFill(s) => s.footprint(),
             Routine::DepthwiseRows(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, s.src_len() as i64), (1, 0, s.taps.len() as i64), (2, 0, plane)];

@@ -84,9 +84,10 @@ pub fn assemble(spec: &DepthwiseSpec) -> Result<Vec<u8>, CodegenError> {
     g.finish()
 }
 
-/// Assembles a stride-1 depthwise fill ([`DepthwiseFillSpec`]): per input row (r10 counts them),
+/// Assembles a depthwise fill ([`DepthwiseFillSpec`]). First the padded rows outside the input
+/// are stored as zeros ([`zero_rows`]); then, stride 1, per input row (r10 counts them),
 /// `ceil(w / L)` vector copies, the last one masked to the row's tail (masked loads and stores
-/// suppress faults on the lanes left out).
+/// suppress faults on the lanes left out); stride 2, [`fill2`].
 pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> {
     let mut g = Gen::new(spec.isa)?;
     let lanes = g.lanes();
@@ -94,14 +95,15 @@ pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> 
         return Err(CodegenError::Unsupported("an empty depthwise plane".into()));
     }
     match spec.stride {
-        1 => {}
+        1 => zero_rows(&mut g, spec, 2, 1)?,
         2 => {
+            zero_rows(&mut g, spec, 7, 6)?;
             fill2(&mut g, spec)?;
             return g.finish();
         }
         s => return Err(CodegenError::Unsupported(format!("a depthwise fill of stride {s}"))),
     }
-    g.advance(rsi, spec.pad * spec.wq + spec.pad)?;
+    g.advance(rsi, spec.top * spec.wq + spec.pad)?;
     let mut top = g.a.create_label();
     g.a.mov(r10d, spec.h as u32).map_err(asm_err)?;
     g.a.set_label(&mut top).map_err(asm_err)?;
@@ -123,6 +125,40 @@ pub fn assemble_fill(spec: &DepthwiseFillSpec) -> Result<Vec<u8>, CodegenError> 
     g.a.dec(r10d).map_err(asm_err)?;
     g.a.jnz(top).map_err(asm_err)?;
     g.finish()
+}
+
+/// Stores zeros over the padded rows of a fill outside its input (`y < top`, `top + h <= y < rows`):
+/// all `wq` columns of the row, in each column phase for stride 2 (plane `(y % 2) * 2 + c` at row
+/// `y / 2`), relative to `rsi` before the fill moves it. `zero` and `mask` (AVX2's tail mask) are
+/// free registers.
+fn zero_rows(g: &mut Gen, spec: &DepthwiseFillSpec, zero: usize, mask: usize) -> Result<(), CodegenError> {
+    let lanes = g.lanes();
+    let (s, wq) = (spec.stride, spec.wq);
+    let ys: Vec<usize> = (0..spec.top).chain(spec.top + spec.h..spec.rows).collect();
+    if ys.is_empty() {
+        return Ok(());
+    }
+    g.zero(zero)?;
+    g.k1 = None;
+    for y in ys {
+        let starts: Vec<usize> = if s == 1 {
+            vec![y * wq]
+        } else {
+            (0..s).map(|c| ((y % s) * s + c) * spec.plane_len + (y / s) * wq).collect()
+        };
+        for start in starts {
+            for j in 0..wq.div_ceil(lanes) {
+                let n = (wq - j * lanes).min(lanes);
+                let m = at(rsi, (start + j * lanes) as isize)?;
+                if n == lanes {
+                    g.store(m, zero)?;
+                } else {
+                    g.store_lanes(m, zero, Piece { lo: 0, hi: n, at: 0 }, mask)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Assembles a depthwise epilogue ([`DepthwiseOutSpec`]): the epilogue's registers from 1 on
@@ -258,11 +294,13 @@ fn affine(g: &mut Gen, v: usize, s: Option<usize>, b: Option<usize>) -> Result<(
     }
 }
 
-/// The stride-2 fill: rows in pairs (r10 counts them; an odd last row after the loop), each row's
-/// input in chunks of `2L` floats, two vectors (masked, zeroing, at the tail) split into even and
-/// odd columns: AVX-512 `vpermi2ps` with index vectors, AVX2 `vshufps` + `vpermpd`. Even input
-/// columns `ix = 2m` go to column phase `pad % 2` at `m + pad / 2`, odd ones to the other phase
-/// at `m + (pad + 1) / 2`; the stores of a tail chunk are masked to its columns.
+/// The stride-2 fill of the input rows: rows in pairs (r10 counts them; an odd last row after the
+/// loop), each row's input in chunks of `2L` floats, two vectors (masked, zeroing, at the tail)
+/// split into even and odd columns: AVX-512 `vpermi2ps` with index vectors, AVX2 `vshufps` +
+/// `vpermpd`. Input row `iy` is padded row `top + iy`: row phase `(top + iy) % 2`, plane row
+/// `(top + iy) / 2`. Even input columns `ix = 2m` go to column phase `pad % 2` at `m + pad / 2`,
+/// odd ones to the other phase at `m + (pad + 1) / 2`; the stores of a tail chunk are masked to
+/// its columns.
 fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
     let (lanes, pad, w, wq, pl) = (g.lanes(), spec.pad, spec.w, spec.wq, spec.plane_len);
     // Registers: inputs 0, 1; even 2, odd 3; index vectors 4, 5 (AVX-512); mask 6 (AVX2).
@@ -319,15 +357,15 @@ fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
         }
         Ok(())
     };
-    // Row iy = 2i + e: padded row 2i + e + pad, phase (e + pad) % 2, plane row i + (e + pad) / 2.
-    let pairs = spec.h / 2;
+    // Row iy = 2i + e: padded row 2i + e + top, phase (e + top) % 2, plane row i + (e + top) / 2.
+    let (pairs, t) = (spec.h / 2, spec.top);
     if pairs > 0 {
         let mut top = g.a.create_label();
         g.a.mov(r10d, pairs as u32).map_err(asm_err)?;
         g.a.set_label(&mut top).map_err(asm_err)?;
         g.k1 = None;
-        row(g, 0, pad % 2, pad / 2)?;
-        row(g, w, (pad + 1) % 2, pad.div_ceil(2))?;
+        row(g, 0, t % 2, t / 2)?;
+        row(g, w, (t + 1) % 2, t.div_ceil(2))?;
         g.advance(rdi, 2 * w)?;
         g.advance(rsi, wq)?;
         g.a.dec(r10d).map_err(asm_err)?;
@@ -335,7 +373,7 @@ fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
     }
     if spec.h % 2 == 1 {
         g.k1 = None;
-        row(g, 0, pad % 2, pad / 2)?;
+        row(g, 0, t % 2, t / 2)?;
     }
     Ok(())
 }
