@@ -264,12 +264,13 @@ impl KernelSpec {
     }
 
     /// How many consecutive work items share set-up work that a thread running them together does
-    /// once (a row panel's chunks of one block share its fill); an executor should hand them out
+    /// once (a row panel's or Winograd kernel's chunks of one block share its fill); an executor should hand them out
     /// together when that still balances its threads.
     pub fn items_sharing_setup(&self, isa: Isa) -> usize {
         match self {
             KernelSpec::Conv(s) => ConvPlan::new(s, isa).ok().map_or(1, |p| match p.path {
-                ConvPath::RowPanel => p.chunks,
+                // A row block's chunks share its fill; a Winograd block's also its input transform.
+                ConvPath::RowPanel | ConvPath::Winograd(_) => p.chunks,
                 // The padded copy of a sample serves all its items.
                 ConvPath::ChanVec if p.chanvec.as_ref().is_some_and(|v| v.fill) => p.items_per_sample(),
                 _ => 1,

@@ -623,6 +623,28 @@ fn winograd_convolutions() {
     }
 }
 
+/// A Winograd kernel's items are (sample, block, chunk) with the chunks of a block consecutive:
+/// they share the block's fill and input transform, and say so to the executor, which then hands
+/// out whole blocks (a block split between threads is transformed by both).
+#[test]
+fn winograd_chunks_of_a_block_are_handed_out_together() {
+    let spec = ConvSpec::contiguous(
+        FusedConv::square(64, 64, 3, 1, ConvKind::Winograd(crate::ir::WinogradTile::F4)),
+        [64, 56, 56],
+    )
+    .unwrap();
+    for isa in host_isas() {
+        let plan = ConvPlan::new(&spec, isa).unwrap();
+        assert!(
+            plan.blocks > 1 && plan.chunks > 1,
+            "{isa}: {} blocks of {} chunks",
+            plan.blocks,
+            plan.chunks
+        );
+        assert_eq!(KernelSpec::Conv(spec.clone()).items_sharing_setup(isa), plan.chunks, "{isa}");
+    }
+}
+
 /// Random Winograd convolutions: F(2x2) and F(4x4), channel counts off every tile, odd and
 /// non-square planes (tile grids cut by the edge), padding 0 to 2, every epilogue, on every ISA.
 mod random_winograd {
