@@ -264,8 +264,9 @@ impl KernelSpec {
     }
 
     /// How many consecutive work items share set-up work that a thread running them together does
-    /// once (a row panel's or Winograd kernel's chunks of one block share its fill); an executor should hand them out
-    /// together when that still balances its threads.
+    /// once (the chunks of one block of a row panel share its fill, of a Winograd kernel also its
+    /// input transform); an executor should hand them out together when that still balances its
+    /// threads.
     pub fn items_sharing_setup(&self, isa: Isa) -> usize {
         match self {
             KernelSpec::Conv(s) => ConvPlan::new(s, isa).ok().map_or(1, |p| match p.path {
