@@ -55,6 +55,19 @@ const SPIN: Duration = Duration::from_micros(200);
 /// intra-op threads do by default): at most this much CPU time per run is spent waiting.
 const IDLE_SPIN: Duration = Duration::from_millis(1);
 
+/// Spins while `waiting()` holds, for at most about `limit` (the clock is read every 64 rounds).
+fn spin_while(waiting: impl Fn() -> bool, limit: Duration) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while waiting() {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 && start.elapsed() > limit {
+            break;
+        }
+    }
+}
+
 /// A reusable barrier for `total` threads that spins for [`SPIN`] before parking.
 struct Barrier {
     total: usize,
@@ -88,15 +101,7 @@ impl Barrier {
             }
             return;
         }
-        let start = Instant::now();
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == generation {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && start.elapsed() > SPIN {
-                break;
-            }
-        }
+        spin_while(|| self.generation.load(Ordering::Acquire) == generation, SPIN);
         // Park. The waiter's increment of `sleepers` and the releaser's bump of `generation` are
         // both SeqCst, and each then reads the other's variable: either the releaser sees a
         // sleeper and notifies (under the lock, so not before the waiter sleeps), or the waiter
@@ -228,15 +233,7 @@ fn worker(shared: &Shared, _index: usize) {
     let mut buf: Vec<f32> = Vec::new();
     loop {
         // Spin for the next run a while (only a hint: the locked loop below decides).
-        let start = Instant::now();
-        let mut spins = 0u32;
-        while shared.published.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && start.elapsed() > IDLE_SPIN {
-                break;
-            }
-        }
+        spin_while(|| shared.published.load(Ordering::Acquire) == seen, IDLE_SPIN);
         let job = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
