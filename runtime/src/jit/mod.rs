@@ -93,7 +93,8 @@ pub struct Executable {
 }
 
 /// The mutable state of runs of one thread of control: the arena, the caller's scratch and the
-/// worker pool of `threads - 1` threads (started on the first run, parked between runs).
+/// worker pool of `threads - 1` threads (started on the first run; between runs they spin for a
+/// millisecond, then park).
 pub struct Session {
     threads: usize,
     /// The arena of the last batch size run, reused while the batch size stays the same. Its base

@@ -360,16 +360,11 @@ fn tile(
     };
     let args = TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base) };
     match (dest.stream, &spec.out) {
-        (Some(stream), TileOut::Final { row, pieces, epilogue, .. }) => {
-            let streamed = TileSpec {
-                out: TileOut::Final {
-                    row: *row,
-                    pieces: pieces.clone(),
-                    epilogue: epilogue.clone(),
-                    stream: true,
-                },
-                ..spec.clone()
-            };
+        (Some(stream), TileOut::Final { .. }) => {
+            let mut streamed = spec.clone();
+            if let TileOut::Final { stream, .. } = &mut streamed.out {
+                *stream = true;
+            }
             cx.if_else_with(
                 tiles,
                 stream,

@@ -421,46 +421,18 @@ impl Gen {
                 // a = -|x| (t0), kept for the underflow test.
                 let sign = self.splat_const(0x8000_0000);
                 self.op3(Op3::Or, t0, v, sign)?;
-                // exp(a): clamp to [EXP_LO, 0] (t1), n = nearest(a * log2 e) (t2).
+                // exp(a): clamp to [EXP_LO, 0] (t1), n = nearest(a * log2 e) (t2), p(r) (t3).
                 let lo = self.fconst(EXP_LO);
                 self.op3(Op3::Max, t1, t0, lo)?;
                 let zero = self.fconst(0.0);
                 self.op3(Op3::Min, t1, t1, zero)?;
-                let log2e = self.fconst(std::f32::consts::LOG2_E);
-                self.op3(Op3::Mul, t2, t1, log2e)?;
-                if self.wide() {
-                    self.a.vrndscaleps(ZMM[t2], ZMM[t2], 0)
-                } else {
-                    self.a.vroundps(YMM[t2], YMM[t2], 0)
-                }
-                .map_err(asm_err)?;
-                // r = a - n ln2 in two FMAs (t1).
-                let hi = self.fconst(NEG_LN2_HI);
-                self.fma231(t1, t2, hi)?;
-                let lo = self.fconst(NEG_LN2_LO);
-                self.fma231(t1, t2, lo)?;
-                // p(r), Horner (t3).
-                let c0 = self.fconst(EXP_TAYLOR[0] as f32);
-                self.load_src(t3, c0)?;
-                for &c in &EXP_TAYLOR[1..] {
-                    let c = self.fconst(c as f32);
-                    self.fma213(t3, t1, c)?;
-                }
-                // 2^n in the exponent bits (t2), e = p * 2^n (t3).
-                if self.wide() {
-                    self.a.vcvtps2dq(ZMM[t2], ZMM[t2])
-                } else {
-                    self.a.vcvtps2dq(YMM[t2], YMM[t2])
-                }
-                .map_err(asm_err)?;
+                self.exp_reduced(t1, t2, t3)?;
+                // 2^n in the exponent bits (t2), e = p * 2^n (t3). (AVX2 only: AVX-512 takes
+                // `sigmoid_avx512`.)
+                self.a.vcvtps2dq(YMM[t2], YMM[t2]).map_err(asm_err)?;
                 let bias = self.splat_const(EXP_BIAS as u32);
                 self.op3(Op3::AddI32, t2, t2, bias)?;
-                if self.wide() {
-                    self.a.vpslld(ZMM[t2], ZMM[t2], 23)
-                } else {
-                    self.a.vpslld(YMM[t2], YMM[t2], 23)
-                }
-                .map_err(asm_err)?;
+                self.a.vpslld(YMM[t2], YMM[t2], 23).map_err(asm_err)?;
                 self.op3(Op3::Mul, t3, t3, Src::Reg(t2))?;
                 // e = 0 where a < EXP_MIN.
                 let floor = self.fconst(EXP_MIN);
@@ -504,21 +476,8 @@ impl Gen {
         let lo = self.bconst(SIGMOID_LO);
         self.load_src(t1, lo)?;
         self.op3(Op3::Max, t0, t1, Src::Reg(t0))?;
-        // n = nearest(a * log2 e) (t1), r = a - n ln2 in two FMAs (t0).
-        let log2e = self.bconst(std::f32::consts::LOG2_E);
-        self.op3(Op3::Mul, t1, t0, log2e)?;
-        self.a.vrndscaleps(ZMM[t1], ZMM[t1], 0).map_err(asm_err)?;
-        let hi = self.bconst(NEG_LN2_HI);
-        self.fma231(t0, t1, hi)?;
-        let lo = self.bconst(NEG_LN2_LO);
-        self.fma231(t0, t1, lo)?;
-        // p(r), Horner (t2); e = p * 2^n (t2).
-        let c0 = self.bconst(EXP_TAYLOR[0] as f32);
-        self.load_src(t2, c0)?;
-        for &c in &EXP_TAYLOR[1..] {
-            let c = self.bconst(c as f32);
-            self.fma213(t2, t0, c)?;
-        }
+        // n = nearest(a * log2 e) (t1), p(r) (t2); e = p * 2^n (t2).
+        self.exp_reduced(t0, t1, t2)?;
         self.a.vscalefps(ZMM[t2], ZMM[t2], ZMM[t1]).map_err(asm_err)?;
         // d = 1 + e (t3), q = 1 / d (t1): the estimate, then one Newton step (t0 = 1 - d * q0).
         let one = self.bconst(1.0);
@@ -535,6 +494,28 @@ impl Gen {
         } else {
             self.copy(v, t1)
         }
+    }
+
+    /// The range reduction and polynomial of `exp(a)`, shared by the sigmoids (the `exp` of
+    /// [`crate::codegen::softmax`]): `n = nearest(a * log2 e)` into register `n`, `r = a - n ln2`
+    /// (two FMAs, `ln2` split in a high and a low part) over `a`, and `p(r)` by Horner into `p`, so
+    /// `exp(a) = p * 2^n`; the caller applies `2^n` as its ISA does best.
+    fn exp_reduced(&mut self, a: usize, n: usize, p: usize) -> Result<(), CodegenError> {
+        let log2e = self.bconst(std::f32::consts::LOG2_E);
+        self.op3(Op3::Mul, n, a, log2e)?;
+        if self.wide() { self.a.vrndscaleps(ZMM[n], ZMM[n], 0) } else { self.a.vroundps(YMM[n], YMM[n], 0) }
+            .map_err(asm_err)?;
+        let hi = self.bconst(NEG_LN2_HI);
+        self.fma231(a, n, hi)?;
+        let lo = self.bconst(NEG_LN2_LO);
+        self.fma231(a, n, lo)?;
+        let c0 = self.bconst(EXP_TAYLOR[0] as f32);
+        self.load_src(p, c0)?;
+        for &c in &EXP_TAYLOR[1..] {
+            let c = self.bconst(c as f32);
+            self.fma213(p, a, c)?;
+        }
+        Ok(())
     }
 
     /// The RIP-relative label of constant `words` (one copy per distinct value).
