@@ -347,6 +347,7 @@ fn k_blocks(
                 tail: Vec::new(),
                 prefetch_a: 0,
                 prefetch_b: 0,
+                prefetch_next: 0,
             }
         }
     };
@@ -387,7 +388,7 @@ fn k_blocks(
                 let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
                 let init = (!first).then_some(out);
                 let epi = (in_tile.is_some() && last).then(|| cx.add_floats(panel_epi, half * v.nr));
-                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init });
+                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init, next_a: None });
             }
         }
     };

@@ -114,6 +114,7 @@ pub(super) fn item(
                     a,
                     chan: rt.chan,
                     co: rt.co,
+                    index: rt.index,
                     rows: rt.rows,
                     relu_rows: rt.relu_rows.clone(),
                 };

@@ -167,6 +167,8 @@ struct RowTile {
     chan: Value,
     /// First output channel.
     co: Value,
+    /// The tile's index among its group's row tiles.
+    index: Value,
     rows: usize,
     relu_rows: Vec<bool>,
 }
@@ -221,7 +223,7 @@ fn for_row_tiles(
             let chan = cx.b.ins().iadd(chan, row0);
             let co = cx.b.ins().imul_imm_s(g, layout.cout_g as i64);
             let co = cx.b.ins().iadd(co, row0);
-            body(cx, &RowTile { a, chan, co, rows, relu_rows: relu_rows.clone() });
+            body(cx, &RowTile { a, chan, co, index: t, rows, relu_rows: relu_rows.clone() });
         });
     }
 }
@@ -358,7 +360,8 @@ fn tile(
         init: part.init.map(|(_, row)| row),
         out: out_spec,
     };
-    let args = TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base) };
+    let args =
+        TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base), next_a: None };
     match (dest.stream, &spec.out) {
         (Some(stream), TileOut::Final { .. }) => {
             let mut streamed = spec.clone();

@@ -94,6 +94,7 @@ pub(super) fn item(
             tail: Vec::new(),
             prefetch_a: 0,
             prefetch_b: 0,
+            prefetch_next: 0,
         }
     };
     let dest = Dest {

@@ -5,7 +5,8 @@ use super::*;
 use crate::codegen::ConvSpec;
 use crate::ir::{Activation, Conv2d, ConvKind, FusedConv, FusedLinear, Linear, Relu, WinogradTile};
 use iced_x86::{
-    Code, Decoder, DecoderOptions, EncodingKind, Instruction, InstructionInfoFactory, Mnemonic, Register,
+    Code, Decoder, DecoderOptions, EncodingKind, Instruction, InstructionInfoFactory, Mnemonic, OpKind,
+    Register,
 };
 
 /// Kernels that between them use every tile form: a wide 3x3 row panel with a residual and a
@@ -101,6 +102,15 @@ fn assembled_tiles_keep_to_their_isa_and_the_abi() {
                 assert_eq!(code[n - 2].mnemonic(), Mnemonic::Vzeroupper, "{what}: no vzeroupper before ret");
                 assert_eq!(code[n - 1].mnemonic(), Mnemonic::Ret, "{what}");
                 for i in &code[..n - 1] {
+                    // The one use of the stack: a seventh argument's load (`next_a`, above the
+                    // return address).
+                    if i.mnemonic() == Mnemonic::Mov
+                        && i.memory_base() == Register::RSP
+                        && i.memory_displacement64() == 8
+                        && i.op0_register() == Register::R11
+                    {
+                        continue;
+                    }
                     let used = info.info(i);
                     for r in used.used_registers() {
                         assert!(
@@ -169,6 +179,53 @@ fn winograd_tiles_prefetch_their_weights_ahead() {
                     "{isa} tile {}: `{i}` not ahead",
                     tile.name
                 );
+            }
+            hinted += 1;
+        }
+        assert!(hinted > 0, "{isa}: no Winograd GEMM tile");
+    }
+}
+
+/// The Winograd GEMM tiles of whole weight panels (AVX-512's 24 rows) also hint the next tile's
+/// weights into L2 ([`KLoop::prefetch_next`]): they load the seventh argument (`next_a`, on the
+/// stack above the return address) into r11 and issue `prefetcht1` from it, and r11 is never the
+/// base of a load or store. (AVX2's 6-row tiles share panels and take no such hint.)
+#[test]
+fn winograd_tiles_hint_the_next_tiles_weights_into_l2() {
+    if !host_isas().contains(&Isa::Avx512) {
+        eprintln!("skipped: host lacks avx512f, whose Winograd tiles are whole panels");
+    }
+    for isa in host_isas().into_iter().filter(|&i| i == Isa::Avx512) {
+        let spec = ConvSpec::contiguous(
+            FusedConv::square(64, 48, 3, 1, ConvKind::Winograd(WinogradTile::F4)),
+            [64, 14, 14],
+        )
+        .unwrap();
+        let k = compile_for(KernelSpec::Conv(spec), isa);
+        let mut hinted = 0;
+        for tile in k.kernels[0].tiles().iter().filter(|t| !t.name.contains("transform")) {
+            let code = decode(&tile.code);
+            let loads_next = code.iter().any(|i| {
+                i.mnemonic() == Mnemonic::Mov
+                    && i.op0_register() == Register::R11
+                    && i.memory_base() == Register::RSP
+                    && i.memory_displacement64() == 8
+            });
+            let hints = code
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Prefetcht1 && i.memory_base() == Register::R11)
+                .count();
+            assert!(loads_next && hints > 0, "{isa} tile {}: no hint of the next tile", tile.name);
+            for i in &code {
+                let accesses = i.op_count() > 0 && (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory);
+                if accesses && i.memory_base() == Register::R11 {
+                    assert_eq!(
+                        i.mnemonic(),
+                        Mnemonic::Prefetcht1,
+                        "{isa} tile {}: `{i}` reads r11",
+                        tile.name
+                    );
+                }
             }
             hinted += 1;
         }
