@@ -47,12 +47,14 @@ use cranelift_frontend::Variable;
 /// thread, 6% at batch 8; 2-4 KiB gained less.
 const WEIGHT_PREFETCH_BYTES: usize = 1024;
 
-// Beyond that short hint, each GEMM tile hints the whole A of the tile that runs after it into L2
-// while it runs ([`KLoop::prefetch_next`]: the chunk's next row tile at the same point, or its
-// first row tile at the next point), so a tile's worth of weights is always in flight. On ResNet-34
+// Beyond that short hint, each GEMM tile hints the weight panels the chunk reads next into L2 while
+// it runs ([`KLoop::prefetch_next`]: the panels after its own at the same point, or the chunk's
+// first ones at the next point), so a tile's worth of weights is always in flight. On ResNet-34
 // at batch 1 (avx512, one thread, 5 interleaved rounds) that took 38.8-40.4 ms to 36.4-37.8 ms
 // (0.93-0.94x), ResNet-34 at batch 8 0.96x and ResNet-50 at batch 1 0.99x; hinting into L1 instead
 // (`prefetcht0`) gained almost nothing, and covering the next tile in half the K loop was slower.
+// With `NETC_ISA=avx2` (6-row tiles, two to a panel: both hint the next panel) ResNet-34 took
+// 0.91x at batch 1 and 0.95x at batch 8.
 
 /// The Winograd geometry of a convolution kernel.
 #[derive(Debug, Clone)]
@@ -218,17 +220,27 @@ pub(super) fn item(
     let layout = &plan.layout;
     let mut kloop = KLoop::strided(cin, PANEL_ROWS, w.t_pad, 4);
     kloop.prefetch_a = WEIGHT_PREFETCH_BYTES;
-    // Each tile hints the weights of the tile that runs next while it runs (whole panels only).
-    let tile_bytes = plan.mt / PANEL_ROWS * layout.panel_stride() * 4;
-    if plan.mt % PANEL_ROWS == 0 {
-        kloop.prefetch_next = (plan.mt / PANEL_ROWS * kloop.a_step * 4).next_multiple_of(64);
-    }
+    // Each tile hints the weight panels that the chunk reads next while it runs: the panels after
+    // its own at this point, or the chunk's first ones at the next point. A tile of `mt < 12` rows
+    // shares its panel with the chunk's other tiles of that panel, which hint the same next panel.
+    let panels_per_tile = (plan.mt / PANEL_ROWS).max(1);
+    let tiles_per_panel = (PANEL_ROWS / plan.mt).max(1);
+    kloop.prefetch_next = (panels_per_tile * kloop.a_step * 4).next_multiple_of(64);
+    let panel_of = |cx: &mut KernelCx, tile: Value| {
+        if tiles_per_panel > 1 {
+            cx.b.ins().udiv_imm_s(tile, tiles_per_panel as i64)
+        } else {
+            cx.b.ins().imul_imm_s(tile, panels_per_tile as i64)
+        }
+    };
     let chunk_tile0 = cx.b.ins().imul_imm_s(chunk, plan.tiles_per_chunk as i64);
-    let chunk_last = {
+    let chunk_panel0 = panel_of(cx, chunk_tile0);
+    let chunk_last_panel = {
         let end = cx.b.ins().iadd_imm_s(chunk_tile0, plan.tiles_per_chunk as i64);
         let tpg = cx.ic(plan.tpg as i64);
         let end = cx.imin(end, tpg);
-        cx.b.ins().iadd_imm_s(end, -1)
+        let last = cx.b.ins().iadd_imm_s(end, -1);
+        panel_of(cx, last)
     };
     let nr = plan.nv * lanes;
     cx.for_count(points, "winograd: points", |cx, x| {
@@ -237,16 +249,16 @@ pub(super) fn item(
         let m_point = cx.offset(m_base, x, w.co_rows * w.t_pad);
         for_row_tiles(cx, plan, ops.packed, spec.op.relu, g, chunk, &mut |cx, rt| {
             let a_tile = cx.b.ins().iadd(rt.a, a_shift);
-            // Next: the chunk's next row tile at this point, or its first one at the next point.
-            let next_a = (kloop.prefetch_next > 0).then(|| {
-                let following = cx.b.ins().iadd_imm_s(a_tile, tile_bytes as i64);
-                let back = cx.b.ins().isub(rt.index, chunk_tile0);
-                let back = cx.b.ins().imul_imm_s(back, tile_bytes as i64);
-                let first = cx.b.ins().isub(a_tile, back);
-                let next_point = cx.b.ins().iadd_imm_s(first, (layout.point_stride() * 4) as i64);
-                let last = cx.b.ins().icmp(IntCC::Equal, rt.index, chunk_last);
-                cx.b.ins().select(last, next_point, following)
-            });
+            let next_a = {
+                let panel = panel_of(cx, rt.index);
+                let last = cx.b.ins().icmp(IntCC::Equal, panel, chunk_last_panel);
+                let following = cx.b.ins().iadd_imm_s(panel, panels_per_tile as i64);
+                let next_x = cx.b.ins().iadd_imm_s(x, 1);
+                let next_panel = cx.b.ins().select(last, chunk_panel0, following);
+                let next_x = cx.b.ins().select(last, next_x, x);
+                let at = cx.offset(ops.packed, next_panel, layout.panel_stride());
+                Some(cx.offset(at, next_x, layout.point_stride()))
+            };
             let rel = cx.b.ins().isub(rt.co, chunk_row0);
             let c_rows = cx.offset(m_point, rel, w.t_pad);
             for col in (0..w.t_pad).step_by(nr) {
