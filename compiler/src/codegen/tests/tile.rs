@@ -186,10 +186,37 @@ fn winograd_tiles_prefetch_their_weights_ahead() {
     }
 }
 
-/// The Winograd GEMM tiles also hint the weight panels the chunk reads next into L2
-/// ([`KLoop::prefetch_next`]): they load the seventh argument (`next_a`, on the stack above the
-/// return address) into r11 and issue `prefetcht1` from it, and r11 is never the base of a load or
-/// store.
+/// Checks that every tile of `k` whose name passes `keep` hints a next stream
+/// ([`KLoop::prefetch_next`]): it loads the seventh argument (`next_a`, on the stack above the
+/// return address) into r11 and issues `prefetcht1` from it, and r11 is never the base of a load
+/// or store. Returns how many tiles it checked.
+fn assert_tiles_hint_next(k: &CompiledKernels, isa: Isa, keep: impl Fn(&str) -> bool) -> usize {
+    let mut hinted = 0;
+    for tile in k.kernels[0].tiles().iter().filter(|t| keep(&t.name)) {
+        let code = decode(&tile.code);
+        let loads_next = code.iter().any(|i| {
+            i.mnemonic() == Mnemonic::Mov
+                && i.op0_register() == Register::R11
+                && i.memory_base() == Register::RSP
+                && i.memory_displacement64() == 8
+        });
+        let hints = code
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Prefetcht1 && i.memory_base() == Register::R11)
+            .count();
+        assert!(loads_next && hints > 0, "{isa} tile {}: no hint of the next stream", tile.name);
+        for i in &code {
+            let accesses = (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory);
+            if accesses && i.memory_base() == Register::R11 {
+                assert_eq!(i.mnemonic(), Mnemonic::Prefetcht1, "{isa} tile {}: `{i}` reads r11", tile.name);
+            }
+        }
+        hinted += 1;
+    }
+    hinted
+}
+
+/// The Winograd GEMM tiles also hint the weight panels the chunk reads next into L2.
 #[test]
 fn winograd_tiles_hint_the_next_tiles_weights_into_l2() {
     for isa in host_isas().into_iter().filter(|&i| i != Isa::Sse) {
@@ -199,34 +226,25 @@ fn winograd_tiles_hint_the_next_tiles_weights_into_l2() {
         )
         .unwrap();
         let k = compile_for(KernelSpec::Conv(spec), isa);
-        let mut hinted = 0;
-        for tile in k.kernels[0].tiles().iter().filter(|t| !t.name.contains("transform")) {
-            let code = decode(&tile.code);
-            let loads_next = code.iter().any(|i| {
-                i.mnemonic() == Mnemonic::Mov
-                    && i.op0_register() == Register::R11
-                    && i.memory_base() == Register::RSP
-                    && i.memory_displacement64() == 8
-            });
-            let hints = code
-                .iter()
-                .filter(|i| i.mnemonic() == Mnemonic::Prefetcht1 && i.memory_base() == Register::R11)
-                .count();
-            assert!(loads_next && hints > 0, "{isa} tile {}: no hint of the next tile", tile.name);
-            for i in &code {
-                let accesses = i.op_count() > 0 && (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory);
-                if accesses && i.memory_base() == Register::R11 {
-                    assert_eq!(
-                        i.mnemonic(),
-                        Mnemonic::Prefetcht1,
-                        "{isa} tile {}: `{i}` reads r11",
-                        tile.name
-                    );
-                }
-            }
-            hinted += 1;
+        assert!(
+            assert_tiles_hint_next(&k, isa, |name| !name.contains("transform")) > 0,
+            "{isa}: no GEMM tile"
+        );
+    }
+}
+
+/// The chanvec tiles hint the weights after their K block's slice into L2, for a 1x1 of two K
+/// blocks and for a padded 3x3.
+#[test]
+fn chanvec_tiles_hint_the_next_weight_slice_into_l2() {
+    for isa in host_isas().into_iter().filter(|&i| i != Isa::Sse) {
+        for (cin, k, pad) in [(1024, 1, 0), (64, 3, 1)] {
+            let op = FusedConv::square(cin, 64, k, 1, ConvKind::ChanVec);
+            let op = FusedConv { conv: Conv2d { padding: [pad, pad], ..op.conv }, ..op };
+            let spec = ConvSpec::contiguous(op, [cin, 7, 7]).unwrap();
+            let k = compile_for(KernelSpec::Conv(spec), isa);
+            assert!(assert_tiles_hint_next(&k, isa, |_| true) > 0, "{isa}: no chanvec tile");
         }
-        assert!(hinted > 0, "{isa}: no Winograd GEMM tile");
     }
 }
 
