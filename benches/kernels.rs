@@ -173,6 +173,7 @@ fn time(
                         weights: &weights,
                         scratch: scratch as *mut f32,
                         batch,
+                        setup: std::ptr::null_mut(),
                     };
                     // SAFETY: buffers sized for `batch` samples of this spec; each thread has its
                     // own scratch and a disjoint item range; in place, every output element is read

@@ -8,7 +8,8 @@
 //! ## What the analysis knows
 //! The kernel ABI ([`super::KernelFn`]): argument 0 is the table of input pointers, 1 the
 //! output, 2 the table of weight pointers, 3 the calling thread's scratch, 4 and 5 the work items
-//! `begin..end` (any sub-range of `0..work_items(batch)`), 6 the batch. The buffers' sizes come from
+//! `begin..end` (any sub-range of `0..work_items(batch)`), 6 the batch, 7 the set-up memo (one
+//! `i64`; the kernels only touch it behind a null check). The buffers' sizes come from
 //! the spec alone ([`Buffers::of`]): input `i` holds `(batch - 1) * stride_i + len_i` floats from
 //! its pointer (samples `stride_i` apart), the output likewise, weight `j` its
 //! [`KernelSpec::weight_layout`] length, scratch [`KernelSpec::scratch_floats`]. The analysis runs
@@ -102,6 +103,8 @@ enum Base {
     Output,
     Weight(usize),
     Scratch,
+    /// The set-up memo: one `i64`.
+    SetupMemo,
 }
 
 impl std::fmt::Display for Base {
@@ -113,6 +116,7 @@ impl std::fmt::Display for Base {
             Base::Output => write!(f, "the output"),
             Base::Weight(i) => write!(f, "weight buffer {i}"),
             Base::Scratch => write!(f, "the scratch"),
+            Base::SetupMemo => write!(f, "the set-up memo"),
         }
     }
 }
@@ -523,9 +527,10 @@ impl Analysis<'_> {
             Abs::Int(self.item.unwrap_or(Range::new(0, items))),
             Abs::Int(Range::new(0, items)),
             Abs::Int(Range::at(b.batch as i128)),
+            Abs::Ptr(Base::SetupMemo, Range::at(0)),
         ];
         if self.func.dfg.block_params(entry).len() != params.len() {
-            return Err(BoundsError("the kernel does not have the kernel ABI's seven arguments".into()));
+            return Err(BoundsError("the kernel does not have the kernel ABI's eight arguments".into()));
         }
         self.entries.insert(entry, Entry { params, facts: Facts::default() });
         let order = self.order;
@@ -957,6 +962,7 @@ impl Analysis<'_> {
             Base::Output => Some(b.output),
             Base::Weight(i) => b.weights.get(i).copied(),
             Base::Scratch => Some(b.scratch),
+            Base::SetupMemo => Some(2),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `KernelCx`: the function-building context every kernel family writes through.
 //!
 //! It owns the Cranelift `FunctionBuilder` of one kernel and knows the kernel ABI (see
-//! [`super::KernelFn`]): seven parameters `inputs, output, weights, scratch, begin, end, batch`. It offers
+//! [`super::KernelFn`]): eight parameters `inputs, output, weights, scratch, begin, end, batch,
+//! setup`. It offers
 //! the few building blocks the families share: typed loads and stores at constant float offsets,
 //! counted loops (with Cranelift-frontend `Variable`s carrying accumulators, so the frontend builds
 //! the SSA block parameters), splats, ReLU/max in the single-instruction form, and block notes that
@@ -21,10 +22,11 @@ pub(crate) const VEC: Type = F32X4;
 /// Lanes of [`VEC`].
 pub(crate) const LANES: usize = 4;
 
-/// The kernel signature: `(inputs, output, weights, scratch: ptr, begin, end, batch: u64)`.
+/// The kernel signature: `(inputs, output, weights, scratch: ptr, begin, end, batch: u64, setup:
+/// ptr)`.
 pub(crate) fn kernel_signature(call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for _ in 0..7 {
+    for _ in 0..8 {
         sig.params.push(AbiParam::new(I64));
     }
     sig
@@ -45,6 +47,8 @@ pub(crate) struct KernelCx<'f> {
     pub begin: Value,
     pub end: Value,
     pub batch: Value,
+    /// The caller's set-up memo (null or one `i64`: see [`super::KernelArgs::setup`]).
+    pub setup: Value,
     notes: Vec<(Block, String)>,
     frontend: TargetFrontendConfig,
     /// Whether the target lowers `fma` to an instruction (see [`KernelCx::fma`]).
@@ -74,6 +78,7 @@ impl<'f> KernelCx<'f> {
             begin: p[4],
             end: p[5],
             batch: p[6],
+            setup: p[7],
             notes: vec![(entry, "entry: kernel arguments".into())],
             frontend,
             has_fma,

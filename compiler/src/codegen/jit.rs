@@ -137,6 +137,14 @@ pub struct KernelArgs<'a> {
     pub scratch: *mut f32,
     /// The batch size the pointers are laid out for.
     pub batch: usize,
+    /// What this thread's scratch holds for the kernel (null: unknown, as at the start of every
+    /// call). Kernels whose items share set-up work (a convolution's fill and Winograd input
+    /// transform: see [`CompiledKernel::items_sharing_setup`]) remember there which set-up the
+    /// scratch holds when a call returns and skip it when the next call of the same kernel on the
+    /// same thread starts with the same one. So an executor that hands one thread several chunks
+    /// of a kernel's items passes the same memo to each of those calls, set to -1 before the
+    /// first, and never shares it between threads, kernels or runs (the scratch would not match).
+    pub setup: *mut i64,
 }
 
 /// A compiled kernel: its entry point and what a caller needs to know to run it.
@@ -215,6 +223,7 @@ impl CompiledKernel {
                 begin,
                 end,
                 args.batch as u64,
+                args.setup,
             )
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! ## Kernel ABI
 //! Every kernel is a [`KernelFn`]:
-//! `extern "C" fn(inputs, output, weights, scratch, begin, end, batch)`.
+//! `extern "C" fn(inputs, output, weights, scratch, begin, end, batch, setup)`.
 //! - `inputs[i]` points at element `(0, 0)` of the node's `i`-th input value (for the memory plan's
 //!   placements: `arena + buffer.offset * N + placement.offset`, in floats); sample `n` of a value
 //!   starts `n * sample_stride` floats further, with the strides baked into the spec.
@@ -17,6 +17,9 @@
 //!   scratch, so an executor may split `0..work_items` into any ranges and run them on different
 //!   threads (each with its own scratch).
 //! - `batch`: the batch size `N` (kernels that block several samples into one item need it).
+//! - `setup`: null, or the calling thread's memo of which set-up work (a fill, a Winograd input
+//!   transform) its scratch holds for this kernel, carried from one call to the next when one
+//!   thread runs several chunks of a kernel's items (see [`KernelArgs::setup`]).
 //!
 //! Shapes, strides, padding and offsets are compile-time constants of each kernel; the batch size
 //! is not (it only scales the item range), so one compilation serves every batch size.
@@ -69,7 +72,8 @@ use tile::Tiles;
 /// whole value for every sample the items `begin..end` touch (sample strides as in the spec);
 /// `weights` likewise for the buffers of [`KernelSpec::weight_layout`]; `output` valid for writes
 /// of those samples; `scratch` valid for reads and writes of `scratch_floats()` floats and used by
-/// no one else during the call; `end <= work_items(batch)`.
+/// no one else during the call; `end <= work_items(batch)`; `setup` null or valid for reads and
+/// writes of one `i64` (see [`KernelArgs::setup`]).
 pub type KernelFn = unsafe extern "C" fn(
     inputs: *const *const f32,
     output: *mut f32,
@@ -78,6 +82,7 @@ pub type KernelFn = unsafe extern "C" fn(
     begin: u64,
     end: u64,
     batch: u64,
+    setup: *mut i64,
 );
 
 /// Errors of code generation.

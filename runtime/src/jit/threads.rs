@@ -264,7 +264,11 @@ fn worker(shared: &Shared, _index: usize) {
 /// claims while much is left, single items at the end, so the threads finish within about one item
 /// of each other, and a late thread still finds work), rounded up to whole runs of `run` items that
 /// share set-up work (chunks then start and end on run boundaries; a run longer than a thread's
-/// even share is cut to that share).
+/// even share is cut to that share). Once less than a run per thread is left, the rest goes item
+/// by item, so the threads finish together: the last runs' set-up is then done by each thread
+/// that takes part of them, once (a thread's chunks of one call share it through the call's
+/// set-up memo, see `KernelArgs::setup`). Whole runs to the end split a Winograd layer of 4
+/// blocks of 2, 2, 2 and 1 tile rows 4 to 3 between two threads at batch 1.
 fn claim(next: &AtomicU64, items: u64, threads: usize, run: u64) -> Option<(u64, u64)> {
     let run = run.min(items.div_ceil(threads as u64)).max(1);
     let mut begin = next.load(Ordering::Relaxed);
@@ -273,6 +277,7 @@ fn claim(next: &AtomicU64, items: u64, threads: usize, run: u64) -> Option<(u64,
             return None;
         }
         let left = items - begin;
+        let run = if left < threads as u64 * run { 1 } else { run };
         let end = (begin + left.div_ceil(2 * threads as u64)).next_multiple_of(run).min(items);
         match next.compare_exchange_weak(begin, end, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return Some((begin, end)),
@@ -296,6 +301,8 @@ fn run_calls(
     let mut mark = times.is_some().then(Instant::now);
     for call in calls {
         let run = call.kernel.items_sharing_setup();
+        // This thread's scratch holds nothing of this call yet; its chunks share what it sets up.
+        let mut setup = -1i64;
         while let Some((begin, end)) = claim(&call.next, call.items, threads, run) {
             let args = KernelArgs {
                 inputs: &call.inputs,
@@ -303,12 +310,13 @@ fn run_calls(
                 weights: &call.weights,
                 scratch: scratch.as_mut_ptr(),
                 batch: call.batch,
+                setup: &mut setup,
             };
             // SAFETY: the executor built the pointers from the memory plan for this batch size
             // (every value lies inside the arena), the weight buffers have the lengths the kernel's
             // layout asks for (checked in `Executable::new`), `scratch` is this thread's own buffer
             // of the largest size any kernel needs, and `begin..end` was claimed by this thread
-            // alone from the call's counter.
+            // alone from the call's counter; `setup` is this thread's memo for this call only.
             unsafe { call.kernel.call(&args, begin, end) };
         }
         if let Some(b) = barrier {
@@ -351,12 +359,21 @@ mod tests {
     }
 
     #[test]
-    fn claims_keep_runs_of_items_sharing_set_up_together() {
-        // Row blocks of 4 chunks: every claim is whole blocks.
+    fn claims_keep_runs_of_items_sharing_set_up_together_until_the_last_ones() {
+        // Row blocks of 4 chunks: whole blocks while two or more are left, then single chunks.
         for c in claims(40, 2, 4) {
-            assert_eq!((c.0 % 4, c.1 % 4), (0, 0), "{c:?}");
+            if c.0 < 36 {
+                assert_eq!((c.0 % 4, c.1 % 4), (0, 0), "{c:?}");
+            } else {
+                assert_eq!(c.1 - c.0, 1, "{c:?}");
+            }
         }
-        // A run longer than a thread's share is cut to the share.
-        assert_eq!(claims(6, 2, 8).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 3]);
+        // 4 blocks of 3 chunks on two threads: whole blocks up to the last, whose chunks are
+        // claimed one by one.
+        let c = claims(12, 2, 3);
+        assert!(c.iter().filter(|c| c.1 <= 9).all(|c| c.0 % 3 == 0 && c.1 % 3 == 0), "{c:?}");
+        assert_eq!(c.iter().filter(|c| c.0 >= 9).map(|c| c.1 - c.0).collect::<Vec<_>>(), [1, 1, 1]);
+        // A run longer than a thread's share is cut to the share; the last share goes item by item.
+        assert_eq!(claims(6, 2, 8).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 1, 1, 1]);
     }
 }

@@ -60,10 +60,12 @@ pub use plan::{
     default_tile, reads_b_in_place, ConvLayout, ConvPath, ConvPlan, FlatTile, CHANVEC_PANEL, PANEL_ROWS,
 };
 
-use super::cx::KernelCx;
+use super::cx::{mem, KernelCx};
 use super::tile::{Axis, ChanVec, Epilogue, KLoop, Piece, RowsA, TileArgs, TileOut, TileSpec, Tiles};
 use super::CodegenError;
 use crate::ir::{FusedConv, Relu};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// A convolution kernel request: the fused op, the per-sample input shape, and where values live
@@ -132,11 +134,25 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
     let ips = plan.items_per_sample();
     let ops = Operands { input, residual, packed };
     let none = cx.ic(-1);
-    let filled = cx.var(cranelift_codegen::ir::types::I64, none);
+    let filled = cx.var(I64, none);
+    // What the scratch holds: the caller's memo when it passes one (a previous call of this kernel
+    // on this thread; see `KernelArgs::setup`), read before the first item and given back after
+    // each. (Inside the item loop: the entry block must jump straight to it, see `bounds`.)
+    let keeps_setup = plan.path != ConvPath::Direct1x1;
+    let has_memo = cx.b.ins().icmp_imm_s(IntCC::NotEqual, cx.setup, 0);
+    let begin = cx.begin;
     // Some outputs may be stored non-temporally: weakly ordered, so fence them before returning
     // (the caller then signals completion to the threads that read them).
     let streams = plan.stream_from.is_some();
     cx.for_items(|cx, item| {
+        if keeps_setup {
+            let first = cx.b.ins().icmp(IntCC::Equal, item, begin);
+            let recall = cx.b.ins().band(first, has_memo);
+            cx.if_then(recall, |cx| {
+                let last = cx.b.ins().load(I64, mem(), cx.setup, 0);
+                cx.b.def_var(filled, last);
+            });
+        }
         let (n, r) = cx.divmod(item, ips);
         match plan.path {
             ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r),
@@ -144,6 +160,12 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
             ConvPath::Winograd(_) => winograd::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::ChanVec => chanvec::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::Depthwise => depthwise::item(cx, tiles, spec, plan, ops, n, r, filled),
+        }
+        if keeps_setup {
+            cx.if_then(has_memo, |cx| {
+                let last = cx.b.use_var(filled);
+                cx.b.ins().store(mem(), last, cx.setup, 0);
+            });
         }
     });
     if streams {

@@ -1078,3 +1078,71 @@ fn gemm_1x1_streamed_outputs() {
         }
     }
 }
+
+/// One thread's chunks of a kernel share set-up work through the caller's memo
+/// ([`KernelArgs::setup`]): after a call has filled and transformed a Winograd block, a later call
+/// of the same thread with the same memo runs the block's other chunks from the scratch without
+/// reading the input again (here replaced by NaN), and gets exactly the outputs of one uninterrupted
+/// call; with the memo reset to -1 it reads the input anew (and the NaN shows).
+#[test]
+fn chunks_on_one_thread_share_set_up_through_the_memo() {
+    let spec = ConvSpec::contiguous(
+        FusedConv::square(40, 64, 3, 1, ConvKind::Winograd(crate::ir::WinogradTile::F4)),
+        [40, 14, 14],
+    )
+    .unwrap();
+    let c = &spec.op.conv;
+    let w: Vec<f32> =
+        (0..c.out_channels * c.in_channels * 9).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect();
+    let g = crate::ir::WeightExpr::param("w", vec![c.out_channels, c.in_channels, 3, 3]);
+    let u = crate::ir::WeightExpr::Winograd { x: Box::new(g), tile: crate::ir::WinogradTile::F4 }
+        .eval(&|_| Some(&w[..]))
+        .unwrap();
+    let bias = vec![0.25f32; c.out_channels];
+    let packed = pack_conv_weights(&spec, &[&u, &bias]).unwrap();
+    let x: Vec<f32> = (0..spec.in_stride).map(|i| ((i * 13) % 17) as f32 / 17.0).collect();
+    for isa in host_isas() {
+        let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
+        let kernel = &k.kernels[0];
+        let items = kernel.work_items(1);
+        assert!(items >= 2, "{isa}: one block of several chunks");
+        let mut scratch = vec![0f32; kernel.scratch_floats()];
+        let run = |x: &[f32],
+                   out: &mut [f32],
+                   scratch: &mut [f32],
+                   setup: *mut i64,
+                   range: std::ops::Range<u64>| {
+            let (ins, ws) = ([x.as_ptr()], [packed.as_ptr()]);
+            let args = KernelArgs {
+                inputs: &ins,
+                output: out.as_mut_ptr(),
+                weights: &ws,
+                scratch: scratch.as_mut_ptr(),
+                batch: 1,
+                setup,
+            };
+            // SAFETY: buffers sized for the spec at batch 1; the scratch is this test's alone.
+            unsafe { kernel.call(&args, range.start, range.end) };
+        };
+        let mut whole = vec![0f32; spec.out_stride];
+        run(&x, &mut whole, &mut scratch, std::ptr::null_mut(), 0..items);
+        let mut memo = -1i64;
+        let mut out = vec![0f32; spec.out_stride];
+        run(&x, &mut out, &mut scratch, &mut memo, 0..1);
+        assert_ne!(memo, -1, "{isa}: the first call records its set-up");
+        // The first block's other chunks from the memo, with the input poisoned; the other blocks
+        // from the input again.
+        let chunks = ConvPlan::new(&spec, isa).unwrap().chunks as u64;
+        assert!(chunks >= 2, "{isa}: blocks of several chunks");
+        let poisoned = vec![f32::NAN; x.len()];
+        run(&poisoned, &mut out, &mut scratch, &mut memo, 1..chunks);
+        run(&x, &mut out, &mut scratch, &mut memo, chunks..items);
+        assert!(
+            out.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{isa}: chunks from the memo"
+        );
+        memo = -1;
+        run(&poisoned, &mut out, &mut scratch, &mut memo, 1..2);
+        assert!(out.iter().any(|v| v.is_nan()), "{isa}: a reset memo fills and transforms anew");
+    }
+}

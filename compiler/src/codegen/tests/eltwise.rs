@@ -85,6 +85,7 @@ fn in_place_relu() {
         weights: &[],
         scratch: std::ptr::null_mut(),
         batch: 2,
+        setup: std::ptr::null_mut(),
     };
     // SAFETY: one buffer of 2 samples x 40 floats, read and written element by element.
     unsafe { k.kernels[0].call(&args, 0, k.kernels[0].work_items(2)) };

@@ -118,21 +118,28 @@ pub(super) fn call_in_two_ranges(
     // NaN-filled: a kernel must not read scratch it did not write (but for lanes it discards).
     let mut scratch = vec![f32::NAN; kernel.scratch_floats().max(1)];
     let ws: Vec<*const f32> = weights.iter().map(|s| s.as_ptr()).collect();
-    let args = KernelArgs {
+    let mut args = KernelArgs {
         inputs: &ins,
         output: out.as_mut_ptr(),
         weights: &ws,
         scratch: scratch.as_mut_ptr(),
         batch: n,
+        setup: std::ptr::null_mut(),
     };
     let items = kernel.work_items(n);
     let mid = items / 2 + items % 3 / 2;
     // SAFETY: the buffers are sized by the tests for the spec and batch `n`; the scratch holds
-    // `scratch_floats()` floats and the two calls run one after the other. An input may point into
+    // `scratch_floats()` floats and the calls run one after the other. An input may point into
     // `out` (an in-place run), which the kernel then reads and writes.
-    unsafe {
-        kernel.call(&args, 0, mid);
-        kernel.call(&args, mid, items);
+    unsafe { kernel.call(&args, 0, mid) };
+    // The rest item by item, as an executor's chunks on one thread: sharing a set-up memo, so a
+    // call skips the fill or transform its predecessor left in the scratch when (and only when)
+    // its item needs the same one.
+    let mut setup = -1i64;
+    args.setup = &mut setup;
+    for item in mid..items {
+        // SAFETY: as above.
+        unsafe { kernel.call(&args, item, item + 1) };
     }
 }
 
