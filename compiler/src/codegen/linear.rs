@@ -157,7 +157,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &LinearSpec, plan
         let bias = cx.offset(bias, p, PANEL);
         let y = cx.offset(cx.output, n0, spec.out_stride);
         let y = cx.offset(y, p, PANEL);
-        let args = TileArgs { a: x, b: w, out: y, epi: Some(bias), res: None, init: None, next_a: None };
+        let args = TileArgs { a: x, b: w, out: y, epi: Some(bias), res: None, init: None, ahead: None };
         // The tile of `rows` samples, for the last (partial) panel or the others.
         let run = |cx: &mut KernelCx, tiles: &mut Tiles, rows: usize| {
             let full = tile_spec(spec, plan, rows, PANEL);

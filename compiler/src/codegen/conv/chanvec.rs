@@ -376,7 +376,7 @@ fn k_blocks(
         for (ti, t) in pixel_tiles.iter().enumerate() {
             for half in 0..v.halves {
                 let slot = ti * v.halves + half;
-                let next_a =
+                let ahead =
                     (kloop.prefetch_next > 0).then(|| cx.add_floats(b0, (channels_b + slot * share) / 4));
                 let out_spec = match (&in_tile, last) {
                     (Some(epilogue), true) => TileOut::Final {
@@ -407,7 +407,7 @@ fn k_blocks(
                 let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
                 let init = (!first).then_some(out);
                 let epi = (in_tile.is_some() && last).then(|| cx.add_floats(panel_epi, half * v.nr));
-                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init, next_a });
+                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init, ahead });
             }
         }
     };

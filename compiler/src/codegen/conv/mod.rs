@@ -383,7 +383,7 @@ fn tile(
         out: out_spec,
     };
     let args =
-        TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base), next_a: None };
+        TileArgs { a: rt.a, b: cols.b, out, epi, res, init: part.init.map(|(base, _)| base), ahead: None };
     match (dest.stream, &spec.out) {
         (Some(stream), TileOut::Final { .. }) => {
             let mut streamed = spec.clone();

@@ -249,7 +249,7 @@ pub(super) fn item(
         let m_point = cx.offset(m_base, x, w.co_rows * w.t_pad);
         for_row_tiles(cx, plan, ops.packed, spec.op.relu, g, chunk, &mut |cx, rt| {
             let a_tile = cx.b.ins().iadd(rt.a, a_shift);
-            let next_a = {
+            let ahead = {
                 let panel = panel_of(cx, rt.index);
                 let last = cx.b.ins().icmp(IntCC::Equal, panel, chunk_last_panel);
                 let following = cx.b.ins().iadd_imm_s(panel, panels_per_tile as i64);
@@ -277,7 +277,7 @@ pub(super) fn item(
                 tiles.emit(
                     cx,
                     &spec,
-                    TileArgs { a: a_tile, b, out, epi: None, res: None, init: None, next_a },
+                    TileArgs { a: a_tile, b, out, epi: None, res: None, init: None, ahead },
                 );
             }
         });

@@ -102,7 +102,7 @@ fn assembled_tiles_keep_to_their_isa_and_the_abi() {
                 assert_eq!(code[n - 2].mnemonic(), Mnemonic::Vzeroupper, "{what}: no vzeroupper before ret");
                 assert_eq!(code[n - 1].mnemonic(), Mnemonic::Ret, "{what}");
                 for i in &code[..n - 1] {
-                    // The one use of the stack: a seventh argument's load (`next_a`, above the
+                    // The one use of the stack: a seventh argument's load (`ahead`, above the
                     // return address).
                     if i.mnemonic() == Mnemonic::Mov
                         && i.memory_base() == Register::RSP
@@ -187,7 +187,7 @@ fn winograd_tiles_prefetch_their_weights_ahead() {
 }
 
 /// Checks that every tile of `k` whose name passes `keep` hints a next stream
-/// ([`KLoop::prefetch_next`]): it loads the seventh argument (`next_a`, on the stack above the
+/// ([`KLoop::prefetch_next`]): it loads the seventh argument (`ahead`, on the stack above the
 /// return address) into r11 and issues `prefetcht1` from it, and r11 is never the base of a load
 /// or store. Returns how many tiles it checked.
 fn assert_tiles_hint_next(k: &CompiledKernels, isa: Isa, keep: impl Fn(&str) -> bool) -> usize {

@@ -74,12 +74,13 @@ pub struct KLoop {
     /// further on, which the hardware prefetchers, one stream per row, do not fetch in time. A hint
     /// only: it never faults and changes no value, so it may point past B's footprint.
     pub prefetch_b: usize,
-    /// Software prefetch of the next tile's A (the x86 tiles; 0: none): the tile takes a seventh
-    /// argument, [`TileArgs::next_a`], and each group hints `prefetch_next` consecutive bytes of
-    /// it into L2, so over the K loop the A of the tile that runs next (a whole tile's time ahead)
-    /// streams in at the pace this one consumes its own. For weights read once from memory (a
-    /// Winograd layer at batch 1), that keeps far more lines in flight than the short hint of
-    /// [`KLoop::prefetch_a`]. A hint only, like the others.
+    /// Software prefetch of the weights the kernel reads after this tile (the x86 tiles; 0: none):
+    /// the tile takes a seventh argument, [`TileArgs::ahead`], and each group hints
+    /// `prefetch_next` consecutive bytes from it into L2, so over the K loop the next tile's
+    /// weights (a Winograd tile's successor's A panels, the next K block's slice of a chanvec
+    /// panel) stream in at the pace this one reads its own, a whole tile's time ahead. For weights
+    /// read once from memory (at batch 1), that keeps far more lines in flight than the short hint
+    /// of [`KLoop::prefetch_a`]. A hint only, like the others.
     pub prefetch_next: usize,
 }
 
@@ -504,8 +505,9 @@ pub struct TileArgs {
     pub epi: Option<Value>,
     pub res: Option<Value>,
     pub init: Option<Value>,
-    /// The A of the tile that runs after this one, for [`KLoop::prefetch_next`].
-    pub next_a: Option<Value>,
+    /// Where the bytes [`KLoop::prefetch_next`] hints start: the weights the kernel reads after
+    /// this tile.
+    pub ahead: Option<Value>,
 }
 
 /// An assembled tile: its name and machine code (for dumps and the encoding checks in tests).
@@ -696,7 +698,7 @@ impl<'m> Tiles<'m> {
             args.epi.unwrap_or(null),
             args.res.unwrap_or(null),
             args.init.unwrap_or(null),
-            args.next_a.unwrap_or(null),
+            args.ahead.unwrap_or(null),
         ];
         // The seventh operand only for tiles that read it (SysV passes it on the stack).
         let count = if spec.kloop.prefetch_next > 0 { 7 } else { 6 };

@@ -3,8 +3,8 @@
 //!
 //! ## Calling convention
 //! SysV: `tile(a = rdi, b = rsi, out = rdx, epi = rcx, res = r8, init = r9)`, and for a tile that
-//! hints the next tile's A ([`KLoop::prefetch_next`](super::KLoop::prefetch_next)) a seventh
-//! pointer, `next_a`, which SysV passes on the stack and the tile loads into r11. The code uses only
+//! hints the weights read after it ([`KLoop::prefetch_next`](super::KLoop::prefetch_next)) a seventh
+//! pointer, `ahead`, which SysV passes on the stack and the tile loads into r11. The code uses only
 //! caller-saved registers (those, r10 as the K-group counter, eax for mask immediates, every
 //! vector register and k1) and no stack of its own, so it saves nothing. It ends with `vzeroupper` (the
 //! Cranelift code around it may use legacy-SSE encodings) and `ret`. It is position-independent:
@@ -58,8 +58,9 @@ const OUT: AsmRegister64 = rdx;
 const EPI: AsmRegister64 = rcx;
 const RES: AsmRegister64 = r8;
 const INIT: AsmRegister64 = r9;
-/// The next tile's A ([`KLoop::prefetch_next`]): the seventh argument, loaded from the stack.
-const NEXT_A: AsmRegister64 = r11;
+/// The weights read after the tile ([`KLoop::prefetch_next`]): the seventh argument, loaded from
+/// the stack.
+const AHEAD: AsmRegister64 = r11;
 
 /// How the K step feeds B to the FMAs (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -646,7 +647,7 @@ impl Gen {
         let k = &spec.kloop;
         if k.prefetch_next > 0 {
             // The seventh argument, above the return address.
-            self.a.mov(NEXT_A, qword_ptr(rsp + 8)).map_err(asm_err)?;
+            self.a.mov(AHEAD, qword_ptr(rsp + 8)).map_err(asm_err)?;
         }
         if k.groups > 0 {
             let mut top = self.a.create_label();
@@ -814,9 +815,9 @@ impl Gen {
         Ok(())
     }
 
-    /// The K loop's hint of the next tile's A ([`KLoop::prefetch_next`]), once per group:
-    /// `prefetch_next` bytes from `NEXT_A` into L2 (`prefetcht1`: into L1 it measured slower, the
-    /// next tile's lines evicting this one's), then `NEXT_A` moves past them.
+    /// The K loop's hint of the weights read after the tile ([`KLoop::prefetch_next`]), once per
+    /// group: `prefetch_next` bytes from `AHEAD` into L2 (`prefetcht1`: into L1 it measured slower,
+    /// the next tile's lines evicting this one's), then `AHEAD` moves past them.
     fn prefetch_next(&mut self, spec: &TileSpec) -> Result<(), CodegenError> {
         let bytes = spec.kloop.prefetch_next;
         if bytes == 0 {
@@ -825,11 +826,11 @@ impl Gen {
         for line in (0..bytes).step_by(64) {
             let line = i32::try_from(line)
                 .map_err(|_| CodegenError::Unsupported(format!("next-tile prefetch of {bytes} bytes")))?;
-            self.a.prefetcht1(byte_ptr(NEXT_A + line)).map_err(asm_err)?;
+            self.a.prefetcht1(byte_ptr(AHEAD + line)).map_err(asm_err)?;
         }
         let step = i32::try_from(bytes)
             .map_err(|_| CodegenError::Unsupported(format!("next-tile prefetch of {bytes} bytes")))?;
-        self.a.add(NEXT_A, step).map_err(asm_err)
+        self.a.add(AHEAD, step).map_err(asm_err)
     }
 
     /// The K loop's software prefetch of B ([`KLoop::prefetch_b`]), once per tap: the cache lines
