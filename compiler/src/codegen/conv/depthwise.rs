@@ -28,6 +28,13 @@
 //! tails masked): a wide row wastes few lanes, and the flat run's trip through the scratch (a
 //! 51 KB store and reload per channel at 112x112) would cost more than it saves.
 //!
+//! On avx512 at stride 1 with a cheap epilogue (none, ReLU, a clamp), the row routine's taps are
+//! lane shifts of whole source vectors ([`DepthwiseRowsSpec::shifted`]; `wq` is rounded up to a
+//! multiple of 16 so that every row starts at a whole vector): one thread, batch 1, ReLU6, 144
+//! channels at 56x56 0.169 -> 0.146 ms, 32 at 112x112 0.134 -> 0.122 ms, 192 at 28x28 0.057 ->
+//! 0.052 ms. With a SiLU it was 5-9% slower (the shifts compete with its arithmetic), at stride 2
+//! 15% slower (four phase planes need many source vectors), so those keep the loads.
+//!
 //! **Bands** (row mode): the plane is filled and filtered in bands of `band` output rows
 //! ([`band_rows`]: the most whose phase planes fit in [`BAND_BYTES`], 8 KB, so the fill's stores
 //! are still in L1 when the stencil reads them back; a whole 112x112 plane is 52 KB, its stride-2
@@ -155,9 +162,12 @@ pub struct DepthwisePlan {
     /// The flat path's epilogue is fused into the stencil ([`DepthwiseFlatSpec`]; AVX-512, no
     /// residual): no flat run in the scratch.
     pub fused: bool,
-    /// With the fused flat epilogue and an activation costlier than a clamp: the ReLU and the
-    /// activation are deferred to runs over the contiguous outputs of `defer` channels
-    /// ([`DepthwiseActSpec`]); 0 when they stay in the stencil's epilogue.
+    /// Row mode on AVX-512: the taps are lane shifts of whole source vectors (`wq` rounded up to
+    /// a multiple of the vector; [`DepthwiseRowsSpec::shifted`]).
+    pub shifted: bool,
+    /// With an activation costlier than a clamp, on AVX-512's fused flat path: the ReLU and the activation are deferred to runs over the
+    /// contiguous outputs of `defer` channels ([`DepthwiseActSpec`]); 0 when they stay in the
+    /// stencil's epilogue.
     pub defer: usize,
     /// Scratch floats in all.
     pub floats: usize,
@@ -219,6 +229,13 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     // 17-31 columns (28x28: one thread, batch 8, 192 channels 0.53 -> 0.45 ms, 5x5 stride 2
     // 1.8 -> 1.6 ms).
     let rows_mode = plan.isa != Isa::Sse && (ow >= 2 * lanes || (plan.isa == Isa::Avx512 && ow > lanes));
+    // A sigmoid, SiLU or hard activation: about 20 instructions a vector, against a clamp's two.
+    let costly = matches!(spec.op.activation, Some(a) if !matches!(a, Activation::Clamp { .. }));
+    // AVX-512 row mode at stride 1 with a cheap epilogue: phase-plane rows of whole vectors, for
+    // the shifted taps (one thread, batch 1, ReLU6: 144 channels at 56x56 0.169 -> 0.146 ms, 32 at
+    // 112x112 0.134 -> 0.122; with a SiLU 5-9% slower, at stride 2 15% slower).
+    let shifted = rows_mode && plan.isa == Isa::Avx512 && s == 1 && !costly;
+    let wq = if shifted { wq.next_multiple_of(lanes) } else { wq };
     let band = if rows_mode { band_rows(s, k, wq, oh) } else { oh };
     let hq = if rows_mode { (s * (band - 1) + k).div_ceil(s) } else { (h + 2 * pad).div_ceil(s) };
     let plane_len = hq * wq;
@@ -226,9 +243,10 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         .flat_map(|kh| (0..k).map(move |kw| ((kh % s) * s + kw % s) * plane_len + (kh / s) * wq + kw / s))
         .collect();
     let max_tap = taps.iter().copied().max().unwrap_or(0);
+    let shifted = shifted && crate::codegen::tile::x86::depthwise::flat_fits(&taps);
     let (vectors, reads) = if rows_mode {
         let per_row = ow.div_ceil(lanes);
-        (oh * per_row, (band - 1) * wq + max_tap + per_row * lanes)
+        (oh * per_row, DepthwiseRowsSpec::reads(plan.isa, &taps, band, ow, wq, shifted))
     } else {
         let vectors = ((oh - 1) * wq + ow).div_ceil(lanes);
         (vectors, max_tap + vectors * lanes)
@@ -245,7 +263,9 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let flat = if rows_mode || fused { 0 } else { slots * vectors * lanes };
     let per_item = channels.div_ceil(TARGET_ITEMS).max(1);
     // The fewest channels whose outputs are whole vectors (at most 16), at most an item's.
-    let costly = matches!(spec.op.activation, Some(a) if !matches!(a, Activation::Clamp { .. }));
+    // (Row mode deferring its activation at 28 and 56 columns measured no faster: one thread, batch
+    // 1, SiLU, 240 channels 5x5 at 28x28 0.238 -> 0.246 ms, 144 channels 3x3 at 56x56 0.298 ->
+    // 0.311 ms.)
     let defer = if fused && costly {
         (1..=lanes).find(|g| g * oh * ow % lanes == 0).unwrap_or(lanes).min(per_item)
     } else {
@@ -269,6 +289,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         bands: if rows_mode { bands(h, k, s, pad, oh, band) } else { Vec::new() },
         slots,
         fused,
+        shifted,
         defer,
         floats: slots * in_len + flat,
     });
@@ -359,6 +380,7 @@ pub(super) fn item(
                         rows: run.rows,
                         ow: d.ow,
                         wq: d.wq,
+                        shifted: d.shifted,
                         epilogue: fused.clone(),
                     };
                     tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, yb, epi, rb]);
@@ -388,9 +410,7 @@ pub(super) fn item(
             epilogue(cx, spec, plan, d, ops.packed, ch, flat, y, res);
         }
     });
-    if d.fused {
-        deferred_rest(cx, tiles, spec, d, y_n, [c0, c1]);
-    }
+    deferred_rest(cx, tiles, spec, d, y_n, [c0, c1]);
 }
 
 /// The flat path on AVX-512, software-pipelined over the item's channels `c0..c1`: step
@@ -574,13 +594,19 @@ fn deferred_rest(
     }
 }
 
-/// The fused flat stencil and epilogue of the plan (the ReLU and activation left out when they are
-/// deferred).
-fn flat_spec(d: &DepthwisePlan, mut epilogue: DepthwiseEpilogue) -> DepthwiseFlatSpec {
+/// The epilogue a stencil applies: without the ReLU and the activation when they are deferred.
+fn undeferred(d: &DepthwisePlan, mut epilogue: DepthwiseEpilogue) -> DepthwiseEpilogue {
     if d.defer > 0 {
         epilogue.relu = false;
         epilogue.activation = None;
     }
+    epilogue
+}
+
+/// The fused flat stencil and epilogue of the plan (the ReLU and activation left out when they are
+/// deferred).
+fn flat_spec(d: &DepthwisePlan, epilogue: DepthwiseEpilogue) -> DepthwiseFlatSpec {
+    let epilogue = undeferred(d, epilogue);
     DepthwiseFlatSpec {
         isa: d.stencil.isa,
         taps: d.stencil.taps.clone(),

@@ -408,14 +408,28 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
+    /// AVX-512 with `wq` a multiple of the vector: the taps are lane shifts of whole source vectors
+    /// at multiples of `L` floats from each row's start, which read up to
+    /// `(rows - 1) * wq + (ceil(ow / L) + max(taps) / L + 1) * L`.
+    pub shifted: bool,
     pub epilogue: DepthwiseEpilogue,
 }
 
 impl DepthwiseRowsSpec {
     /// Floats of `src` the routine reads.
     pub fn src_len(&self) -> usize {
-        let max_tap = self.taps.iter().copied().max().unwrap_or(0);
-        (self.rows - 1) * self.wq + max_tap + self.ow.div_ceil(self.isa.lanes()) * self.isa.lanes()
+        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq, self.shifted)
+    }
+
+    /// Floats of `src` a rows routine of this geometry reads.
+    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize, shifted: bool) -> usize {
+        let (lanes, max_tap) = (isa.lanes(), taps.iter().copied().max().unwrap_or(0));
+        let per_row = ow.div_ceil(lanes);
+        if shifted {
+            (rows - 1) * wq + (per_row + max_tap / lanes + 1) * lanes
+        } else {
+            (rows - 1) * wq + max_tap + per_row * lanes
+        }
     }
 }
 

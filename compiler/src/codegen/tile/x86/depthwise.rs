@@ -13,6 +13,14 @@
 //! `w[t]`, or a whole-vector store of `dst` at `v*L`, for `v < vectors`: the footprint of
 //! [`DepthwiseSpec::footprint`], which the kernel's bounds check proves against the caller's
 //! buffers. Registers and ABI as the GEMM tiles (caller-saved only, no stack, `vzeroupper`).
+//!
+//! The module also assembles the other depthwise routines: the fill, the flat run's epilogue, the
+//! row routine, and on AVX-512 the fused flat routine ([`assemble_flat`]) and the deferred
+//! activation ([`assemble_act`]). The AVX-512 **shifted taps** ([`shifted_taps`], in the fused
+//! flat routine and the shifted row routine) load each aligned source vector once into a register
+//! and make each tap's input with one `valignd` of two of them, instead of an unaligned load per
+//! tap (on this Zen 4 host nearly every such load spans two cache lines). The fused flat routine
+//! also uses k3 (caller-saved) for its `vcompressps` masks.
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
@@ -384,6 +392,7 @@ fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
 /// [`MAX_STEP`] accumulators, each tap an FMA of a `src` load and the tap's weight (in registers
 /// when they fit, else broadcast per tap), then the epilogue in the IR's order and the store, the
 /// row's tail vector masked. `rdi` advances by `wq` floats per row, `rdx` (and `r8`) by `ow`.
+/// With [`DepthwiseRowsSpec::shifted`], the taps are lane shifts instead ([`rows_shifted`]).
 pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
     let mut g = Gen::new(spec.isa)?;
     let (regs, lanes, taps) = (spec.isa.registers(), spec.isa.lanes(), spec.taps.len());
@@ -398,6 +407,9 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
     let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
     let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
     let w0 = step + fixed;
+    if spec.shifted {
+        return rows_shifted(g, spec);
+    }
     let regs = EpilogueRegs::load(&mut g, e, step, rcx)?;
     if in_regs {
         for tap in 0..taps {
@@ -521,46 +533,8 @@ pub fn assemble_flat(spec: &DepthwiseFlatSpec) -> Result<Vec<u8>, CodegenError> 
     let end = spec.taps.iter().copied().max().unwrap_or(0) + spec.vectors * lanes;
     let (mut done, mut v0) = (0, 0);
     while v0 < spec.vectors {
-        let mut n = MAX_STEP.min(spec.vectors - v0);
-        while n > 1 && n + shifted_sources(&spec.taps, lanes, v0, n).len() + SHIFT_TEMPS > regs {
-            n -= 1;
-        }
-        // Registers: accumulators 0..n, the source vectors, the temporaries.
-        let js = shifted_sources(&spec.taps, lanes, v0, n);
-        let reg = |j: usize| n + js.binary_search(&j).expect("a loaded source vector");
-        g.k1 = None;
-        for &j in &js {
-            let valid = end.saturating_sub(j * lanes).min(lanes);
-            let m = at(rdi, (j * lanes) as isize)?;
-            if valid == lanes {
-                g.load(reg(j), m)?;
-            } else if valid == 0 {
-                g.zero(reg(j))?;
-            } else {
-                g.load_lanes(reg(j), m, Piece { lo: 0, hi: valid, at: 0 }, 0)?;
-            }
-        }
-        let t0 = n + js.len();
-        let mut k = 0;
-        for (tap, &off) in spec.taps.iter().enumerate() {
-            let wm = at(rsi, tap as isize)?;
-            for u in 0..n {
-                let (j, r) = (v0 + u + off / lanes, off % lanes);
-                let x = if r == 0 {
-                    reg(j)
-                } else {
-                    let t = t0 + k % SHIFT_TEMPS;
-                    k += 1;
-                    g.a.valignd(ZMM[t], ZMM[reg(j + 1)], ZMM[reg(j)], r as i32).map_err(asm_err)?;
-                    t
-                };
-                if tap == 0 {
-                    g.a.vmulps(ZMM[u], ZMM[x], dword_bcst(wm)).map_err(asm_err)?;
-                } else {
-                    g.fma231(u, x, Src::Bcst(wm))?;
-                }
-            }
-        }
+        let n = shifted_step(&spec.taps, v0, MAX_STEP.min(spec.vectors - v0), regs);
+        shifted_taps(&mut g, &spec.taps, v0, n, Some(end))?;
         let eregs = EpilogueRegs::load(&mut g, e, n, rcx)?;
         done = flat_epilogue(&mut g, spec, &eregs, v0, n, done)?;
         v0 += n;
@@ -679,5 +653,112 @@ pub fn assemble_act(spec: &DepthwiseActSpec) -> Result<Vec<u8>, CodegenError> {
         off = n * lanes;
         rest -= n;
     }
+    g.finish()
+}
+
+/// The most output vectors (at most `most`, at least 1) from `v0` whose accumulators, source
+/// vectors ([`shifted_sources`]) and shift temporaries fit in `regs` registers.
+fn shifted_step(taps: &[usize], v0: usize, most: usize, regs: usize) -> usize {
+    let mut n = most;
+    while n > 1 && n + shifted_sources(taps, 16, v0, n).len() + SHIFT_TEMPS > regs {
+        n -= 1;
+    }
+    n
+}
+
+/// The taps of output vectors `v0..v0 + n` relative to `rdi` into accumulators `0..n` (AVX-512):
+/// the source vectors `j` of [`shifted_sources`] loaded into the registers after the
+/// accumulators (with `end`, a vector reaching past float `end` loaded masked, the lanes beyond it
+/// zero; without, whole), and tap `t` (offset `off`) of vector `v` an FMA of the `{1to16}`
+/// broadcast weight `rsi[t]` and `valignd` of sources `v + off / L` and the next by `off % L`
+/// lanes, which is exactly `rdi[v * L + off ..][..L]` (no shift when `off % L` is 0; the first
+/// tap a multiply). Four temporaries after the sources hold the shifts.
+fn shifted_taps(
+    g: &mut Gen,
+    taps: &[usize],
+    v0: usize,
+    n: usize,
+    end: Option<usize>,
+) -> Result<(), CodegenError> {
+    let lanes = g.lanes();
+    let js = shifted_sources(taps, lanes, v0, n);
+    let reg = |j: usize| n + js.binary_search(&j).expect("a loaded source vector");
+    for &j in &js {
+        let valid = end.map_or(lanes, |end| end.saturating_sub(j * lanes).min(lanes));
+        let m = at(rdi, (j * lanes) as isize)?;
+        if valid == lanes {
+            g.load(reg(j), m)?;
+        } else if valid == 0 {
+            g.zero(reg(j))?;
+        } else {
+            g.load_lanes(reg(j), m, Piece { lo: 0, hi: valid, at: 0 }, 0)?;
+        }
+    }
+    let t0 = n + js.len();
+    let mut k = 0;
+    for (tap, &off) in taps.iter().enumerate() {
+        let wm = at(rsi, tap as isize)?;
+        for u in 0..n {
+            let (j, r) = (v0 + u + off / lanes, off % lanes);
+            let x = if r == 0 {
+                reg(j)
+            } else {
+                let t = t0 + k % SHIFT_TEMPS;
+                k += 1;
+                g.a.valignd(ZMM[t], ZMM[reg(j + 1)], ZMM[reg(j)], r as i32).map_err(asm_err)?;
+                t
+            };
+            if tap == 0 {
+                g.a.vmulps(ZMM[u], ZMM[x], dword_bcst(wm)).map_err(asm_err)?;
+            } else {
+                g.fma231(u, x, Src::Bcst(wm))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`assemble_rows`] with the taps as lane shifts ([`shifted_taps`]; AVX-512, `wq` and the taps'
+/// plane offsets multiples of `L`, so each row's source vectors are at whole vectors from its
+/// start): per output row (r11 counts them), steps of the row's vectors as many as fit, each the
+/// shifted taps, the epilogue's registers after the accumulators, then the epilogue and the
+/// store of each vector, the row's tail masked.
+fn rows_shifted(mut g: Gen, spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
+    let (regs, lanes, e) = (spec.isa.registers(), spec.isa.lanes(), &spec.epilogue);
+    if spec.isa != Isa::Avx512 || spec.wq % lanes != 0 {
+        return Err(CodegenError::Unsupported("shifted depthwise rows off AVX-512 or unaligned".into()));
+    }
+    let per_row = spec.ow.div_ceil(lanes);
+    let mut top = g.a.create_label();
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    let mut j0 = 0;
+    while j0 < per_row {
+        let n = shifted_step(&spec.taps, j0, MAX_STEP.min(per_row - j0), regs);
+        shifted_taps(&mut g, &spec.taps, j0, n, None)?;
+        let eregs = EpilogueRegs::load(&mut g, e, n, rcx)?;
+        for u in 0..n {
+            let j = j0 + u;
+            let valid = (spec.ow - j * lanes).min(lanes);
+            let p = Piece { lo: 0, hi: valid, at: 0 };
+            let off = (j * lanes) as isize;
+            let res = if e.residual { Some(at(r8, off)?) } else { None };
+            eregs.apply(&mut g, e, u, res, p)?;
+            if valid == lanes {
+                g.store(at(rdx, off)?, u)?;
+            } else {
+                g.store_lanes(at(rdx, off)?, u, p, eregs.mask())?;
+            }
+        }
+        j0 += n;
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rdx, spec.ow)?;
+    if e.residual {
+        g.advance(r8, spec.ow)?;
+    }
+    g.a.dec(r11d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
     g.finish()
 }
