@@ -555,7 +555,7 @@ fn flat_epilogue(
 ) -> Result<usize, CodegenError> {
     let (lanes, e) = (g.lanes(), &spec.epilogue);
     let (oh, ow, wq) = (spec.oh, spec.ow, spec.wq);
-    for u in 0..n {
+    for (u, &z) in ZMM.iter().enumerate().take(n) {
         let v = v0 + u;
         let pixels: u32 = (0..lanes)
             .filter(|l| {
@@ -575,7 +575,7 @@ fn flat_epilogue(
             if pixels != (1 << count) - 1 {
                 g.a.mov(eax, pixels).map_err(asm_err)?;
                 g.a.kmovw(k3, eax).map_err(asm_err)?;
-                g.a.vcompressps(ZMM[u].k3().z(), ZMM[u]).map_err(asm_err)?;
+                g.a.vcompressps(z.k3().z(), z).map_err(asm_err)?;
             }
             g.store_lanes(dst, u, Piece { lo: 0, hi: count, at: 0 }, 0)?;
         }
@@ -698,7 +698,7 @@ fn shifted_taps(
     let mut k = 0;
     for (tap, &off) in taps.iter().enumerate() {
         let wm = at(rsi, tap as isize)?;
-        for u in 0..n {
+        for (u, &z) in ZMM.iter().enumerate().take(n) {
             let (j, r) = (v0 + u + off / lanes, off % lanes);
             let x = if r == 0 {
                 reg(j)
@@ -709,7 +709,7 @@ fn shifted_taps(
                 t
             };
             if tap == 0 {
-                g.a.vmulps(ZMM[u], ZMM[x], dword_bcst(wm)).map_err(asm_err)?;
+                g.a.vmulps(z, ZMM[x], dword_bcst(wm)).map_err(asm_err)?;
             } else {
                 g.fma231(u, x, Src::Bcst(wm))?;
             }
