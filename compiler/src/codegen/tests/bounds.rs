@@ -25,6 +25,25 @@ fn conv(cin: usize, cout: usize, hw: usize, k: usize, stride: usize, kind: ConvK
     KernelSpec::Conv(spec)
 }
 
+/// A depthwise convolution without a residual (the fused flat epilogue on AVX-512).
+fn depthwise_plain(channels: usize, hw: usize, k: usize, stride: usize) -> KernelSpec {
+    let mut spec = conv(channels, channels, hw, k, stride, ConvKind::Depthwise);
+    if let KernelSpec::Conv(c) = &mut spec {
+        c.op.residual = false;
+    }
+    spec
+}
+
+/// A depthwise convolution without a residual, with a SiLU (deferred over groups of channels on
+/// AVX-512).
+fn depthwise_silu(channels: usize, hw: usize, k: usize, stride: usize) -> KernelSpec {
+    let mut spec = depthwise_plain(channels, hw, k, stride);
+    if let KernelSpec::Conv(c) = &mut spec {
+        c.op.activation = Some(crate::ir::Activation::Silu);
+    }
+    spec
+}
+
 /// A depthwise convolution (one channel per group) as a row panel: items are row blocks x groups,
 /// proved by residue classes of items (see `bounds::check`) when they cannot be proved together.
 fn depthwise(channels: usize, hw: usize, k: usize, stride: usize) -> KernelSpec {
@@ -73,6 +92,13 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         ("depthwise 3x3 in bands", conv(3, 3, 112, 3, 1, ConvKind::Depthwise)),
         ("depthwise 5x5 in bands", conv(2, 2, 97, 5, 1, ConvKind::Depthwise)),
         ("depthwise 5x5 stride 2 in bands", conv(3, 3, 101, 5, 2, ConvKind::Depthwise)),
+        // No residual: the fused flat epilogue (pipelined at 7x7, not at 16x16).
+        ("depthwise 5x5, fused flat epilogue", depthwise_plain(40, 7, 5, 1)),
+        ("depthwise 5x5 stride 2, fused flat epilogue", depthwise_plain(9, 15, 5, 2)),
+        ("depthwise 5x5 16x16, fused flat epilogue", depthwise_plain(5, 16, 5, 1)),
+        // Deferred SiLU: groups of 16 channels and rests of 3 and 11 (items of 19, the last 11).
+        ("depthwise 3x3 SiLU, deferred", depthwise_silu(600, 7, 3, 1)),
+        ("depthwise 5x5 stride 2 SiLU, deferred", depthwise_silu(70, 13, 5, 2)),
         (
             "linear",
             KernelSpec::Linear(LinearSpec {

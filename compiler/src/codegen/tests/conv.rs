@@ -789,6 +789,16 @@ fn depthwise_convolutions() {
         // Several channels per work item (the flat path's pipeline over channels).
         (100, 7, 7, 3, 1),
         (70, 9, 11, 5, 2),
+        // AVX-512's fused flat epilogue (no residual): 7x7 and 14x14 with channel counts that are
+        // no multiple of 16, odd planes, stride 2 from odd sizes; a flat run longer than the
+        // pipeline's (16x16 5x5: 20 vectors) and one too long to fuse (40x16 5x5: 50 vectors).
+        (37, 7, 7, 5, 1),
+        (45, 14, 14, 5, 1),
+        (29, 13, 11, 3, 1),
+        (35, 15, 15, 5, 2),
+        (21, 13, 9, 3, 2),
+        (3, 16, 16, 5, 1),
+        (2, 40, 16, 5, 1),
     ] {
         for variant in 0..4 {
             let mut c = depthwise_case(ch, h, w, k, stride);
@@ -900,6 +910,23 @@ fn fused_activations() {
         c.post = true;
         check(c);
         check(with(depthwise_case(4, 80, 80, 3, 2)));
+        // The fused flat epilogue (AVX-512, no residual): 5x5 at 7x7 (weights broadcast per tap)
+        // and 3x3 at 14x14 (weights in registers), with an affine and ReLU before the activation.
+        let mut c = with(depthwise_case(19, 7, 7, 5, 1));
+        c.affine = true;
+        check(c);
+        let mut c = with(depthwise_case(18, 14, 14, 3, 1));
+        c.relu = Relu::All;
+        check(c);
+        check(with(depthwise_case(17, 13, 13, 5, 2)));
+        // Deferred activations over groups of channels (AVX-512): 600 channels of 7x7 are 32
+        // items of 19 (the last 11), groups of 16 and rests of 3 and 11; 97 of 14x14, items of 4
+        // (the last 1), groups of 4; 70 of 13x13 -> 7x7, items and groups of 3, the last item 1.
+        check(with(depthwise_case(600, 7, 7, 3, 1)));
+        check(with(depthwise_case(97, 14, 14, 5, 1)));
+        let mut c = with(depthwise_case(70, 13, 13, 5, 2));
+        c.relu = Relu::All;
+        check(c);
     }
 }
 
@@ -972,8 +999,9 @@ fn fused_activations_keep_nan() {
 /// `4e-7` against f64 on 2^16 points of `[-87, 87]` and every float near 0; see
 /// `eltwise::sigmoid_and_silu_match_f64`) and give PyTorch's values at the extremes, on every ISA
 /// of the host and both epilogues that apply them: a 1x1 GEMM tile over one channel with weight
-/// 1 (the output is `act(x)` exactly), and the depthwise row routine with a 3x3 window that is 1
-/// at the centre (finite `x` only, as the zero taps multiply the neighbours). The AVX-512 code is
+/// 1 (the output is `act(x)` exactly), and depthwise convolutions with a 3x3 window that is 1
+/// at the centre (finite `x` only, as the zero taps multiply the neighbours): the row routine, and
+/// 7x7 channels (the flat path, whose AVX-512 activation runs deferred over several channels). The AVX-512 code is
 /// not the AVX2 sequence (see `tile::x86::Gen::sigmoid_avx512`), so this checks it on its own.
 #[test]
 fn fused_sigmoid_and_silu_match_f64() {
@@ -988,23 +1016,33 @@ fn fused_sigmoid_and_silu_match_f64() {
             Activation::Silu => x as f64 * sigmoid(x),
             _ => sigmoid(x),
         };
-        for (kind, k) in [(ConvKind::Gemm1x1, 1), (ConvKind::Depthwise, 3)] {
+        // The last case: channels of 7x7 (the flat path; on AVX-512 the activation deferred to
+        // runs over several channels' outputs).
+        for (kind, k, small) in
+            [(ConvKind::Gemm1x1, 1, false), (ConvKind::Depthwise, 3, false), (ConvKind::Depthwise, 3, true)]
+        {
             let mut x = sweep.clone();
             if kind == ConvKind::Gemm1x1 {
                 x.extend(extremes);
             }
-            // One channel of 16 rows, wide enough for every value.
-            let (h, w) = (16, x.len().div_ceil(16));
-            x.resize(h * w, 0.5);
+            // One channel of 16 rows, wide enough for every value, or 7x7 channels.
+            let (c, h, w) = if small { (x.len().div_ceil(49), 7, 7) } else { (1, 16, x.len().div_ceil(16)) };
+            x.resize(c * h * w, 0.5);
             let op = FusedConv {
                 relu: Relu::None,
                 activation: Some(act),
-                conv: Conv2d { groups: 1, bias: false, ..FusedConv::square(1, 1, k, 1, kind).conv },
-                ..FusedConv::square(1, 1, k, 1, kind)
+                conv: Conv2d {
+                    groups: if small { c } else { 1 },
+                    bias: false,
+                    ..FusedConv::square(c, c, k, 1, kind).conv
+                },
+                ..FusedConv::square(c, c, k, 1, kind)
             };
-            let spec = ConvSpec::contiguous(op, [1, h, w]).unwrap();
-            let mut weights = vec![0.0f32; k * k];
-            weights[k * k / 2] = 1.0;
+            let spec = ConvSpec::contiguous(op, [c, h, w]).unwrap();
+            let mut weights = vec![0.0f32; c * k * k];
+            for ch in 0..c {
+                weights[ch * k * k + k * k / 2] = 1.0;
+            }
             let packed = pack_conv_weights(&spec, &[&weights]).unwrap();
             for isa in host_isas() {
                 let kernel = compile_for(KernelSpec::Conv(spec.clone()), isa);

@@ -417,15 +417,58 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
+    /// AVX-512 with `wq` a multiple of the vector: the taps are lane shifts of whole source vectors
+    /// at multiples of `L` floats from each row's start, which read up to
+    /// `(rows - 1) * wq + (ceil(ow / L) + max(taps) / L + 1) * L`.
+    pub shifted: bool,
     pub epilogue: DepthwiseEpilogue,
 }
 
 impl DepthwiseRowsSpec {
     /// Floats of `src` the routine reads.
     pub fn src_len(&self) -> usize {
-        let max_tap = self.taps.iter().copied().max().unwrap_or(0);
-        (self.rows - 1) * self.wq + max_tap + self.ow.div_ceil(self.isa.lanes()) * self.isa.lanes()
+        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq, self.shifted)
     }
+
+    /// Floats of `src` a rows routine of this geometry reads.
+    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize, shifted: bool) -> usize {
+        let (lanes, max_tap) = (isa.lanes(), taps.iter().copied().max().unwrap_or(0));
+        let per_row = ow.div_ceil(lanes);
+        if shifted {
+            (rows - 1) * wq + (per_row + max_tap / lanes + 1) * lanes
+        } else {
+            (rows - 1) * wq + max_tap + per_row * lanes
+        }
+    }
+}
+
+/// The depthwise stencil over the flat run with its epilogue, stored compacted (AVX-512; small
+/// planes, where a row fills few lanes and the flat run's trip through the scratch is most of the
+/// time): run-time operands `(src, w, y, epi)`. For each output row `oy < oh` and column `ox < ow`:
+/// `v = sum over t of src[oy * wq + ox + taps[t]] * w[t]` (taps in order), then the epilogue of
+/// [`DepthwiseOutSpec`] (no residual), stored at `y[oy * ow + ox]`. It reads whole vectors of `src`
+/// up to `max(taps) + vectors * L` (`vectors * L >= (oh - 1) * wq + ow`) and writes only
+/// `y[0 .. oh * ow]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseFlatSpec {
+    pub isa: Isa,
+    pub taps: Vec<usize>,
+    pub vectors: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub wq: usize,
+    pub epilogue: DepthwiseEpilogue,
+}
+
+/// ReLU (when `relu`) and then `activation` in place over `y[0 .. len]` (AVX-512): the deferred
+/// activation of the fused flat depthwise path, run over the contiguous outputs of several
+/// channels so that its vectors are full. Run-time operand `(y)`; whole vectors, the tail masked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseActSpec {
+    pub isa: Isa,
+    pub len: usize,
+    pub relu: bool,
+    pub activation: PostActivation,
 }
 
 /// Floats `lo..hi` of piece `p` of a row `row` floats from the base.
@@ -527,6 +570,8 @@ enum Routine {
     DepthwiseFill(DepthwiseFillSpec),
     DepthwiseOut(DepthwiseOutSpec),
     DepthwiseRows(DepthwiseRowsSpec),
+    DepthwiseFlat(DepthwiseFlatSpec),
+    DepthwiseAct(DepthwiseActSpec),
 }
 
 impl Routine {
@@ -539,6 +584,8 @@ impl Routine {
             Routine::DepthwiseFill(s) => s.isa,
             Routine::DepthwiseOut(s) => s.isa,
             Routine::DepthwiseRows(s) => s.isa,
+            Routine::DepthwiseFlat(s) => s.isa,
+            Routine::DepthwiseAct(s) => s.isa,
         }
     }
 
@@ -565,6 +612,15 @@ impl Routine {
             Routine::DepthwiseRows(s) => {
                 format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
             }
+            Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
+            Routine::DepthwiseFlat(s) => format!(
+                "{} depthwise flat, {} taps x {} vectors, {}x{}",
+                s.isa,
+                s.taps.len(),
+                s.vectors,
+                s.oh,
+                s.ow
+            ),
         }
     }
 
@@ -613,6 +669,15 @@ impl Routine {
                 print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
                 print
             }
+            Routine::DepthwiseAct(s) => vec![(0, 0, s.len as i64)],
+            Routine::DepthwiseFlat(s) => {
+                let max_tap = s.taps.iter().copied().max().unwrap_or(0) as i64;
+                let span = (s.vectors * s.isa.lanes()) as i64;
+                let mut print =
+                    vec![(0, 0, max_tap + span), (1, 0, s.taps.len() as i64), (2, 0, (s.oh * s.ow) as i64)];
+                print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
+                print
+            }
             Routine::DepthwiseOut(s) => {
                 let plane = (s.rows * s.ow) as i64;
                 let mut print = vec![(0, 0, ((s.rows - 1) * s.wq + s.ow) as i64), (1, 0, plane)];
@@ -634,6 +699,8 @@ impl Routine {
             Routine::DepthwiseFill(s) => x86::depthwise::assemble_fill(s),
             Routine::DepthwiseOut(s) => x86::depthwise::assemble_out(s),
             Routine::DepthwiseRows(s) => x86::depthwise::assemble_rows(s),
+            Routine::DepthwiseFlat(s) => x86::depthwise::assemble_flat(s),
+            Routine::DepthwiseAct(s) => x86::depthwise::assemble_act(s),
         }
     }
 }
@@ -746,6 +813,16 @@ impl<'m> Tiles<'m> {
     /// only).
     pub fn depthwise_rows(&mut self, cx: &mut KernelCx, spec: &DepthwiseRowsSpec, operands: [Value; 5]) {
         self.call(cx, Routine::DepthwiseRows(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise flat stencil with its compacted epilogue `(src, w, y, epi)` (AVX-512 only).
+    pub fn depthwise_flat(&mut self, cx: &mut KernelCx, spec: &DepthwiseFlatSpec, operands: [Value; 4]) {
+        self.call(cx, Routine::DepthwiseFlat(spec.clone()), &operands);
+    }
+
+    /// Emits a deferred depthwise activation over `(y)` (AVX-512 only).
+    pub fn depthwise_act(&mut self, cx: &mut KernelCx, spec: &DepthwiseActSpec, y: Value) {
+        self.call(cx, Routine::DepthwiseAct(spec.clone()), &[y]);
     }
 
     fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {

@@ -13,11 +13,20 @@
 //! `w[t]`, or a whole-vector store of `dst` at `v*L`, for `v < vectors`: the footprint of
 //! [`DepthwiseSpec::footprint`], which the kernel's bounds check proves against the caller's
 //! buffers. Registers and ABI as the GEMM tiles (caller-saved only, no stack, `vzeroupper`).
+//!
+//! The module also assembles the other depthwise routines: the fill, the flat run's epilogue, the
+//! row routine, and on AVX-512 the fused flat routine ([`assemble_flat`]) and the deferred
+//! activation ([`assemble_act`]). The AVX-512 **shifted taps** ([`shifted_taps`], in the fused
+//! flat routine and the shifted row routine) load each aligned source vector once into a register
+//! and make each tap's input with one `valignd` of two of them, instead of an unaligned load per
+//! tap (on this Zen 4 host nearly every such load spans two cache lines). The fused flat routine
+//! also uses k3 (caller-saved) for its `vcompressps` masks.
 
 use super::{asm_err, at, Gen, Src, YMM, ZMM};
 use crate::codegen::isa::Isa;
 use crate::codegen::tile::{
-    DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Piece,
+    DepthwiseActSpec, DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseFlatSpec, DepthwiseOutSpec,
+    DepthwiseRowsSpec, DepthwiseSpec, Piece,
 };
 use crate::codegen::CodegenError;
 use iced_x86::code_asm::*;
@@ -383,6 +392,7 @@ fn fill2(g: &mut Gen, spec: &DepthwiseFillSpec) -> Result<(), CodegenError> {
 /// [`MAX_STEP`] accumulators, each tap an FMA of a `src` load and the tap's weight (in registers
 /// when they fit, else broadcast per tap), then the epilogue in the IR's order and the store, the
 /// row's tail vector masked. `rdi` advances by `wq` floats per row, `rdx` (and `r8`) by `ow`.
+/// With [`DepthwiseRowsSpec::shifted`], the taps are lane shifts instead ([`rows_shifted`]).
 pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
     let mut g = Gen::new(spec.isa)?;
     let (regs, lanes, taps) = (spec.isa.registers(), spec.isa.lanes(), spec.taps.len());
@@ -397,6 +407,9 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
     let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
     let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
     let w0 = step + fixed;
+    if spec.shifted {
+        return rows_shifted(g, spec);
+    }
     let regs = EpilogueRegs::load(&mut g, e, step, rcx)?;
     if in_regs {
         for tap in 0..taps {
@@ -441,6 +454,301 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
                 g.store(at(rdx, off)?, u)?;
             } else {
                 g.store_lanes(at(rdx, off)?, u, p, regs.mask())?;
+            }
+        }
+        j0 += n;
+    }
+    g.advance(rdi, spec.wq)?;
+    g.advance(rdx, spec.ow)?;
+    if e.residual {
+        g.advance(r8, spec.ow)?;
+    }
+    g.a.dec(r11d).map_err(asm_err)?;
+    g.a.jnz(top).map_err(asm_err)?;
+    g.finish()
+}
+
+/// The aligned vectors `j` of a flat run's source that output vectors `v0..v0 + n` of the taps
+/// `taps` read (`j` for a tap at a whole vector's offset, `j` and `j + 1` for the others), in
+/// order; their number does not depend on `v0`.
+fn shifted_sources(taps: &[usize], lanes: usize, v0: usize, n: usize) -> Vec<usize> {
+    let mut js: Vec<usize> = Vec::new();
+    for &off in taps {
+        for u in 0..n {
+            let j = v0 + u + off / lanes;
+            js.push(j);
+            if off % lanes != 0 {
+                js.push(j + 1);
+            }
+        }
+    }
+    js.sort_unstable();
+    js.dedup();
+    js
+}
+
+/// Temporaries for the shifted taps of [`assemble_flat`].
+const SHIFT_TEMPS: usize = 4;
+
+/// Whether [`assemble_flat`] can run taps `taps` (one output vector's accumulator, its source
+/// vectors and the shift temporaries in AVX-512's 32 registers).
+pub fn flat_fits(taps: &[usize]) -> bool {
+    1 + shifted_sources(taps, 16, 0, 1).len() + SHIFT_TEMPS <= Isa::Avx512.registers()
+}
+
+/// Assembles a depthwise flat stencil with its compacted epilogue ([`DepthwiseFlatSpec`],
+/// AVX-512), unrolled in steps of `n <= `[`MAX_STEP`] output vectors (as many as fit):
+/// - **Stencil.** The step's source vectors are loaded once from their aligned positions `j * L`
+///   of `src` ([`shifted_sources`]; a vector reaching past the footprint loaded masked, the lanes
+///   beyond it zero), and tap `t` of output vector `v` (offset `off`) is `valignd` of vectors
+///   `j = v + off / L` and `j + 1` by `off % L` lanes (no shift when it is 0): exactly
+///   `src[v * L + off ..][..L]`, one shuffle and no unaligned load per FMA (the loads crossing a
+///   cache line were the limit; one thread, batch 1, 5x5 at 14x14, 672 channels: 0.188 ->
+///   0.175 ms). The weight is a `{1to16}` broadcast operand of the FMA; the first tap a multiply.
+/// - **Epilogue** ([`flat_epilogue`]): per vector, the epilogue (its registers loaded after the
+///   step's FMAs, over the source vectors) on all lanes, a register-form `vcompressps` (mask in
+///   k3) moving the lanes that are output pixels (flat position `o` with `o % wq < ow` and
+///   `o / wq < oh`) to the bottom, and a store of those `n` lanes (k1) at the output index of the
+///   vector's first output pixel, the number of output pixels before it. The other lanes are
+///   computed from scratch values and dropped.
+///
+/// Sound: the output pixels of the flat run, in order, are `y[0 .. oh * ow]` in order (row `oy`'s
+/// `ow` pixels at `oy * wq` follow row `oy - 1`'s), so the compacted stores of successive vectors
+/// tile `y[0 .. oh * ow]` exactly, each lane getting its own pixel's value; `src` is read below
+/// `max(taps) + vectors * L` only (the lanes a shift takes from vector `j + 1` are at most
+/// `v * L + off + L - 1`).
+pub fn assemble_flat(spec: &DepthwiseFlatSpec) -> Result<Vec<u8>, CodegenError> {
+    let e = &spec.epilogue;
+    if spec.isa != Isa::Avx512 || e.residual || !flat_fits(&spec.taps) {
+        return Err(CodegenError::Unsupported(
+            "a flat depthwise epilogue off AVX-512, with a residual, or with too many source vectors".into(),
+        ));
+    }
+    let mut g = Gen::new(spec.isa)?;
+    let (regs, lanes) = (spec.isa.registers(), spec.isa.lanes());
+    let (oh, ow, wq) = (spec.oh, spec.ow, spec.wq);
+    if spec.taps.is_empty() || oh == 0 || ow == 0 || ow > wq || spec.vectors * lanes < (oh - 1) * wq + ow {
+        return Err(CodegenError::Unsupported("a depthwise flat run that does not cover its output".into()));
+    }
+    let end = spec.taps.iter().copied().max().unwrap_or(0) + spec.vectors * lanes;
+    let (mut done, mut v0) = (0, 0);
+    while v0 < spec.vectors {
+        let n = shifted_step(&spec.taps, v0, MAX_STEP.min(spec.vectors - v0), regs);
+        shifted_taps(&mut g, &spec.taps, v0, n, Some(end))?;
+        let eregs = EpilogueRegs::load(&mut g, e, n, rcx)?;
+        done = flat_epilogue(&mut g, spec, &eregs, v0, n, done)?;
+        v0 += n;
+    }
+    debug_assert_eq!(done, oh * ow);
+    g.finish()
+}
+
+/// The compacted epilogue of flat vectors `v0..v0 + n` (accumulators `0..n`) of [`assemble_flat`],
+/// the first of them storing at output index `done`; returns the output pixels stored in all.
+fn flat_epilogue(
+    g: &mut Gen,
+    spec: &DepthwiseFlatSpec,
+    eregs: &EpilogueRegs,
+    v0: usize,
+    n: usize,
+    mut done: usize,
+) -> Result<usize, CodegenError> {
+    let (lanes, e) = (g.lanes(), &spec.epilogue);
+    let (oh, ow, wq) = (spec.oh, spec.ow, spec.wq);
+    for (u, &z) in ZMM.iter().enumerate().take(n) {
+        let v = v0 + u;
+        let pixels: u32 = (0..lanes)
+            .filter(|l| {
+                let o = v * lanes + l;
+                o / wq < oh && o % wq < ow
+            })
+            .fold(0, |m, l| m | 1 << l);
+        let count = pixels.count_ones() as usize;
+        if count == 0 {
+            continue;
+        }
+        eregs.apply(g, e, u, None, Piece { lo: 0, hi: lanes, at: 0 })?;
+        let dst = at(rdx, done as isize)?;
+        if count == lanes {
+            g.store(dst, u)?;
+        } else {
+            if pixels != (1 << count) - 1 {
+                g.a.mov(eax, pixels).map_err(asm_err)?;
+                g.a.kmovw(k3, eax).map_err(asm_err)?;
+                g.a.vcompressps(z.k3().z(), z).map_err(asm_err)?;
+            }
+            g.store_lanes(dst, u, Piece { lo: 0, hi: count, at: 0 }, 0)?;
+        }
+        done += count;
+    }
+    Ok(done)
+}
+
+/// Assembles a deferred depthwise activation ([`DepthwiseActSpec`], AVX-512): groups of up to four
+/// vectors of `y` (each in its own five registers, so their long activation chains overlap) loaded,
+/// ReLU'd (`max(0, v)` with `v` second, keeping a NaN) and activated, then stored back; full groups
+/// in a counted loop (r10, `rdi` advancing), the rest unrolled, the last vector masked to the tail.
+/// Reads and writes exactly `y[0 .. len]`.
+pub fn assemble_act(spec: &DepthwiseActSpec) -> Result<Vec<u8>, CodegenError> {
+    if spec.isa != Isa::Avx512 || spec.len == 0 {
+        return Err(CodegenError::Unsupported("a depthwise activation off AVX-512 or empty".into()));
+    }
+    let mut g = Gen::new(spec.isa)?;
+    let lanes = g.lanes();
+    const GROUP: usize = 4;
+    let zero = 5 * GROUP;
+    if spec.relu {
+        g.zero(zero)?;
+    }
+    // `n` vectors from `rdi`, the last one `tail` lanes when `tail < lanes`.
+    let group = |g: &mut Gen, n: usize, tail: usize| -> Result<(), CodegenError> {
+        let p = Piece { lo: 0, hi: tail, at: 0 };
+        for u in 0..n {
+            let m = at(rdi, (u * lanes) as isize)?;
+            if u + 1 == n && tail < lanes {
+                g.load_lanes(5 * u, m, p, 0)?;
+            } else {
+                g.load(5 * u, m)?;
+            }
+        }
+        for u in 0..n {
+            let v = 5 * u;
+            if spec.relu {
+                g.a.vmaxps(ZMM[v], ZMM[zero], ZMM[v]).map_err(asm_err)?;
+            }
+            g.activation(v, spec.activation.0, [v + 1, v + 2, v + 3, v + 4])?;
+        }
+        for u in 0..n {
+            let m = at(rdi, (u * lanes) as isize)?;
+            if u + 1 == n && tail < lanes {
+                g.store_lanes(m, 5 * u, p, 0)?;
+            } else {
+                g.store(m, 5 * u)?;
+            }
+        }
+        Ok(())
+    };
+    let vectors = spec.len.div_ceil(lanes);
+    let tail = spec.len - (vectors - 1) * lanes;
+    // Full groups of whole vectors in the loop; the last vector (maybe a tail) among the rest.
+    let looped = (vectors - 1) / GROUP;
+    if looped > 0 {
+        let mut top = g.a.create_label();
+        g.a.mov(r10d, looped as u32).map_err(asm_err)?;
+        g.a.set_label(&mut top).map_err(asm_err)?;
+        group(&mut g, GROUP, lanes)?;
+        g.advance(rdi, GROUP * lanes)?;
+        g.a.dec(r10d).map_err(asm_err)?;
+        g.a.jnz(top).map_err(asm_err)?;
+    }
+    let mut rest = vectors - looped * GROUP;
+    let mut off = 0;
+    g.k1 = None;
+    while rest > 0 {
+        let n = rest.min(GROUP);
+        if off > 0 {
+            g.advance(rdi, off)?;
+        }
+        group(&mut g, n, if n == rest { tail } else { lanes })?;
+        off = n * lanes;
+        rest -= n;
+    }
+    g.finish()
+}
+
+/// The most output vectors (at most `most`, at least 1) from `v0` whose accumulators, source
+/// vectors ([`shifted_sources`]) and shift temporaries fit in `regs` registers.
+fn shifted_step(taps: &[usize], v0: usize, most: usize, regs: usize) -> usize {
+    let mut n = most;
+    while n > 1 && n + shifted_sources(taps, 16, v0, n).len() + SHIFT_TEMPS > regs {
+        n -= 1;
+    }
+    n
+}
+
+/// The taps of output vectors `v0..v0 + n` relative to `rdi` into accumulators `0..n` (AVX-512):
+/// the source vectors `j` of [`shifted_sources`] loaded into the registers after the
+/// accumulators (with `end`, a vector reaching past float `end` loaded masked, the lanes beyond it
+/// zero; without, whole), and tap `t` (offset `off`) of vector `v` an FMA of the `{1to16}`
+/// broadcast weight `rsi[t]` and `valignd` of sources `v + off / L` and the next by `off % L`
+/// lanes, which is exactly `rdi[v * L + off ..][..L]` (no shift when `off % L` is 0; the first
+/// tap a multiply). Four temporaries after the sources hold the shifts.
+fn shifted_taps(
+    g: &mut Gen,
+    taps: &[usize],
+    v0: usize,
+    n: usize,
+    end: Option<usize>,
+) -> Result<(), CodegenError> {
+    let lanes = g.lanes();
+    let js = shifted_sources(taps, lanes, v0, n);
+    let reg = |j: usize| n + js.binary_search(&j).expect("a loaded source vector");
+    for &j in &js {
+        let valid = end.map_or(lanes, |end| end.saturating_sub(j * lanes).min(lanes));
+        let m = at(rdi, (j * lanes) as isize)?;
+        if valid == lanes {
+            g.load(reg(j), m)?;
+        } else if valid == 0 {
+            g.zero(reg(j))?;
+        } else {
+            g.load_lanes(reg(j), m, Piece { lo: 0, hi: valid, at: 0 }, 0)?;
+        }
+    }
+    let t0 = n + js.len();
+    let mut k = 0;
+    for (tap, &off) in taps.iter().enumerate() {
+        let wm = at(rsi, tap as isize)?;
+        for (u, &z) in ZMM.iter().enumerate().take(n) {
+            let (j, r) = (v0 + u + off / lanes, off % lanes);
+            let x = if r == 0 {
+                reg(j)
+            } else {
+                let t = t0 + k % SHIFT_TEMPS;
+                k += 1;
+                g.a.valignd(ZMM[t], ZMM[reg(j + 1)], ZMM[reg(j)], r as i32).map_err(asm_err)?;
+                t
+            };
+            if tap == 0 {
+                g.a.vmulps(z, ZMM[x], dword_bcst(wm)).map_err(asm_err)?;
+            } else {
+                g.fma231(u, x, Src::Bcst(wm))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`assemble_rows`] with the taps as lane shifts ([`shifted_taps`]; AVX-512, `wq` and the taps'
+/// plane offsets multiples of `L`, so each row's source vectors are at whole vectors from its
+/// start): per output row (r11 counts them), steps of the row's vectors as many as fit, each the
+/// shifted taps, the epilogue's registers after the accumulators, then the epilogue and the
+/// store of each vector, the row's tail masked.
+fn rows_shifted(mut g: Gen, spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> {
+    let (regs, lanes, e) = (spec.isa.registers(), spec.isa.lanes(), &spec.epilogue);
+    if spec.isa != Isa::Avx512 || spec.wq % lanes != 0 {
+        return Err(CodegenError::Unsupported("shifted depthwise rows off AVX-512 or unaligned".into()));
+    }
+    let per_row = spec.ow.div_ceil(lanes);
+    let mut top = g.a.create_label();
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    let mut j0 = 0;
+    while j0 < per_row {
+        let n = shifted_step(&spec.taps, j0, MAX_STEP.min(per_row - j0), regs);
+        shifted_taps(&mut g, &spec.taps, j0, n, None)?;
+        let eregs = EpilogueRegs::load(&mut g, e, n, rcx)?;
+        for u in 0..n {
+            let j = j0 + u;
+            let valid = (spec.ow - j * lanes).min(lanes);
+            let p = Piece { lo: 0, hi: valid, at: 0 };
+            let off = (j * lanes) as isize;
+            let res = if e.residual { Some(at(r8, off)?) } else { None };
+            eregs.apply(&mut g, e, u, res, p)?;
+            if valid == lanes {
+                g.store(at(rdx, off)?, u)?;
+            } else {
+                g.store_lanes(at(rdx, off)?, u, p, eregs.mask())?;
             }
         }
         j0 += n;
