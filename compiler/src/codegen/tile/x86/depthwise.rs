@@ -443,28 +443,10 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
                 }
             }
         }
-        for u in 0..n {
-            let j = j0 + u;
-            let valid = (spec.ow - j * lanes).min(lanes);
-            let p = Piece { lo: 0, hi: valid, at: 0 };
-            let off = (j * lanes) as isize;
-            let res = if e.residual { Some(at(r8, off)?) } else { None };
-            regs.apply(&mut g, e, u, res, p)?;
-            if valid == lanes {
-                g.store(at(rdx, off)?, u)?;
-            } else {
-                g.store_lanes(at(rdx, off)?, u, p, regs.mask())?;
-            }
-        }
+        finish_row_vectors(&mut g, spec, &regs, j0, n)?;
         j0 += n;
     }
-    g.advance(rdi, spec.wq)?;
-    g.advance(rdx, spec.ow)?;
-    if e.residual {
-        g.advance(r8, spec.ow)?;
-    }
-    g.a.dec(r11d).map_err(asm_err)?;
-    g.a.jnz(top).map_err(asm_err)?;
+    next_row(&mut g, spec, top)?;
     g.finish()
 }
 
@@ -738,27 +720,47 @@ fn rows_shifted(mut g: Gen, spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, Codegen
         let n = shifted_step(&spec.taps, j0, MAX_STEP.min(per_row - j0), regs);
         shifted_taps(&mut g, &spec.taps, j0, n, None)?;
         let eregs = EpilogueRegs::load(&mut g, e, n, rcx)?;
-        for u in 0..n {
-            let j = j0 + u;
-            let valid = (spec.ow - j * lanes).min(lanes);
-            let p = Piece { lo: 0, hi: valid, at: 0 };
-            let off = (j * lanes) as isize;
-            let res = if e.residual { Some(at(r8, off)?) } else { None };
-            eregs.apply(&mut g, e, u, res, p)?;
-            if valid == lanes {
-                g.store(at(rdx, off)?, u)?;
-            } else {
-                g.store_lanes(at(rdx, off)?, u, p, eregs.mask())?;
-            }
-        }
+        finish_row_vectors(&mut g, spec, &eregs, j0, n)?;
         j0 += n;
     }
+    next_row(&mut g, spec, top)?;
+    g.finish()
+}
+
+/// The epilogue and the store of an output row's vectors `j0..j0 + n` (in accumulators `0..n`),
+/// the row's last vector masked at its end.
+fn finish_row_vectors(
+    g: &mut Gen,
+    spec: &DepthwiseRowsSpec,
+    regs: &EpilogueRegs,
+    j0: usize,
+    n: usize,
+) -> Result<(), CodegenError> {
+    let (lanes, e) = (spec.isa.lanes(), &spec.epilogue);
+    for u in 0..n {
+        let j = j0 + u;
+        let valid = (spec.ow - j * lanes).min(lanes);
+        let p = Piece { lo: 0, hi: valid, at: 0 };
+        let off = (j * lanes) as isize;
+        let res = if e.residual { Some(at(r8, off)?) } else { None };
+        regs.apply(g, e, u, res, p)?;
+        if valid == lanes {
+            g.store(at(rdx, off)?, u)?;
+        } else {
+            g.store_lanes(at(rdx, off)?, u, p, regs.mask())?;
+        }
+    }
+    Ok(())
+}
+
+/// The row routines' step to the next output row: source, output (and residual) pointers one row
+/// on, and back to `top` while r11 counts rows down.
+fn next_row(g: &mut Gen, spec: &DepthwiseRowsSpec, top: CodeLabel) -> Result<(), CodegenError> {
     g.advance(rdi, spec.wq)?;
     g.advance(rdx, spec.ow)?;
-    if e.residual {
+    if spec.epilogue.residual {
         g.advance(r8, spec.ow)?;
     }
     g.a.dec(r11d).map_err(asm_err)?;
-    g.a.jnz(top).map_err(asm_err)?;
-    g.finish()
+    g.a.jnz(top).map_err(asm_err)
 }
