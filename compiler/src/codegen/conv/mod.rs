@@ -138,14 +138,14 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
     // What the scratch holds: the caller's memo when it passes one (a previous call of this kernel
     // on this thread; see `KernelArgs::setup`), read before the first item and given back after
     // each. (Inside the item loop: the entry block must jump straight to it, see `bounds`.)
-    let keeps_setup = plan.path != ConvPath::Direct1x1;
-    let has_memo = cx.b.ins().icmp_imm_s(IntCC::NotEqual, cx.setup, 0);
+    let has_memo =
+        (plan.path != ConvPath::Direct1x1).then(|| cx.b.ins().icmp_imm_s(IntCC::NotEqual, cx.setup, 0));
     let begin = cx.begin;
     // Some outputs may be stored non-temporally: weakly ordered, so fence them before returning
     // (the caller then signals completion to the threads that read them).
     let streams = plan.stream_from.is_some();
     cx.for_items(|cx, item| {
-        if keeps_setup {
+        if let Some(has_memo) = has_memo {
             let first = cx.b.ins().icmp(IntCC::Equal, item, begin);
             let recall = cx.b.ins().band(first, has_memo);
             cx.if_then(recall, |cx| {
@@ -161,7 +161,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
             ConvPath::ChanVec => chanvec::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::Depthwise => depthwise::item(cx, tiles, spec, plan, ops, n, r, filled),
         }
-        if keeps_setup {
+        if let Some(has_memo) = has_memo {
             cx.if_then(has_memo, |cx| {
                 let last = cx.b.use_var(filled);
                 cx.b.ins().store(mem(), last, cx.setup, 0);

@@ -1108,7 +1108,7 @@ fn gemm_1x1_streamed_outputs() {
                     }
                     let out_slice = &mut out.as_mut_slice()[offset..];
                     let res_ptr = if in_place { out_slice.as_ptr() } else { res.as_ptr() };
-                    call_in_two_ranges(&k, n, vec![x.as_ptr(), res_ptr], &[&packed], out_slice);
+                    call_in_chunks(&k, n, vec![x.as_ptr(), res_ptr], &[&packed], out_slice);
                     let what = format!("{isa} {cin}->{cout} n={n} offset {offset} in place {in_place}");
                     assert_close_scaled(&what, &out.as_slice()[offset..], &want, &mag, 1.0);
                 }

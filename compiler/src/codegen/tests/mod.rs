@@ -82,7 +82,7 @@ pub(super) fn run(
 ) -> Vec<f32> {
     let ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
     let mut out = vec![f32::from_bits(0x7fc0_1234); out_len];
-    call_in_two_ranges(k, n, ins, weights, &mut out);
+    call_in_chunks(k, n, ins, weights, &mut out);
     out
 }
 
@@ -100,14 +100,15 @@ pub(super) fn run_in_place(
     let mut out = init;
     let mut ins: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
     ins[alias] = out.as_ptr();
-    call_in_two_ranges(k, n, ins, weights, &mut out);
+    call_in_chunks(k, n, ins, weights, &mut out);
     out
 }
 
-/// Calls kernel 0 of `k` over a batch of `n` into `out`, its items split into two ranges run one
-/// after the other (as two threads would split them), with a NaN-filled scratch. An input may point
+/// Calls kernel 0 of `k` over a batch of `n` into `out` in chunks run one after the other, with a
+/// NaN-filled scratch: about the first half of the items in one call without a set-up memo, then
+/// the rest item by item sharing one (as an executor's thread runs its claims). An input may point
 /// into `out` (an in-place run).
-pub(super) fn call_in_two_ranges(
+pub(super) fn call_in_chunks(
     k: &CompiledKernels,
     n: usize,
     ins: Vec<*const f32>,

@@ -399,6 +399,9 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
     if taps == 0 || spec.rows == 0 || spec.ow == 0 {
         return Err(CodegenError::Unsupported("an empty depthwise stencil".into()));
     }
+    if spec.shifted {
+        return rows_shifted(g, spec);
+    }
     // Registers: accumulators 0..step, then the epilogue's ([`EpilogueRegs`]), then the weights or
     // one broadcast temporary.
     let e = &spec.epilogue;
@@ -407,19 +410,13 @@ pub fn assemble_rows(spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, CodegenError> 
     let in_regs = MAX_STEP.min(per_row) + fixed + taps <= regs;
     let step = if in_regs { MAX_STEP.min(per_row) } else { MAX_STEP.min(per_row).min(regs - fixed - 1) };
     let w0 = step + fixed;
-    if spec.shifted {
-        return rows_shifted(g, spec);
-    }
     let regs = EpilogueRegs::load(&mut g, e, step, rcx)?;
     if in_regs {
         for tap in 0..taps {
             g.broadcast(w0 + tap, at(rsi, tap as isize)?)?;
         }
     }
-    let mut top = g.a.create_label();
-    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
-    g.a.set_label(&mut top).map_err(asm_err)?;
-    g.k1 = None;
+    let top = row_loop_top(&mut g, spec)?;
     let mut j0 = 0;
     while j0 < per_row {
         let n = step.min(per_row - j0);
@@ -711,10 +708,7 @@ fn rows_shifted(mut g: Gen, spec: &DepthwiseRowsSpec) -> Result<Vec<u8>, Codegen
         return Err(CodegenError::Unsupported("shifted depthwise rows off AVX-512 or unaligned".into()));
     }
     let per_row = spec.ow.div_ceil(lanes);
-    let mut top = g.a.create_label();
-    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
-    g.a.set_label(&mut top).map_err(asm_err)?;
-    g.k1 = None;
+    let top = row_loop_top(&mut g, spec)?;
     let mut j0 = 0;
     while j0 < per_row {
         let n = shifted_step(&spec.taps, j0, MAX_STEP.min(per_row - j0), regs);
@@ -751,6 +745,16 @@ fn finish_row_vectors(
         }
     }
     Ok(())
+}
+
+/// The head of the row routines' loop over output rows (r11 counts them down; each row starts
+/// with no lane mask known in k1): the label [`next_row`] jumps back to.
+fn row_loop_top(g: &mut Gen, spec: &DepthwiseRowsSpec) -> Result<CodeLabel, CodegenError> {
+    let mut top = g.a.create_label();
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
+    g.a.set_label(&mut top).map_err(asm_err)?;
+    g.k1 = None;
+    Ok(top)
 }
 
 /// The row routines' step to the next output row: source, output (and residual) pointers one row
