@@ -38,7 +38,7 @@ pub mod winograd;
 use super::{Axis, ChanVec, Piece, RowsA, Tap, TileOut, TileSpec};
 use crate::codegen::eltwise::EXP_MIN;
 use crate::codegen::isa::Isa;
-use crate::codegen::softmax::{EXP_BIAS, EXP_LO, EXP_TAYLOR, NEG_LN2_HI, NEG_LN2_LO};
+use crate::codegen::softmax::{EXP_BIAS, EXP_LO, EXP_POLY, NEG_LN2_HI, NEG_LN2_LO};
 use crate::codegen::CodegenError;
 use crate::ir::Activation;
 use iced_x86::code_asm::*;
@@ -514,10 +514,10 @@ impl Gen {
         self.fma231(a, n, hi)?;
         let lo = self.bconst(NEG_LN2_LO);
         self.fma231(a, n, lo)?;
-        let c0 = self.bconst(EXP_TAYLOR[0] as f32);
+        let c0 = self.bconst(EXP_POLY[0]);
         self.load_src(p, c0)?;
-        for &c in &EXP_TAYLOR[1..] {
-            let c = self.bconst(c as f32);
+        for &c in &EXP_POLY[1..] {
+            let c = self.bconst(c);
             self.fma213(p, a, c)?;
         }
         Ok(())
