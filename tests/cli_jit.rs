@@ -47,6 +47,58 @@ fn a_bundle_runs_without_weights_and_matches_the_net_file_and_the_reference() {
     crate::common::assert_close("JIT vs reference", &j, &r);
 }
 
+/// A network whose squeeze-and-excitation product the optimiser folds into the next 1x1
+/// convolution (`channel_scale`) is written as format version 3, which earlier netc versions
+/// refuse instead of misreading; one without such a convolution stays version 2. Both run here,
+/// the bundle computing what the .net file computes, and the reference agreeing.
+#[test]
+fn a_bundle_with_a_channel_scaled_convolution_is_format_version_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let se = "s = x |> global_avgpool |> conv(4, 1) @f1 |> silu |> conv(16, 1) @f2 |> sigmoid";
+    for (name, body, version) in [
+        ("scaled", "x * s |> conv(8, 1) @p |> global_avgpool |> flatten", 3),
+        ("product", "(x * s |> conv(8, 3, pad = 1) @p |> global_avgpool |> flatten, s |> flatten)", 2),
+    ] {
+        let net = path(&format!("{name}.net"));
+        std::fs::write(&net, format!("network {name}(x: [16, 20, 20]) {{ {se} \n {body} }}")).unwrap();
+        let (weights, bundle) = (path(&format!("{name}.safetensors")), path(&format!("{name}.netc")));
+        ok(&["init", &net, "-o", &weights]);
+        ok(&["compile", &net, "--weights", &weights, "-o", &bundle]);
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(&["info", &bundle, "--format", "json"])).unwrap();
+        assert_eq!(info["format_version"], version, "{name}");
+        let x = path("x.npy");
+        netc_runtime::io::npy::write(
+            Path::new(&x),
+            &netc_runtime::tensor::Tensor::new(
+                vec![2, 16, 20, 20],
+                (0..12800).map(|i| (i % 97) as f32 / 97.0).collect(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let out = |what: &str| path(&format!("{name}.{what}.npy"));
+        ok(&["run", &bundle, "--input", &x, "--output", &out("bundle")]);
+        ok(&["run", &net, "--weights", &weights, "--input", &x, "--output", &out("jit")]);
+        ok(&[
+            "run",
+            &net,
+            "--weights",
+            &weights,
+            "--input",
+            &x,
+            "--backend",
+            "reference",
+            "--output",
+            &out("ref"),
+        ]);
+        let read = |what: &str| netc_runtime::io::npy::read(Path::new(&out(what))).unwrap();
+        assert_eq!(read("bundle").data, read("jit").data, "{name}: bundle and .net file");
+        crate::common::assert_close(name, &read("jit"), &read("ref"));
+    }
+}
+
 #[test]
 fn a_bundle_refuses_weights_and_the_reference_backend() {
     let dir = tempfile::tempdir().unwrap();

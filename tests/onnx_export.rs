@@ -127,7 +127,7 @@ fn exported_seed_models_run_under_onnx_runtime_as_netc_computes_them() {
 /// The ops of issue 14: activations (Clip, with one bound or two, Sigmoid, HardSigmoid, HardSwish, SiLU as x * Sigmoid),
 /// the squeeze-and-excitation product (a broadcasting Mul), chunk (Slice) and channel shuffle
 /// (Reshape, Transpose, Reshape); activations fused into convolutions (`--optimized`: separate
-/// nodes after the conv's chain); and MobileNetV2.
+/// nodes after the conv's chain); a channel scale fused into a 1x1 convolution; and MobileNetV2.
 #[test]
 fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
     if !onnx_runtime_available() {
@@ -159,6 +159,18 @@ fn exported_activations_products_chunks_and_shuffles_run_under_onnx_runtime() {
     )
     .unwrap();
     check_net("fused", &fused, dir.path());
+    // Squeeze-and-excitation's product fused into the 1x1 projection after it (`--optimized`: a Mul
+    // before the Conv).
+    let scaled = dir.path().join("scaled.net");
+    std::fs::write(
+        &scaled,
+        "network scaled(x: [8, 6, 6]) {
+           s = x |> global_avgpool |> conv(2, 1) @f1 |> silu |> conv(8, 1) @f2 |> sigmoid
+           x * s |> conv(4, 1) @p |> relu
+         }",
+    )
+    .unwrap();
+    check_net("scaled", &scaled, dir.path());
     check_model("mobilenet_v2", dir.path());
 }
 

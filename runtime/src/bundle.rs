@@ -6,7 +6,7 @@
 //! | offset | size | content |
 //! |---|---|---|
 //! | 0 | 8 | magic `NETCBNDL` |
-//! | 8 | 4 | format version ([`FORMAT_VERSION`]) |
+//! | 8 | 4 | format version ([`OLDEST_VERSION`]..=[`FORMAT_VERSION`]) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | manifest length M |
 //! | 24 | 8 | data length D |
@@ -34,14 +34,27 @@ pub use inspect::{inspect, Inspection};
 use memmap2::Mmap;
 use netc_compiler::codegen::{AlignedF32, Isa};
 use netc_compiler::ir::serial::SerialGraph;
+use netc_compiler::ir::Op;
 use netc_compiler::lower::{Program, PACKED_LAYOUT};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"NETCBNDL";
-/// Version 2: ISA-independent packed layouts (conv panels of 12 channels), the step table.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format version, which this netc writes and reads.
+/// - Version 2: ISA-independent packed layouts (conv panels of 12 channels), the step table.
+/// - Version 3: fused convolutions may scale their input by run-time channel factors
+///   (`FusedConv::channel_scale`), a field a version-2 reader would ignore, computing something
+///   else. A program without such a convolution is still written as version 2, so earlier netc
+///   versions keep reading it.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this netc reads.
+pub const OLDEST_VERSION: u32 = 2;
+
+/// Whether this netc reads bundles of format `version`.
+pub fn reads_version(version: u32) -> bool {
+    (OLDEST_VERSION..=FORMAT_VERSION).contains(&version)
+}
 const HEADER: usize = 64;
 const ALIGN: usize = 64;
 
@@ -54,7 +67,7 @@ pub enum BundleError {
     Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: not a netc bundle (bad magic bytes)")]
     BadMagic { path: PathBuf },
-    #[error("{path}: bundle format version {found}, but this netc reads version {FORMAT_VERSION}; recompile it with `netc compile`")]
+    #[error("{path}: bundle format version {found}, but this netc reads versions {OLDEST_VERSION} to {FORMAT_VERSION}; recompile it with `netc compile`")]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: truncated: the header promises {expected} bytes, the file has {found}")]
     Truncated { path: PathBuf, expected: u64, found: u64 },
@@ -72,10 +85,21 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// Writes a bundle atomically (a temporary file in the same directory, renamed when complete).
-/// `manifest` is any JSON object; the blob table is added to it under `"blobs"`.
+/// Writes a bundle of the newest format version atomically (a temporary file in the same
+/// directory, renamed when complete). `manifest` is any JSON object; the blob table is added to it
+/// under `"blobs"`.
 pub fn write(
     path: &Path,
+    manifest: serde_json::Value,
+    blobs: &[(String, &[f32])],
+) -> Result<(), BundleError> {
+    write_version(path, FORMAT_VERSION, manifest, blobs)
+}
+
+/// [`write`] with the format version `version` in the header.
+fn write_version(
+    path: &Path,
+    version: u32,
     mut manifest: serde_json::Value,
     blobs: &[(String, &[f32])],
 ) -> Result<(), BundleError> {
@@ -102,7 +126,7 @@ pub fn write(
     body.resize(round_up(manifest.len()) + data_len, 0);
     let mut header = [0u8; HEADER];
     header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     header[16..24].copy_from_slice(&(manifest.len() as u64).to_le_bytes());
     header[24..32].copy_from_slice(&(data_len as u64).to_le_bytes());
     header[32..40].copy_from_slice(&u64::from(crc32fast::hash(&body)).to_le_bytes());
@@ -195,7 +219,9 @@ pub fn write_program_with(
             blobs.push((blob_name(k, j), b.as_slice()));
         }
     }
-    write(path, manifest, &blobs)
+    // The oldest version that has every feature the graph uses.
+    let scales = graph.node_ids().any(|id| matches!(&graph.node(id).op, Op::FusedConv(f) if f.channel_scale));
+    write_version(path, if scales { 3 } else { 2 }, manifest, &blobs)
 }
 
 /// An opened, verified bundle.
@@ -259,7 +285,7 @@ impl Bundle {
         let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes"));
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !reads_version(version) {
             return Err(BundleError::Version { path: err_path(), found: version });
         }
         // Reserved bytes (and the checksum's upper half) are zero in every bundle this version
@@ -506,6 +532,12 @@ mod tests {
         std::fs::write(&path, &v1).unwrap();
         let err = Bundle::open(&path).err().unwrap();
         assert!(err.to_string().contains("format version 1"), "{err}");
+        // A newer format than this netc knows.
+        let mut newer = bytes.clone();
+        newer[8] = (FORMAT_VERSION + 1) as u8;
+        std::fs::write(&path, &newer).unwrap();
+        let err = Bundle::open(&path).err().unwrap();
+        assert!(err.to_string().contains(&format!("format version {}", FORMAT_VERSION + 1)), "{err}");
         std::fs::write(&path, b"PK\x03\x04 not a bundle at all, just some other file....................")
             .unwrap();
         assert!(matches!(Bundle::open(&path), Err(BundleError::BadMagic { .. })));

@@ -4,7 +4,7 @@ use anyhow::bail;
 use netc_compiler::codegen::conv::{default_tile, ConvPath};
 use netc_compiler::codegen::Isa;
 use netc_compiler::lower::PACKED_LAYOUT;
-use netc_runtime::bundle::{self, Bundle, Inspection, FORMAT_VERSION};
+use netc_runtime::bundle::{self, Bundle, Inspection, FORMAT_VERSION, OLDEST_VERSION};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -48,7 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let inspection = bundle::inspect(path)?;
-    let intact = inspection.version == FORMAT_VERSION && inspection.length_ok() && inspection.checksum_ok();
+    let intact =
+        bundle::reads_version(inspection.version) && inspection.length_ok() && inspection.checksum_ok();
     // The program is rebuilt only from an intact bundle; its failure is reported, not fatal.
     let program = intact.then(|| Bundle::open(path).and_then(|b| b.program()));
     let info = describe(path, &inspection, program.as_ref().and_then(|p| p.as_ref().ok()));
@@ -60,9 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Err(e)) = program {
         return Err(e.into());
     }
-    if inspection.version != FORMAT_VERSION {
+    if !bundle::reads_version(inspection.version) {
         bail!(
-            "{}: bundle format version {}, but this netc reads version {FORMAT_VERSION}; recompile it with `netc compile`",
+            "{}: bundle format version {}, but this netc reads versions {OLDEST_VERSION} to {FORMAT_VERSION}; recompile it with `netc compile`",
             path.display(),
             inspection.version
         );
@@ -93,6 +94,7 @@ fn describe(path: &Path, ins: &Inspection, program: Option<&netc_compiler::lower
         "path": path.display().to_string(),
         "format_version": ins.version,
         "reads_version": FORMAT_VERSION,
+        "reads_oldest_version": OLDEST_VERSION,
         "netc_version": manifest["netc_version"],
         "model": manifest["model"],
         "checksum": {
@@ -145,10 +147,15 @@ fn or_unknown(value: &Value) -> String {
 fn text(info: &Value) -> String {
     let mut lines: Vec<(&str, String)> = Vec::new();
     let version = info["format_version"].as_u64().unwrap_or(0);
-    let reads = info["reads_version"].as_u64().unwrap_or(0);
+    let newest = info["reads_version"].as_u64().unwrap_or(0);
+    let oldest = info["reads_oldest_version"].as_u64().unwrap_or(newest);
     lines.push((
         "format version",
-        if version == reads { format!("{version}") } else { format!("{version} (this netc reads {reads})") },
+        if (oldest..=newest).contains(&version) {
+            format!("{version}")
+        } else {
+            format!("{version} (this netc reads {oldest} to {newest})")
+        },
     ));
     lines.push(("written by", format!("netc {}", or_unknown(&info["netc_version"]))));
     let checksum = &info["checksum"];

@@ -405,7 +405,8 @@ impl Builder<'_, '_> {
         self.push("Slice", out, vec![x.to_string(), starts, ends, axes], out, vec![]);
     }
 
-    /// A fused convolution as the chain it computes: prologue affine (+ ReLU), `Conv`, affine,
+    /// A fused convolution as the chain it computes: prologue affine (+ ReLU) or channel scale
+    /// (`Mul` by the `[C, 1, 1]` factors), `Conv`, affine,
     /// residual `Add`, post-affine, ReLU (of all channels, or of the first `n` by slicing).
     fn fused_conv(
         &mut self,
@@ -426,6 +427,14 @@ impl Builder<'_, '_> {
                 self.push("Relu", &r, vec![x], &r, vec![]);
                 x = r;
             }
+        }
+        if f.channel_scale {
+            let scaled = format!("{name}/channel_scale");
+            let factors = xs
+                .get(f.scale_port())
+                .ok_or_else(|| Self::unsupported(node, "a channel-scaled conv without its factors"))?;
+            self.push("Mul", &scaled, vec![x, factors.clone()], &scaled, vec![]);
+            x = scaled;
         }
         if matches!(f.kind, ConvKind::Winograd(_)) && c.kernel != [3, 3] {
             return Err(Self::unsupported(node, "a Winograd layer whose kernel is not 3x3"));

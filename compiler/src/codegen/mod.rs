@@ -150,7 +150,8 @@ impl KernelSpec {
                 input: chw(inputs[0])?,
                 in_stride: in_strides[0],
                 out_stride,
-                res_stride: in_strides.get(1).copied().unwrap_or(0),
+                res_stride: if f.residual { in_strides[1] } else { 0 },
+                scale_stride: if f.channel_scale { in_strides[f.scale_port()] } else { 0 },
                 tile: None,
                 order: None,
                 stream_bytes: None,
@@ -324,6 +325,9 @@ impl KernelSpec {
                 if s.op.residual {
                     inputs.push((out, s.res_stride));
                 }
+                if s.op.channel_scale {
+                    inputs.push((s.op.conv.in_channels, s.scale_stride));
+                }
                 (inputs, (out, s.out_stride))
             }
             KernelSpec::Linear(s) => {
@@ -346,7 +350,7 @@ impl KernelSpec {
     /// Number of input pointers the kernel reads.
     pub fn input_count(&self) -> usize {
         match self {
-            KernelSpec::Conv(s) => 1 + s.op.residual as usize,
+            KernelSpec::Conv(s) => 1 + s.op.residual as usize + s.op.channel_scale as usize,
             KernelSpec::Eltwise(s) => s.input_count(),
             _ => 1,
         }

@@ -173,6 +173,7 @@ mod tests {
             post_affine: false,
             relu: Relu::None,
             activation: None,
+            channel_scale: false,
         };
         KernelSpec::Conv(ConvSpec::contiguous(op, [8, 16, 16]).unwrap())
     }

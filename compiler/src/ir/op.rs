@@ -125,7 +125,8 @@ pub enum Relu {
 
 /// A convolution with the elementwise work around it fused in, in this order:
 /// `x' = relu?(x * pre_scale + pre_shift)` per input channel (the prologue, 1x1 unpadded convs only),
-/// `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
+/// or `x' = x * factor` with a per-sample factor per input channel read from the last input
+/// (`channel_scale`: squeeze-and-excitation's scale; `Gemm1x1` only), `y = conv(x') + bias`, `y = y * scale + shift` (affine), `y = y + residual` (input 1),
 /// `y = y * post_scale + post_shift` (post-affine), `y = relu(y)` on the channels `relu` names,
 /// `y = activation(y)` on every channel.
 ///
@@ -149,6 +150,12 @@ pub struct FusedConv {
     /// bundles written before it existed, which therefore load with `None`.
     #[serde(default)]
     pub activation: Option<Activation>,
+    /// The input is scaled per channel by a factor computed at run time: the last input, of shape
+    /// `[Cin, 1, 1]` per sample (`fuse-channel-scale`). Written only when set, so a bundle without
+    /// it reads in an earlier netc; a bundle with it has format version 3, which an earlier netc
+    /// refuses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub channel_scale: bool,
 }
 
 impl FusedConv {
@@ -189,7 +196,13 @@ impl FusedConv {
             post_affine: false,
             relu: Relu::All,
             activation: None,
+            channel_scale: false,
         }
+    }
+
+    /// Input port of the `channel_scale` factors (after the residual, if any).
+    pub fn scale_port(&self) -> usize {
+        1 + self.residual as usize
     }
 }
 
@@ -404,6 +417,9 @@ impl Op {
                         parts.push("relu");
                     }
                 }
+                if f.channel_scale {
+                    parts.push("scale");
+                }
                 parts.push(self.name());
                 if f.conv.bias {
                     parts.push("bias");
@@ -446,7 +462,7 @@ impl Op {
             Op::Input => Arity::Exactly(0),
             Op::Add | Op::Mul => Arity::Exactly(2),
             Op::Concat(_) => Arity::AtLeast(1),
-            Op::FusedConv(f) if f.residual => Arity::Exactly(2),
+            Op::FusedConv(f) => Arity::Exactly(1 + f.residual as usize + f.channel_scale as usize),
             _ => Arity::Exactly(1),
         }
     }
@@ -860,6 +876,15 @@ fn fused_conv_shape(name: &'static str, f: &FusedConv, inputs: &[&Shape]) -> Res
     }
     if f.residual && inputs[1] != &out {
         return Err(ShapeError::AddMismatch { left: out, right: inputs[1].clone() });
+    }
+    if f.channel_scale {
+        if f.kind != ConvKind::Gemm1x1 || f.prologue.is_some() {
+            return Err(invalid(name, "a channel scale needs a stride-1 1x1 GEMM without a prologue"));
+        }
+        let factors = inputs[f.scale_port()];
+        if factors.as_chw() != Some((c.in_channels, 1, 1)) {
+            return Err(ShapeError::MulMismatch { left: inputs[0].clone(), right: factors.clone() });
+        }
     }
     Ok(out)
 }

@@ -46,6 +46,7 @@ impl Pass for FuseEpilogue {
                     post_affine: false,
                     relu: Relu::None,
                     activation: None,
+                    channel_scale: false,
                 }),
                 Op::Linear(l) => Op::FusedLinear(FusedLinear { linear: l.clone(), relu: false }),
                 _ => continue,
@@ -107,7 +108,9 @@ fn absorb_reader(graph: &mut Graph, id: NodeId, position: &HashMap<NodeId, usize
                 f.relu = Relu::All;
             }
         }
-        (Op::FusedConv(f), Op::Add) if !f.residual && !f.post_affine && f.relu == Relu::None => {
+        (Op::FusedConv(f), Op::Add)
+            if !f.residual && !f.channel_scale && !f.post_affine && f.relu == Relu::None =>
+        {
             let operands = graph.inputs(reader);
             let other = if operands[0] == out { operands[1] } else { operands[0] };
             let later = |v: crate::ir::ValueId| position.get(&v.producer()).copied().unwrap_or(usize::MAX);

@@ -34,6 +34,7 @@ pub fn legalize(graph: &mut Graph) {
                     post_affine: false,
                     relu: Relu::None,
                     activation: None,
+                    channel_scale: false,
                 });
             }
             Op::Linear(linear) => node.op = Op::FusedLinear(FusedLinear { linear, relu: false }),

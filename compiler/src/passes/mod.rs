@@ -10,6 +10,7 @@ mod dead_code;
 mod depthwise;
 mod fold_batchnorm;
 mod fuse_activation;
+mod fuse_channel_scale;
 mod fuse_epilogue;
 mod fuse_prologue;
 mod gemm_1x1;
@@ -53,6 +54,7 @@ pub static PIPELINE: &[&dyn Pass] = &[
     &merge_consecutive_1x1::MergeConsecutive1x1,
     &merge_siblings_1x1::MergeSiblings1x1,
     &chanvec::ChanVec,
+    &fuse_channel_scale::FuseChannelScale,
     &fuse_activation::FuseActivation,
     &concat_in_place::ConcatInPlace,
 ];

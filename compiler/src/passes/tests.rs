@@ -301,3 +301,53 @@ fn an_activation_whose_conv_output_is_read_elsewhere_stays_separate() {
         run("network n(x: [3, 8, 8]) { x |> conv(4, 3, pad = 1) @c |> relu6 |> sigmoid }", WITH_ACTIVATIONS);
     assert_eq!(labels(&g), ["input", "conv+bias+relu6", "sigmoid"]);
 }
+
+const WITH_CHANNEL_SCALE: &[&str] = &[
+    "dead-code",
+    "fold-batchnorm",
+    "fuse-epilogue",
+    "gemm-1x1",
+    "chanvec",
+    "fuse-channel-scale",
+    "fuse-activation",
+];
+
+/// Squeeze-and-excitation (as EfficientNet writes it): the squeeze is read by the excitation's
+/// 1x1 convolutions, the product `x * s` by the projection, which takes `x` and `s` and scales its
+/// weights instead.
+#[test]
+fn a_channel_scale_feeding_a_1x1_gemm_moves_into_it() {
+    let g = run(
+        "network n(x: [24, 28, 28]) {
+           s = x |> global_avgpool |> conv(6, 1) @fc1 |> silu |> conv(24, 1) @fc2 |> sigmoid
+           x * s |> conv(40, 1) @project
+         }",
+        WITH_CHANNEL_SCALE,
+    );
+    assert!(!labels(&g).contains(&"mul".to_string()), "{:?}", labels(&g));
+    let project = g.find("project").unwrap();
+    assert_eq!(g.node(project).op.label(), "scale+gemm1x1+bias");
+    let inputs = g.inputs(project);
+    assert_eq!(inputs[0], g.inputs[0]);
+    assert_eq!(inputs[1], g.find("fc2").unwrap().value());
+}
+
+/// The product stays when something else reads it, when a padded or channels-in-lanes convolution
+/// reads it (a 7x7 plane with 512 output channels goes to `chanvec`, which keeps the product), or
+/// when the factors are a whole feature map.
+#[test]
+fn a_channel_scale_stays_where_a_reader_cannot_take_it() {
+    let se = "s = x |> global_avgpool |> conv(4, 1) @fc1 |> relu |> conv(x.c, 1) @fc2 |> sigmoid";
+    for (body, why) in [
+        ("y = x * s \n (y |> conv(16, 1) @c, y)", "the product is also an output"),
+        ("x * s |> conv(16, 3, pad = 1) @c", "a padded 3x3 convolution"),
+        ("(x * x |> conv(16, 1) @c, s)", "an elementwise square, not a channel scale"),
+    ] {
+        let g = run(&format!("network n(x: [32, 14, 14]) {{ {se} \n {body} }}"), WITH_CHANNEL_SCALE);
+        assert!(labels(&g).contains(&"mul".to_string()), "{why}: {:?}", labels(&g));
+    }
+    let g =
+        run(&format!("network n(x: [512, 7, 7]) {{ {se} \n x * s |> conv(512, 1) @c }}"), WITH_CHANNEL_SCALE);
+    assert_eq!(g.node(g.find("c").unwrap()).op.label(), "chanvec+bias");
+    assert!(labels(&g).contains(&"mul".to_string()));
+}

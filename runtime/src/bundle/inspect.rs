@@ -9,7 +9,7 @@ use std::path::Path;
 /// What a bundle's header says and whether its contents agree with it.
 #[derive(Debug, Clone)]
 pub struct Inspection {
-    /// The format version in the header (this netc reads [`super::FORMAT_VERSION`]).
+    /// The format version in the header (this netc reads [`super::OLDEST_VERSION`] to [`super::FORMAT_VERSION`]).
     pub version: u32,
     /// The file's length in bytes.
     pub file_bytes: u64,

@@ -270,6 +270,7 @@ fn eval(node: &Node, xs: &[&Tensor], weights: &BoundWeights, options: &Options) 
             let (ci, co) = (p.in_channels, p.out_channels);
             let per_out = ci / p.groups * p.kernel[0] * p.kernel[1];
             let input = match f.prologue {
+                None if f.channel_scale => Cow::Owned(eltwise::mul(xs[0], xs[f.scale_port()])),
                 None => Cow::Borrowed(xs[0]),
                 Some(relu) => {
                     let mut x = xs[0].clone();

@@ -8,6 +8,7 @@ use crate::codegen::tile::{KLoop, Tiles};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
 
 /// The prologue applied while packing: `x * pre_scale[ci] + pre_shift[ci]`, then ReLU.
 #[derive(Clone, Copy)]
@@ -19,6 +20,8 @@ struct Prologue {
 }
 
 /// One item of the direct 1x1 path: (sample, chunk of row tiles, block of column tiles).
+/// `filled` holds the sample whose channel-scaled weights the scratch keeps (`channel_scale`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn item(
     cx: &mut KernelCx,
     tiles: &mut Tiles,
@@ -27,6 +30,7 @@ pub(super) fn item(
     ops: Operands,
     n: Value,
     r: Value,
+    filled: Variable,
 ) {
     let [_, oh, ow] = plan.out;
     let p_total = oh * ow;
@@ -65,6 +69,22 @@ pub(super) fn item(
     let chunk_row0 = cx.b.ins().imul_imm_s(chunk, (plan.tiles_per_chunk * plan.mt) as i64);
     let g = cx.ic(0);
     let relu = spec.op.relu;
+    // A: the packed weight panels, or with a channel scale their copy scaled by this sample's
+    // factors, made once per sample and thread (see [`scale_panels`]).
+    let a_base = match (plan.scaled_a, ops.scale) {
+        (Some(at), Some(scale)) => {
+            let copy = cx.add_floats(cx.scratch, at);
+            let last = cx.b.use_var(filled);
+            let stale = cx.b.ins().icmp(IntCC::NotEqual, n, last);
+            cx.if_then(stale, |cx| {
+                let factors = cx.offset(scale, n, spec.scale_stride);
+                scale_panels(cx, ops.packed, copy, factors, plan.layout.ppg, cin);
+                cx.b.def_var(filled, n);
+            });
+            copy
+        }
+        _ => ops.packed,
+    };
     let pre = plan.layout.pre.map(|at| {
         let scale = cx.add_floats(ops.packed, at);
         Prologue { scale, cin, relu: spec.op.prologue == Some(true) }
@@ -103,7 +123,7 @@ pub(super) fn item(
                     pack_b_tile_strided(cx, src, plane_in, b_tile, nr, rows, col, cols_valid, sub, pre);
                 }
             }
-            for_row_tiles(cx, plan, ops.packed, relu, g, chunk, &mut |cx, rt| {
+            for_row_tiles(cx, plan, a_base, relu, g, chunk, &mut |cx, rt| {
                 let rel = cx.b.ins().isub(rt.co, chunk_row0);
                 let part = cx.offset(partials, rel, nr);
                 let kpart =
@@ -145,6 +165,34 @@ pub(super) fn item(
             col_body(cx, col, tail_cols.div_ceil(plan.lanes), (tail_cols - 1) % plan.lanes + 1);
         });
     }
+}
+
+/// Squeeze-and-excitation's scale folded into the weights: `conv(x * f) = conv'(x)` with
+/// `W'[co][ci] = W[co][ci] * f[ci]` (a 1x1 convolution sums `W[co][ci] * x[ci][p] * f[ci]` over
+/// `ci`; the bias and epilogue are after the sum and unchanged). Copies the `panels` packed panels
+/// (`Cin` rows of [`PANEL_ROWS`] channels each, row `ci` scaled by `factors[ci]`) from `packed` to
+/// `dst`, so the tiles read A from there exactly as from the packed weights (and B in place as
+/// before). `Cout x Cin` multiplies per sample and thread against the layer's `Cout x Cin x
+/// pixels` multiply-adds, where scaling the input would cost `Cin x pixels` and a second pass over
+/// it. The sum is associated differently from `conv(x * f)` (`(W f) x` against `W (f x)`): the
+/// same rounding error bound.
+fn scale_panels(cx: &mut KernelCx, packed: Value, dst: Value, factors: Value, panels: usize, cin: usize) {
+    cx.for_count(cin, "channel factors", |cx, ci| {
+        let f = cx.offset(factors, ci, 1);
+        let f = cx.load_splat(f, 0);
+        let row = cx.b.ins().imul_imm_s(ci, PANEL_ROWS as i64);
+        let src = cx.offset(packed, row, 1);
+        let to = cx.offset(dst, row, 1);
+        cx.for_count(panels, "panels", |cx, p| {
+            let src = cx.offset(src, p, cin * PANEL_ROWS);
+            let to = cx.offset(to, p, cin * PANEL_ROWS);
+            for i in (0..PANEL_ROWS).step_by(LANES) {
+                let w = cx.load_v(src, i);
+                let w = cx.b.ins().fmul(w, f);
+                cx.store(w, to, i);
+            }
+        });
+    });
 }
 
 /// Whether this call stores its outputs non-temporally (an `i8`): the batch is at least `from`

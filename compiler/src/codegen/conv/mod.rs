@@ -79,6 +79,8 @@ pub struct ConvSpec {
     pub in_stride: usize,
     pub out_stride: usize,
     pub res_stride: usize,
+    /// Floats between samples of the `channel_scale` factors (0 without them).
+    pub scale_stride: usize,
     /// Register tile `(rows, vectors)` to use instead of the measured default (for tuning).
     pub tile: Option<(usize, usize)>,
     /// Loop order (`true`: column tiles outside row tiles) instead of the default (for tuning; the
@@ -92,12 +94,14 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A spec for contiguous values (strides equal to the per-sample sizes).
     pub fn contiguous(op: FusedConv, input: [usize; 3]) -> Result<ConvSpec, CodegenError> {
+        let scale_stride = if op.channel_scale { op.conv.in_channels } else { 0 };
         let mut spec = ConvSpec {
             op,
             input,
             in_stride: input.iter().product(),
             out_stride: 0,
             res_stride: 0,
+            scale_stride,
             tile: None,
             order: None,
             stream_bytes: None,
@@ -130,16 +134,17 @@ impl ConvSpec {
 pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: &ConvPlan) {
     let input = cx.ptr_at(cx.inputs, 0);
     let residual = spec.op.residual.then(|| cx.ptr_at(cx.inputs, 1));
+    let scale = spec.op.channel_scale.then(|| cx.ptr_at(cx.inputs, spec.op.scale_port()));
     let packed = cx.ptr_at(cx.weights, 0);
     let ips = plan.items_per_sample();
-    let ops = Operands { input, residual, packed };
+    let ops = Operands { input, residual, scale, packed };
     let none = cx.ic(-1);
     let filled = cx.var(I64, none);
     // What the scratch holds: the caller's memo when it passes one (a previous call of this kernel
     // on this thread; see `KernelArgs::setup`), read before the first item and given back after
     // each. (Inside the item loop: the entry block must jump straight to it, see `bounds`.)
-    let has_memo =
-        (plan.path != ConvPath::Direct1x1).then(|| cx.b.ins().icmp_imm_s(IntCC::NotEqual, cx.setup, 0));
+    let has_memo = (plan.path != ConvPath::Direct1x1 || spec.op.channel_scale)
+        .then(|| cx.b.ins().icmp_imm_s(IntCC::NotEqual, cx.setup, 0));
     let begin = cx.begin;
     // Some outputs may be stored non-temporally: weakly ordered, so fence them before returning
     // (the caller then signals completion to the threads that read them).
@@ -155,7 +160,7 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
         }
         let (n, r) = cx.divmod(item, ips);
         match plan.path {
-            ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r),
+            ConvPath::Direct1x1 => direct::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::RowPanel => rowpanel::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::Winograd(_) => winograd::item(cx, tiles, spec, plan, ops, n, r, filled),
             ConvPath::ChanVec => chanvec::item(cx, tiles, spec, plan, ops, n, r, filled),
@@ -178,6 +183,8 @@ pub(crate) fn emit(cx: &mut KernelCx, tiles: &mut Tiles, spec: &ConvSpec, plan: 
 struct Operands {
     input: Value,
     residual: Option<Value>,
+    /// The `channel_scale` factors.
+    scale: Option<Value>,
     packed: Value,
 }
 

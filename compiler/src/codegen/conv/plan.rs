@@ -126,6 +126,11 @@ impl ConvLayout {
                 "a depthwise kernel needs one channel per group, a square odd window, stride 1 or 2, padding k/2, no dilation and no prologue".into(),
             ));
         }
+        if op.channel_scale && (ConvPath::of(spec) != ConvPath::Direct1x1 || op.prologue.is_some()) {
+            return Err(CodegenError::Unsupported(
+                "a channel scale needs the 1x1 GEMM path and no prologue".into(),
+            ));
+        }
         if op.prologue.is_some() && (c.padding != [0, 0] || c.kernel != [1, 1] || g != 1) {
             return Err(CodegenError::Unsupported(
                 "a prologue needs an unpadded, ungrouped 1x1 convolution".into(),
@@ -323,6 +328,9 @@ pub struct ConvPlan {
     /// Direct path: whole column tiles read B in place from the input rows (not packed), with
     /// this many bytes of software prefetch ahead ([`crate::codegen::tile::KLoop::prefetch_b`]).
     pub b_in_place: Option<usize>,
+    /// Direct path with a `channel_scale`: where in the scratch (floats) the weight panels scaled
+    /// by the sample's channel factors are kept (see `direct`).
+    pub scaled_a: Option<usize>,
     /// The Winograd path's own geometry.
     pub winograd: Option<super::winograd::WinogradPlan>,
     /// The activation every kernel path applies last in its epilogue (from the op).
@@ -385,6 +393,7 @@ impl ConvPlan {
             kblocks: 1,
             stream_from: None,
             b_in_place: None,
+            scaled_a: None,
             winograd: None,
             chanvec: None,
             depthwise: None,
@@ -417,6 +426,7 @@ impl ConvPlan {
                     // One column tile ahead: the lines the next tile reads from each row.
                     plan.b_in_place = Some(nr * 4);
                 }
+
                 let plane = oh * ow;
                 let aligned = plane % lanes == 0 && spec.out_stride % lanes == 0;
                 if isa != Isa::Sse && aligned {
@@ -481,6 +491,12 @@ impl ConvPlan {
         plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, tpg);
         plan.tiles_per_chunk = tpg.div_ceil(plan.chunks);
         plan.chunks = tpg.div_ceil(plan.tiles_per_chunk);
+        if spec.op.channel_scale {
+            // After the B tile and the partial sums.
+            let nr = plan.nv * plan.lanes;
+            let partials = if plan.kblocks > 1 { plan.tiles_per_chunk * plan.mt * nr } else { 0 };
+            plan.scaled_a = Some((plan.kc * nr + partials).next_multiple_of(16));
+        }
         if matches!(plan.path, ConvPath::Winograd(_)) {
             super::winograd::finish(&mut plan);
         }
@@ -610,7 +626,9 @@ impl ConvPlan {
             ConvPath::Direct1x1 => {
                 let nr = self.nv * self.lanes;
                 let partials = if self.kblocks > 1 { self.tiles_per_chunk * self.mt * nr } else { 0 };
-                self.kc * nr + partials
+                let scaled =
+                    if self.scaled_a.is_some() { self.layout.ppg * self.layout.panel_stride() } else { 0 };
+                (self.kc * nr + partials).next_multiple_of(16) + scaled
             }
             ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
             ConvPath::Winograd(_) => self.winograd.as_ref().map_or(0, |w| w.floats),

@@ -5,12 +5,13 @@ use crate::codegen::{pack_conv_weights, ConvPlan, ConvSpec};
 use crate::ir::{Activation, Conv2d, ConvKind, FusedConv, Op, Relu};
 
 /// The fused convolution, straight from its definition, for a batch of `n`; returns
-/// `(value, magnitude)` per output element.
+/// `(value, magnitude)` per output element. `factors`: the `channel_scale` input.
 fn reference(
     spec: &ConvSpec,
     n: usize,
     x: &[f32],
     res: Option<&[f32]>,
+    factors: Option<&[f32]>,
     w: &[&[f32]],
 ) -> (Vec<f64>, Vec<f64>) {
     let op = &spec.op;
@@ -46,6 +47,9 @@ fn reference(
                                 }
                                 let mut v =
                                     x[s * spec.in_stride + (ci * h + iy as usize) * wd + ix as usize] as f64;
+                                if let Some(f) = factors {
+                                    v *= f[s * spec.scale_stride + ci] as f64;
+                                }
                                 if let Some((ps, pb, relu)) = pre {
                                     v = v * ps[ci] as f64 + pb[ci] as f64;
                                     if relu {
@@ -128,6 +132,7 @@ struct Case {
     relu: Relu,
     bias: bool,
     activation: Option<Activation>,
+    channel_scale: bool,
 }
 
 fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> Case {
@@ -153,6 +158,7 @@ fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: u
         relu: Relu::All,
         bias: true,
         activation: None,
+        channel_scale: false,
     }
 }
 
@@ -177,6 +183,7 @@ fn check(c: Case) {
         post_affine: c.post,
         relu: c.relu,
         activation: c.activation,
+        channel_scale: c.channel_scale,
     };
     let input = [c.cin, c.hw[0], c.hw[1]];
     let mut spec = ConvSpec::contiguous(op.clone(), input).unwrap();
@@ -185,6 +192,9 @@ fn check(c: Case) {
     spec.in_stride += 5;
     spec.out_stride += 3;
     spec.res_stride += 7;
+    if c.channel_scale {
+        spec.scale_stride += 2;
+    }
     let mut rng = Rng::new((c.cin * 1000 + c.cout * 10 + c.kernel) as u64);
     // The reference computes the plain convolution; a Winograd kernel packs the transformed
     // filter, computed from the same weights as the optimiser's symbolic transform does.
@@ -241,22 +251,32 @@ fn check_kernel(
     for n in [1, 3] {
         let x = rng.vec(n * spec.in_stride);
         let mut res = rng.vec(n * spec.res_stride);
+        // Factors of either sign, one sample's different from the next's.
+        let factors: Vec<f32> = rng.vec(n * spec.scale_stride).iter().map(|f| 1.5 * f).collect();
         let got = if in_place {
             // The gaps between samples of the shared buffer must stay as they were (the sentinel).
             for s in 0..n {
                 res[s * spec.out_stride + out_len..(s + 1) * spec.out_stride]
                     .fill(f32::from_bits(0x7fc0_1234));
             }
-            run_in_place(k, n, &[&x, &res], 1, &[packed], res.clone())
+            let mut inputs: Vec<&[f32]> = vec![&x, &res];
+            if c.channel_scale {
+                inputs.push(&factors);
+            }
+            run_in_place(k, n, &inputs, 1, &[packed], res.clone())
         } else {
             let mut inputs: Vec<&[f32]> = vec![&x];
             if c.residual {
                 inputs.push(&res);
             }
+            if c.channel_scale {
+                inputs.push(&factors);
+            }
             run(k, n, &inputs, &[packed], n * spec.out_stride)
         };
         let direct = ConvSpec { op: FusedConv { kind: ConvKind::Direct, ..spec.op.clone() }, ..spec.clone() };
-        let (want, mag) = reference(&direct, n, &x, c.residual.then_some(&res[..]), wrefs);
+        let scale = c.channel_scale.then_some(&factors[..]);
+        let (want, mag) = reference(&direct, n, &x, c.residual.then_some(&res[..]), scale, wrefs);
         // Compare the value; the gaps between samples must be untouched.
         for s in 0..n {
             let r = s * spec.out_stride..s * spec.out_stride + out_len;
@@ -358,6 +378,30 @@ fn gemm_1x1_prologue() {
     }
 }
 
+/// Squeeze-and-excitation's channel scale folded into the weights per sample (`channel_scale`): on
+/// every ISA, at batch 1 and 3 with different factors per sample (the kernel's test driver runs
+/// half the items one by one, so a thread's chunks cross samples and must rescale), the factors'
+/// samples further apart than `Cin`; B read in place and packed (a tail tile; SSE packs all),
+/// several K blocks, a residual (also in place) and an activation.
+#[test]
+fn gemm_1x1_channel_scale() {
+    for (cin, cout, hw, residual) in [
+        (144, 24, [14, 14], true),
+        (32, 16, [16, 9], false),
+        (300, 20, [12, 11], false),
+        (40, 13, [7, 7], true),
+        (24, 40, [9, 9], false),
+    ] {
+        let mut c = case(cin, cout, 1, 1, 1, 0);
+        c.hw = hw;
+        c.residual = residual;
+        c.relu = Relu::None;
+        c.channel_scale = true;
+        c.activation = (!residual).then_some(Activation::Silu);
+        check(c);
+    }
+}
+
 #[test]
 fn strided_1x1() {
     for (s, hw) in [(2, 7), (2, 8), (4, 9), (2, 1), (3, 3)] {
@@ -442,6 +486,7 @@ fn unsupported_is_an_error() {
         post_affine: false,
         relu: Relu::First(2),
         activation: None,
+        channel_scale: false,
     };
     let spec = ConvSpec::contiguous(op, [4, 5, 5]).unwrap();
     for isa in Isa::ALL {
@@ -504,6 +549,7 @@ fn flat_row_panels() {
                 post_affine: residual,
                 relu: Relu::All,
                 activation: None,
+                channel_scale: false,
             },
             [cin, hw, hw],
         )
@@ -580,6 +626,7 @@ mod random {
                         relu,
                         bias,
                         activation: None,
+                        channel_scale: false,
                     })
                 },
             )
@@ -1099,7 +1146,7 @@ fn gemm_1x1_streamed_outputs() {
                 let len = n * spec.out_stride;
                 let x = rng.vec(n * spec.in_stride);
                 let res = rng.vec(len);
-                let (want, mag) = reference(&spec, n, &x, Some(&res), &wrefs);
+                let (want, mag) = reference(&spec, n, &x, Some(&res), None, &wrefs);
                 // (output offset in a 64-byte aligned buffer, in place)
                 for (offset, in_place) in [(0, false), (4, false), (0, true)] {
                     let mut out = AlignedF32::from_slice(&vec![f32::NAN; len + offset]);

@@ -32,6 +32,7 @@ fn kernels() -> Vec<KernelSpec> {
             post_affine: residual,
             relu: Relu::All,
             activation,
+            channel_scale: false,
         };
         KernelSpec::Conv(ConvSpec::contiguous(op, [cin, hw, hw]).unwrap())
     };
