@@ -318,6 +318,7 @@ impl Executable {
             session.scratch.resize(self.scratch, 0.0);
         }
         let arena = threads::SharedPtr(session.arena.as_mut_ptr());
+        let pool_threads = session.threads;
         let calls: Vec<threads::Call> = self
             .program
             .steps()
@@ -335,9 +336,8 @@ impl Executable {
                     inputs: step.inputs.iter().map(|&v| pointer(v) as *const f32).collect(),
                     output: pointer(step.output),
                     weights: weights.iter().map(|w| w.as_slice().as_ptr()).collect(),
-                    items: kernel.work_items(batch),
                     batch,
-                    next: std::sync::atomic::AtomicU64::new(0),
+                    claims: threads::Claims::new(kernel.work_items(batch), pool_threads),
                 }
             })
             .collect();

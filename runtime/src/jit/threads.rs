@@ -6,11 +6,11 @@
 //! run joins its first kernel tens of microseconds late, more under a hypervisor), then park.
 //! For a run, the caller publishes the list of calls and wakes the workers; then every thread
 //! (the caller included) walks the same list: for each call, the threads claim chunks of its work
-//! items from a shared counter (guided: each a fraction of what is left) until none are left, then
-//! meet at a barrier before the next call, because a call may read what the previous one wrote.
-//! Items of one call write disjoint outputs (the kernel ABI guarantees it), so the chunks never
-//! race, and claiming them dynamically keeps the threads balanced when one of them is
-//! descheduled.
+//! items ([`Claims`]: each thread first from its own contiguous share, guided, then from the
+//! others') until none are left, then meet at a barrier before the next call, because a call may
+//! read what the previous one wrote. Items of one call write disjoint outputs (the kernel ABI
+//! guarantees it), so the chunks never race, and claiming them dynamically keeps the threads
+//! balanced when one of them is descheduled.
 //!
 //! The barrier spins briefly (kernels are tens of microseconds to milliseconds apart, and waking a
 //! parked thread costs tens of microseconds, far more under a hypervisor) and then parks on a
@@ -30,16 +30,15 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy)]
 pub struct SharedPtr(pub *mut f32);
 
-/// One kernel call: the kernel, its argument pointers and its number of work items.
+/// One kernel call: the kernel, its argument pointers and its work items.
 pub struct Call<'k> {
     pub kernel: &'k CompiledKernel,
     pub inputs: Vec<*const f32>,
     pub output: *mut f32,
     pub weights: Vec<*const f32>,
-    pub items: u64,
     pub batch: usize,
-    /// The next unclaimed item.
-    pub next: AtomicU64,
+    /// Who has claimed which items so far.
+    pub claims: Claims,
 }
 
 // SAFETY: a `Call` only carries pointers into the arena and the weight buffers, which outlive the
@@ -195,7 +194,7 @@ impl Pool {
         let threads = self.shared.threads;
         debug_assert!(buf.len() >= scratch);
         if threads == 1 {
-            run_calls(calls, 1, buf, None, times);
+            run_calls(calls, 0, buf, None, times);
             return;
         }
         {
@@ -207,7 +206,7 @@ impl Pool {
             self.shared.published.store(state.generation, Ordering::Release);
             self.shared.wake.notify_all();
         }
-        run_calls(calls, threads, buf, Some(&self.shared.barrier), times);
+        run_calls(calls, 0, buf, Some(&self.shared.barrier), times);
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.job = None;
     }
@@ -228,7 +227,7 @@ impl Drop for Pool {
     }
 }
 
-fn worker(shared: &Shared, _index: usize) {
+fn worker(shared: &Shared, index: usize) {
     let mut seen = 0;
     let mut buf: Vec<f32> = Vec::new();
     loop {
@@ -255,32 +254,64 @@ fn worker(shared: &Shared, _index: usize) {
         // SAFETY: the caller published `len` calls at `calls` and keeps them alive until every
         // thread has passed the barrier after the last call (see `Pool::run`).
         let calls = unsafe { std::slice::from_raw_parts(job.calls, job.len) };
-        run_calls(calls, shared.threads, &mut buf, Some(&shared.barrier), None);
+        run_calls(calls, index, &mut buf, Some(&shared.barrier), None);
     }
 }
 
-/// Claims the next chunk of a call's `items` from its counter `next`, or `None` when all are
-/// claimed. Guided: a chunk is half of a thread's even share of the items still unclaimed (few
-/// claims while much is left, single items at the end, so the threads finish within about one item
-/// of each other, and a late thread still finds work), rounded up to whole runs of `run` items that
-/// share set-up work (chunks then start and end on run boundaries; a run longer than a thread's
-/// even share is cut to that share). Once less than a run per thread is left, the rest goes item
-/// by item, so the threads finish together: the last runs' set-up is then done by each thread
-/// that takes part of them, once (a thread's chunks of one call share it through the call's
-/// set-up memo, see `KernelArgs::setup`). Whole runs to the end split a Winograd layer of 4
-/// blocks of 2, 2, 2 and 1 tile rows 4 to 3 between two threads at batch 1.
-fn claim(next: &AtomicU64, items: u64, threads: usize, run: u64) -> Option<(u64, u64)> {
-    let run = run.min(items.div_ceil(threads as u64)).max(1);
+/// A call's work items split into one contiguous home share per thread (thread `t` owns items
+/// `items * t / threads .. items * (t + 1) / threads`), each with its own counter of the next
+/// unclaimed item. A thread claims chunks of its own share first, then, when that is done, of the
+/// others' (the next thread's first), from the same counters, so a late or descheduled thread's
+/// share is still finished by whoever is free.
+///
+/// Why shares: consecutive kernels mostly split their work the same way (channel blocks of a
+/// depthwise layer and the channel panels of the expansion before it, samples at batch 8), so with
+/// shares a thread mostly reads what it wrote itself a kernel earlier, from its own core's caches;
+/// one shared counter dealt the items out in interleaved chunks, and half of every input came
+/// from the other core.
+pub struct Claims {
+    next: Vec<AtomicU64>,
+    items: u64,
+}
+
+impl Claims {
+    /// `items` work items shared by `threads` threads.
+    pub fn new(items: u64, threads: usize) -> Claims {
+        let threads = threads.max(1) as u64;
+        Claims { next: (0..threads).map(|t| AtomicU64::new(items * t / threads)).collect(), items }
+    }
+
+    /// The end of thread `t`'s share.
+    fn end(&self, t: usize) -> u64 {
+        self.items * (t as u64 + 1) / self.next.len() as u64
+    }
+
+    /// The next chunk for thread `me` (its own share first, then the others' in turn), or `None`
+    /// when every item is claimed. `run`: items that share set-up work (see [`claim_in`]).
+    pub fn claim(&self, me: usize, run: u64) -> Option<(u64, u64)> {
+        let threads = self.next.len();
+        (0..threads).map(|k| (me + k) % threads).find_map(|t| claim_in(&self.next[t], self.end(t), run))
+    }
+}
+
+/// Claims the next chunk of a share ending at `end` from its counter `next`, or `None` when it is
+/// all claimed. Guided: half of what is left of the share (few claims while much is left, single
+/// items at the end, so a thread that steals from the share finishes within about one item of its
+/// owner), rounded up to whole runs of `run` items that share set-up work (chunks then end on run
+/// boundaries) while more than a run is left; then halves down to single items, so the threads
+/// finish together: a run split between threads is set up by each of them once (a thread's chunks of one call share
+/// it through the call's set-up memo, see `KernelArgs::setup`).
+fn claim_in(next: &AtomicU64, end: u64, run: u64) -> Option<(u64, u64)> {
     let mut begin = next.load(Ordering::Relaxed);
     loop {
-        if begin >= items {
+        if begin >= end {
             return None;
         }
-        let left = items - begin;
-        let run = if left < threads as u64 * run { 1 } else { run };
-        let end = (begin + left.div_ceil(2 * threads as u64)).next_multiple_of(run).min(items);
-        match next.compare_exchange_weak(begin, end, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Some((begin, end)),
+        let left = end - begin;
+        let run = if left <= run { 1 } else { run.max(1) };
+        let stop = (begin + left.div_ceil(2)).next_multiple_of(run).min(end);
+        match next.compare_exchange_weak(begin, stop, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some((begin, stop)),
             Err(now) => begin = now,
         }
     }
@@ -289,7 +320,7 @@ fn claim(next: &AtomicU64, items: u64, threads: usize, run: u64) -> Option<(u64,
 /// Claims and runs chunks of every call's items, meeting at the barrier after each call.
 fn run_calls(
     calls: &[Call],
-    threads: usize,
+    me: usize,
     scratch: &mut [f32],
     barrier: Option<&Barrier>,
     mut times: Option<&mut Vec<f64>>,
@@ -303,7 +334,7 @@ fn run_calls(
         let run = call.kernel.items_sharing_setup();
         // This thread's scratch holds nothing of this call yet; its chunks share what it sets up.
         let mut setup = -1i64;
-        while let Some((begin, end)) = claim(&call.next, call.items, threads, run) {
+        while let Some((begin, end)) = call.claims.claim(me, run) {
             let args = KernelArgs {
                 inputs: &call.inputs,
                 output: call.output,
@@ -334,46 +365,80 @@ fn run_calls(
 mod tests {
     use super::*;
 
+    /// Every claim of one thread that finds the others never arrive (it ends up claiming all).
     fn claims(items: u64, threads: usize, run: u64) -> Vec<(u64, u64)> {
-        let next = AtomicU64::new(0);
-        std::iter::from_fn(|| claim(&next, items, threads, run)).collect()
+        let c = Claims::new(items, threads);
+        std::iter::from_fn(|| c.claim(0, run)).collect()
     }
 
+    /// Every item is claimed exactly once; a thread claims its own share first, from its start,
+    /// in shrinking chunks.
     #[test]
-    fn claims_cover_every_item_once_in_shrinking_chunks() {
-        for (items, threads) in [(1, 2), (11, 2), (21, 2), (256, 2), (1000, 8), (5, 1)] {
-            let c = claims(items, threads, 1);
-            let mut at = 0;
-            for &(b, e) in &c {
-                assert_eq!(b, at, "{items} items on {threads}: contiguous");
-                assert!(e > b);
-                at = e;
+    fn threads_claim_their_own_share_first_and_every_item_once() {
+        for (items, threads) in [(1, 2), (11, 2), (21, 2), (256, 2), (1000, 8), (5, 1), (3, 4)] {
+            let c = Claims::new(items, threads as usize);
+            let mut seen = vec![0u32; items as usize];
+            let mut mine: Vec<Vec<(u64, u64)>> = vec![Vec::new(); threads as usize];
+            // Round-robin: one claim per thread in turn.
+            let mut active = true;
+            while active {
+                active = false;
+                for (t, chunks) in mine.iter_mut().enumerate() {
+                    if let Some((b, e)) = c.claim(t, 1) {
+                        active = true;
+                        assert!(e > b);
+                        (b..e).for_each(|i| seen[i as usize] += 1);
+                        chunks.push((b, e));
+                    }
+                }
             }
-            assert_eq!(at, items);
-            let sizes: Vec<u64> = c.iter().map(|(b, e)| e - b).collect();
-            assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{items} on {threads}: {sizes:?}");
-            assert_eq!(*sizes.last().unwrap(), 1, "{items} on {threads}: ends with single items");
+            assert!(seen.iter().all(|&n| n == 1), "{items} on {threads}: {seen:?}");
+            for (t, chunks) in mine.iter().enumerate() {
+                let (lo, hi) = (items * t as u64 / threads, items * (t as u64 + 1) / threads);
+                // Its own share from its start, in shrinking chunks; then, if it finished first,
+                // parts of the others'.
+                let own: Vec<u64> =
+                    chunks.iter().take_while(|&&(b, e)| b >= lo && e <= hi).map(|(b, e)| e - b).collect();
+                // (Equal shares claimed in turn finish together: nobody needs the others'.)
+                if items % threads == 0 {
+                    assert_eq!(chunks[0].0, lo, "{items} on {threads}: thread {t} {chunks:?}");
+                    assert_eq!(
+                        own.iter().sum::<u64>(),
+                        hi - lo,
+                        "{items} on {threads}: thread {t} {chunks:?}"
+                    );
+                }
+                assert!(own.windows(2).all(|w| w[1] <= w[0]), "{items} on {threads}: {own:?}");
+            }
         }
-        // 11 items on two threads: 3, 2, 2, 1, 1, 1, 1.
-        assert_eq!(claims(11, 2, 1).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 2, 2, 1, 1, 1, 1]);
+        // 22 items on two threads: 11 each, claimed 6, 3, 1, 1.
+        let c = Claims::new(22, 2);
+        let sizes: Vec<u64> = std::iter::from_fn(|| c.claim(1, 1)).take(4).map(|(b, e)| e - b).collect();
+        assert_eq!(sizes, [6, 3, 1, 1]);
+    }
+
+    /// A thread that finds its share done takes the rest of the others' shares: a descheduled
+    /// thread's work is still done.
+    #[test]
+    fn a_thread_alone_claims_every_share() {
+        for (items, threads, run) in [(40, 2, 4), (7, 3, 1), (100, 8, 3)] {
+            let c = claims(items, threads, run);
+            let mut covered: Vec<u64> = c.iter().flat_map(|&(b, e)| b..e).collect();
+            covered.sort();
+            assert_eq!(covered, (0..items).collect::<Vec<_>>(), "{items} on {threads}");
+        }
     }
 
     #[test]
     fn claims_keep_runs_of_items_sharing_set_up_together_until_the_last_ones() {
-        // Row blocks of 4 chunks: whole blocks while two or more are left, then single chunks.
-        for c in claims(40, 2, 4) {
-            if c.0 < 36 {
-                assert_eq!((c.0 % 4, c.1 % 4), (0, 0), "{c:?}");
-            } else {
-                assert_eq!(c.1 - c.0, 1, "{c:?}");
-            }
-        }
-        // 4 blocks of 3 chunks on two threads: whole blocks up to the last, whose chunks are
-        // claimed one by one.
-        let c = claims(12, 2, 3);
-        assert!(c.iter().filter(|c| c.1 <= 9).all(|c| c.0 % 3 == 0 && c.1 % 3 == 0), "{c:?}");
-        assert_eq!(c.iter().filter(|c| c.0 >= 9).map(|c| c.1 - c.0).collect::<Vec<_>>(), [1, 1, 1]);
-        // A run longer than a thread's share is cut to the share; the last share goes item by item.
-        assert_eq!(claims(6, 2, 8).iter().map(|(b, e)| e - b).collect::<Vec<_>>(), [3, 1, 1, 1]);
+        // Row blocks of 4 chunks, 20 items per share: whole blocks while more than a block of
+        // the share is left, then halves down to single chunks.
+        let c = Claims::new(40, 2);
+        let own: Vec<(u64, u64)> = std::iter::from_fn(|| c.claim(1, 4)).take_while(|c| c.0 >= 20).collect();
+        assert_eq!(own, [(20, 32), (32, 36), (36, 38), (38, 39), (39, 40)]);
+        // A share starting inside a run (7 blocks of 2 chunks on two threads: 7 items each)
+        // ends its first chunk on a run boundary.
+        let c = Claims::new(14, 2);
+        assert_eq!(c.claim(1, 2), Some((7, 12)));
     }
 }
