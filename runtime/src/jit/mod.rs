@@ -23,6 +23,7 @@ use crate::tensor::{Dims, Tensor, TensorView};
 use netc_compiler::codegen::{self, AlignedF32, CodegenError, CompileOptions, CompiledKernels, Isa};
 use netc_compiler::ir::{Graph, ValueId};
 use netc_compiler::lower::{PackError, Placement, Program};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Why a graph cannot be compiled or run by the JIT.
@@ -89,6 +90,10 @@ pub struct Executable {
     kernels: CompiledKernels,
     /// The weight buffers of each step, in the step's order.
     weights: Vec<Vec<WeightBuf>>,
+    /// Where each step's inputs and output live (from the memory plan, looked up once).
+    places: Vec<(Vec<Placement>, Placement)>,
+    /// Input and weight pointers of all steps together.
+    pointers: usize,
     scratch: usize,
 }
 
@@ -144,7 +149,14 @@ impl Executable {
         }
         let kernels = codegen::compile(&program.requests(), options)?;
         let scratch = kernels.kernels.iter().map(|k| k.scratch_floats()).max().unwrap_or(0);
-        Ok(Executable { program, kernels, weights, scratch })
+        let plan = program.plan();
+        let places: Vec<(Vec<Placement>, Placement)> = program
+            .steps()
+            .iter()
+            .map(|step| (step.inputs.iter().map(|v| plan.values[v]).collect(), plan.values[&step.output]))
+            .collect();
+        let pointers = places.iter().zip(&weights).map(|((ins, _), w)| ins.len() + w.len()).sum();
+        Ok(Executable { program, kernels, weights, places, pointers, scratch })
     }
 
     /// The legalised graph that runs.
@@ -317,27 +329,35 @@ impl Executable {
         if session.scratch.len() < self.scratch {
             session.scratch.resize(self.scratch, 0.0);
         }
-        let arena = threads::SharedPtr(session.arena.as_mut_ptr());
-        let pool_threads = session.threads;
+        let arena = session.arena.as_mut_ptr();
+        let offset = |place: Placement| self.float_offset(place, batch);
+        // Every call's input and weight pointers in one list and its claim counters in another
+        // (two allocations per run, not three per call); the calls borrow their slices.
+        let threads = session.threads;
+        let mut pointers: Vec<*const f32> = Vec::with_capacity(self.pointers);
+        for ((inputs, _), weights) in self.places.iter().zip(&self.weights) {
+            // In bounds: the plan places every value inside the arena of `batch` samples.
+            pointers.extend(inputs.iter().map(|&p| arena.wrapping_add(offset(p)) as *const f32));
+            pointers.extend(weights.iter().map(|w| w.as_slice().as_ptr()));
+        }
+        let counters: Vec<AtomicU64> = (0..self.places.len() * threads).map(|_| AtomicU64::new(0)).collect();
+        let mut at = 0;
         let calls: Vec<threads::Call> = self
-            .program
-            .steps()
+            .places
             .iter()
             .zip(&self.kernels.kernels)
             .zip(&self.weights)
-            .map(|((step, kernel), weights)| {
-                let pointer = |v: ValueId| {
-                    let offset = self.float_offset(self.program.plan().values[&v], batch);
-                    // In bounds: the plan places every value inside the arena of `batch` samples.
-                    arena.0.wrapping_add(offset)
-                };
+            .zip(counters.chunks(threads))
+            .map(|((((inputs, output), kernel), weights), counters)| {
+                let (ins, rest) = pointers[at..].split_at(inputs.len());
+                at += inputs.len() + weights.len();
                 threads::Call {
                     kernel,
-                    inputs: step.inputs.iter().map(|&v| pointer(v) as *const f32).collect(),
-                    output: pointer(step.output),
-                    weights: weights.iter().map(|w| w.as_slice().as_ptr()).collect(),
+                    inputs: ins,
+                    output: arena.wrapping_add(offset(*output)),
+                    weights: &rest[..weights.len()],
                     batch,
-                    claims: threads::Claims::new(kernel.work_items(batch), pool_threads),
+                    claims: threads::Claims::new(kernel.work_items(batch), counters),
                 }
             })
             .collect();

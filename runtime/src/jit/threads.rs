@@ -26,19 +26,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A raw arena pointer shared by the threads of one run.
-#[derive(Clone, Copy)]
-pub struct SharedPtr(pub *mut f32);
-
-/// One kernel call: the kernel, its argument pointers and its work items.
+/// One kernel call: the kernel, its argument pointers and its work items (the pointer lists and
+/// claim counters borrowed from flat buffers the executor builds once per run).
 pub struct Call<'k> {
     pub kernel: &'k CompiledKernel,
-    pub inputs: Vec<*const f32>,
+    pub inputs: &'k [*const f32],
     pub output: *mut f32,
-    pub weights: Vec<*const f32>,
+    pub weights: &'k [*const f32],
     pub batch: usize,
     /// Who has claimed which items so far.
-    pub claims: Claims,
+    pub claims: Claims<'k>,
 }
 
 // SAFETY: a `Call` only carries pointers into the arena and the weight buffers, which outlive the
@@ -269,16 +266,20 @@ fn worker(shared: &Shared, index: usize) {
 /// shares a thread mostly reads what it wrote itself a kernel earlier, from its own core's caches;
 /// one shared counter dealt the items out in interleaved chunks, and half of every input came
 /// from the other core.
-pub struct Claims {
-    next: Vec<AtomicU64>,
+pub struct Claims<'c> {
+    next: &'c [AtomicU64],
     items: u64,
 }
 
-impl Claims {
-    /// `items` work items shared by `threads` threads.
-    pub fn new(items: u64, threads: usize) -> Claims {
-        let threads = threads.max(1) as u64;
-        Claims { next: (0..threads).map(|t| AtomicU64::new(items * t / threads)).collect(), items }
+impl<'c> Claims<'c> {
+    /// `items` work items shared by as many threads as `counters` has (at least one), which are
+    /// set to the start of each share.
+    pub fn new(items: u64, counters: &'c [AtomicU64]) -> Claims<'c> {
+        let threads = counters.len().max(1) as u64;
+        for (t, next) in counters.iter().enumerate() {
+            next.store(items * t as u64 / threads, Ordering::Relaxed);
+        }
+        Claims { next: counters, items }
     }
 
     /// The end of thread `t`'s share.
@@ -336,9 +337,9 @@ fn run_calls(
         let mut setup = -1i64;
         while let Some((begin, end)) = call.claims.claim(me, run) {
             let args = KernelArgs {
-                inputs: &call.inputs,
+                inputs: call.inputs,
                 output: call.output,
-                weights: &call.weights,
+                weights: call.weights,
                 scratch: scratch.as_mut_ptr(),
                 batch: call.batch,
                 setup: &mut setup,
@@ -365,9 +366,14 @@ fn run_calls(
 mod tests {
     use super::*;
 
+    fn counters(threads: usize) -> Vec<AtomicU64> {
+        (0..threads).map(|_| AtomicU64::new(0)).collect()
+    }
+
     /// Every claim of one thread that finds the others never arrive (it ends up claiming all).
     fn claims(items: u64, threads: usize, run: u64) -> Vec<(u64, u64)> {
-        let c = Claims::new(items, threads);
+        let counters = counters(threads);
+        let c = Claims::new(items, &counters);
         std::iter::from_fn(|| c.claim(0, run)).collect()
     }
 
@@ -376,7 +382,8 @@ mod tests {
     #[test]
     fn threads_claim_their_own_share_first_and_every_item_once() {
         for (items, threads) in [(1, 2), (11, 2), (21, 2), (256, 2), (1000, 8), (5, 1), (3, 4)] {
-            let c = Claims::new(items, threads as usize);
+            let counters = counters(threads as usize);
+            let c = Claims::new(items, &counters);
             let mut seen = vec![0u32; items as usize];
             let mut mine: Vec<Vec<(u64, u64)>> = vec![Vec::new(); threads as usize];
             // Round-robin: one claim per thread in turn.
@@ -412,7 +419,8 @@ mod tests {
             }
         }
         // 22 items on two threads: 11 each, claimed 6, 3, 1, 1.
-        let c = Claims::new(22, 2);
+        let two = counters(2);
+        let c = Claims::new(22, &two);
         let sizes: Vec<u64> = std::iter::from_fn(|| c.claim(1, 1)).take(4).map(|(b, e)| e - b).collect();
         assert_eq!(sizes, [6, 3, 1, 1]);
     }
@@ -431,14 +439,15 @@ mod tests {
 
     #[test]
     fn claims_keep_runs_of_items_sharing_set_up_together_until_the_last_ones() {
+        let two = counters(2);
         // Row blocks of 4 chunks, 20 items per share: whole blocks while more than a block of
         // the share is left, then halves down to single chunks.
-        let c = Claims::new(40, 2);
+        let c = Claims::new(40, &two);
         let own: Vec<(u64, u64)> = std::iter::from_fn(|| c.claim(1, 4)).take_while(|c| c.0 >= 20).collect();
         assert_eq!(own, [(20, 32), (32, 36), (36, 38), (38, 39), (39, 40)]);
         // A share starting inside a run (7 blocks of 2 chunks on two threads: 7 items each)
         // ends its first chunk on a run boundary.
-        let c = Claims::new(14, 2);
+        let c = Claims::new(14, &two);
         assert_eq!(c.claim(1, 2), Some((7, 12)));
     }
 }
