@@ -82,6 +82,33 @@ fn single(text: &str) -> Graph {
     compile_text(text).unwrap_or_else(|d| panic!("{d}\n{text}"))
 }
 
+/// The kernels read a graph input where the caller holds it unless a view of it (a chunk's
+/// slices, a flatten) or the graph's outputs need its arena copy; either way, on every ISA and at
+/// batch 1 and 3, the JIT computes what the reference does.
+#[test]
+fn inputs_are_read_in_place_unless_a_view_needs_the_arena_copy() {
+    use netc_runtime::jit::{Executable, WeightBuf};
+    for (text, in_place) in [
+        ("network a(x: [4, 6, 6]) { y = x |> conv(4, 3, pad = 1) @c \n relu(y + x) |> conv(3, 1) @d }", true),
+        ("network b(x: [4, 6, 6]) { (p, q) = chunk(x, 2) \n concat(q |> conv(2, 1) @c, p) }", false),
+        ("network c(x: [4, 3, 3]) { x |> flatten |> linear(5) @fc }", false),
+        ("network d(x: [4, 3, 3]) { (x |> conv(2, 1) @c, x) }", false),
+    ] {
+        let g = single(text);
+        let mut optimized = g.clone();
+        netc_compiler::passes::optimize(&mut optimized, &Default::default()).unwrap();
+        let program = netc_compiler::lower::Program::new(optimized).unwrap();
+        let packed = netc_runtime::jit::pack(&program, &filled_weights(&g).bind(&g).unwrap()).unwrap();
+        let exe = Executable::new(program, WeightBuf::owned(packed), Default::default()).unwrap();
+        assert_eq!(exe.reads_input_in_place(0), in_place, "{text}");
+        if !text.contains("(x |> conv(2, 1) @c, x)") {
+            for batch in [1, 3] {
+                jit_matches_reference(text, &g, batch);
+            }
+        }
+    }
+}
+
 #[test]
 fn awkward_convolutions_match() {
     for (input, conv) in [

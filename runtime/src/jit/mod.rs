@@ -94,6 +94,9 @@ pub struct Executable {
     places: Vec<(Vec<Placement>, Placement)>,
     /// Input and weight pointers of all steps together.
     pointers: usize,
+    /// Per graph input: whether the kernels read it where the caller holds it instead of from a
+    /// copy in the arena (see [`reads_in_place`]).
+    inputs_in_place: Vec<bool>,
     scratch: usize,
 }
 
@@ -156,7 +159,14 @@ impl Executable {
             .map(|step| (step.inputs.iter().map(|v| plan.values[v]).collect(), plan.values[&step.output]))
             .collect();
         let pointers = places.iter().zip(&weights).map(|((ins, _), w)| ins.len() + w.len()).sum();
-        Ok(Executable { program, kernels, weights, places, pointers, scratch })
+        let inputs_in_place = program.graph().inputs.iter().map(|&v| reads_in_place(&program, v)).collect();
+        Ok(Executable { program, kernels, weights, places, pointers, inputs_in_place, scratch })
+    }
+
+    /// Whether graph input `i` is read where the caller holds it (no copy into the arena) when
+    /// the caller's tensor holds exactly its samples; see [`reads_in_place`].
+    pub fn reads_input_in_place(&self, i: usize) -> bool {
+        self.inputs_in_place.get(i).copied().unwrap_or(false)
     }
 
     /// The legalised graph that runs.
@@ -261,7 +271,21 @@ impl Executable {
             session.arena =
                 AlignedF32::try_zeros(floats).ok_or(JitError::Memory { bytes: floats * 4, batch })?;
         }
-        for (&v, t) in graph.inputs.iter().zip(inputs) {
+        // The inputs the kernels read where they are (whole samples back to back, as the plan lays
+        // them out); the others are copied into the arena.
+        let in_place: Vec<Option<(ValueId, *const f32)>> = graph
+            .inputs
+            .iter()
+            .zip(inputs)
+            .zip(&self.inputs_in_place)
+            .map(|((&v, t), &ok)| {
+                (ok && t.data.len() == batch * t.sample_len()).then_some((v, t.data.as_ptr()))
+            })
+            .collect();
+        for ((&v, t), direct) in graph.inputs.iter().zip(inputs).zip(&in_place) {
+            if direct.is_some() {
+                continue;
+            }
             let place = self.program.plan().values[&v];
             let len = t.sample_len();
             for n in 0..batch {
@@ -269,7 +293,8 @@ impl Executable {
                 session.arena.as_mut_slice()[at..at + len].copy_from_slice(t.sample(n));
             }
         }
-        self.execute(session, batch, times)?;
+        let direct: Vec<(ValueId, *const f32)> = in_place.into_iter().flatten().collect();
+        self.execute(session, batch, &direct, times)?;
         for (&v, buffer) in output_values.iter().zip(outputs.iter_mut()) {
             let place = self.program.plan().values[&v];
             let len = graph.shape(v).elements();
@@ -316,10 +341,12 @@ impl Executable {
     }
 
     /// Calls every kernel in order, splitting each one's work items over the session's threads.
+    /// `direct`: graph inputs read where the caller holds them (their arena copy is not made).
     fn execute(
         &self,
         session: &mut Session,
         batch: usize,
+        direct: &[(ValueId, *const f32)],
         times: Option<&mut Vec<f64>>,
     ) -> Result<(), JitError> {
         if session.pool.as_ref().is_none_or(|p| p.threads() != session.threads) {
@@ -335,9 +362,16 @@ impl Executable {
         // (two allocations per run, not three per call); the calls borrow their slices.
         let threads = session.threads;
         let mut pointers: Vec<*const f32> = Vec::with_capacity(self.pointers);
-        for ((inputs, _), weights) in self.places.iter().zip(&self.weights) {
-            // In bounds: the plan places every value inside the arena of `batch` samples.
-            pointers.extend(inputs.iter().map(|&p| arena.wrapping_add(offset(p)) as *const f32));
+        for ((step, (inputs, _)), weights) in self.program.steps().iter().zip(&self.places).zip(&self.weights)
+        {
+            // In bounds: the plan places every value inside the arena of `batch` samples, and a
+            // direct input holds `batch` samples laid out as the plan would.
+            pointers.extend(step.inputs.iter().zip(inputs).map(|(v, &p)| {
+                direct
+                    .iter()
+                    .find(|(d, _)| d == v)
+                    .map_or(arena.wrapping_add(offset(p)) as *const f32, |&(_, ptr)| ptr)
+            }));
             pointers.extend(weights.iter().map(|w| w.as_slice().as_ptr()));
         }
         let counters: Vec<AtomicU64> = (0..self.places.len() * threads).map(|_| AtomicU64::new(0)).collect();
@@ -366,6 +400,23 @@ impl Executable {
         }
         Ok(())
     }
+}
+
+/// Whether the kernels can read graph input `v` where the caller holds it, skipping its copy into
+/// the arena: the plan lays its samples back to back with nothing between them (as a caller's
+/// `[N, ...]` tensor is), only kernels read it (no view such as a slice or a concat made in place
+/// lives in its buffer), and it is not also a graph output (which is read back from the arena).
+/// Kernels only read their inputs and never assume them aligned, so the caller's memory serves as
+/// well as the arena's.
+fn reads_in_place(program: &Program, v: ValueId) -> bool {
+    let graph = program.graph();
+    let place = program.plan().values[&v];
+    place.sample_stride == graph.shape(v).elements()
+        && !graph.is_output(v)
+        && graph
+            .consumers(v)
+            .iter()
+            .all(|&c| program.steps().iter().any(|s| s.node == c && s.inputs.contains(&v)))
 }
 
 #[cfg(test)]
