@@ -32,6 +32,9 @@ pub(super) fn item(
     r: Value,
     filled: Variable,
 ) {
+    if plan.gemv {
+        return gemv(cx, spec, plan, ops, n, r);
+    }
     let [_, oh, ow] = plan.out;
     let p_total = oh * ow;
     let [cin, h, w] = spec.input;
@@ -164,6 +167,79 @@ pub(super) fn item(
             let col = cx.ic(tail_col as i64);
             col_body(cx, col, tail_cols.div_ceil(plan.lanes), (tail_cols - 1) % plan.lanes + 1);
         });
+    }
+}
+
+/// A 1x1 convolution of a one-pixel plane (squeeze-and-excitation's two convolutions of the pooled
+/// vector) as a matrix-vector product, one item per weight panel of [`PANEL_ROWS`] output
+/// channels: for each input channel `k`, the panel's row of weights (`PANEL_ROWS` consecutive
+/// floats) times the splatted `x[k]` is added to the panel's accumulator vectors; then `y = acc *
+/// s1 + b1`, ReLU and the activation, as the tiles' epilogue computes them, and the rows that are
+/// output channels are stored. The plan takes this path only without a residual, prologue or
+/// channel scale and with a ReLU of all channels or none (what those layers have). Sound as the
+/// tiles: each output is the k-ascending sum of `W[co][k] * x[k]` (the panels' padding rows are
+/// zero and never stored), and each item writes only its panel's channels.
+fn gemv(cx: &mut KernelCx, spec: &ConvSpec, plan: &ConvPlan, ops: Operands, n: Value, panel: Value) {
+    let cin = spec.input[0];
+    let cout = spec.op.conv.out_channels;
+    let layout = &plan.layout;
+    let x = cx.offset(ops.input, n, spec.in_stride);
+    let a = cx.offset(ops.packed, panel, layout.panel_stride());
+    let vectors = PANEL_ROWS / LANES;
+    let zero = cx.fconst(VEC, 0.0);
+    let accs: Vec<Variable> = (0..vectors).map(|_| cx.var(VEC, zero)).collect();
+    cx.for_count(cin, "gemv: input channels", |cx, k| {
+        let xk = cx.offset(x, k, 1);
+        let xk = cx.load_splat(xk, 0);
+        let row = cx.offset(a, k, PANEL_ROWS);
+        for (j, acc) in accs.iter().enumerate() {
+            let w = cx.load_v(row, j * LANES);
+            let sum = cx.b.use_var(*acc);
+            let sum = cx.fma(w, xk, sum);
+            cx.b.def_var(*acc, sum);
+        }
+    });
+    let row0 = cx.b.ins().imul_imm_s(panel, PANEL_ROWS as i64);
+    let epi = cx.offset(ops.packed, row0, 1);
+    let y = cx.offset(cx.output, n, spec.out_stride);
+    let y = cx.offset(y, row0, 1);
+    // Rows of this panel that are output channels: all but in the last panel.
+    let last = layout.ppg - 1;
+    let last_rows = cout - last * PANEL_ROWS;
+    let is_last = cx.b.ins().icmp_imm_s(IntCC::Equal, panel, last as i64);
+    for (j, acc) in accs.iter().enumerate() {
+        let mut v = cx.b.use_var(*acc);
+        if let Some(s1) = layout.s1 {
+            let s = cx.load_v(epi, s1 + j * LANES);
+            v = cx.b.ins().fmul(v, s);
+        }
+        if let Some(b1) = layout.b1 {
+            let b = cx.load_v(epi, b1 + j * LANES);
+            v = cx.b.ins().fadd(v, b);
+        }
+        if spec.op.relu == crate::ir::Relu::All {
+            v = cx.relu(v);
+        }
+        if let Some(act) = spec.op.activation {
+            v = crate::codegen::eltwise::activation(cx, VEC, act, v);
+        }
+        let rows = |all: usize| all.saturating_sub(j * LANES).min(LANES);
+        let (whole, tail) = (rows(PANEL_ROWS), rows(last_rows));
+        let store = |cx: &mut KernelCx, count: usize| {
+            if count == LANES {
+                cx.store(v, y, j * LANES);
+            } else {
+                for l in 0..count {
+                    let e = cx.b.ins().extractlane(v, l as u8);
+                    cx.store(e, y, j * LANES + l);
+                }
+            }
+        };
+        if whole == tail {
+            store(cx, whole);
+        } else {
+            crate::codegen::eltwise::if_else(cx, is_last, |cx| store(cx, tail), |cx| store(cx, whole));
+        }
     }
 }
 

@@ -328,6 +328,9 @@ pub struct ConvPlan {
     /// Direct path: whole column tiles read B in place from the input rows (not packed), with
     /// this many bytes of software prefetch ahead ([`crate::codegen::tile::KLoop::prefetch_b`]).
     pub b_in_place: Option<usize>,
+    /// Direct path on a one-pixel plane: one weight panel per item, as a matrix-vector product
+    /// (see `direct::gemv`).
+    pub gemv: bool,
     /// Direct path with a `channel_scale`: where in the scratch (floats) the weight panels scaled
     /// by the sample's channel factors are kept (see `direct`).
     pub scaled_a: Option<usize>,
@@ -393,6 +396,7 @@ impl ConvPlan {
             kblocks: 1,
             stream_from: None,
             b_in_place: None,
+            gemv: false,
             scaled_a: None,
             winograd: None,
             chanvec: None,
@@ -491,6 +495,20 @@ impl ConvPlan {
         plan.chunks = TARGET_ITEMS.div_ceil(units).max(plan.chunks).clamp(1, tpg);
         plan.tiles_per_chunk = tpg.div_ceil(plan.chunks);
         plan.chunks = tpg.div_ceil(plan.tiles_per_chunk);
+        if path == ConvPath::Direct1x1
+            && oh * ow == 1
+            && !spec.op.residual
+            && !spec.op.channel_scale
+            && spec.op.prologue.is_none()
+            && matches!(spec.op.relu, Relu::None | Relu::All)
+        {
+            // Squeeze-and-excitation's 1x1 convolutions of the pooled vector: a tile of pixels in
+            // lanes would use one lane of each vector (and pack B for every tile).
+            plan.gemv = true;
+            plan.blocks = 1;
+            plan.chunks = plan.layout.ppg;
+            plan.tiles_per_chunk = PANEL_ROWS.div_ceil(plan.mt);
+        }
         if spec.op.channel_scale {
             // After the B tile and the partial sums.
             let nr = plan.nv * plan.lanes;

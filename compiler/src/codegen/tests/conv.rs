@@ -402,6 +402,36 @@ fn gemm_1x1_channel_scale() {
     }
 }
 
+/// 1x1 convolutions of a one-pixel plane (squeeze-and-excitation's, on the pooled vector) run as
+/// matrix-vector products, one weight panel per item: output channels in whole panels, a partial
+/// last panel and a partial last vector, one panel; with and without a bias, affine, ReLU and the
+/// activations; at batch 1 and 3 on every ISA. A residual or a partial ReLU keeps the tiles (also
+/// checked).
+#[test]
+fn gemm_1x1_one_pixel_plane() {
+    for (cin, cout) in [(672, 28), (28, 672), (96, 4), (5, 12), (40, 25)] {
+        for (relu, activation, affine, bias) in [
+            (Relu::All, None, false, true),
+            (Relu::None, Some(Activation::Silu), false, true),
+            (Relu::None, Some(Activation::Sigmoid), true, false),
+            (Relu::All, Some(Activation::Hardsigmoid), true, true),
+        ] {
+            let mut c = case(cin, cout, 1, 1, 1, 0);
+            (c.relu, c.activation, c.affine, c.bias) = (relu, activation, affine, bias);
+            let spec =
+                ConvSpec::contiguous(FusedConv::square(cin, cout, 1, 1, ConvKind::Gemm1x1), [cin, 1, 1]);
+            assert!(ConvPlan::new(&spec.unwrap(), Isa::Sse).unwrap().gemv);
+            check(c);
+        }
+    }
+    let mut c = case(30, 20, 1, 1, 1, 0);
+    c.residual = true;
+    check(c);
+    let mut c = case(30, 20, 1, 1, 1, 0);
+    c.relu = Relu::First(7);
+    check(c);
+}
+
 #[test]
 fn strided_1x1() {
     for (s, hw) in [(2, 7), (2, 8), (4, 9), (2, 1), (3, 3)] {
