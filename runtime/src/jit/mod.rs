@@ -23,7 +23,6 @@ use crate::tensor::{Dims, Tensor, TensorView};
 use netc_compiler::codegen::{self, AlignedF32, CodegenError, CompileOptions, CompiledKernels, Isa};
 use netc_compiler::ir::{Graph, ValueId};
 use netc_compiler::lower::{PackError, Placement, Program};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Why a graph cannot be compiled or run by the JIT.
@@ -374,7 +373,8 @@ impl Executable {
             }));
             pointers.extend(weights.iter().map(|w| w.as_slice().as_ptr()));
         }
-        let counters: Vec<AtomicU64> = (0..self.places.len() * threads).map(|_| AtomicU64::new(0)).collect();
+        let counters: Vec<threads::Counter> =
+            (0..self.places.len() * threads).map(|_| threads::Counter::default()).collect();
         let mut at = 0;
         let calls: Vec<threads::Call> = self
             .places
