@@ -28,7 +28,11 @@
 //! [`ConvPlan::stream_from`]) stores it non-temporally when the layout keeps every output vector
 //! aligned and the output is not the residual (checked at run time), and fences before returning:
 //! at large planes with few channels the layer is bound by memory traffic, and streaming saves
-//! the read for ownership of every output line.
+//! the read for ownership of every output line. A channel scale (squeeze-and-excitation's factors,
+//! `FusedConv::channel_scale`) scales a copy of the weight panels once per sample and thread
+//! (`direct::scale_panels`), which the tiles then read as A. A one-pixel plane (the
+//! squeeze-and-excitation convolutions of the pooled vector) runs as a matrix-vector product, one
+//! weight panel per item (`direct::gemv`).
 //!
 //! **`rowpanel`** ([`rowpanel`]; every other convolution: KxK, strided, padded, dilated, grouped):
 //! an implicit GEMM over a padded, de-interleaved copy of the input rows a block of output rows
