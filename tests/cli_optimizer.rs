@@ -95,6 +95,7 @@ fn list_passes_names_the_pipeline_in_order() {
             "merge-consecutive-1x1",
             "merge-siblings-1x1",
             "chanvec",
+            "fuse-channel-scale",
             "fuse-activation",
             "concat-in-place"
         ]
