@@ -35,6 +35,16 @@
 //! 0.052 ms. With a SiLU it was 5-9% slower (the shifts compete with its arithmetic), at stride 2
 //! 15% slower (four phase planes need many source vectors), so those keep the loads.
 //!
+//! **Direct rows** (avx512 row mode at stride 1 with a sigmoid, SiLU or hard activation, or rows
+//! of more than two vectors, as at 56x56 and 112x112): no fill at all. The row routine reads the
+//! channel's input plane itself ([`DepthwiseDirectSpec`]): a tap whose input row lies in the
+//! padding is left out of the first and last `p` output rows' code, and a tap whose lanes reach
+//! into the padding columns (the first vector's left taps, the last vector's right taps) loads
+//! the input with those lanes zero-masked, which adds `0 * w` as the padding would. The fill's copy
+//! and the stencil's wait for it were 10-18% of these layers (one thread, batch 1, fill left out
+//! as an experiment: 144 channels SiLU at 56x56 0.299 -> 0.267 ms, ReLU6 0.145 -> 0.119). The
+//! shifted taps need whole-vector rows, so ReLU6 layers at 28x28 keep them and the fill.
+//!
 //! **Bands** (row mode): the plane is filled and filtered in bands of `band` output rows
 //! ([`band_rows`]: the most whose phase planes fit in [`BAND_BYTES`], 8 KB, so the fill's stores
 //! are still in L1 when the stencil reads them back; a whole 112x112 plane is 52 KB, its stride-2
@@ -82,7 +92,9 @@
 //! channels, after its stencil stored it: the groups and the rest partition `c0..c1`). In row
 //! mode a band's planes hold exactly the padded rows `y0..y1` of `xpad` when its stencil runs: the
 //! fill writes every one of those rows (input rows copied, padding rows zeroed) and never the
-//! border columns, and a stored output of the band reads only rows `s*oy + kh < y1`.
+//! border columns, and a stored output of the band reads only rows `s*oy + kh < y1`. Direct rows
+//! compute the same sum with the padding's terms (zero products) left out or masked to zero: see
+//! [`crate::codegen::tile::x86::depthwise::assemble_direct`].
 
 use super::{ConvPlan, ConvSpec, Operands};
 use crate::codegen::cx::{KernelCx, VEC};
@@ -90,8 +102,8 @@ use crate::codegen::isa::Isa;
 use crate::codegen::rows::{copy_run, zero_run};
 use crate::codegen::tile::PostActivation;
 use crate::codegen::tile::{
-    DepthwiseActSpec, DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseFlatSpec, DepthwiseOutSpec,
-    DepthwiseRowsSpec, DepthwiseSpec, Tiles,
+    DepthwiseActSpec, DepthwiseDirectSpec, DepthwiseEpilogue, DepthwiseFillSpec, DepthwiseFlatSpec,
+    DepthwiseOutSpec, DepthwiseRowsSpec, DepthwiseSpec, Tiles,
 };
 use crate::ir::{Activation, Relu};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -162,6 +174,9 @@ pub struct DepthwisePlan {
     /// The flat path's epilogue is fused into the stencil ([`DepthwiseFlatSpec`]; AVX-512, no
     /// residual): no flat run in the scratch.
     pub fused: bool,
+    /// Row mode on AVX-512 at stride 1 with a costly activation: the stencil reads the input
+    /// plane itself ([`DepthwiseDirectSpec`]), no fill, no bands and no scratch.
+    pub direct: bool,
     /// Row mode on AVX-512: the taps are lane shifts of whole source vectors (`wq` rounded up to
     /// a multiple of the vector; [`DepthwiseRowsSpec::shifted`]).
     pub shifted: bool,
@@ -235,6 +250,14 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     // the shifted taps (one thread, batch 1, ReLU6: 144 channels at 56x56 0.169 -> 0.146 ms, 32 at
     // 112x112 0.134 -> 0.122; with a SiLU 5-9% slower, at stride 2 15% slower).
     let shifted = rows_mode && plan.isa == Isa::Avx512 && s == 1 && !costly;
+    // AVX-512 row mode at stride 1 with a costly activation or rows of more than two vectors:
+    // straight from the input, no fill ([`DepthwiseDirectSpec`]).
+    // (One thread, batch 1: SiLU, 144 channels at 56x56 0.297 -> 0.279 ms, 32 at 112x112 0.236 ->
+    // 0.216, 240 channels 5x5 at 28x28 0.245 -> 0.232; ReLU6, 32 channels at 112x112 0.119 ->
+    // 0.110, 144 at 56x56 0.146 -> 0.143, but 192 at 28x28 0.053 -> 0.054, which keeps the fill
+    // and the shifted taps.)
+    let direct = rows_mode && plan.isa == Isa::Avx512 && s == 1 && (costly || ow > 2 * lanes);
+    let shifted = shifted && !direct;
     let wq = if shifted { wq.next_multiple_of(lanes) } else { wq };
     let band = if rows_mode { band_rows(s, k, wq, oh) } else { oh };
     let hq = if rows_mode { (s * (band - 1) + k).div_ceil(s) } else { (h + 2 * pad).div_ceil(s) };
@@ -251,7 +274,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         let vectors = ((oh - 1) * wq + ow).div_ceil(lanes);
         (vectors, max_tap + vectors * lanes)
     };
-    let in_len = (s * s * plane_len).max(reads).div_ceil(16) * 16;
+    let in_len = if direct { 0 } else { (s * s * plane_len).max(reads).div_ceil(16) * 16 };
     // AVX-512's flat path on small planes keeps two of each ([`flat_pipelined`]).
     let pipelined = plan.isa == Isa::Avx512 && !rows_mode && vectors * lanes <= PIPELINED_FLOATS;
     let slots = if pipelined { 2 } else { 1 };
@@ -286,7 +309,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         channels: per_item,
         rows_mode,
         band,
-        bands: if rows_mode { bands(h, k, s, pad, oh, band) } else { Vec::new() },
+        bands: if rows_mode && !direct { bands(h, k, s, pad, oh, band) } else { Vec::new() },
+        direct,
         slots,
         fused,
         shifted,
@@ -357,6 +381,14 @@ pub(super) fn item(
             stride: d.stride,
             plane_len: d.plane_len,
         };
+        if d.direct {
+            let epi = cx.offset(ops.packed, ch, 1);
+            let direct =
+                DepthwiseDirectSpec { isa: plan.isa, k: spec.op.conv.kernel[0], h, w, epilogue: fused };
+            let null = cx.ic(0);
+            tiles.depthwise_direct(cx, &direct, [x, weights, y, epi, res.unwrap_or(null)]);
+            return;
+        }
         if d.rows_mode {
             // Band by band: the band's padded rows into the scratch (L1-sized), then its output rows.
             let epi = cx.offset(ops.packed, ch, 1);

@@ -99,6 +99,15 @@ fn kernels() -> Vec<(&'static str, KernelSpec)> {
         // Deferred SiLU: groups of 16 channels and rests of 3 and 11 (items of 19, the last 11).
         ("depthwise 3x3 SiLU, deferred", depthwise_silu(600, 7, 3, 1)),
         ("depthwise 5x5 stride 2 SiLU, deferred", depthwise_silu(70, 13, 5, 2)),
+        // Row mode at stride 1 with a SiLU: AVX-512 reads the input plane itself (direct rows).
+        ("depthwise 3x3 SiLU, direct rows", depthwise_silu(3, 56, 3, 1)),
+        ("depthwise 5x5 SiLU with a residual, direct rows", {
+            let mut spec = conv(2, 2, 28, 5, 1, ConvKind::Depthwise);
+            if let KernelSpec::Conv(c) = &mut spec {
+                c.op.activation = Some(crate::ir::Activation::Silu);
+            }
+            spec
+        }),
         (
             "linear",
             KernelSpec::Linear(LinearSpec {

@@ -889,6 +889,45 @@ fn depthwise_convolutions() {
     }
 }
 
+/// Depthwise convolutions at stride 1 with a costly activation on planes wide enough for row mode
+/// (on AVX-512 the stencil reads the input plane itself, masking the columns outside it and
+/// skipping the rows, `DepthwiseDirectSpec`): rows whose last vector has 1, 8, 12, 15 or 16
+/// columns, rows of 17-19 columns (masks on both sides of one vector), planes of fewer rows than
+/// the window (every output row an edge row), 7x7 windows (more distinct masks than mask registers,
+/// weights broadcast per tap), and every epilogue: bias or affine, residual and post-affine, ReLU
+/// before the activation.
+#[test]
+fn depthwise_direct_rows() {
+    for (ch, h, w, k) in [
+        (2, 56, 56, 3),
+        (1, 112, 112, 3),
+        (3, 28, 28, 5),
+        (2, 5, 17, 5),
+        (2, 9, 18, 5),
+        (2, 30, 19, 3),
+        (1, 13, 47, 5),
+        (1, 7, 48, 3),
+        (2, 6, 65, 5),
+        (2, 1, 40, 3),
+        (1, 2, 40, 5),
+        (2, 3, 33, 5),
+        (2, 11, 40, 7),
+        (1, 4, 23, 7),
+    ] {
+        let activations = [Activation::Silu, Activation::Sigmoid, Activation::Hardswish, Activation::Silu];
+        for (variant, a) in activations.into_iter().enumerate() {
+            let mut c = depthwise_case(ch, h, w, k, 1);
+            c.activation = Some(a);
+            c.bias = variant % 2 == 0;
+            c.affine = variant >= 2;
+            c.residual = variant == 1 || variant == 3;
+            c.post = variant == 3;
+            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            check(c);
+        }
+    }
+}
+
 /// Random depthwise convolutions: odd and even, square and non-square planes (wide enough for row
 /// mode and tall enough for several bands), both windows and strides, every epilogue.
 mod random_depthwise {

@@ -442,6 +442,22 @@ impl DepthwiseRowsSpec {
     }
 }
 
+/// The depthwise stencil and epilogue straight from the input (AVX-512, stride 1, padding
+/// `k / 2`, wide rows): run-time operands `(x, w, y, epi, res)` like [`DepthwiseRowsSpec`]'s, with
+/// `x` the channel's unpadded `h x w` input plane instead of phase planes. For each output pixel
+/// `(oy, ox)` (`oy < h`, `ox < w`): `v = sum over (kh, kw) in order of xpad[oy + kh][ox + kw] *
+/// w[kh * k + kw]`, `xpad` the input zero-padded by `p = k / 2`, then the epilogue of
+/// [`DepthwiseOutSpec`], stored at `y[oy * w + ox]`. Taps outside the input are skipped (rows) or
+/// read as zeros by masked loads (columns), so it reads only `x[0 .. h * w]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseDirectSpec {
+    pub isa: Isa,
+    pub k: usize,
+    pub h: usize,
+    pub w: usize,
+    pub epilogue: DepthwiseEpilogue,
+}
+
 /// The depthwise stencil over the flat run with its epilogue, stored compacted (AVX-512; small
 /// planes, where a row fills few lanes and the flat run's trip through the scratch is most of the
 /// time): run-time operands `(src, w, y, epi)`. For each output row `oy < oh` and column `ox < ow`:
@@ -570,6 +586,7 @@ enum Routine {
     DepthwiseFill(DepthwiseFillSpec),
     DepthwiseOut(DepthwiseOutSpec),
     DepthwiseRows(DepthwiseRowsSpec),
+    DepthwiseDirect(DepthwiseDirectSpec),
     DepthwiseFlat(DepthwiseFlatSpec),
     DepthwiseAct(DepthwiseActSpec),
 }
@@ -584,6 +601,7 @@ impl Routine {
             Routine::DepthwiseFill(s) => s.isa,
             Routine::DepthwiseOut(s) => s.isa,
             Routine::DepthwiseRows(s) => s.isa,
+            Routine::DepthwiseDirect(s) => s.isa,
             Routine::DepthwiseFlat(s) => s.isa,
             Routine::DepthwiseAct(s) => s.isa,
         }
@@ -611,6 +629,9 @@ impl Routine {
             Routine::DepthwiseOut(s) => format!("{} depthwise epilogue {}x{}", s.isa, s.rows, s.ow),
             Routine::DepthwiseRows(s) => {
                 format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
+            }
+            Routine::DepthwiseDirect(s) => {
+                format!("{} depthwise direct rows, {}x{} taps, {}x{}", s.isa, s.k, s.k, s.h, s.w)
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
             Routine::DepthwiseFlat(s) => format!(
@@ -669,6 +690,15 @@ impl Routine {
                 print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
                 print
             }
+            Routine::DepthwiseDirect(s) => {
+                let plane = (s.h * s.w) as i64;
+                let mut print = vec![(0, 0, plane), (1, 0, (s.k * s.k) as i64), (2, 0, plane)];
+                if s.epilogue.residual {
+                    print.push((4, 0, plane));
+                }
+                print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
+                print
+            }
             Routine::DepthwiseAct(s) => vec![(0, 0, s.len as i64)],
             Routine::DepthwiseFlat(s) => {
                 let max_tap = s.taps.iter().copied().max().unwrap_or(0) as i64;
@@ -699,6 +729,7 @@ impl Routine {
             Routine::DepthwiseFill(s) => x86::depthwise::assemble_fill(s),
             Routine::DepthwiseOut(s) => x86::depthwise::assemble_out(s),
             Routine::DepthwiseRows(s) => x86::depthwise::assemble_rows(s),
+            Routine::DepthwiseDirect(s) => x86::depthwise::assemble_direct(s),
             Routine::DepthwiseFlat(s) => x86::depthwise::assemble_flat(s),
             Routine::DepthwiseAct(s) => x86::depthwise::assemble_act(s),
         }
@@ -813,6 +844,12 @@ impl<'m> Tiles<'m> {
     /// only).
     pub fn depthwise_rows(&mut self, cx: &mut KernelCx, spec: &DepthwiseRowsSpec, operands: [Value; 5]) {
         self.call(cx, Routine::DepthwiseRows(spec.clone()), &operands);
+    }
+
+    /// Emits a depthwise stencil and epilogue straight from the input plane `(x, w, y, epi, res)`
+    /// (AVX-512 only).
+    pub fn depthwise_direct(&mut self, cx: &mut KernelCx, spec: &DepthwiseDirectSpec, operands: [Value; 5]) {
+        self.call(cx, Routine::DepthwiseDirect(spec.clone()), &operands);
     }
 
     /// Emits a depthwise flat stencil with its compacted epilogue `(src, w, y, epi)` (AVX-512 only).
