@@ -47,7 +47,9 @@ pub const MAGIC: &[u8; 8] = b"NETCBNDL";
 ///   (`FusedConv::channel_scale`), a field a version-2 reader would ignore, computing something
 ///   else. A program without such a convolution is still written as version 2, so earlier netc
 ///   versions keep reading it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = CHANNEL_SCALE_VERSION;
+/// The version that introduced `FusedConv::channel_scale`.
+const CHANNEL_SCALE_VERSION: u32 = 3;
 /// The oldest format version this netc reads.
 pub const OLDEST_VERSION: u32 = 2;
 
@@ -219,9 +221,18 @@ pub fn write_program_with(
             blobs.push((blob_name(k, j), b.as_slice()));
         }
     }
-    // The oldest version that has every feature the graph uses.
+    write_version(path, version_for(graph), manifest, &blobs)
+}
+
+/// The oldest format version that has every feature `graph` uses: [`CHANNEL_SCALE_VERSION`] with a
+/// channel-scaled convolution, [`OLDEST_VERSION`] otherwise.
+fn version_for(graph: &netc_compiler::ir::Graph) -> u32 {
     let scales = graph.node_ids().any(|id| matches!(&graph.node(id).op, Op::FusedConv(f) if f.channel_scale));
-    write_version(path, if scales { 3 } else { 2 }, manifest, &blobs)
+    if scales {
+        CHANNEL_SCALE_VERSION
+    } else {
+        OLDEST_VERSION
+    }
 }
 
 /// An opened, verified bundle.

@@ -561,9 +561,7 @@ impl Op {
             }
             Op::Mul => {
                 let (l, r) = (inputs[0], inputs[1]);
-                let per_channel =
-                    matches!((l.as_chw(), r.as_chw()), (Some((c, _, _)), Some((rc, 1, 1))) if c == rc);
-                if l != r && !per_channel {
+                if l != r && !r.is_channel_factors_of(l) {
                     return Err(ShapeError::MulMismatch { left: l.clone(), right: r.clone() });
                 }
                 l.clone()

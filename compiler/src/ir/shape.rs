@@ -41,6 +41,12 @@ impl Shape {
             _ => None,
         }
     }
+
+    /// Whether this is one factor per channel of the feature map `x` (`[C, 1, 1]` against
+    /// `[C, H, W]`): the broadcast `mul` takes (squeeze-and-excitation's scale).
+    pub fn is_channel_factors_of(&self, x: &Shape) -> bool {
+        matches!((x.as_chw(), self.as_chw()), (Some((c, _, _)), Some((fc, 1, 1))) if c == fc)
+    }
 }
 
 impl fmt::Display for Shape {

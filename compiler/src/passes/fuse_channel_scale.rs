@@ -82,5 +82,5 @@ impl Pass for FuseChannelScale {
 fn per_channel(graph: &Graph, id: NodeId) -> bool {
     let inputs = graph.inputs(id);
     let (x, s) = (graph.shape(inputs[0]), graph.shape(inputs[1]));
-    matches!((x.as_chw(), s.as_chw()), (Some((c, _, _)), Some((sc, 1, 1))) if c == sc) && x != s
+    s.is_channel_factors_of(x) && x != s
 }

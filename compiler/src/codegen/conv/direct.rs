@@ -2,7 +2,9 @@
 //! place with a prefetch ahead (see the parent module for the loop nest, why B is packed and when
 //! it is not).
 
-use super::{for_cols, for_row_tiles, tile, Cols, ConvPlan, ConvSpec, Dest, KPart, Operands, PANEL_ROWS};
+use super::{
+    for_cols, for_row_tiles, tile, Cols, ConvLayout, ConvPlan, ConvSpec, Dest, KPart, Operands, PANEL_ROWS,
+};
 use crate::codegen::cx::{KernelCx, LANES, VEC};
 use crate::codegen::tile::{KLoop, Tiles};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -81,7 +83,7 @@ pub(super) fn item(
             let stale = cx.b.ins().icmp(IntCC::NotEqual, n, last);
             cx.if_then(stale, |cx| {
                 let factors = cx.offset(scale, n, spec.scale_stride);
-                scale_panels(cx, ops.packed, copy, factors, plan.layout.ppg, cin);
+                scale_panels(cx, ops.packed, copy, factors, &plan.layout, cin);
                 cx.b.def_var(filled, n);
             });
             copy
@@ -252,7 +254,15 @@ fn gemv(cx: &mut KernelCx, spec: &ConvSpec, plan: &ConvPlan, ops: Operands, n: V
 /// pixels` multiply-adds, where scaling the input would cost `Cin x pixels` and a second pass over
 /// it. The sum is associated differently from `conv(x * f)` (`(W f) x` against `W (f x)`): the
 /// same rounding error bound.
-fn scale_panels(cx: &mut KernelCx, packed: Value, dst: Value, factors: Value, panels: usize, cin: usize) {
+fn scale_panels(
+    cx: &mut KernelCx,
+    packed: Value,
+    dst: Value,
+    factors: Value,
+    layout: &ConvLayout,
+    cin: usize,
+) {
+    let (panels, stride) = (layout.ppg, layout.panel_stride());
     cx.for_count(cin, "channel factors", |cx, ci| {
         let f = cx.offset(factors, ci, 1);
         let f = cx.load_splat(f, 0);
@@ -260,8 +270,8 @@ fn scale_panels(cx: &mut KernelCx, packed: Value, dst: Value, factors: Value, pa
         let src = cx.offset(packed, row, 1);
         let to = cx.offset(dst, row, 1);
         cx.for_count(panels, "panels", |cx, p| {
-            let src = cx.offset(src, p, cin * PANEL_ROWS);
-            let to = cx.offset(to, p, cin * PANEL_ROWS);
+            let src = cx.offset(src, p, stride);
+            let to = cx.offset(to, p, stride);
             for i in (0..PANEL_ROWS).step_by(LANES) {
                 let w = cx.load_v(src, i);
                 let w = cx.b.ins().fmul(w, f);

@@ -644,9 +644,10 @@ impl ConvPlan {
             ConvPath::Direct1x1 => {
                 let nr = self.nv * self.lanes;
                 let partials = if self.kblocks > 1 { self.tiles_per_chunk * self.mt * nr } else { 0 };
-                let scaled =
-                    if self.scaled_a.is_some() { self.layout.ppg * self.layout.panel_stride() } else { 0 };
-                (self.kc * nr + partials).next_multiple_of(16) + scaled
+                match self.scaled_a {
+                    Some(at) => at + self.layout.ppg * self.layout.panel_stride(),
+                    None => self.kc * nr + partials,
+                }
             }
             ConvPath::RowPanel => self.layout.cin_g * self.chan_len,
             ConvPath::Winograd(_) => self.winograd.as_ref().map_or(0, |w| w.floats),
