@@ -64,6 +64,12 @@ const SHAPES: &[Shape] = &[
     // EfficientNet-B0's projections.
     Shape { name: "1x1 240->40 @28", cin: 240, cout: 40, hw: 28, k: 1, stride: 1, residual: false },
     Shape { name: "1x1 480->80 @14", cin: 480, cout: 80, hw: 14, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 672->112 @14", cin: 672, cout: 112, hw: 14, k: 1, stride: 1, residual: true },
+    Shape { name: "1x1 112->672 @14", cin: 112, cout: 672, hw: 14, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 240->80 @14", cin: 240, cout: 80, hw: 14, k: 1, stride: 1, residual: false },
+    // MobileNetV2's at 14x14.
+    Shape { name: "1x1 576->96 @14", cin: 576, cout: 96, hw: 14, k: 1, stride: 1, residual: true },
+    Shape { name: "1x1 96->576 @14", cin: 96, cout: 576, hw: 14, k: 1, stride: 1, residual: false },
 ];
 
 /// The shape's convolution, of `kind` or the kind its geometry gets by default.

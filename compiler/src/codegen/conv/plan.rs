@@ -3,7 +3,7 @@
 //! The packer and the generator both derive from these structures, so layout and code agree.
 
 use super::ConvSpec;
-use crate::codegen::isa::Isa;
+use crate::codegen::isa::{zmm_doubles_peak, Isa};
 use crate::codegen::tile::{x86, Piece, PostActivation};
 use crate::codegen::CodegenError;
 use crate::ir::{ConvKind, Relu, WinogradTile};
@@ -251,15 +251,25 @@ pub fn reads_b_in_place(isa: Isa, cout: usize, plane: usize) -> bool {
     isa != Isa::Sse && cout.div_ceil(mt) <= B_IN_PLACE_ROW_TILES && plane >= 4 * nr
 }
 
-/// The register tile of a direct 1x1 GEMM reading B in place ([`reads_b_in_place`]): avx512 12 x 1
-/// zmm (12x16, embedded broadcasts), a B tile of one cache line per input channel, whose `Cin`
-/// lines stay in L1 for the next row tile where the default 12x32's twice as many do not (one
-/// avx512 thread, batch 8: 144->24 at 56x56 105-112 GFLOP/s against 83-91, 24->144 112 against
-/// 103, 64->256 99 against 81; batch 1 equal or better on every shape measured); avx2 keeps 6 x 2
-/// ymm (12 x 1 ymm, without embedded broadcasts, was 10-25% slower).
+/// The register tile of a direct 1x1 GEMM reading B in place ([`reads_b_in_place`]).
+///
+/// avx512 where a zmm FMA does not double the peak (Zen 4, [`zmm_doubles_peak`]): 12 x 1 zmm
+/// (12x16, embedded broadcasts), a B tile of one cache line per input channel, whose `Cin` lines
+/// stay in L1 for the next row tile where the default 12x32's twice as many do not (one Zen 4
+/// thread, batch 8: 144->24 at 56x56 105-112 GFLOP/s against 83-91, 24->144 112 against 103,
+/// 64->256 99 against 81; batch 1 equal or better on every shape measured).
+///
+/// avx512 with full-width FMAs (Zen 5, Intel): the default 12 x 2 zmm. Two zmm FMAs a cycle need
+/// two operands a cycle: 12x16 loads 13 (12 broadcasts and a B vector) for 12 FMAs and waits on the
+/// load ports, 12x32 loads 14 for 24 (one Zen 5 thread, batch 1, `cargo bench --bench kernels --
+/// --sweep 1x1`: 672->112 at 14x14 72% -> 82% of peak, 576->96 at 14x14 75% -> 87%, 144->24 at
+/// 56x56 81% -> 90%, 16->96 at 112x112 69% -> 84%, 256->64 at 56x56 81% -> 95%).
+///
+/// avx2 keeps 6 x 2 ymm (12 x 1 ymm, without embedded broadcasts, was 10-25% slower).
 fn in_place_tile(isa: Isa) -> (usize, usize) {
+    static FULL_RATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     match isa {
-        Isa::Avx512 => (12, 1),
+        Isa::Avx512 if !*FULL_RATE.get_or_init(zmm_doubles_peak) => (12, 1),
         _ => default_tile(isa, ConvPath::Direct1x1, usize::MAX),
     }
 }

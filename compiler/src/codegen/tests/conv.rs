@@ -133,6 +133,8 @@ struct Case {
     bias: bool,
     activation: Option<Activation>,
     channel_scale: bool,
+    /// The avx512 register tile, if not the plan's own (the other ISAs keep theirs).
+    avx512_tile: Option<(usize, usize)>,
 }
 
 fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> Case {
@@ -159,6 +161,7 @@ fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: u
         bias: true,
         activation: None,
         channel_scale: false,
+        avx512_tile: None,
     }
 }
 
@@ -211,6 +214,10 @@ fn check(c: Case) {
     let prefs: Vec<&[f32]> = packing.iter().map(|w| w.as_slice()).collect();
     let packed = pack_conv_weights(&spec, &prefs).unwrap();
     for isa in host_isas() {
+        let spec = match (isa, c.avx512_tile) {
+            (Isa::Avx512, Some(tile)) => ConvSpec { tile: Some(tile), ..spec.clone() },
+            _ => spec.clone(),
+        };
         let k = compile_for(KernelSpec::Conv(spec.clone()), isa);
         let plan = ConvPlan::new(&spec, isa).unwrap();
         check_kernel(&c, &spec, &k, &plan, &packed, &wrefs, &mut rng, out_len, false);
@@ -307,7 +314,8 @@ fn gemm_1x1_shapes() {
 /// [`crate::codegen::reads_b_in_place`]; avx2 and avx512), while the plane's tail tile is packed:
 /// planes that are no multiple of any tile, one and two K blocks, K off the loop's unroll, row
 /// tails, residual (also in place), partial ReLU; on every ISA of the host (SSE packs: the
-/// reference for the others).
+/// reference for the others), and on avx512 with both of its in-place tiles, 12x16 and 12x32
+/// (which one a host gets depends on its FMA width: `plan::in_place_tile`).
 #[test]
 fn gemm_1x1_reads_b_in_place() {
     for (cin, cout, hw, residual, relu) in [
@@ -322,11 +330,14 @@ fn gemm_1x1_reads_b_in_place() {
             let plan = ConvPlan::new(&spec, isa).unwrap();
             assert_eq!(plan.b_in_place.is_some(), isa != Isa::Sse, "{isa} {cin}->{cout}@{hw:?}");
         }
-        let mut c = case(cin, cout, 1, 1, 1, 0);
-        c.hw = hw;
-        c.residual = residual;
-        c.relu = relu;
-        check(c);
+        for avx512_tile in [None, Some((12, 1)), Some((12, 2))] {
+            let mut c = case(cin, cout, 1, 1, 1, 0);
+            c.hw = hw;
+            c.residual = residual;
+            c.relu = relu;
+            c.avx512_tile = avx512_tile;
+            check(c);
+        }
     }
 }
 
@@ -657,6 +668,7 @@ mod random {
                         bias,
                         activation: None,
                         channel_scale: false,
+                        avx512_tile: None,
                     })
                 },
             )
