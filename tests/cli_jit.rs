@@ -157,6 +157,38 @@ fn bench_reports_latency_and_throughput_as_json() {
     }
 }
 
+/// `--profile` times every kernel over the timed batches: in JSON, one row per kernel (median ms,
+/// GFLOP/s, implementation) and the same summed per kernel family; in text, both tables.
+#[test]
+fn bench_profile_times_every_kernel_and_sums_them_by_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = resnet18_bundle(dir.path());
+    let args = ["bench", bundle.as_str(), "--iters", "3", "--warmup", "1", "--profile", "--format", "json"];
+    let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    let rows = v["profile"].as_array().unwrap();
+    // ResNet-18's kernels: the stem, 16 3x3 convs (residual adds fused), 3 projection
+    // shortcuts, the max pool, the average pool and the classifier.
+    assert!(rows.len() >= 20, "{rows:?}");
+    let ms = |r: &serde_json::Value| r["ms"].as_f64().unwrap();
+    assert!(rows.windows(2).all(|w| ms(&w[0]) >= ms(&w[1])), "slowest first: {rows:?}");
+    assert!(rows.iter().any(|r| r["kernel"].as_str().unwrap().starts_with("fc")), "{rows:?}");
+    let families = v["families"].as_array().unwrap();
+    for f in families {
+        let name = f["family"].as_str().unwrap();
+        let members: Vec<_> = rows
+            .iter()
+            .filter(|r| r["implementation"].as_str().unwrap().rsplit_once('.').unwrap().0 == name)
+            .collect();
+        assert_eq!(f["kernels"].as_u64().unwrap() as usize, members.len(), "{name}");
+        let sum: f64 = members.iter().map(|r| ms(r)).sum();
+        assert!((ms(f) - sum).abs() <= 1e-9 * sum.max(1.0), "{name}: {} against {sum}", ms(f));
+    }
+    let counted: u64 = families.iter().map(|f| f["kernels"].as_u64().unwrap()).sum();
+    assert_eq!(counted as usize, rows.len());
+    let text = ok(&["bench", bundle.as_str(), "--iters", "2", "--warmup", "0", "--profile"]);
+    assert!(text.contains("by kernel family:") && text.contains("conv."), "{text}");
+}
+
 /// One bundle, compiled once, runs with the kernels of every ISA the host has (the packed layout is
 /// the same for all), each agreeing with the reference interpreter on the .net file.
 #[test]

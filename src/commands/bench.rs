@@ -42,8 +42,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Also time every kernel (one extra batch) and list the slowest, with their implementation
-    /// and GFLOP/s.
+    /// Also time every kernel: --iters more batches, each kernel's median over them, listed
+    /// slowest first with its implementation and GFLOP/s, then summed by kernel family
+    /// (conv.depthwise, conv.gemm1x1, ...). With --format json, under "profile" and "families".
     #[arg(long)]
     pub profile: bool,
     #[command(flatten)]
@@ -117,10 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.finish_and_clear();
     }
     times.sort_by(f64::total_cmp);
-    let profile = if args.profile { Some(exe.run_profiled(&mut session, &views)?) } else { None };
+    let profile =
+        if args.profile { Some(profile_kernels(exe, &mut session, &views, args.iters)?) } else { None };
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90, min) = (pick(0.5), pick(0.9), times[0]);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "model": exe.graph().name,
         "median_ms": median,
         "p90_ms": p90,
@@ -135,6 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "first_run_ms": first_run_ms,
         "isa": exe.isa().name(),
     });
+    if let (Some(rows), Format::Json) = (&profile, args.format) {
+        result["profile"] = serde_json::to_value(rows)?;
+        result["families"] = serde_json::to_value(families(rows))?;
+    }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&result)? + "\n",
         Format::Text => format!(
@@ -145,38 +151,122 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.iters
         ),
     };
-    let text = match profile {
-        None => text,
-        Some(times) => text + &profile_table(exe, &times, batch),
+    let text = match (profile, args.format) {
+        (Some(rows), Format::Text) => text + &profile_table(&rows),
+        _ => text,
     };
     super::write_output(None, text.as_bytes())
 }
 
-/// The kernels by time, slowest first, with their share, GFLOP/s (2 FLOPs per MAC) and the
-/// implementation each got.
-fn profile_table(exe: &netc_runtime::jit::Executable, times: &[f64], batch: usize) -> String {
+/// One kernel's time in a profile: the median over the profiled batches.
+#[derive(serde::Serialize)]
+struct KernelTime {
+    kernel: String,
+    implementation: &'static str,
+    ms: f64,
+    gflops: f64,
+}
+
+/// Times every kernel over `iters` batches (one call timeline per batch, see
+/// `Executable::run_profiled`) and returns each kernel's median, slowest first. A single batch is
+/// at the mercy of one interruption; the median over many is what the kernel takes.
+fn profile_kernels(
+    exe: &netc_runtime::jit::Executable,
+    session: &mut netc_runtime::jit::Session,
+    views: &[TensorView],
+    iters: u32,
+) -> anyhow::Result<Vec<KernelTime>> {
+    let mut runs: Vec<Vec<f64>> = Vec::with_capacity(iters as usize);
+    for _ in 0..iters.max(1) {
+        runs.push(exe.run_profiled(session, views)?);
+    }
     let graph = exe.graph();
-    let total: f64 = times.iter().sum();
-    let mut rows: Vec<(f64, f64, &str, &str)> = exe
+    let batch = views.first().map_or(1, |v| v.shape[0]);
+    let mut rows: Vec<KernelTime> = exe
         .program()
         .steps()
         .iter()
         .zip(&exe.kernels().kernels)
-        .zip(times)
-        .map(|((step, kernel), &t)| {
+        .enumerate()
+        .map(|(i, (step, kernel))| {
+            let mut times: Vec<f64> = runs.iter().map(|run| run[i]).collect();
+            times.sort_by(f64::total_cmp);
+            let t = times[times.len() / 2];
             let node = graph.node(step.node);
-            let gflops = 2.0 * node.op.macs(&node.shape) as f64 * batch as f64 / t / 1e9;
-            (t, gflops, kernel.implementation, step.name.as_str())
+            KernelTime {
+                kernel: step.name.clone(),
+                implementation: kernel.implementation,
+                ms: t * 1e3,
+                gflops: 2.0 * node.op.macs(&node.shape) as f64 * batch as f64 / t / 1e9,
+            }
         })
         .collect();
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(rows)
+}
+
+/// The kernels of one family (an implementation name without its ISA: `conv.depthwise`), summed.
+#[derive(serde::Serialize)]
+struct FamilyTime {
+    family: String,
+    kernels: usize,
+    ms: f64,
+    gflops: f64,
+}
+
+/// Sums the profile by kernel family, slowest family first: how depthwise layers fare against the
+/// 1x1 GEMMs of the same network, say. GFLOP/s of a family: its FLOPs over its time.
+fn families(rows: &[KernelTime]) -> Vec<FamilyTime> {
+    // (family, kernels, ms, MFLOP)
+    let mut sums: Vec<(&str, usize, f64, f64)> = Vec::new();
+    for row in rows {
+        let family = row.implementation.rsplit_once('.').map_or(row.implementation, |(f, _)| f);
+        let mflop = row.gflops * row.ms;
+        match sums.iter_mut().find(|s| s.0 == family) {
+            Some(s) => *s = (family, s.1 + 1, s.2 + row.ms, s.3 + mflop),
+            None => sums.push((family, 1, row.ms, mflop)),
+        }
+    }
+    let mut out: Vec<FamilyTime> = sums
+        .into_iter()
+        .map(|(family, kernels, ms, mflop)| FamilyTime {
+            family: family.to_string(),
+            kernels,
+            ms,
+            gflops: if ms > 0.0 { mflop / ms } else { 0.0 },
+        })
+        .collect();
+    out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    out
+}
+
+/// The kernels by time (slowest first), with their share, GFLOP/s (2 FLOPs per MAC) and the
+/// implementation each got; then the same by kernel family.
+fn profile_table(rows: &[KernelTime]) -> String {
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
     let mut out = format!("{:>9} {:>6} {:>8}  {:<22} kernel\n", "ms", "share", "GFLOP/s", "implementation");
-    for (t, gflops, implementation, name) in rows {
+    for r in rows {
         out += &format!(
-            "{:>9.3} {:>5.1}% {:>8.1}  {implementation:<22} {name}\n",
-            t * 1e3,
-            100.0 * t / total,
-            gflops
+            "{:>9.3} {:>5.1}% {:>8.1}  {:<22} {}\n",
+            r.ms,
+            100.0 * r.ms / total,
+            r.gflops,
+            r.implementation,
+            r.kernel
+        );
+    }
+    out += &format!(
+        "\nby kernel family:\n{:>9} {:>6} {:>8} {:>8}  family\n",
+        "ms", "share", "GFLOP/s", "kernels"
+    );
+    for f in families(rows) {
+        out += &format!(
+            "{:>9.3} {:>5.1}% {:>8.1} {:>8}  {}\n",
+            f.ms,
+            100.0 * f.ms / total,
+            f.gflops,
+            f.kernels,
+            f.family
         );
     }
     out
