@@ -43,6 +43,15 @@ mobilenet_v3_small, shufflenet_v2_x1_0, efficientnet_b0, regnet_x_400mf, densene
    machine round medians vary by up to +-20% even when no other process runs:
    use --rounds 3 or more for numbers that go in the README.
 
+4. --families: one more run of each engine with per-layer timing (ORT's profiler, median per
+   node over --iters runs; `netc bench --profile`, median per kernel), layers matched by their
+   torchvision module path, summed per netc kernel family (conv.depthwise, conv.gemm1x1, ...,
+   "1x1" = gemm1x1 + chanvec) and compared: are the depthwise layers as fast relative to ORT
+   as the 1x1 ones? Each engine's per-layer times are scaled to its un-profiled median (ORT's
+   profiler adds a few microseconds per node). ORT nodes of layers netc has no kernel for (its
+   NCHWc reorders, a squeeze-and-excitation multiply netc folds into the next convolution) are
+   listed as "unmatched".
+
 Peak RSS of every child process comes from wait4() (ru_maxrss). Accuracy is
 reported as rel_diff = max|y - y_torch| / max|y_torch| over all logits, plus
 whether the argmax of every batch row agrees. Latency percentiles use the
@@ -207,7 +216,7 @@ def worker_env() -> dict:
 def ort_worker(argv) -> int:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(prog="compare_ort.py _ort_worker")
-    ap.add_argument("mode", choices=["cold", "bench"])
+    ap.add_argument("mode", choices=["cold", "bench", "profile"])
     ap.add_argument("--onnx", required=True)
     ap.add_argument("--input", required=True)
     ap.add_argument("--threads", type=int, required=True)
@@ -229,6 +238,11 @@ def ort_worker(argv) -> int:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if a.no_spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if a.mode == "profile":
+        import tempfile
+
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort_profile")
     sess = ort.InferenceSession(a.onnx, so, providers=["CPUExecutionProvider"])
     t_session = time.perf_counter()
     in_name = sess.get_inputs()[0].name
@@ -249,6 +263,17 @@ def ort_worker(argv) -> int:
         "session_plus_first_run_ms": (t_first - t_input) * 1e3,
         "in_process_to_output_ms": (t_out - t_start) * 1e3,
     }
+    if a.mode == "profile":
+        for _ in range(a.warmup + a.iters):
+            sess.run([out_name], {in_name: x})
+        trace = Path(sess.end_profiling())
+        per_node = {}
+        for ev in json.loads(trace.read_text()):
+            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                per_node.setdefault(ev["name"][: -len("_kernel_time")], []).append(ev["dur"] / 1e3)
+        trace.unlink()
+        # Each node's median over the timed runs (the first `warmup` runs left out).
+        res["node_ms"] = {n: statistics.median(v[a.warmup:] or v) for n, v in per_node.items()}
     if a.mode == "bench":
         io = sess.io_binding()
         xv = ort.OrtValue.ortvalue_from_numpy(x)
@@ -332,12 +357,14 @@ class Netc:
             res["error"] = tail(r["stderr"] or r["stdout"])
         return res
 
-    def bench(self, target: Path, weights, batch: int, args) -> dict:
+    def bench(self, target: Path, weights, batch: int, args, profile: bool = False) -> dict:
         argv = ["bench", target]
         if weights is not None:
             argv += ["--weights", weights]
         argv += ["--batch", batch, "--threads", args.threads, "--iters", args.iters,
                  "--format", "json"]
+        if profile:
+            argv.append("--profile")
         r = self.run(argv)
         j = last_json_object(r["stdout"]) if r.get("rc") == 0 else None
         if j is None or "median_ms" not in j:
@@ -653,8 +680,71 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
                          if n["ok"] and o["ok"]]
             e[f"{key}_over_ort"] = med(per_round)
             e[f"{key}_over_ort_rounds"] = per_round
+        if args.families and netc.available:
+            log(f"[{name} b{b}] per-family profiles")
+            ort_prof = ort_call("profile", onnx_path, inp, args)
+            netc_prof = netc.bench(bundle or net, None if bundle else weights, b, args, profile=True)
+            ort_med = e["ort"].get("bench", {}).get("median_ms")
+            netc_med = e["netc_bundle" if bundle else "netc"].get("bench", {}).get("median_ms")
+            if ort_prof["ok"] and netc_prof["ok"] and ort_med and netc_med:
+                e["families"] = family_ratios(netc_prof["profile"], ort_prof["node_ms"], netc_med, ort_med)
+            else:
+                log(f"[{name} b{b}] profiles failed: {ort_prof.get('error') or netc_prof.get('error')}")
         rec["batches"][str(b)] = e
     return rec
+
+
+def torch_module(ort_node: str) -> str:
+    """The torchvision module path of an ONNX node named by the TorchScript exporter:
+    `/features/features.2/conv/conv.0/conv.0.2/Clip` -> `features.2.conv.0.2` (each segment
+    `a.b.c` repeats its parent's path and adds the last component)."""
+    parts = []
+    for seg in ort_node.split("/"):
+        if seg and seg[0].islower() and all(c.isalnum() or c in "._" for c in seg):
+            parts.append(seg.rsplit(".", 1)[-1] if "." in seg else seg)
+    return ".".join(parts)
+
+
+def layer_key(module: str) -> str:
+    """The layer a module belongs to: its path without the last component, so a conv, its
+    BatchNorm and its activation (`features.2.conv.0.0/.1/.2`, netc's `features.2.conv.0.0`) meet."""
+    return module.rsplit(".", 1)[0] if "." in module else module
+
+
+def family_ratios(netc_rows, ort_nodes: dict, netc_median: float, ort_median: float) -> dict:
+    """netc's kernels and ORT's nodes summed per netc kernel family, matched by layer: a layer
+    (see layer_key) belongs to the family of its netc kernels ("mixed" if several, e.g. a
+    squeeze-and-excitation block); ORT nodes of layers netc has no kernel for (its layout
+    reorders, a multiply netc fused away) are "unmatched". Each engine's per-kernel times are
+    scaled so that they sum to its un-profiled median latency (ORT's profiler adds a few
+    microseconds to every node). "1x1" is conv.gemm1x1 + conv.chanvec, the 1x1 layers of the
+    MobileNets and EfficientNet."""
+    layer_family = {}
+    netc_layer = {}
+    for r in netc_rows:
+        layer = layer_key(r["kernel"].split(" ")[0])
+        fam = r["implementation"].rsplit(".", 1)[0]
+        layer_family[layer] = fam if layer_family.get(layer, fam) == fam else "mixed"
+        netc_layer[layer] = netc_layer.get(layer, 0.0) + r["ms"]
+    ort_layer = {}
+    for node, ms in ort_nodes.items():
+        layer = layer_key(torch_module(node))
+        ort_layer[layer] = ort_layer.get(layer, 0.0) + ms
+    ns, os_ = netc_median / sum(netc_layer.values()), ort_median / sum(ort_layer.values())
+    fams = {}
+    for layer, fam in layer_family.items():
+        f = fams.setdefault(fam, [0.0, 0.0, 0])
+        f[0] += netc_layer[layer] * ns
+        f[1] += ort_layer.get(layer, 0.0) * os_
+        f[2] += 1
+    unmatched = sum(ms for layer, ms in ort_layer.items() if layer not in layer_family) * os_
+    if unmatched:
+        fams.setdefault("unmatched", [0.0, 0.0, 0])[1] += unmatched
+    ones = [fams[f] for f in ("conv.gemm1x1", "conv.chanvec") if f in fams]
+    if ones:
+        fams["1x1"] = [sum(f[0] for f in ones), sum(f[1] for f in ones), sum(f[2] for f in ones)]
+    return {f: {"netc_ms": v[0], "ort_ms": v[1], "layers": v[2],
+                "netc_over_ort": v[0] / v[1] if v[1] else None} for f, v in fams.items()}
 
 
 def fmt(v, spec=".2f", width=8):
@@ -689,6 +779,18 @@ def print_tables(results: dict, batches) -> None:
                   f"{fmt(e.get('netc_bundle_over_ort'), '.2f')} "
                   f"{fmt(e['ort'].get('check', {}).get('rel_diff'), '.1e')} "
                   f"{fmt(max((e[k].get('bench', {}).get('max_other_cpu_frac') or 0) for k in ('ort', 'netc', 'netc_bundle')), '.0%', 6)}")
+    fam_rows = [(name, b, f, v) for name, rec in results["models"].items()
+                for b, e in rec.get("batches", {}).items() for f, v in e.get("families", {}).items()]
+    if fam_rows:
+        print()
+        print("By kernel family (--families; one profiled run per engine: netc bench --profile and "
+              "ORT's profiler, matched by torchvision layer, each scaled to its un-profiled median)")
+        hdr = f"{'model':18} {'batch':>5} {'family':16} {'layers':>6} {'netc ms':>8} {'ORT ms':>8} {'netc/ORT':>8}"
+        print(hdr)
+        print("-" * len(hdr))
+        for name, b, f, v in fam_rows:
+            print(f"{name:18} {b:>5} {f:16} {v['layers']:>6} {fmt(v['netc_ms'], '.3f')} "
+                  f"{fmt(v['ort_ms'], '.3f')} {fmt(v['netc_over_ort'], '.2f')}")
     print()
     print("Cold start: process start to logits written (ms, median of --cold-reps); "
           "ORT sess+1st = session creation + first run inside the process")
@@ -736,6 +838,9 @@ def main() -> int:
                     "idle (< 10%% busy over 1 s); for shared machines (default 0: no wait)")
     ap.add_argument("--timeout", type=float, default=3600, help="per child process, seconds")
     ap.add_argument("--refresh", action="store_true", help="rebuild the cached artefacts")
+    ap.add_argument("--families", action="store_true",
+                    help="also profile both engines per layer and compare them per netc kernel "
+                    "family (depthwise against 1x1 layers, say)")
     ap.add_argument("--out", type=Path, default=CACHE / "compare_ort.json")
     args = ap.parse_args()
 
