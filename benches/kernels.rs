@@ -67,6 +67,8 @@ const SHAPES: &[Shape] = &[
     Shape { name: "1x1 672->112 @14", cin: 672, cout: 112, hw: 14, k: 1, stride: 1, residual: true },
     Shape { name: "1x1 112->672 @14", cin: 112, cout: 672, hw: 14, k: 1, stride: 1, residual: false },
     Shape { name: "1x1 240->80 @14", cin: 240, cout: 80, hw: 14, k: 1, stride: 1, residual: false },
+    // The MobileNets' and EfficientNet's stem.
+    Shape { name: "3x3s2 3->32 @224", cin: 3, cout: 32, hw: 224, k: 3, stride: 2, residual: false },
     // MobileNetV2's at 14x14.
     Shape { name: "1x1 576->96 @14", cin: 576, cout: 96, hw: 14, k: 1, stride: 1, residual: true },
     Shape { name: "1x1 96->576 @14", cin: 96, cout: 576, hw: 14, k: 1, stride: 1, residual: false },
