@@ -259,11 +259,13 @@ pub fn reads_b_in_place(isa: Isa, cout: usize, plane: usize) -> bool {
 /// thread, batch 8: 144->24 at 56x56 105-112 GFLOP/s against 83-91, 24->144 112 against 103,
 /// 64->256 99 against 81; batch 1 equal or better on every shape measured).
 ///
-/// avx512 with full-width FMAs (Zen 5, Intel): the default 12 x 2 zmm. Two zmm FMAs a cycle need
-/// two operands a cycle: 12x16 loads 13 (12 broadcasts and a B vector) for 12 FMAs and waits on the
-/// load ports, 12x32 loads 14 for 24 (one Zen 5 thread, batch 1, `cargo bench --bench kernels --
-/// --sweep 1x1`: 672->112 at 14x14 72% -> 82% of peak, 576->96 at 14x14 75% -> 87%, 144->24 at
-/// 56x56 81% -> 90%, 16->96 at 112x112 69% -> 84%, 256->64 at 56x56 81% -> 95%).
+/// avx512 where zmm FMAs double the peak (AMD from Zen 5 on, and Intel's AVX-512 cores as that
+/// predicate counts them; measured on Zen 5 only): the default 12 x 2 zmm. Two zmm FMAs a cycle
+/// need two operands a cycle: 12x16 loads 13 (12 broadcasts and a B vector) for 12 FMAs and waits
+/// on the load ports, 12x32 loads 14 for 24 (one Zen 5 thread, `cargo bench --bench kernels --
+/// --sweep 1x1`, batch 1: 672->112 at 14x14 72% -> 82% of peak, 576->96 at 14x14 75% -> 87%,
+/// 144->24 at 56x56 81% -> 90%, 16->96 at 112x112 69% -> 84%, 256->64 at 56x56 81% -> 95%;
+/// batch 8: 144->24 at 56x56 80% -> 91%, 24->144 75% -> 90%, 672->112 at 14x14 74% -> 86%).
 ///
 /// avx2 keeps 6 x 2 ymm (12 x 1 ymm, without embedded broadcasts, was 10-25% slower).
 fn in_place_tile(isa: Isa) -> (usize, usize) {
