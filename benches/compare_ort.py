@@ -707,28 +707,40 @@ def torch_module(ort_node: str) -> str:
 
 def layer_key(module: str) -> str:
     """The layer a module belongs to: its path without the last component, so a conv, its
-    BatchNorm and its activation (`features.2.conv.0.0/.1/.2`, netc's `features.2.conv.0.0`) meet."""
+    BatchNorm and its activation (`features.2.conv.0.0/.1/.2`: ORT names the fused node after the
+    activation, netc after the conv) meet."""
     return module.rsplit(".", 1)[0] if "." in module else module
 
 
 def family_ratios(netc_rows, ort_nodes: dict, netc_median: float, ort_median: float) -> dict:
-    """netc's kernels and ORT's nodes summed per netc kernel family, matched by layer: a layer
-    (see layer_key) belongs to the family of its netc kernels ("mixed" if several, e.g. a
+    """netc's kernels and ORT's nodes summed per netc kernel family, matched by layer: a netc
+    kernel and an ORT node meet on their torchvision module path when both have it (ResNet's
+    `layer1.0.conv1`), else on its layer (see layer_key: a MobileNet's conv and its BatchNorm and
+    activation). A layer belongs to the family of its netc kernels ("mixed" if several, e.g. a
     squeeze-and-excitation block); ORT nodes of layers netc has no kernel for (its layout
     reorders, a multiply netc fused away) are "unmatched". Each engine's per-kernel times are
     scaled so that they sum to its un-profiled median latency (ORT's profiler adds a few
     microseconds to every node). "1x1" is conv.gemm1x1 + conv.chanvec, the 1x1 layers of the
     MobileNets and EfficientNet."""
+    netc_names = {r["kernel"].split(" ")[0] for r in netc_rows}
+    ort_modules = {torch_module(node) for node in ort_nodes}
+
+    def netc_key(name):
+        return name if name in ort_modules else layer_key(name)
+
+    def ort_key(module):
+        return module if module in netc_names else layer_key(module)
+
     layer_family = {}
     netc_layer = {}
     for r in netc_rows:
-        layer = layer_key(r["kernel"].split(" ")[0])
+        layer = netc_key(r["kernel"].split(" ")[0])
         fam = r["implementation"].rsplit(".", 1)[0]
         layer_family[layer] = fam if layer_family.get(layer, fam) == fam else "mixed"
         netc_layer[layer] = netc_layer.get(layer, 0.0) + r["ms"]
     ort_layer = {}
     for node, ms in ort_nodes.items():
-        layer = layer_key(torch_module(node))
+        layer = ort_key(torch_module(node))
         ort_layer[layer] = ort_layer.get(layer, 0.0) + ms
     ns, os_ = netc_median / sum(netc_layer.values()), ort_median / sum(ort_layer.values())
     fams = {}
