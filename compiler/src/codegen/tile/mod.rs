@@ -417,28 +417,22 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
-    /// AVX-512 with `wq` a multiple of the vector: the taps are lane shifts of whole source vectors
-    /// at multiples of `L` floats from each row's start, which read up to
-    /// `(rows - 1) * wq + (ceil(ow / L) + max(taps) / L + 1) * L`.
-    pub shifted: bool,
+    /// Output rows computed at once (AVX-512; 1 otherwise): each distinct `src` vector
+    /// their taps read is loaded once. It changes the order of the work, not what is read or written.
+    pub at_once: usize,
     pub epilogue: DepthwiseEpilogue,
 }
 
 impl DepthwiseRowsSpec {
     /// Floats of `src` the routine reads.
     pub fn src_len(&self) -> usize {
-        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq, self.shifted)
+        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq)
     }
 
     /// Floats of `src` a rows routine of this geometry reads.
-    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize, shifted: bool) -> usize {
+    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize) -> usize {
         let (lanes, max_tap) = (isa.lanes(), taps.iter().copied().max().unwrap_or(0));
-        let per_row = ow.div_ceil(lanes);
-        if shifted {
-            (rows - 1) * wq + (per_row + max_tap / lanes + 1) * lanes
-        } else {
-            (rows - 1) * wq + max_tap + per_row * lanes
-        }
+        (rows - 1) * wq + max_tap + ow.div_ceil(lanes) * lanes
     }
 }
 
@@ -448,13 +442,16 @@ impl DepthwiseRowsSpec {
 /// `(oy, ox)` (`oy < h`, `ox < w`): `v = sum over (kh, kw) in order of xpad[oy + kh][ox + kw] *
 /// w[kh * k + kw]`, `xpad` the input zero-padded by `p = k / 2`, then the epilogue of
 /// [`DepthwiseOutSpec`], stored at `y[oy * w + ox]`. Taps outside the input are skipped (rows) or
-/// read as zeros by masked loads (columns), so it reads only `x[0 .. h * w]`.
+/// read as zeros by masked loads (columns), so it reads only `x[0 .. h * w]`. `rows`: output rows
+/// computed together, so that each input vector loaded serves every one of them it feeds (1: row by
+/// row, the weights in registers); it changes the order of the work, not what is read or written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseDirectSpec {
     pub isa: Isa,
     pub k: usize,
     pub h: usize,
     pub w: usize,
+    pub rows: usize,
     pub epilogue: DepthwiseEpilogue,
 }
 
@@ -631,7 +628,10 @@ impl Routine {
                 format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
             }
             Routine::DepthwiseDirect(s) => {
-                format!("{} depthwise direct rows, {}x{} taps, {}x{}", s.isa, s.k, s.k, s.h, s.w)
+                format!(
+                    "{} depthwise direct rows, {}x{} taps, {}x{}, {} at once",
+                    s.isa, s.k, s.k, s.h, s.w, s.rows
+                )
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
             Routine::DepthwiseFlat(s) => format!(
