@@ -28,28 +28,33 @@
 //! tails masked): a wide row wastes few lanes, and the flat run's trip through the scratch (a
 //! 51 KB store and reload per channel at 112x112) would cost more than it saves.
 //!
-//! **Direct rows** (avx512 row mode at stride 1): no fill at all. The row routine reads the
-//! channel's input plane itself ([`DepthwiseDirectSpec`]): a tap whose input row lies in the
-//! padding is left out of the edge rows' code, and a tap whose lanes reach into the padding
-//! columns (the first vector's left taps, the last vector's right taps) loads the input with those
-//! lanes zero-masked, which adds `0 * w` as the padding would. The fill's copy and the stencil's
-//! wait for it were 10-18% of these layers (one thread, batch 1, fill left out as an experiment:
-//! 144 channels SiLU at 56x56 0.299 -> 0.267 ms, ReLU6 0.145 -> 0.119).
+//! **Direct rows** (avx512 row mode): no fill at all. The row routine reads the channel's input
+//! plane itself ([`DepthwiseDirectSpec`]): a tap whose input row lies in the padding is left out of
+//! the edge rows' code, and a tap whose lanes reach into the padding columns (the first vector's
+//! left taps, the last vector's right taps) loads the input with those lanes zero-masked, which
+//! adds `0 * w` as the padding would. The fill's copy and the stencil's wait for it were 10-18% of
+//! these layers (one thread, batch 1, fill left out as an experiment: 144 channels SiLU at 56x56
+//! 0.299 -> 0.267 ms, ReLU6 0.145 -> 0.119). At stride 2 the routine loads each input row's
+//! columns once and splits them into even and odd columns in registers (`vpermi2ps`), the taps at
+//! `kw >= 2` being lane shifts of those (`valignd`), instead of filling four phase planes.
 //!
-//! **Rows at once** (avx512 row mode, rows of up to 4 vectors for 3x3 and 6 for 5x5: [`at_once`]):
-//! the routine computes several output rows per step, so that each input vector it loads feeds
-//! every output row of the step that reads it (a 5x5 window: up to five) instead of one tap of
-//! one row: the direct rows ([`DepthwiseDirectSpec::rows`]) walk the step's input rows, the phase-
-//! plane rows ([`DepthwiseRowsSpec::at_once`], stride 2) load each distinct vector of the step's
-//! taps once (taps `(kh, kw)` of row `oy` and `(kh + 2, kw)` of row `oy - 1` are the same one). Row
-//! by row, each FMA loaded an unaligned vector, most spanning two cache lines. One thread, batch 1
-//! (micro-nets, medians of five interleaved runs): 5x5 SiLU, 240 channels at 28x28 0.138 -> 0.098
-//! ms, stride 2 56 -> 28 (144 channels) 0.108 -> 0.095; 3x3, 192 channels SiLU at 28x28 0.061 ->
-//! 0.043, ReLU6 0.036 -> 0.022 (there it replaced lane-shifted taps over a fill, which had beaten
-//! row-by-row direct rows), 144 channels ReLU6 at 56x56 0.123 -> 0.083, stride 2 56 -> 28 ReLU6
-//! 0.047 -> 0.042. Rows of 7 vectors (112x112) keep one row at a time (two measured slower).
+//! **Rows at once** (the direct rows; rows of up to 4 vectors for 3x3 and 6 for 5x5: [`at_once`],
+//! fewer at stride 2 where the column split takes ten registers): the routine computes several
+//! output rows per step ([`DepthwiseDirectSpec::rows`]), walking the input rows they read, so that
+//! each input vector it loads (and at stride 2 splits) feeds every output row of the step that
+//! reads it (a 5x5 window: up to five at stride 1, three at stride 2) instead of one tap of one
+//! row. Row by row, each FMA loaded an unaligned vector, most spanning two cache lines. One
+//! thread, batch 1 (micro-nets, medians of five interleaved runs against the fill and phase-plane
+//! rows or row-by-row direct rows): stride 1, 5x5 SiLU, 240 channels at 28x28 0.138 -> 0.098 ms;
+//! 3x3, 192 channels SiLU at 28x28 0.061 -> 0.043, ReLU6 0.036 -> 0.022 (there it replaced
+//! lane-shifted taps over a fill, which had beaten row-by-row direct rows), 144 channels ReLU6 at
+//! 56x56 0.123 -> 0.083; stride 2, 5x5 SiLU 56 -> 28 (144 channels) 0.108 -> 0.073, 3x3 ReLU6 56 ->
+//! 28 (144 channels) 0.045 -> 0.031, 112 -> 56 (96 channels) ReLU6 0.110 -> 0.085, SiLU 0.149 ->
+//! 0.122. Rows of 7 vectors (112x112) keep one row at a time at stride 1 (two measured slower).
+//! (Several rows at once over the phase planes, each distinct vector of the step's taps loaded
+//! once, took the stride-2 5x5 layer only to 0.095 ms.)
 //!
-//! **Bands** (row mode): the plane is filled and filtered in bands of `band` output rows
+//! **Bands** (row mode on avx2): the plane is filled and filtered in bands of `band` output rows
 //! ([`band_rows`]: the most whose phase planes fit in [`BAND_BYTES`], 8 KB, so the fill's stores
 //! are still in L1 when the stencil reads them back; a whole 112x112 plane is 52 KB, its stride-2
 //! phase planes 53 KB). Band rows `oy0..oy0 + rows` need padded rows `y0 = s*oy0` to
@@ -136,8 +141,8 @@ const AT_ONCE_3X3: usize = 8;
 
 /// Accumulators of the output rows computed at once with a 5x5 window, whose weights are broadcast
 /// operands anyway: 12 (one thread, batch 1, SiLU: 240 channels at 28x28 0.106 ms with 8, 0.098
-/// with 12, 0.099 with 16; 48 channels at 56x56 0.103 -> 0.093; stride 2 56 -> 28, 144 channels,
-/// 0.097 -> 0.096).
+/// with 12, 0.099 with 16; 48 channels at 56x56 0.103 -> 0.093). At stride 2 the direct rows have
+/// registers for 11 beside an activation's (measured at stride 2 over phase planes only).
 const AT_ONCE_WIDE: usize = 12;
 
 /// Bytes of phase planes a row-mode band aims to fill (see [`band_rows`]).
@@ -193,8 +198,8 @@ pub struct DepthwisePlan {
     /// Row mode on AVX-512 at stride 1: the stencil reads the input plane itself
     /// ([`DepthwiseDirectSpec`]), no fill, no bands and no scratch.
     pub direct: bool,
-    /// AVX-512 row mode: output rows computed at once ([`at_once`],
-    /// [`DepthwiseDirectSpec::rows`], [`DepthwiseRowsSpec::at_once`]); 1 otherwise.
+    /// Direct rows: output rows computed at once ([`at_once`], [`DepthwiseDirectSpec::rows`]); 1
+    /// otherwise.
     pub at_once: usize,
     /// With an activation costlier than a clamp, on AVX-512's fused flat path: the ReLU and the activation are deferred to runs over the
     /// contiguous outputs of `defer` channels ([`DepthwiseActSpec`]); 0 when they stay in the
@@ -269,12 +274,16 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let rows_mode = plan.isa != Isa::Sse && (ow >= 2 * lanes || (plan.isa == Isa::Avx512 && ow > lanes));
     // A sigmoid, SiLU or hard activation: about 20 instructions a vector, against a clamp's two.
     let costly = matches!(spec.op.activation, Some(a) if !matches!(a, Activation::Clamp { .. }));
-    // AVX-512 row mode at stride 1: straight from the input, no fill ([`DepthwiseDirectSpec`]),
-    // several output rows at once ([`at_once`]). (Row by row it measured faster than the fill and
-    // the rows routine only with a costly activation or rows of more than two vectors; the shifted
-    // taps kept ReLU6 layers at 28x28. Several rows at once beat both there: one thread, batch 1,
-    // ReLU6, 192 channels at 28x28 0.034 -> 0.021 ms against the shifted taps.)
-    let direct = rows_mode && plan.isa == Isa::Avx512 && s == 1;
+    // AVX-512 row mode: straight from the input, no fill ([`DepthwiseDirectSpec`]), several output
+    // rows at once ([`at_once`]). (Row by row at stride 1 it measured faster than the fill and the
+    // rows routine only with a costly activation or rows of more than two vectors; the shifted taps
+    // kept ReLU6 layers at 28x28. Several rows at once beat both there: one thread, batch 1, ReLU6,
+    // 192 channels at 28x28 0.034 -> 0.021 ms against the shifted taps.) At stride 2, while the
+    // rows' accumulators fit beside the column split's registers.
+    let per_row = ow.div_ceil(lanes);
+    let stride2_accumulators =
+        crate::codegen::tile::x86::depthwise::stride2_accumulators(plan.activation.is_some());
+    let direct = rows_mode && plan.isa == Isa::Avx512 && (s == 1 || per_row <= stride2_accumulators);
     let band = if rows_mode { band_rows(s, k, wq, oh) } else { oh };
     let hq = if rows_mode { (s * (band - 1) + k).div_ceil(s) } else { (h + 2 * pad).div_ceil(s) };
     let plane_len = hq * wq;
@@ -283,7 +292,6 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         .collect();
     let max_tap = taps.iter().copied().max().unwrap_or(0);
     let (vectors, reads) = if rows_mode {
-        let per_row = ow.div_ceil(lanes);
         (oh * per_row, DepthwiseRowsSpec::reads(plan.isa, &taps, band, ow, wq))
     } else {
         let vectors = ((oh - 1) * wq + ow).div_ceil(lanes);
@@ -326,7 +334,11 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         band,
         bands: if rows_mode && !direct { bands(h, k, s, pad, oh, band) } else { Vec::new() },
         direct,
-        at_once: if plan.isa == Isa::Avx512 && rows_mode { at_once(ow.div_ceil(lanes), k) } else { 1 },
+        at_once: match (direct, s) {
+            (false, _) => 1,
+            (true, 1) => at_once(per_row, k),
+            (true, _) => at_once(per_row, k).min(stride2_accumulators / per_row),
+        },
         slots,
         fused,
         defer,
@@ -403,6 +415,7 @@ pub(super) fn item(
                 k: spec.op.conv.kernel[0],
                 h,
                 w,
+                stride: d.stride,
                 rows: d.at_once,
                 epilogue: fused,
             };
@@ -433,7 +446,6 @@ pub(super) fn item(
                         rows: run.rows,
                         ow: d.ow,
                         wq: d.wq,
-                        at_once: d.at_once,
                         epilogue: fused.clone(),
                     };
                     tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, yb, epi, rb]);

@@ -417,9 +417,6 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
-    /// Output rows computed at once (AVX-512; 1 otherwise): each distinct `src` vector
-    /// their taps read is loaded once. It changes the order of the work, not what is read or written.
-    pub at_once: usize,
     pub epilogue: DepthwiseEpilogue,
 }
 
@@ -436,23 +433,35 @@ impl DepthwiseRowsSpec {
     }
 }
 
-/// The depthwise stencil and epilogue straight from the input (AVX-512, stride 1, padding
+/// The depthwise stencil and epilogue straight from the input (AVX-512, stride `s` 1 or 2, padding
 /// `k / 2`, wide rows): run-time operands `(x, w, y, epi, res)` like [`DepthwiseRowsSpec`]'s, with
 /// `x` the channel's unpadded `h x w` input plane instead of phase planes. For each output pixel
-/// `(oy, ox)` (`oy < h`, `ox < w`): `v = sum over (kh, kw) in order of xpad[oy + kh][ox + kw] *
-/// w[kh * k + kw]`, `xpad` the input zero-padded by `p = k / 2`, then the epilogue of
-/// [`DepthwiseOutSpec`], stored at `y[oy * w + ox]`. Taps outside the input are skipped (rows) or
-/// read as zeros by masked loads (columns), so it reads only `x[0 .. h * w]`. `rows`: output rows
-/// computed together, so that each input vector loaded serves every one of them it feeds (1: row by
-/// row, the weights in registers); it changes the order of the work, not what is read or written.
+/// `(oy, ox)` (`oy < oh`, `ox < ow`, `oh = (h + 2p - k) / s + 1` and the same for `ow`): `v = sum
+/// over (kh, kw) in order of xpad[s * oy + kh][s * ox + kw] * w[kh * k + kw]`, `xpad` the input
+/// zero-padded by `p = k / 2`, then the epilogue of [`DepthwiseOutSpec`], stored at `y[oy * ow +
+/// ox]` (residual `res[oy * ow + ox]`). Taps outside the input are skipped (rows) or read as zeros
+/// by masked loads (columns), so it reads only `x[0 .. h * w]`. `rows`: output rows computed
+/// together, so that each input vector loaded serves every one of them it feeds (1: row by row);
+/// it changes the order of the work, not what is read or written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseDirectSpec {
     pub isa: Isa,
     pub k: usize,
     pub h: usize,
     pub w: usize,
+    pub stride: usize,
     pub rows: usize,
     pub epilogue: DepthwiseEpilogue,
+}
+
+impl DepthwiseDirectSpec {
+    /// Output floats: `oh * ow`.
+    pub fn out_len(&self) -> usize {
+        let p = self.k / 2;
+        let (oh, ow) =
+            ((self.h + 2 * p - self.k) / self.stride + 1, (self.w + 2 * p - self.k) / self.stride + 1);
+        oh * ow
+    }
 }
 
 /// The depthwise stencil over the flat run with its epilogue, stored compacted (AVX-512; small
@@ -691,10 +700,10 @@ impl Routine {
                 print
             }
             Routine::DepthwiseDirect(s) => {
-                let plane = (s.h * s.w) as i64;
-                let mut print = vec![(0, 0, plane), (1, 0, (s.k * s.k) as i64), (2, 0, plane)];
+                let (plane, out) = ((s.h * s.w) as i64, s.out_len() as i64);
+                let mut print = vec![(0, 0, plane), (1, 0, (s.k * s.k) as i64), (2, 0, out)];
                 if s.epilogue.residual {
-                    print.push((4, 0, plane));
+                    print.push((4, 0, out));
                 }
                 print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
                 print
