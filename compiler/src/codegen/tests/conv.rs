@@ -1007,6 +1007,33 @@ fn depthwise_rows_at_once() {
     }
 }
 
+/// AVX-512 rows at stride 2 too wide for the direct rows' registers (more output vectors than
+/// accumulators beside the split's registers: 250 columns without an activation, 185 with one) keep
+/// the fill into phase planes, in bands, and the phase-plane rows routine; asserted on the plan.
+#[test]
+fn depthwise_wide_stride2_rows_keep_the_fill() {
+    for (ch, h, w, k, activation) in [
+        (1, 6, 500, 5, None),
+        (2, 9, 369, 3, Some(Activation::Silu)),
+        (1, 4, 371, 5, Some(Activation::Sigmoid)),
+    ] {
+        for variant in 0..4 {
+            let mut c = depthwise_case(ch, h, w, k, 2);
+            c.activation = activation;
+            c.bias = variant % 2 == 0;
+            c.affine = variant >= 2;
+            c.residual = variant == 1 || variant == 3;
+            c.post = variant == 3;
+            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
+            let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
+            let d = plan.depthwise.as_ref().expect("a depthwise plan");
+            assert!(d.rows_mode && !d.direct && !d.bands.is_empty(), "{ch}x{h}x{w} {k}x{k} {activation:?}");
+            check(c);
+        }
+    }
+}
+
 /// Random depthwise convolutions: odd and even, square and non-square planes (wide enough for row
 /// mode and tall enough for several bands), both windows and strides, every epilogue.
 mod random_depthwise {
