@@ -28,24 +28,33 @@
 //! tails masked): a wide row wastes few lanes, and the flat run's trip through the scratch (a
 //! 51 KB store and reload per channel at 112x112) would cost more than it saves.
 //!
-//! On avx512 at stride 1 with a cheap epilogue (none, ReLU, a clamp), the row routine's taps are
-//! lane shifts of whole source vectors ([`DepthwiseRowsSpec::shifted`]; `wq` is rounded up to a
-//! multiple of 16 so that every row starts at a whole vector): one thread, batch 1, ReLU6, 144
-//! channels at 56x56 0.169 -> 0.146 ms, 32 at 112x112 0.134 -> 0.122 ms, 192 at 28x28 0.057 ->
-//! 0.052 ms. With a SiLU it was 5-9% slower (the shifts compete with its arithmetic), at stride 2
-//! 15% slower (four phase planes need many source vectors), so those keep the loads.
+//! **Direct rows** (avx512 row mode): no fill at all. The row routine reads the channel's input
+//! plane itself ([`DepthwiseDirectSpec`]): a tap whose input row lies in the padding is left out of
+//! the edge rows' code, and a tap whose lanes reach into the padding columns (the first vector's
+//! left taps, the last vector's right taps) loads the input with those lanes zero-masked, which
+//! adds `0 * w` as the padding would. The fill's copy and the stencil's wait for it were 10-18% of
+//! these layers (one thread, batch 1, fill left out as an experiment: 144 channels SiLU at 56x56
+//! 0.299 -> 0.267 ms, ReLU6 0.145 -> 0.119). At stride 2 the routine loads each input row's
+//! columns once and splits them into even and odd columns in registers (`vpermi2ps`), the taps at
+//! `kw >= 2` being lane shifts of those (`valignd`), instead of filling four phase planes.
 //!
-//! **Direct rows** (avx512 row mode at stride 1 with a sigmoid, SiLU or hard activation, or rows
-//! of more than two vectors, as at 56x56 and 112x112): no fill at all. The row routine reads the
-//! channel's input plane itself ([`DepthwiseDirectSpec`]): a tap whose input row lies in the
-//! padding is left out of the first and last `p` output rows' code, and a tap whose lanes reach
-//! into the padding columns (the first vector's left taps, the last vector's right taps) loads
-//! the input with those lanes zero-masked, which adds `0 * w` as the padding would. The fill's copy
-//! and the stencil's wait for it were 10-18% of these layers (one thread, batch 1, fill left out
-//! as an experiment: 144 channels SiLU at 56x56 0.299 -> 0.267 ms, ReLU6 0.145 -> 0.119). The
-//! shifted taps need whole-vector rows, so ReLU6 layers at 28x28 keep them and the fill.
+//! **Rows at once** (the direct rows; rows of up to 4 vectors for 3x3 and 6 for 5x5: [`at_once`],
+//! fewer at stride 2 where the column split takes ten registers): the routine computes several
+//! output rows per step ([`DepthwiseDirectSpec::rows`]), walking the input rows they read, so that
+//! each input vector it loads (and at stride 2 splits) feeds every output row of the step that
+//! reads it (a 5x5 window: up to five at stride 1, three at stride 2) instead of one tap of one
+//! row. Row by row, each FMA loaded an unaligned vector, most spanning two cache lines. One
+//! thread, batch 1 (micro-nets, medians of five interleaved runs against the fill and phase-plane
+//! rows or row-by-row direct rows): stride 1, 5x5 SiLU, 240 channels at 28x28 0.138 -> 0.098 ms;
+//! 3x3, 192 channels SiLU at 28x28 0.061 -> 0.043, ReLU6 0.036 -> 0.022 (there it replaced
+//! lane-shifted taps over a fill, which had beaten row-by-row direct rows), 144 channels ReLU6 at
+//! 56x56 0.123 -> 0.083; stride 2, 5x5 SiLU 56 -> 28 (144 channels) 0.108 -> 0.073, 3x3 ReLU6 56 ->
+//! 28 (144 channels) 0.045 -> 0.031, 112 -> 56 (96 channels) ReLU6 0.110 -> 0.085, SiLU 0.149 ->
+//! 0.122. Rows of 7 vectors (112x112) keep one row at a time at stride 1 (two measured slower).
+//! (Several rows at once over the phase planes, each distinct vector of the step's taps loaded
+//! once, took the stride-2 5x5 layer only to 0.095 ms.)
 //!
-//! **Bands** (row mode): the plane is filled and filtered in bands of `band` output rows
+//! **Bands** (row mode on avx2): the plane is filled and filtered in bands of `band` output rows
 //! ([`band_rows`]: the most whose phase planes fit in [`BAND_BYTES`], 8 KB, so the fill's stores
 //! are still in L1 when the stencil reads them back; a whole 112x112 plane is 52 KB, its stride-2
 //! phase planes 53 KB). Band rows `oy0..oy0 + rows` need padded rows `y0 = s*oy0` to
@@ -124,6 +133,18 @@ const PIPELINED_FLOATS: usize = 256;
 /// unrolled routine, a compress mask per vector): flat runs of up to 512 floats, 16x16 outputs.
 const FUSED_VECTORS: usize = 32;
 
+/// Accumulators of the output rows computed at once with a 3x3 window, whose nine weights then
+/// stay in registers beside the epilogue's: 8 (one thread, batch 1, 192 channels SiLU at 28x28
+/// (four rows at once) 0.043 ms, 12 accumulators 0.048 (the weights no longer fit); 32 channels
+/// ReLU6 at 112x112, one row or two of seven vectors, 0.081 -> 0.086).
+const AT_ONCE_3X3: usize = 8;
+
+/// Accumulators of the output rows computed at once with a 5x5 window, whose weights are broadcast
+/// operands anyway: 12 (one thread, batch 1, SiLU: 240 channels at 28x28 0.106 ms with 8, 0.098
+/// with 12, 0.099 with 16; 48 channels at 56x56 0.103 -> 0.093). At stride 2 the direct rows have
+/// registers for 11 beside an activation's (measured at stride 2 over phase planes only).
+const AT_ONCE_WIDE: usize = 12;
+
 /// Bytes of phase planes a row-mode band aims to fill (see [`band_rows`]).
 const BAND_BYTES: usize = 8 * 1024;
 
@@ -174,12 +195,12 @@ pub struct DepthwisePlan {
     /// The flat path's epilogue is fused into the stencil ([`DepthwiseFlatSpec`]; AVX-512, no
     /// residual): no flat run in the scratch.
     pub fused: bool,
-    /// Row mode on AVX-512 at stride 1 with a costly activation: the stencil reads the input
-    /// plane itself ([`DepthwiseDirectSpec`]), no fill, no bands and no scratch.
+    /// Row mode on AVX-512 at stride 1: the stencil reads the input plane itself
+    /// ([`DepthwiseDirectSpec`]), no fill, no bands and no scratch.
     pub direct: bool,
-    /// Row mode on AVX-512: the taps are lane shifts of whole source vectors (`wq` rounded up to
-    /// a multiple of the vector; [`DepthwiseRowsSpec::shifted`]).
-    pub shifted: bool,
+    /// Direct rows: output rows computed at once ([`at_once`], [`DepthwiseDirectSpec::rows`]); 1
+    /// otherwise.
+    pub at_once: usize,
     /// With an activation costlier than a clamp, on AVX-512's fused flat path: the ReLU and the activation are deferred to runs over the
     /// contiguous outputs of `defer` channels ([`DepthwiseActSpec`]); 0 when they stay in the
     /// stencil's epilogue.
@@ -232,6 +253,13 @@ fn bands(h: usize, k: usize, s: usize, p: usize, oh: usize, band: usize) -> Vec<
     runs
 }
 
+/// Output rows of `per_row` vectors that AVX-512 row mode computes at once with a `k x k` window:
+/// as many as [`AT_ONCE_3X3`] or [`AT_ONCE_WIDE`] accumulators hold, at least one.
+fn at_once(per_row: usize, k: usize) -> usize {
+    let accumulators = if k <= 3 { AT_ONCE_3X3 } else { AT_ONCE_WIDE };
+    (accumulators / per_row).max(1)
+}
+
 /// The geometry and work split of a depthwise kernel.
 pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let c = &spec.op.conv;
@@ -246,19 +274,16 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let rows_mode = plan.isa != Isa::Sse && (ow >= 2 * lanes || (plan.isa == Isa::Avx512 && ow > lanes));
     // A sigmoid, SiLU or hard activation: about 20 instructions a vector, against a clamp's two.
     let costly = matches!(spec.op.activation, Some(a) if !matches!(a, Activation::Clamp { .. }));
-    // AVX-512 row mode at stride 1 with a cheap epilogue: phase-plane rows of whole vectors, for
-    // the shifted taps (one thread, batch 1, ReLU6: 144 channels at 56x56 0.169 -> 0.146 ms, 32 at
-    // 112x112 0.134 -> 0.122; with a SiLU 5-9% slower, at stride 2 15% slower).
-    let shifted = rows_mode && plan.isa == Isa::Avx512 && s == 1 && !costly;
-    // AVX-512 row mode at stride 1 with a costly activation or rows of more than two vectors:
-    // straight from the input, no fill ([`DepthwiseDirectSpec`]).
-    // (One thread, batch 1: SiLU, 144 channels at 56x56 0.297 -> 0.279 ms, 32 at 112x112 0.236 ->
-    // 0.216, 240 channels 5x5 at 28x28 0.245 -> 0.232; ReLU6, 32 channels at 112x112 0.119 ->
-    // 0.110, 144 at 56x56 0.146 -> 0.143, but 192 at 28x28 0.053 -> 0.054, which keeps the fill
-    // and the shifted taps.)
-    let direct = rows_mode && plan.isa == Isa::Avx512 && s == 1 && (costly || ow > 2 * lanes);
-    let shifted = shifted && !direct;
-    let wq = if shifted { wq.next_multiple_of(lanes) } else { wq };
+    // AVX-512 row mode: straight from the input, no fill ([`DepthwiseDirectSpec`]), several output
+    // rows at once ([`at_once`]). (Row by row at stride 1 it measured faster than the fill and the
+    // rows routine only with a costly activation or rows of more than two vectors; the shifted taps
+    // kept ReLU6 layers at 28x28. Several rows at once beat both there: one thread, batch 1, ReLU6,
+    // 192 channels at 28x28 0.034 -> 0.021 ms against the shifted taps.) At stride 2, while the
+    // rows' accumulators fit beside the column split's registers.
+    let per_row = ow.div_ceil(lanes);
+    let stride2_accumulators =
+        crate::codegen::tile::x86::depthwise::stride2_accumulators(plan.activation.is_some());
+    let direct = rows_mode && plan.isa == Isa::Avx512 && (s == 1 || per_row <= stride2_accumulators);
     let band = if rows_mode { band_rows(s, k, wq, oh) } else { oh };
     let hq = if rows_mode { (s * (band - 1) + k).div_ceil(s) } else { (h + 2 * pad).div_ceil(s) };
     let plane_len = hq * wq;
@@ -266,10 +291,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         .flat_map(|kh| (0..k).map(move |kw| ((kh % s) * s + kw % s) * plane_len + (kh / s) * wq + kw / s))
         .collect();
     let max_tap = taps.iter().copied().max().unwrap_or(0);
-    let shifted = shifted && crate::codegen::tile::x86::depthwise::flat_fits(&taps);
     let (vectors, reads) = if rows_mode {
-        let per_row = ow.div_ceil(lanes);
-        (oh * per_row, DepthwiseRowsSpec::reads(plan.isa, &taps, band, ow, wq, shifted))
+        (oh * per_row, DepthwiseRowsSpec::reads(plan.isa, &taps, band, ow, wq))
     } else {
         let vectors = ((oh - 1) * wq + ow).div_ceil(lanes);
         (vectors, max_tap + vectors * lanes)
@@ -311,9 +334,13 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         band,
         bands: if rows_mode && !direct { bands(h, k, s, pad, oh, band) } else { Vec::new() },
         direct,
+        at_once: match (direct, s) {
+            (false, _) => 1,
+            (true, 1) => at_once(per_row, k),
+            (true, _) => at_once(per_row, k).min(stride2_accumulators / per_row),
+        },
         slots,
         fused,
-        shifted,
         defer,
         floats: slots * in_len + flat,
     });
@@ -383,8 +410,15 @@ pub(super) fn item(
         };
         if d.direct {
             let epi = cx.offset(ops.packed, ch, 1);
-            let direct =
-                DepthwiseDirectSpec { isa: plan.isa, k: spec.op.conv.kernel[0], h, w, epilogue: fused };
+            let direct = DepthwiseDirectSpec {
+                isa: plan.isa,
+                k: spec.op.conv.kernel[0],
+                h,
+                w,
+                stride: d.stride,
+                rows: d.at_once,
+                epilogue: fused,
+            };
             let null = cx.ic(0);
             tiles.depthwise_direct(cx, &direct, [x, weights, y, epi, res.unwrap_or(null)]);
             return;
@@ -412,7 +446,6 @@ pub(super) fn item(
                         rows: run.rows,
                         ow: d.ow,
                         wq: d.wq,
-                        shifted: d.shifted,
                         epilogue: fused.clone(),
                     };
                     tiles.depthwise_rows(cx, &rows, [cx.scratch, weights, yb, epi, rb]);

@@ -165,10 +165,9 @@ fn case(cin: usize, cout: usize, hw: usize, kernel: usize, stride: usize, pad: u
     }
 }
 
-/// Checks one case at batch 1 and 3, with strided values (sample strides larger than the value)
-/// for the input, output and residual.
-fn check(c: Case) {
-    let op = FusedConv {
+/// The fused convolution of a case.
+fn fused_conv(c: &Case) -> FusedConv {
+    FusedConv {
         conv: Conv2d {
             in_channels: c.cin,
             out_channels: c.cout,
@@ -187,7 +186,13 @@ fn check(c: Case) {
         relu: c.relu,
         activation: c.activation,
         channel_scale: c.channel_scale,
-    };
+    }
+}
+
+/// Checks one case at batch 1 and 3, with strided values (sample strides larger than the value)
+/// for the input, output and residual.
+fn check(c: Case) {
+    let op = fused_conv(&c);
     let input = [c.cin, c.hw[0], c.hw[1]];
     let mut spec = ConvSpec::contiguous(op.clone(), input).unwrap();
     let out_len = spec.out_stride;
@@ -905,14 +910,17 @@ fn depthwise_convolutions() {
 /// (on AVX-512 the stencil reads the input plane itself, masking the columns outside it and
 /// skipping the rows, `DepthwiseDirectSpec`): rows whose last vector has 1, 8, 12, 15 or 16
 /// columns, rows of 17-19 columns (masks on both sides of one vector), planes of fewer rows than
-/// the window (every output row an edge row), 7x7 windows (more distinct masks than mask registers,
-/// weights broadcast per tap), and every epilogue: bias or affine, residual and post-affine, ReLU
-/// before the activation.
+/// the window (every output row an edge row), 7x7 windows (more distinct masks than mask registers),
+/// rows too wide for two at once (one row a step: 3x3 weights in registers, 5x5 and 7x7 weights
+/// broadcast per tap), and every epilogue: bias or affine, residual and post-affine, ReLU before
+/// the activation.
 #[test]
 fn depthwise_direct_rows() {
     for (ch, h, w, k) in [
         (2, 56, 56, 3),
         (1, 112, 112, 3),
+        (1, 20, 100, 5),
+        (1, 9, 113, 7),
         (3, 28, 28, 5),
         (2, 5, 17, 5),
         (2, 9, 18, 5),
@@ -935,6 +943,92 @@ fn depthwise_direct_rows() {
             c.residual = variant == 1 || variant == 3;
             c.post = variant == 3;
             c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
+            let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
+            let d = plan.depthwise.as_ref().expect("a depthwise plan");
+            assert!(d.direct, "{ch}x{h}x{w} {k}x{k}");
+            check(c);
+        }
+    }
+}
+
+/// AVX-512 direct rows computing several output rows at once (`DepthwiseDirectSpec::rows`), at
+/// stride 1 and at stride 2 (even and odd columns split in registers), asserted on the plan: heights
+/// that are no multiple of the rows at once (a shorter last step), planes shorter than the window or
+/// than one step (no looped step, every step an edge step), odd and even widths (at stride 2 the last
+/// raw vector partly or wholly outside the row), 3x3 windows (weights in registers at stride 1) and
+/// 5x5 and 7x7 (weights as broadcast operands, 7x7 with more column masks than mask registers), rows
+/// of 2, 3 and 4 vectors (at stride 2 as many rows as 11 accumulators hold beside the activation's
+/// registers), cheap and costly activations, and every epilogue.
+#[test]
+fn depthwise_rows_at_once() {
+    // (channels, height, width, window, stride, rows at once)
+    for (ch, h, w, k, stride, at_once) in [
+        (2, 28, 28, 5, 1, 6),
+        (3, 29, 17, 3, 1, 4),
+        (2, 3, 30, 5, 1, 6),
+        (1, 1, 31, 5, 1, 6),
+        (1, 6, 33, 5, 1, 4),
+        (2, 11, 48, 3, 1, 2),
+        (2, 10, 49, 7, 1, 3),
+        (1, 2, 64, 3, 1, 2),
+        (2, 57, 56, 3, 1, 2),
+        (1, 9, 40, 7, 1, 4),
+        (3, 56, 56, 5, 2, 5),
+        (2, 57, 61, 3, 2, 4),
+        (1, 101, 97, 3, 2, 2),
+        (2, 9, 70, 5, 2, 3),
+        (1, 3, 40, 5, 2, 5),
+        (2, 40, 35, 3, 2, 4),
+        (1, 21, 66, 7, 2, 3),
+    ] {
+        let activations = [
+            Activation::Silu,
+            Activation::Sigmoid,
+            Activation::Hardswish,
+            Activation::Clamp { min: Some(0.0), max: Some(6.0) },
+        ];
+        for (variant, a) in activations.into_iter().enumerate() {
+            let mut c = depthwise_case(ch, h, w, k, stride);
+            c.activation = Some(a);
+            c.bias = variant % 2 == 0;
+            c.affine = variant >= 2;
+            c.residual = variant == 1 || variant == 3;
+            c.post = variant == 3;
+            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
+            let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
+            let d = plan.depthwise.as_ref().expect("a depthwise plan");
+            let shape = format!("{ch}x{h}x{w} {k}x{k} stride {stride} {a:?}");
+            assert!(d.rows_mode && d.direct, "{shape}");
+            assert_eq!(d.at_once, at_once, "{shape}");
+            check(c);
+        }
+    }
+}
+
+/// AVX-512 rows at stride 2 too wide for the direct rows' registers (more output vectors than
+/// accumulators beside the split's registers: 250 columns without an activation, 185 with one) keep
+/// the fill into phase planes, in bands, and the phase-plane rows routine; asserted on the plan.
+#[test]
+fn depthwise_wide_stride2_rows_keep_the_fill() {
+    for (ch, h, w, k, activation) in [
+        (1, 6, 500, 5, None),
+        (2, 9, 369, 3, Some(Activation::Silu)),
+        (1, 4, 371, 5, Some(Activation::Sigmoid)),
+    ] {
+        for variant in 0..4 {
+            let mut c = depthwise_case(ch, h, w, k, 2);
+            c.activation = activation;
+            c.bias = variant % 2 == 0;
+            c.affine = variant >= 2;
+            c.residual = variant == 1 || variant == 3;
+            c.post = variant == 3;
+            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
+            let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
+            let d = plan.depthwise.as_ref().expect("a depthwise plan");
+            assert!(d.rows_mode && !d.direct && !d.bands.is_empty(), "{ch}x{h}x{w} {k}x{k} {activation:?}");
             check(c);
         }
     }

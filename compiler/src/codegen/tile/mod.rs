@@ -417,45 +417,51 @@ pub struct DepthwiseRowsSpec {
     pub rows: usize,
     pub ow: usize,
     pub wq: usize,
-    /// AVX-512 with `wq` a multiple of the vector: the taps are lane shifts of whole source vectors
-    /// at multiples of `L` floats from each row's start, which read up to
-    /// `(rows - 1) * wq + (ceil(ow / L) + max(taps) / L + 1) * L`.
-    pub shifted: bool,
     pub epilogue: DepthwiseEpilogue,
 }
 
 impl DepthwiseRowsSpec {
     /// Floats of `src` the routine reads.
     pub fn src_len(&self) -> usize {
-        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq, self.shifted)
+        Self::reads(self.isa, &self.taps, self.rows, self.ow, self.wq)
     }
 
     /// Floats of `src` a rows routine of this geometry reads.
-    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize, shifted: bool) -> usize {
+    pub fn reads(isa: Isa, taps: &[usize], rows: usize, ow: usize, wq: usize) -> usize {
         let (lanes, max_tap) = (isa.lanes(), taps.iter().copied().max().unwrap_or(0));
-        let per_row = ow.div_ceil(lanes);
-        if shifted {
-            (rows - 1) * wq + (per_row + max_tap / lanes + 1) * lanes
-        } else {
-            (rows - 1) * wq + max_tap + per_row * lanes
-        }
+        (rows - 1) * wq + max_tap + ow.div_ceil(lanes) * lanes
     }
 }
 
-/// The depthwise stencil and epilogue straight from the input (AVX-512, stride 1, padding
+/// The depthwise stencil and epilogue straight from the input (AVX-512, stride `s` 1 or 2, padding
 /// `k / 2`, wide rows): run-time operands `(x, w, y, epi, res)` like [`DepthwiseRowsSpec`]'s, with
 /// `x` the channel's unpadded `h x w` input plane instead of phase planes. For each output pixel
-/// `(oy, ox)` (`oy < h`, `ox < w`): `v = sum over (kh, kw) in order of xpad[oy + kh][ox + kw] *
-/// w[kh * k + kw]`, `xpad` the input zero-padded by `p = k / 2`, then the epilogue of
-/// [`DepthwiseOutSpec`], stored at `y[oy * w + ox]`. Taps outside the input are skipped (rows) or
-/// read as zeros by masked loads (columns), so it reads only `x[0 .. h * w]`.
+/// `(oy, ox)` (`oy < oh`, `ox < ow`, `oh = (h + 2p - k) / s + 1` and the same for `ow`): `v = sum
+/// over (kh, kw) in order of xpad[s * oy + kh][s * ox + kw] * w[kh * k + kw]`, `xpad` the input
+/// zero-padded by `p = k / 2`, then the epilogue of [`DepthwiseOutSpec`], stored at `y[oy * ow +
+/// ox]` (residual `res[oy * ow + ox]`). Taps outside the input are skipped (rows) or read as zeros
+/// by masked loads (columns), so it reads only `x[0 .. h * w]`. `rows`: output rows computed
+/// together, so that each input vector loaded serves every one of them it feeds (1: row by row);
+/// it changes the order of the work, not what is read or written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseDirectSpec {
     pub isa: Isa,
     pub k: usize,
     pub h: usize,
     pub w: usize,
+    pub stride: usize,
+    pub rows: usize,
     pub epilogue: DepthwiseEpilogue,
+}
+
+impl DepthwiseDirectSpec {
+    /// Output floats: `oh * ow`.
+    pub fn out_len(&self) -> usize {
+        let p = self.k / 2;
+        let (oh, ow) =
+            ((self.h + 2 * p - self.k) / self.stride + 1, (self.w + 2 * p - self.k) / self.stride + 1);
+        oh * ow
+    }
 }
 
 /// The depthwise stencil over the flat run with its epilogue, stored compacted (AVX-512; small
@@ -631,7 +637,10 @@ impl Routine {
                 format!("{} depthwise rows, {} taps, {}x{}", s.isa, s.taps.len(), s.rows, s.ow)
             }
             Routine::DepthwiseDirect(s) => {
-                format!("{} depthwise direct rows, {}x{} taps, {}x{}", s.isa, s.k, s.k, s.h, s.w)
+                format!(
+                    "{} depthwise direct rows, {}x{} taps, {}x{}, {} at once",
+                    s.isa, s.k, s.k, s.h, s.w, s.rows
+                )
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
             Routine::DepthwiseFlat(s) => format!(
@@ -691,10 +700,10 @@ impl Routine {
                 print
             }
             Routine::DepthwiseDirect(s) => {
-                let plane = (s.h * s.w) as i64;
-                let mut print = vec![(0, 0, plane), (1, 0, (s.k * s.k) as i64), (2, 0, plane)];
+                let (plane, out) = ((s.h * s.w) as i64, s.out_len() as i64);
+                let mut print = vec![(0, 0, plane), (1, 0, (s.k * s.k) as i64), (2, 0, out)];
                 if s.epilogue.residual {
-                    print.push((4, 0, plane));
+                    print.push((4, 0, out));
                 }
                 print.extend(s.epilogue.scalars().map(|at| (3, at as i64, at as i64 + 1)));
                 print
