@@ -45,7 +45,8 @@ mobilenet_v3_small, shufflenet_v2_x1_0, efficientnet_b0, regnet_x_400mf, densene
 
 4. --families: one more run of each engine with per-layer timing (ORT's profiler, median per
    node over --iters runs; `netc bench --profile`, median per kernel), layers matched by their
-   torchvision module path, summed per netc kernel family (conv.depthwise, conv.gemm1x1, ...,
+   torchvision module path (see family_ratios; the MobileNets' and EfficientNet's names match,
+   a ResNet block's fused Conv+ReLU nodes mostly do not), summed per netc kernel family (conv.depthwise, conv.gemm1x1, ...,
    "1x1" = gemm1x1 + chanvec) and compared: are the depthwise layers as fast relative to ORT
    as the 1x1 ones? Each engine's per-layer times are scaled to its un-profiled median (ORT's
    profiler adds a few microseconds per node). ORT nodes of layers netc has no kernel for (its
@@ -688,6 +689,7 @@ def bench_model(name: str, mi: int, batches, args, netc: Netc, state: dict) -> d
             netc_med = e["netc_bundle" if bundle else "netc"].get("bench", {}).get("median_ms")
             if ort_prof["ok"] and netc_prof["ok"] and ort_med and netc_med:
                 e["families"] = family_ratios(netc_prof["profile"], ort_prof["node_ms"], netc_med, ort_med)
+                e["profiles"] = {"netc": netc_prof["profile"], "ort_node_ms": ort_prof["node_ms"]}
             else:
                 log(f"[{name} b{b}] profiles failed: {ort_prof.get('error') or netc_prof.get('error')}")
         rec["batches"][str(b)] = e
@@ -713,49 +715,44 @@ def layer_key(module: str) -> str:
 
 
 def family_ratios(netc_rows, ort_nodes: dict, netc_median: float, ort_median: float) -> dict:
-    """netc's kernels and ORT's nodes summed per netc kernel family, matched by layer: a netc
-    kernel and an ORT node meet on their torchvision module path when both have it (ResNet's
-    `layer1.0.conv1`), else on its layer (see layer_key: a MobileNet's conv and its BatchNorm and
-    activation). A layer belongs to the family of its netc kernels ("mixed" if several, e.g. a
-    squeeze-and-excitation block); ORT nodes of layers netc has no kernel for (its layout
-    reorders, a multiply netc fused away) are "unmatched". Each engine's per-kernel times are
-    scaled so that they sum to its un-profiled median latency (ORT's profiler adds a few
-    microseconds to every node). "1x1" is conv.gemm1x1 + conv.chanvec, the 1x1 layers of the
-    MobileNets and EfficientNet."""
-    netc_names = {r["kernel"].split(" ")[0] for r in netc_rows}
-    ort_modules = {torch_module(node) for node in ort_nodes}
-
-    def netc_key(name):
-        return name if name in ort_modules else layer_key(name)
-
-    def ort_key(module):
-        return module if module in netc_names else layer_key(module)
-
-    layer_family = {}
-    netc_layer = {}
+    """netc's kernels and ORT's nodes summed per netc kernel family. Each ORT node is charged to
+    one netc kernel: the one named by the node's torchvision module path (an unfused conv:
+    `features.2.0.block.0.0`), else the only one in its layer (see layer_key: the conv of a
+    MobileNet's fused Conv+Clip node, named after the Clip `features.2.conv.0.2`, or the SiLU node
+    after an EfficientNet conv); nodes that fit no kernel or several (ORT's NCHWc reorders, the
+    squeeze-and-excitation multiply netc folds into the next convolution, a ResNet block's ReLUs)
+    are "unmatched". Each engine's per-kernel times are scaled so that they sum to its
+    un-profiled median latency (ORT's profiler adds a few microseconds to every node). "1x1" is
+    conv.gemm1x1 + conv.chanvec, the 1x1 layers of the MobileNets and EfficientNet."""
+    netc_ms, family, by_layer = {}, {}, {}
     for r in netc_rows:
-        layer = netc_key(r["kernel"].split(" ")[0])
-        fam = r["implementation"].rsplit(".", 1)[0]
-        layer_family[layer] = fam if layer_family.get(layer, fam) == fam else "mixed"
-        netc_layer[layer] = netc_layer.get(layer, 0.0) + r["ms"]
-    ort_layer = {}
+        name = r["kernel"].split(" ")[0]
+        netc_ms[name] = netc_ms.get(name, 0.0) + r["ms"]
+        family[name] = r["implementation"].rsplit(".", 1)[0]
+        by_layer.setdefault(layer_key(name), set()).add(name)
+    ort_ms, unmatched = {}, 0.0
     for node, ms in ort_nodes.items():
-        layer = ort_key(torch_module(node))
-        ort_layer[layer] = ort_layer.get(layer, 0.0) + ms
-    ns, os_ = netc_median / sum(netc_layer.values()), ort_median / sum(ort_layer.values())
+        module = torch_module(node)
+        same_layer = by_layer.get(layer_key(module), set())
+        kernel = module if module in netc_ms else (next(iter(same_layer)) if len(same_layer) == 1 else None)
+        if kernel is None:
+            unmatched += ms
+        else:
+            ort_ms[kernel] = ort_ms.get(kernel, 0.0) + ms
+    ns = netc_median / sum(netc_ms.values())
+    os_ = ort_median / (sum(ort_ms.values()) + unmatched)
     fams = {}
-    for layer, fam in layer_family.items():
-        f = fams.setdefault(fam, [0.0, 0.0, 0])
-        f[0] += netc_layer[layer] * ns
-        f[1] += ort_layer.get(layer, 0.0) * os_
+    for name, ms in netc_ms.items():
+        f = fams.setdefault(family[name], [0.0, 0.0, 0])
+        f[0] += ms * ns
+        f[1] += ort_ms.get(name, 0.0) * os_
         f[2] += 1
-    unmatched = sum(ms for layer, ms in ort_layer.items() if layer not in layer_family) * os_
     if unmatched:
-        fams.setdefault("unmatched", [0.0, 0.0, 0])[1] += unmatched
+        fams["unmatched"] = [0.0, unmatched * os_, 0]
     ones = [fams[f] for f in ("conv.gemm1x1", "conv.chanvec") if f in fams]
     if ones:
         fams["1x1"] = [sum(f[0] for f in ones), sum(f[1] for f in ones), sum(f[2] for f in ones)]
-    return {f: {"netc_ms": v[0], "ort_ms": v[1], "layers": v[2],
+    return {f: {"netc_ms": v[0], "ort_ms": v[1], "kernels": v[2],
                 "netc_over_ort": v[0] / v[1] if v[1] else None} for f, v in fams.items()}
 
 
@@ -797,11 +794,11 @@ def print_tables(results: dict, batches) -> None:
         print()
         print("By kernel family (--families; one profiled run per engine: netc bench --profile and "
               "ORT's profiler, matched by torchvision layer, each scaled to its un-profiled median)")
-        hdr = f"{'model':18} {'batch':>5} {'family':16} {'layers':>6} {'netc ms':>8} {'ORT ms':>8} {'netc/ORT':>8}"
+        hdr = f"{'model':18} {'batch':>5} {'family':16} {'kernels':>7} {'netc ms':>8} {'ORT ms':>8} {'netc/ORT':>8}"
         print(hdr)
         print("-" * len(hdr))
         for name, b, f, v in fam_rows:
-            print(f"{name:18} {b:>5} {f:16} {v['layers']:>6} {fmt(v['netc_ms'], '.3f')} "
+            print(f"{name:18} {b:>5} {f:16} {v['kernels']:>7} {fmt(v['netc_ms'], '.3f')} "
                   f"{fmt(v['ort_ms'], '.3f')} {fmt(v['netc_over_ort'], '.2f')}")
     print()
     print("Cold start: process start to logits written (ms, median of --cold-reps); "
