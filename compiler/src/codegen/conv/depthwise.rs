@@ -195,7 +195,8 @@ pub struct DepthwisePlan {
     /// The flat path's epilogue is fused into the stencil ([`DepthwiseFlatSpec`]; AVX-512, no
     /// residual): no flat run in the scratch.
     pub fused: bool,
-    /// Row mode on AVX-512 at stride 1: the stencil reads the input plane itself
+    /// Row mode on AVX-512 (stride 1, or stride 2 while the rows' accumulators fit beside the
+    /// column split's registers): the stencil reads the input plane itself
     /// ([`DepthwiseDirectSpec`]), no fill, no bands and no scratch.
     pub direct: bool,
     /// Direct rows: output rows computed at once ([`at_once`], [`DepthwiseDirectSpec::rows`]); 1
