@@ -845,6 +845,17 @@ mod random_chanvec {
 }
 
 /// A depthwise case: `c` channels of `h x w`, `k x k`, stride `stride`, padding `k / 2`.
+/// One of four epilogues (`variant` 0..4) that between them cover every part of a depthwise
+/// epilogue: bias or none, the affine before the residual, the residual (also with the affine
+/// after it), ReLU of all channels or none.
+fn with_epilogue_variant(c: &mut Case, variant: usize) {
+    c.bias = variant % 2 == 0;
+    c.affine = variant >= 2;
+    c.residual = variant == 1 || variant == 3;
+    c.post = variant == 3;
+    c.relu = if variant == 2 { Relu::None } else { Relu::All };
+}
+
 fn depthwise_case(c: usize, h: usize, w: usize, k: usize, stride: usize) -> Case {
     let mut case = case(c, c, h, k, stride, k / 2);
     case.hw = [h, w];
@@ -896,11 +907,7 @@ fn depthwise_convolutions() {
     ] {
         for variant in 0..4 {
             let mut c = depthwise_case(ch, h, w, k, stride);
-            c.bias = variant % 2 == 0;
-            c.affine = variant >= 2;
-            c.residual = variant == 1 || variant == 3;
-            c.post = variant == 3;
-            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            with_epilogue_variant(&mut c, variant);
             check(c);
         }
     }
@@ -938,11 +945,7 @@ fn depthwise_direct_rows() {
         for (variant, a) in activations.into_iter().enumerate() {
             let mut c = depthwise_case(ch, h, w, k, 1);
             c.activation = Some(a);
-            c.bias = variant % 2 == 0;
-            c.affine = variant >= 2;
-            c.residual = variant == 1 || variant == 3;
-            c.post = variant == 3;
-            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            with_epilogue_variant(&mut c, variant);
             let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
             let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
             let d = plan.depthwise.as_ref().expect("a depthwise plan");
@@ -991,11 +994,7 @@ fn depthwise_rows_at_once() {
         for (variant, a) in activations.into_iter().enumerate() {
             let mut c = depthwise_case(ch, h, w, k, stride);
             c.activation = Some(a);
-            c.bias = variant % 2 == 0;
-            c.affine = variant >= 2;
-            c.residual = variant == 1 || variant == 3;
-            c.post = variant == 3;
-            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            with_epilogue_variant(&mut c, variant);
             let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
             let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
             let d = plan.depthwise.as_ref().expect("a depthwise plan");
@@ -1020,11 +1019,7 @@ fn depthwise_wide_stride2_rows_keep_the_fill() {
         for variant in 0..4 {
             let mut c = depthwise_case(ch, h, w, k, 2);
             c.activation = activation;
-            c.bias = variant % 2 == 0;
-            c.affine = variant >= 2;
-            c.residual = variant == 1 || variant == 3;
-            c.post = variant == 3;
-            c.relu = if variant == 2 { Relu::None } else { Relu::All };
+            with_epilogue_variant(&mut c, variant);
             let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
             let plan = ConvPlan::new(&spec, Isa::Avx512).unwrap();
             let d = plan.depthwise.as_ref().expect("a depthwise plan");

@@ -262,6 +262,37 @@ impl EpilogueRegs {
         self.first + 6
     }
 
+    /// Output rows `0..rows` of `ow` floats at `rdx` (the residual's at `r8`), row `o`'s vector `j`
+    /// in accumulator `o * per_row + j`: each through [`Self::apply`], then stored, a row's last
+    /// vector masked to its `ow % lanes` valid lanes (the direct row routines' steps of several
+    /// rows).
+    fn store_rows(
+        &self,
+        g: &mut Gen,
+        e: &DepthwiseEpilogue,
+        rows: usize,
+        per_row: usize,
+        ow: usize,
+    ) -> Result<(), CodegenError> {
+        let lanes = g.lanes();
+        for o in 0..rows {
+            for j in 0..per_row {
+                let u = o * per_row + j;
+                let valid = (ow - j * lanes).min(lanes);
+                let piece = Piece { lo: 0, hi: valid, at: 0 };
+                let off = (o * ow + j * lanes) as isize;
+                let res = if e.residual { Some(at(r8, off)?) } else { None };
+                self.apply(g, e, u, res, piece)?;
+                if valid == lanes {
+                    g.store(at(rdx, off)?, u)?;
+                } else {
+                    g.store_lanes(at(rdx, off)?, u, piece, self.mask())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `v` through the epilogue in the IR's order: `v * s1 + b1`, `+ residual` (`res`: the
     /// residual's vector, only lanes `p` when `p` is a tail), `* s2 + b2`, ReLU (`max(0, v)` with
     /// `v` second, so a NaN is kept), the activation.
@@ -1055,21 +1086,7 @@ fn direct_multi(spec: &DepthwiseDirectSpec) -> Result<Vec<u8>, CodegenError> {
             }
         }
         debug_assert!(started[..r * per_row].iter().all(|&s| s), "the centre tap reaches every vector");
-        for o in 0..r {
-            for j in 0..per_row {
-                let u = o * per_row + j;
-                let valid = (w - j * lanes).min(lanes);
-                let piece = Piece { lo: 0, hi: valid, at: 0 };
-                let off = (o * w + j * lanes) as isize;
-                let res = if e.residual { Some(at(r8, off)?) } else { None };
-                eregs.apply(g, e, u, res, piece)?;
-                if valid == lanes {
-                    g.store(at(rdx, off)?, u)?;
-                } else {
-                    g.store_lanes(at(rdx, off)?, u, piece, eregs.mask())?;
-                }
-            }
-        }
+        eregs.store_rows(g, e, r, per_row, w)?;
         g.advance(rdi, r * w)?;
         g.advance(rdx, r * w)?;
         if e.residual {
@@ -1224,21 +1241,7 @@ fn direct_stride2(spec: &DepthwiseDirectSpec) -> Result<Vec<u8>, CodegenError> {
             }
         }
         debug_assert!(started[..r * per_row].iter().all(|&s| s), "the centre tap reaches every vector");
-        for o in 0..r {
-            for j in 0..per_row {
-                let u = o * per_row + j;
-                let valid = (ow - j * lanes).min(lanes);
-                let piece = Piece { lo: 0, hi: valid, at: 0 };
-                let off = (o * ow + j * lanes) as isize;
-                let res = if e.residual { Some(at(r8, off)?) } else { None };
-                eregs.apply(g, e, u, res, piece)?;
-                if valid == lanes {
-                    g.store(at(rdx, off)?, u)?;
-                } else {
-                    g.store_lanes(at(rdx, off)?, u, piece, eregs.mask())?;
-                }
-            }
-        }
+        eregs.store_rows(g, e, r, per_row, ow)?;
         g.advance(rdi, 2 * r * w)?;
         g.advance(rdx, r * ow)?;
         if e.residual {
