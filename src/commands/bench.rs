@@ -118,8 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.finish_and_clear();
     }
     times.sort_by(f64::total_cmp);
-    let profile =
-        if args.profile { Some(profile_kernels(exe, &mut session, &views, args.iters)?) } else { None };
+    let profile = if args.profile {
+        Some(profile_kernels(exe, &mut session, &views, batch, args.iters)?)
+    } else {
+        None
+    };
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90, min) = (pick(0.5), pick(0.9), times[0]);
     let mut result = serde_json::json!({
@@ -174,6 +177,7 @@ fn profile_kernels(
     exe: &netc_runtime::jit::Executable,
     session: &mut netc_runtime::jit::Session,
     views: &[TensorView],
+    batch: usize,
     iters: u32,
 ) -> anyhow::Result<Vec<KernelTime>> {
     let mut runs: Vec<Vec<f64>> = Vec::with_capacity(iters as usize);
@@ -181,7 +185,6 @@ fn profile_kernels(
         runs.push(exe.run_profiled(session, views)?);
     }
     let graph = exe.graph();
-    let batch = views.first().map_or(1, |v| v.shape[0]);
     let mut rows: Vec<KernelTime> = exe
         .program()
         .steps()

@@ -192,6 +192,12 @@ impl IsaChoice {
 /// zmm peaks are equal and 8-lane tiles lose nothing where they fill more lanes; Intel's AVX-512
 /// cores and AMD's later ones (family 0x1A on, full 512-bit datapaths) run zmm at twice the rate.
 pub fn zmm_doubles_peak() -> bool {
+    static FULL_RATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FULL_RATE.get_or_init(read_zmm_doubles_peak)
+}
+
+/// [`zmm_doubles_peak`] from the CPU's identification (read once per process).
+fn read_zmm_doubles_peak() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::__cpuid;

@@ -49,8 +49,7 @@ fn gemm1x1(spec: &KernelSpec) -> bool {
 /// (a 7x7 plane is 49 of 64 zmm lanes but 49 of 56 ymm ones).
 fn prefers_ymm(spec: &KernelSpec) -> bool {
     let KernelSpec::Conv(c) = spec else { return false };
-    static FULL_RATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *FULL_RATE.get_or_init(super::isa::zmm_doubles_peak) {
+    if super::isa::zmm_doubles_peak() {
         return false;
     }
     match (ConvPlan::new(c, Isa::Avx512), ConvPlan::new(c, Isa::Avx2)) {

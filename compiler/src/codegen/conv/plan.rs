@@ -269,9 +269,8 @@ pub fn reads_b_in_place(isa: Isa, cout: usize, plane: usize) -> bool {
 ///
 /// avx2 keeps 6 x 2 ymm (12 x 1 ymm, without embedded broadcasts, was 10-25% slower).
 fn in_place_tile(isa: Isa) -> (usize, usize) {
-    static FULL_RATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     match isa {
-        Isa::Avx512 if !*FULL_RATE.get_or_init(zmm_doubles_peak) => (12, 1),
+        Isa::Avx512 if !zmm_doubles_peak() => (12, 1),
         _ => default_tile(isa, ConvPath::Direct1x1, usize::MAX),
     }
 }

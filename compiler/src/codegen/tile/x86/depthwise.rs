@@ -1096,24 +1096,8 @@ fn direct_multi(spec: &DepthwiseDirectSpec) -> Result<Vec<u8>, CodegenError> {
     };
     g.a.sub(rdi, i32::try_from(p * w * 4).map_err(|_| CodegenError::Unsupported("a wide plane".into()))?)
         .map_err(asm_err)?;
-    // Steps from `oy0 = i * R`; full steps reading no row outside the plane form the loop.
-    let starts: Vec<usize> = (0..h).step_by(rows).collect();
-    let inside = |oy0: usize| oy0 >= p && oy0 + rows + p <= h;
-    let looped: Vec<usize> = starts.iter().copied().filter(|&oy0| inside(oy0)).collect();
-    for &oy0 in starts.iter().filter(|&&oy0| looped.first().is_none_or(|&f| oy0 < f)) {
-        step(&mut g, rows.min(h - oy0), Some(oy0))?;
-    }
-    if !looped.is_empty() {
-        let mut again = g.a.create_label();
-        g.a.mov(r11d, looped.len() as u32).map_err(asm_err)?;
-        g.a.set_label(&mut again).map_err(asm_err)?;
-        step(&mut g, rows, None)?;
-        g.a.dec(r11d).map_err(asm_err)?;
-        g.a.jnz(again).map_err(asm_err)?;
-    }
-    for &oy0 in starts.iter().filter(|&&oy0| looped.last().is_some_and(|&l| oy0 > l)) {
-        step(&mut g, rows.min(h - oy0), Some(oy0))?;
-    }
+    // Full steps reading no row outside the plane form the loop.
+    schedule_steps(&mut g, h, rows, |oy0| oy0 >= p && oy0 + rows + p <= h, step)?;
     g.finish()
 }
 
@@ -1251,24 +1235,39 @@ fn direct_stride2(spec: &DepthwiseDirectSpec) -> Result<Vec<u8>, CodegenError> {
     };
     g.a.sub(rdi, i32::try_from(p * w * 4).map_err(|_| CodegenError::Unsupported("a wide plane".into()))?)
         .map_err(asm_err)?;
+    schedule_steps(&mut g, oh, rows, |oy0| 2 * oy0 >= p && 2 * (oy0 + rows - 1) + k <= h + p, step)?;
+    g.finish()
+}
+
+/// Emits the direct row routines' steps over `oh` output rows, `rows` at a time from `oy0 = i *
+/// rows`: the full steps for which `inside(oy0)` holds (they read no padding row) as one counted
+/// loop (r11) of `step(g, rows, None)`, the steps before and after it unrolled as `step(g, r,
+/// Some(oy0))` with `r` the rows left (a shorter last step). The interior steps are consecutive
+/// (`inside` holds on one run of `oy0`), so each output row is emitted exactly once, in order.
+fn schedule_steps(
+    g: &mut Gen,
+    oh: usize,
+    rows: usize,
+    inside: impl Fn(usize) -> bool,
+    step: impl Fn(&mut Gen, usize, Option<usize>) -> Result<(), CodegenError>,
+) -> Result<(), CodegenError> {
     let starts: Vec<usize> = (0..oh).step_by(rows).collect();
-    let inside = |oy0: usize| 2 * oy0 >= p && 2 * (oy0 + rows - 1) + k <= h + p;
     let looped: Vec<usize> = starts.iter().copied().filter(|&oy0| oy0 + rows <= oh && inside(oy0)).collect();
     for &oy0 in starts.iter().filter(|&&oy0| looped.first().is_none_or(|&f| oy0 < f)) {
-        step(&mut g, rows.min(oh - oy0), Some(oy0))?;
+        step(g, rows.min(oh - oy0), Some(oy0))?;
     }
     if !looped.is_empty() {
         let mut again = g.a.create_label();
         g.a.mov(r11d, looped.len() as u32).map_err(asm_err)?;
         g.a.set_label(&mut again).map_err(asm_err)?;
-        step(&mut g, rows, None)?;
+        step(g, rows, None)?;
         g.a.dec(r11d).map_err(asm_err)?;
         g.a.jnz(again).map_err(asm_err)?;
     }
     for &oy0 in starts.iter().filter(|&&oy0| looped.last().is_some_and(|&l| oy0 > l)) {
-        step(&mut g, rows.min(oh - oy0), Some(oy0))?;
+        step(g, rows.min(oh - oy0), Some(oy0))?;
     }
-    g.finish()
+    Ok(())
 }
 
 /// `z{kr}{z}`: `z` zero-masked by the direct routine's mask register `kr`.
