@@ -913,6 +913,56 @@ fn depthwise_convolutions() {
     }
 }
 
+/// AVX2 depthwise convolutions with the channels in the vector lanes (`DepthwiseLanesSpec`, asserted
+/// on the plan: fewer than 32 output columns, no residual): channel counts of whole groups of
+/// eight, with a last group of 5, 3 or 1 channels, and fewer than eight (weights, per-channel
+/// values and stores masked); planes of 7x7, 14x14 and 28x28 (one, two and three or four pixel
+/// steps per row; 28 outputs also from 56 at stride 2, and 31 columns), odd and
+/// non-square ones, planes smaller than the window and of a single pixel (blocks of eight pixels
+/// in the transposes with tails of every length); 3x3, 5x5 and 7x7 windows (a last block of taps of
+/// 1 or 9) at stride 1 and 2; bias or affine with ReLU or without, and every activation. The
+/// residual variants take the planar paths (checked in `depthwise_convolutions`).
+#[test]
+fn depthwise_in_channel_lanes() {
+    // (channels, height, width, window, stride)
+    for (ch, h, w, k, stride) in [
+        (8, 7, 7, 3, 1),
+        (16, 14, 14, 5, 1),
+        (13, 7, 7, 5, 2),
+        (3, 14, 14, 3, 2),
+        (24, 15, 13, 3, 1),
+        (11, 9, 5, 7, 1),
+        (9, 2, 3, 5, 1),
+        (1, 1, 1, 3, 1),
+        (17, 13, 11, 5, 2),
+        (8, 28, 15, 3, 2),
+        (5, 6, 10, 7, 2),
+        (4, 28, 28, 5, 1),
+        (9, 56, 56, 3, 2),
+        (3, 5, 31, 3, 1),
+    ] {
+        let activations = [
+            None,
+            Some(Activation::Silu),
+            Some(Activation::Sigmoid),
+            Some(Activation::Hardswish),
+            Some(Activation::Clamp { min: Some(0.0), max: Some(6.0) }),
+            Some(Activation::Hardsigmoid),
+        ];
+        for (i, a) in activations.into_iter().enumerate() {
+            let mut c = depthwise_case(ch, h, w, k, stride);
+            c.activation = a;
+            // Variants 0 and 2: bias with ReLU, affine without.
+            with_epilogue_variant(&mut c, 2 * (i % 2));
+            let spec = ConvSpec::contiguous(fused_conv(&c), [ch, h, w]).unwrap();
+            let plan = ConvPlan::new(&spec, Isa::Avx2).unwrap();
+            let d = plan.depthwise.as_ref().expect("a depthwise plan");
+            assert!(d.lanes, "{ch}x{h}x{w} {k}x{k} stride {stride}");
+            check(c);
+        }
+    }
+}
+
 /// Depthwise convolutions at stride 1 with a costly activation on planes wide enough for row mode
 /// (on AVX-512 the stencil reads the input plane itself, masking the columns outside it and
 /// skipping the rows, `DepthwiseDirectSpec`): rows whose last vector has 1, 8, 12, 15 or 16

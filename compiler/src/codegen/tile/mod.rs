@@ -464,6 +464,71 @@ impl DepthwiseDirectSpec {
     }
 }
 
+/// A depthwise convolution of up to `L` channels with the channels in the vector lanes (AVX2,
+/// small planes; see [`crate::codegen::conv::depthwise`]'s lanes mode): run-time operands
+/// `(x, w, y, epi, scratch)`, `x` the first channel's `h x w` input plane (the others follow,
+/// `h * w` floats apart), `w` its `k * k` weights (the others follow), `y` its `oh x ow` output
+/// plane (likewise), `epi` the first channel's per-channel values (channel `j`'s `s1` at
+/// `epi + s1 + j`). For each channel `j < channels` and output pixel `(oy, ox)`: `v = sum over
+/// (kh, kw) in order of xpad[s * oy + kh][s * ox + kw] * w[j][kh * k + kw]` (`xpad` the input
+/// zero-padded by `p = k / 2`), then the epilogue (no residual) stored at `y[j][oy * ow + ox]`.
+/// The scratch holds the padded input pixel-major (`[hp][wp][L]`, whose border positions the
+/// caller keeps zero: the routine writes only the interior), the weights tap-major (`[k * k][L]`)
+/// and the output pixel-major (`[oh * ow][L]`), at [`DepthwiseLanesSpec::layout`]'s offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseLanesSpec {
+    pub isa: Isa,
+    pub k: usize,
+    pub stride: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Channels of this call (`1..=L`).
+    pub channels: usize,
+    pub epilogue: DepthwiseEpilogue,
+}
+
+/// Where a [`DepthwiseLanesSpec`]'s parts lie in its scratch (floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanesLayout {
+    /// Padded input rows and columns (`h + 2p`, `w + 2p`), output rows and columns.
+    pub hp: usize,
+    pub wp: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// The tap-major weights and the pixel-major output.
+    pub weights_at: usize,
+    pub out_at: usize,
+    /// Scratch floats in all.
+    pub floats: usize,
+}
+
+impl DepthwiseLanesSpec {
+    /// The scratch layout: padded input, weights, output, each `L` floats per position.
+    pub fn layout(&self) -> LanesLayout {
+        let (k, s, lanes) = (self.k, self.stride, self.isa.lanes());
+        let p = k / 2;
+        let (hp, wp) = (self.h + 2 * p, self.w + 2 * p);
+        let (oh, ow) = ((hp - k) / s + 1, (wp - k) / s + 1);
+        let weights_at = hp * wp * lanes;
+        let out_at = weights_at + k * k * lanes;
+        LanesLayout { hp, wp, oh, ow, weights_at, out_at, floats: out_at + oh * ow * lanes }
+    }
+
+    /// The operands' footprints (operand, first float, end).
+    pub fn footprint(&self) -> Footprint {
+        let l = self.layout();
+        let ch = self.channels as i64;
+        let mut print = vec![
+            (0, 0, ch * (self.h * self.w) as i64),
+            (1, 0, ch * (self.k * self.k) as i64),
+            (2, 0, ch * (l.oh * l.ow) as i64),
+            (4, 0, l.floats as i64),
+        ];
+        print.extend(self.epilogue.scalars().map(|at| (3, at as i64, at as i64 + ch)));
+        print
+    }
+}
+
 /// The depthwise stencil over the flat run with its epilogue, stored compacted (AVX-512; small
 /// planes, where a row fills few lanes and the flat run's trip through the scratch is most of the
 /// time): run-time operands `(src, w, y, epi)`. For each output row `oy < oh` and column `ox < ow`:
@@ -595,6 +660,7 @@ enum Routine {
     DepthwiseDirect(DepthwiseDirectSpec),
     DepthwiseFlat(DepthwiseFlatSpec),
     DepthwiseAct(DepthwiseActSpec),
+    DepthwiseLanes(DepthwiseLanesSpec),
 }
 
 impl Routine {
@@ -610,6 +676,7 @@ impl Routine {
             Routine::DepthwiseDirect(s) => s.isa,
             Routine::DepthwiseFlat(s) => s.isa,
             Routine::DepthwiseAct(s) => s.isa,
+            Routine::DepthwiseLanes(s) => s.isa,
         }
     }
 
@@ -643,6 +710,10 @@ impl Routine {
                 )
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
+            Routine::DepthwiseLanes(s) => format!(
+                "{} depthwise in channel lanes, {}x{} taps stride {}, {}x{}, {} channels",
+                s.isa, s.k, s.k, s.stride, s.h, s.w, s.channels
+            ),
             Routine::DepthwiseFlat(s) => format!(
                 "{} depthwise flat, {} taps x {} vectors, {}x{}",
                 s.isa,
@@ -709,6 +780,7 @@ impl Routine {
                 print
             }
             Routine::DepthwiseAct(s) => vec![(0, 0, s.len as i64)],
+            Routine::DepthwiseLanes(s) => s.footprint(),
             Routine::DepthwiseFlat(s) => {
                 let max_tap = s.taps.iter().copied().max().unwrap_or(0) as i64;
                 let span = (s.vectors * s.isa.lanes()) as i64;
@@ -741,6 +813,7 @@ impl Routine {
             Routine::DepthwiseDirect(s) => x86::depthwise::assemble_direct(s),
             Routine::DepthwiseFlat(s) => x86::depthwise::assemble_flat(s),
             Routine::DepthwiseAct(s) => x86::depthwise::assemble_act(s),
+            Routine::DepthwiseLanes(s) => x86::lanes::assemble(s),
         }
     }
 }
@@ -869,6 +942,12 @@ impl<'m> Tiles<'m> {
     /// Emits a deferred depthwise activation over `(y)` (AVX-512 only).
     pub fn depthwise_act(&mut self, cx: &mut KernelCx, spec: &DepthwiseActSpec, y: Value) {
         self.call(cx, Routine::DepthwiseAct(spec.clone()), &[y]);
+    }
+
+    /// Emits a depthwise convolution of up to `L` channels in the channel lanes
+    /// `(x, w, y, epi, scratch)` (AVX2 only).
+    pub fn depthwise_lanes(&mut self, cx: &mut KernelCx, spec: &DepthwiseLanesSpec, operands: [Value; 5]) {
+        self.call(cx, Routine::DepthwiseLanes(spec.clone()), &operands);
     }
 
     fn call(&mut self, cx: &mut KernelCx, routine: Routine, operands: &[Value]) {

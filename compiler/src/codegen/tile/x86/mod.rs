@@ -33,6 +33,7 @@
 //! AVX-512, use k2 for their lane selections (caller-saved like k1).
 
 pub mod depthwise;
+pub mod lanes;
 pub mod winograd;
 
 use super::{Axis, ChanVec, Piece, RowsA, Tap, TileOut, TileSpec};
