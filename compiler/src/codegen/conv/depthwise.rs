@@ -96,9 +96,10 @@
 //! ([`DepthwiseLanesSpec`], [`crate::codegen::tile::x86::lanes`]) transposes the group's weights
 //! and input planes into pixel vectors in the scratch (padded, so every tap is an aligned load at
 //! a constant offset), runs the stencil with the per-channel weights and epilogue values as whole
-//! vectors, and transposes the output back into the channels' planes. A 7-wide row no longer
-//! wastes lanes, and no load spans two cache lines. The scratch's padding is zeroed once per call,
-//! like the phase planes'.
+//! vectors, and transposes the output back into the channels' planes, in bands of output rows
+//! whose scratch fits the L1 ([`LANES_BAND_BYTES`], the bands of row mode). A 7-wide row no longer
+//! wastes lanes, and no load spans two cache lines. The scratch's border columns are zeroed once
+//! per call, like the phase planes'; each band zeroes its padding rows.
 //!
 //! A work item is (sample, block of channels): channels are independent, so two threads balance
 //! at batch 1 (at least 32 blocks per sample when there are 32 channels).
@@ -160,9 +161,16 @@ const AT_ONCE_WIDE: usize = 12;
 /// and MobileNetV2 layers against the flat path and row mode): 5x5 SiLU, 672 channels at 14x14
 /// 0.325 -> 0.227 ms, 1152 at 7x7 0.208 -> 0.099, 240 at 28x28 0.406 -> 0.316, stride 2 56 -> 28
 /// (144 channels) 0.323 -> 0.250; 3x3 ReLU6, 192 channels at 28x28 0.112 -> 0.091, 480 at 14x14
-/// (SiLU) 0.160 -> 0.112. At 56x56 the padded planes leave the L1 and L2 (stride 2 from 112x112:
-/// 0.472 -> 0.695 ms), so wider outputs keep row mode.
+/// (SiLU) 0.160 -> 0.112. Wider outputs keep row mode: in bands (below), MobileNetV2's 56x56 layer
+/// (144 channels) took 0.211 -> 0.267 ms, its stride-2 112 -> 56 layer 0.256 -> 0.321, its 112x112
+/// one 0.205 -> 0.320 (the transposes cost more than the lanes row mode wastes there).
 const LANES_MODE_COLUMNS: usize = 32;
+
+/// Bytes of scratch a lanes-mode band aims at, its padded input rows and its output rows (eight
+/// channels per position), so that both stay in the L1 between the phases: 24 KB (Zen 3, 32 KB
+/// L1; one thread, batch 1, MobileNetV2's stride-2 56 -> 28 layer: whole plane 0.126 ms, 16 KB
+/// bands 0.114, 24 KB 0.100, 48 KB 0.134).
+const LANES_BAND_BYTES: usize = 24 * 1024;
 
 /// Bytes of phase planes a row-mode band aims to fill (see [`band_rows`]).
 const BAND_BYTES: usize = 8 * 1024;
@@ -297,7 +305,10 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     // 1.8 -> 1.6 ms).
     // Lanes mode on AVX2 up to 28x28 outputs (see [`LANES_MODE_COLUMNS`]).
     if plan.isa == Isa::Avx2 && !spec.op.residual && ow < LANES_MODE_COLUMNS {
-        let layout = lanes_spec(spec, plan, lanes).layout();
+        let band = lanes_band_rows(s, k, w + 2 * pad, ow, oh);
+        let bands = bands(h, k, s, pad, oh, band);
+        let first = &bands[0];
+        let layout = lanes_spec(spec, plan, lanes, first).layout();
         plan.block = lanes;
         plan.blocks = channels.div_ceil(lanes);
         plan.depthwise = Some(DepthwisePlan {
@@ -312,8 +323,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
             out_at: 0,
             channels: lanes,
             rows_mode: false,
-            band: oh,
-            bands: Vec::new(),
+            band,
+            bands,
             direct: false,
             at_once: 1,
             slots: 1,
@@ -536,8 +547,20 @@ pub(super) fn item(
     deferred_rest(cx, tiles, spec, d, y_n, [c0, c1]);
 }
 
-/// The lanes-mode routine of `channels` channels (at most the ISA's lanes) of this convolution.
-fn lanes_spec(spec: &ConvSpec, plan: &ConvPlan, channels: usize) -> DepthwiseLanesSpec {
+/// Output rows per lanes-mode band: the most whose padded input rows and output (eight channels
+/// per position) fit in [`LANES_BAND_BYTES`], at least one and at most `oh`.
+fn lanes_band_rows(s: usize, k: usize, wp: usize, ow: usize, oh: usize) -> usize {
+    let bytes = |rows: usize| ((s * (rows - 1) + k) * wp + rows * ow) * 8 * 4;
+    let mut rows = 1;
+    while rows < oh && bytes(rows + 1) <= LANES_BAND_BYTES {
+        rows += 1;
+    }
+    rows
+}
+
+/// The lanes-mode routine of `channels` channels (at most the ISA's lanes) of this convolution,
+/// for the bands of `run`.
+fn lanes_spec(spec: &ConvSpec, plan: &ConvPlan, channels: usize, run: &BandRun) -> DepthwiseLanesSpec {
     let c = &spec.op.conv;
     let layout = &plan.layout;
     let [_, h, w] = spec.input;
@@ -548,6 +571,10 @@ fn lanes_spec(spec: &ConvSpec, plan: &ConvPlan, channels: usize) -> DepthwiseLan
         h,
         w,
         channels,
+        band: plan.depthwise.as_ref().map_or(run.rows, |d| d.band),
+        rows: run.rows,
+        in_rows: run.h,
+        top: run.top,
         epilogue: DepthwiseEpilogue {
             s1: layout.s1,
             b1: layout.b1,
@@ -577,13 +604,24 @@ fn lanes_item(
     let [channels, h, w] = spec.input;
     let [_, oh, ow] = plan.out;
     let k_g = plan.layout.k_g;
+    let d = plan.depthwise.as_ref().expect("a depthwise plan");
+    let s = d.stride;
     let call = |cx: &mut KernelCx, tiles: &mut Tiles, n: usize| {
         let c0 = cx.b.ins().imul_imm_s(r, lanes as i64);
         let x = cx.offset(x_n, c0, h * w);
         let weights = cx.offset(packed, c0, k_g);
         let y = cx.offset(y_n, c0, oh * ow);
         let epi = cx.offset(packed, c0, 1);
-        tiles.depthwise_lanes(cx, &lanes_spec(spec, plan, n), [x, weights, y, epi, cx.scratch]);
+        for run in &d.bands {
+            cx.for_count(run.count, "depthwise lanes bands", |cx, i| {
+                let xb = cx.offset(x, i, s * d.band * w);
+                let xb = cx.add_floats(xb, run.i0 * w);
+                let yb = cx.offset(y, i, d.band * ow);
+                let yb = cx.add_floats(yb, run.oy0 * ow);
+                let lanes_spec = lanes_spec(spec, plan, n, run);
+                tiles.depthwise_lanes(cx, &lanes_spec, [xb, weights, yb, epi, cx.scratch]);
+            });
+        }
     };
     let whole = channels / lanes;
     let rest = channels % lanes;

@@ -917,13 +917,15 @@ fn depthwise_convolutions() {
 /// on the plan: fewer than 32 output columns, no residual): channel counts of whole groups of
 /// eight, with a last group of 5, 3 or 1 channels, and fewer than eight (weights, per-channel
 /// values and stores masked); planes of 7x7, 14x14 and 28x28 (one, two and three or four pixel
-/// steps per row; 28 outputs also from 56 at stride 2, and 31 columns), odd and
+/// steps per row; 28 outputs also from 56 at stride 2, and 31 columns: in bands of rows, the last
+/// one shorter, asserted), odd and
 /// non-square ones, planes smaller than the window and of a single pixel (blocks of eight pixels
 /// in the transposes with tails of every length); 3x3, 5x5 and 7x7 windows (a last block of taps of
 /// 1 or 9) at stride 1 and 2; bias or affine with ReLU or without, and every activation. The
 /// residual variants take the planar paths (checked in `depthwise_convolutions`).
 #[test]
 fn depthwise_in_channel_lanes() {
+    let (mut banded, mut short_last) = (false, false);
     // (channels, height, width, window, stride)
     for (ch, h, w, k, stride) in [
         (8, 7, 7, 3, 1),
@@ -940,6 +942,7 @@ fn depthwise_in_channel_lanes() {
         (4, 28, 28, 5, 1),
         (9, 56, 56, 3, 2),
         (3, 5, 31, 3, 1),
+        (2, 29, 27, 5, 1),
     ] {
         let activations = [
             None,
@@ -958,9 +961,12 @@ fn depthwise_in_channel_lanes() {
             let plan = ConvPlan::new(&spec, Isa::Avx2).unwrap();
             let d = plan.depthwise.as_ref().expect("a depthwise plan");
             assert!(d.lanes, "{ch}x{h}x{w} {k}x{k} stride {stride}");
+            banded |= d.bands.iter().map(|b| b.count).sum::<usize>() > 1;
+            short_last |= d.bands.len() > 1 && d.bands.last().is_some_and(|b| b.rows < d.band);
             check(c);
         }
     }
+    assert!(banded && short_last, "some plane runs in several bands, the last one shorter");
 }
 
 /// Depthwise convolutions at stride 1 with a costly activation on planes wide enough for row mode

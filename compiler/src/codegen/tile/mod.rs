@@ -464,17 +464,21 @@ impl DepthwiseDirectSpec {
     }
 }
 
-/// A depthwise convolution of up to `L` channels with the channels in the vector lanes (AVX2,
-/// small planes; see [`crate::codegen::conv::depthwise`]'s lanes mode): run-time operands
-/// `(x, w, y, epi, scratch)`, `x` the first channel's `h x w` input plane (the others follow,
-/// `h * w` floats apart), `w` its `k * k` weights (the others follow), `y` its `oh x ow` output
-/// plane (likewise), `epi` the first channel's per-channel values (channel `j`'s `s1` at
-/// `epi + s1 + j`). For each channel `j < channels` and output pixel `(oy, ox)`: `v = sum over
-/// (kh, kw) in order of xpad[s * oy + kh][s * ox + kw] * w[j][kh * k + kw]` (`xpad` the input
-/// zero-padded by `p = k / 2`), then the epilogue (no residual) stored at `y[j][oy * ow + ox]`.
-/// The scratch holds the padded input pixel-major (`[hp][wp][L]`, whose border positions the
-/// caller keeps zero: the routine writes only the interior), the weights tap-major (`[k * k][L]`)
-/// and the output pixel-major (`[oh * ow][L]`), at [`DepthwiseLanesSpec::layout`]'s offsets.
+/// A band of output rows of a depthwise convolution of up to `L` channels, with the channels in
+/// the vector lanes (AVX2; see [`crate::codegen::conv::depthwise`]'s lanes mode): run-time operands
+/// `(x, w, y, epi, scratch)`. The channels' planes are `h x w` (input) and `oh x ow` (output, `oh =
+/// (h + 2p - k) / s + 1`, `p = k / 2`), channel `j`'s `h * w` floats apart in `x` and `oh * ow` in
+/// `y`; `x` points at the first input row the band reads and `y` at its first output row. `w` holds
+/// the first channel's `k * k` weights (the others follow), `epi` its per-channel values (channel
+/// `j`'s `s1` at `epi + s1 + j`). The band's output rows `0..rows` read its padded rows `0..s *
+/// (rows - 1) + k`, of which rows `top..top + in_rows` are the input rows `0..in_rows` at `x` and
+/// the others zero padding. For each channel `j < channels`, band row `oy < rows` and column `ox <
+/// ow`: `v = sum over (kh, kw) in order of band[s * oy + kh][s * ox + kw] * w[j][kh * k + kw]` (the
+/// band's columns zero-padded by `p`), then the epilogue (no residual) stored at `y[j * oh * ow +
+/// oy * ow + ox]`. The scratch holds the padded band pixel-major (`[hp][wp][L]`; its border
+/// columns the caller keeps zero, the routine writes the interior columns of every row), the
+/// weights tap-major (`[k * k][L]`) and the band's output pixel-major (`[rows * ow][L]`), at
+/// [`DepthwiseLanesSpec::layout`]'s offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseLanesSpec {
     pub isa: Isa,
@@ -484,15 +488,24 @@ pub struct DepthwiseLanesSpec {
     pub w: usize,
     /// Channels of this call (`1..=L`).
     pub channels: usize,
+    /// The band: output rows, input rows copied and the padded row they start at; `band`: the
+    /// output rows of the layer's tallest band, which fixes the scratch layout (every band of the
+    /// layer uses the same, so that none writes over another's border columns).
+    pub band: usize,
+    pub rows: usize,
+    pub in_rows: usize,
+    pub top: usize,
     pub epilogue: DepthwiseEpilogue,
 }
 
-/// Where a [`DepthwiseLanesSpec`]'s parts lie in its scratch (floats).
+/// Where a [`DepthwiseLanesSpec`]'s parts lie in its scratch (floats), and its planes' geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LanesLayout {
-    /// Padded input rows and columns (`h + 2p`, `w + 2p`), output rows and columns.
+    /// The band's padded rows (`s * (rows - 1) + k`) and columns (`w + 2p`); the padded rows of
+    /// the tallest band lie below `weights_at`.
     pub hp: usize,
     pub wp: usize,
+    /// The whole output plane's rows and columns.
     pub oh: usize,
     pub ow: usize,
     /// The tap-major weights and the pixel-major output.
@@ -503,15 +516,23 @@ pub struct LanesLayout {
 }
 
 impl DepthwiseLanesSpec {
-    /// The scratch layout: padded input, weights, output, each `L` floats per position.
+    /// The scratch layout: padded band, weights, band output, each `L` floats per position.
     pub fn layout(&self) -> LanesLayout {
         let (k, s, lanes) = (self.k, self.stride, self.isa.lanes());
         let p = k / 2;
-        let (hp, wp) = (self.h + 2 * p, self.w + 2 * p);
-        let (oh, ow) = ((hp - k) / s + 1, (wp - k) / s + 1);
-        let weights_at = hp * wp * lanes;
+        let (hp, wp) = (s * (self.rows - 1) + k, self.w + 2 * p);
+        let (oh, ow) = ((self.h + 2 * p - k) / s + 1, (wp - k) / s + 1);
+        let weights_at = (s * (self.band.max(self.rows) - 1) + k) * wp * lanes;
         let out_at = weights_at + k * k * lanes;
-        LanesLayout { hp, wp, oh, ow, weights_at, out_at, floats: out_at + oh * ow * lanes }
+        LanesLayout {
+            hp,
+            wp,
+            oh,
+            ow,
+            weights_at,
+            out_at,
+            floats: out_at + self.band.max(self.rows) * ow * lanes,
+        }
     }
 
     /// The operands' footprints (operand, first float, end).
@@ -519,9 +540,9 @@ impl DepthwiseLanesSpec {
         let l = self.layout();
         let ch = self.channels as i64;
         let mut print = vec![
-            (0, 0, ch * (self.h * self.w) as i64),
+            (0, 0, (ch - 1) * (self.h * self.w) as i64 + (self.in_rows * self.w) as i64),
             (1, 0, ch * (self.k * self.k) as i64),
-            (2, 0, ch * (l.oh * l.ow) as i64),
+            (2, 0, (ch - 1) * (l.oh * l.ow) as i64 + (self.rows * l.ow) as i64),
             (4, 0, l.floats as i64),
         ];
         print.extend(self.epilogue.scalars().map(|at| (3, at as i64, at as i64 + ch)));
@@ -711,8 +732,8 @@ impl Routine {
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
             Routine::DepthwiseLanes(s) => format!(
-                "{} depthwise in channel lanes, {}x{} taps stride {}, {}x{}, {} channels",
-                s.isa, s.k, s.k, s.stride, s.h, s.w, s.channels
+                "{} depthwise in channel lanes, {}x{} taps stride {}, {}x{}, {} channels, {} rows from {} input rows at {}",
+                s.isa, s.k, s.k, s.stride, s.h, s.w, s.channels, s.rows, s.in_rows, s.top
             ),
             Routine::DepthwiseFlat(s) => format!(
                 "{} depthwise flat, {} taps x {} vectors, {}x{}",

@@ -10,25 +10,27 @@
 //! Four phases, all in this routine:
 //! 1. **Weights**: the channels' `k * k` taps (`[channel][tap]` at `w`) transposed in 8x8 blocks
 //!    into the scratch as `[tap][L]`, one vector per tap.
-//! 2. **Fill**: per input row, blocks of eight columns of every channel (`[channel][pixel]`, the
-//!    row's tail block loaded masked) transposed into pixel vectors and stored at the pixel's
-//!    padded position of `[hp][wp][L]`. The border positions are never written: the caller zeroes
-//!    them once per kernel call.
+//! 2. **Fill**: the band's padding rows stored as zeros; then per input row of the band, blocks of
+//!    eight columns of every channel (`[channel][pixel]`, the row's tail block loaded masked)
+//!    transposed into pixel vectors and stored at the pixel's padded position of `[hp][wp][L]`.
+//!    The border columns are never written: the caller zeroes them once per kernel call (every
+//!    band of a layer has the same layout, so no band's weights or output lie over them).
 //! 3. **Stencil**: per output row, steps of `n` consecutive output pixels (as many accumulators as
 //!    the registers left by the epilogue hold). Per kernel row `kh`, each input vector the step
 //!    reads (padded column `s * ox0 + c`) is loaded once and multiplied into every pixel `u` of the
 //!    step with `kw = c - s * u` in `0..k`, the weight vector a memory operand: each accumulator
 //!    takes its taps in the order `(kh, kw)`. Then the epilogue on whole vectors (per-channel values
 //!    loaded as vectors once) and the store to the pixel-major output `[oh * ow][L]`.
-//! 4. **Unpack**: the output in blocks of eight pixels transposed back into channel runs and stored
+//! 4. **Unpack**: the band's output in blocks of eight pixels transposed back into channel runs and stored
 //!    at `y + j * oh * ow + p0` (the last block's stores masked to its pixels).
 //!
-//! Sound: each stored output is the sum of the padded input's `k * k` window times the channel's
+//! Sound: each stored output is the sum of the padded band's `k * k` window times the channel's
 //! weights in the order `(kh, kw)` (the first a multiply), then the epilogue, as the reference
-//! defines it; the padded input holds exactly `xpad` (interior copied by phase 2, borders zero).
-//! Reads: `x[0 .. chans * h * w]` (a row's tail block masked to the row), `w[0 .. chans * k * k]` (the
-//! last block of taps masked), `epi + at .. + chans` per value (masked below eight channels). Writes:
-//! the scratch below [`DepthwiseLanesSpec::layout`]'s `floats`, `y[0 .. chans * oh * ow]`. Channels
+//! defines it; the padded band holds exactly its rows of `xpad` (input rows copied by phase 2,
+//! padding rows zeroed by it, border columns zero). Reads: `x[j * h * w ..][.. in_rows * w]` per
+//! channel `j` (a row's tail block masked to the row), `w[0 .. chans * k * k]` (the last block of
+//! taps masked), `epi + at .. + chans` per value (masked below eight channels). Writes: the scratch
+//! below [`DepthwiseLanesSpec::layout`]'s `floats`, `y[j * oh * ow ..][.. rows * ow]`. Channels
 //! `j >= chans` are zero vectors in, and never stored. Registers and ABI as the other routines
 //! (caller-saved only, no stack, `vzeroupper`).
 
@@ -50,6 +52,9 @@ pub fn assemble(spec: &DepthwiseLanesSpec) -> Result<Vec<u8>, CodegenError> {
         || spec.h == 0
         || spec.w == 0
         || !(1..=L).contains(&spec.channels)
+        || spec.rows == 0
+        || spec.in_rows == 0
+        || spec.top + spec.in_rows > spec.stride * (spec.rows - 1) + spec.k
         || e.residual
         || e.s2.is_some()
         || e.b2.is_some()
@@ -135,13 +140,23 @@ fn weights(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<()
     Ok(())
 }
 
-/// Phase 2: the input rows (r10 counts them; `rdi` walks the first channel's rows, `r9` the padded
-/// rows' first interior position) in blocks of eight columns, each transposed into pixel vectors.
+/// Phase 2: the band's padded rows outside the input zeroed (all their columns), then the input
+/// rows (r10 counts them; `rdi` walks the first channel's rows, `r9` the padded rows' first
+/// interior position) in blocks of eight columns, each transposed into pixel vectors.
 fn fill(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<(), CodegenError> {
     let (h, w, p) = (spec.h, spec.w, spec.k / 2);
-    g.a.lea(r9, at(r8, ((p * l.wp + p) * L) as isize)?).map_err(asm_err)?;
+    let zero_rows: Vec<usize> = (0..l.hp).filter(|&y| y < spec.top || y >= spec.top + spec.in_rows).collect();
+    if !zero_rows.is_empty() {
+        g.zero(0)?;
+        for y in zero_rows {
+            for x in 0..l.wp {
+                g.store(at(r8, ((y * l.wp + x) * L) as isize)?, 0)?;
+            }
+        }
+    }
+    g.a.lea(r9, at(r8, ((spec.top * l.wp + p) * L) as isize)?).map_err(asm_err)?;
     let mut top = g.a.create_label();
-    g.a.mov(r10d, h as u32).map_err(asm_err)?;
+    g.a.mov(r10d, spec.in_rows as u32).map_err(asm_err)?;
     g.a.set_label(&mut top).map_err(asm_err)?;
     for x0 in (0..w).step_by(L) {
         let valid = (w - x0).min(L);
@@ -254,7 +269,7 @@ fn stencil(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<()
     g.a.mov(rax, r8).map_err(asm_err)?;
     g.a.lea(r10, at(r8, l.out_at as isize)?).map_err(asm_err)?;
     let mut top = g.a.create_label();
-    g.a.mov(r11d, l.oh as u32).map_err(asm_err)?;
+    g.a.mov(r11d, spec.rows as u32).map_err(asm_err)?;
     g.a.set_label(&mut top).map_err(asm_err)?;
     for &(ox0, n) in &steps {
         let mut started = [false; 16];
@@ -296,7 +311,7 @@ fn stencil(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<()
 /// channel runs; the last block's stores masked to its pixels (the mask in `ymm0`, free after the
 /// transpose).
 fn unpack(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<(), CodegenError> {
-    let (plane, chans) = (l.oh * l.ow, spec.channels);
+    let (pixels, plane, chans) = (spec.rows * l.ow, l.oh * l.ow, spec.channels);
     g.a.lea(rax, at(r8, l.out_at as isize)?).map_err(asm_err)?;
     g.a.mov(r9, rdx).map_err(asm_err)?;
     let block = |g: &mut Gen, valid: usize| -> Result<(), CodegenError> {
@@ -318,7 +333,7 @@ fn unpack(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<(),
         }
         Ok(())
     };
-    let whole = plane / L;
+    let whole = pixels / L;
     if whole > 0 {
         let mut top = g.a.create_label();
         g.a.mov(r11d, whole as u32).map_err(asm_err)?;
@@ -329,8 +344,8 @@ fn unpack(g: &mut Gen, spec: &DepthwiseLanesSpec, l: &LanesLayout) -> Result<(),
         g.a.dec(r11d).map_err(asm_err)?;
         g.a.jnz(top).map_err(asm_err)?;
     }
-    if plane % L > 0 {
-        block(g, plane % L)?;
+    if pixels % L > 0 {
+        block(g, pixels % L)?;
     }
     Ok(())
 }
