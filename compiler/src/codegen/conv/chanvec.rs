@@ -80,10 +80,27 @@ fn b_slice_bytes(isa: Isa) -> usize {
 }
 /// Work items per sample worth aiming for (two threads balance at batch 1).
 const TARGET_ITEMS: usize = 16;
-/// Most pixel tiles in a block. A block's tiles are unrolled in the kernel (each with its K loop
-/// and transposing epilogue), so this bounds the code: a 56x56 plane in blocks of 14 tiles made
-/// 6-12k instructions per kernel and doubled ResNet-50's JIT time, for no measured speed.
+/// Most pixel tiles in a block (but flat blocks on avx2: [`max_block_tiles`]). A block's tiles
+/// are unrolled in the kernel (each with its K loop and transposing epilogue), so this bounds the
+/// code: a 56x56 plane in blocks of 14 tiles made 6-12k instructions per kernel and doubled
+/// ResNet-50's JIT time, for no measured speed.
 const MAX_BLOCK_TILES: usize = 4;
+
+/// Most pixel tiles in a flat block (1x1, stride 1, unpadded: one run of pixels) on `isa`.
+///
+/// avx2: 10, so a 7x7 plane (10 tiles of 5 and 4 pixels) is one block where the work split allows
+/// (16 or more panels of 32 channels per sample; half a plane at 8-15 panels, the split aiming at
+/// 16 items per sample), and each K block's half-slice of the weights, in L1
+/// ([`b_slice_bytes`]), serves every tile of the plane instead of four: `cargo bench --bench
+/// kernels -- --isa avx2 --chanvec`, one thread, Zen 3, medians of three, GFLOP/s at 4 -> 10
+/// tiles: batch 1 320->1280 at 7x7 90 -> 94, 960->320 93 -> 94, 1152->320 91 -> 93; batch 8 89
+/// -> 91, 90 -> 91, 89 -> 90; 1024->256 at 14x14 unchanged (92 at batch 1, 83 at batch 8).
+fn max_block_tiles(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => 10,
+        Isa::Avx512 | Isa::Sse => MAX_BLOCK_TILES,
+    }
+}
 
 /// A tile of output pixels inside a block: the first pixel (index into the block's pixels and
 /// accumulator rows), how many, and its A offset from the block's first window (floats).
@@ -202,7 +219,8 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         // Pixel `p` reads input float `p`: balanced tiles over the whole plane, `per` of them a
         // block (the epilogue handles a partial quad, so tiles need not be multiples of 4).
         let all = split(oh * ow, max);
-        let per = all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len())).min(MAX_BLOCK_TILES);
+        let per =
+            all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len())).min(max_block_tiles(isa));
         let blocks = all.len().div_ceil(per);
         let block = all[per - 1].0 + all[per - 1].1;
         let base = (blocks - 1) * block;
