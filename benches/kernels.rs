@@ -8,7 +8,8 @@
 //! thread (thread CPU time, best of N: immune to other processes on a shared machine) and its
 //! share of the 1-core peak, and GFLOP/s on two threads (wall time, best of N). `-- --sweep` also
 //! tries other register tiles, `--orders` both loop orders, `--quick` fewer iterations, and a
-//! free argument filters shapes by name. FLOPs are `2 * MACs` of the convolution (epilogue work not
+//! free argument filters shapes by name, `--one` skips the two-thread timing (its column then
+//! repeats one thread's). FLOPs are `2 * MACs` of the convolution (epilogue work not
 //! counted). `--batch N` times N samples per call (large planes then stream through memory: the
 //! memory-bound regime of batched inference), `--cold` evicts the caches before every timed call
 //! (weights from memory, as in a network larger than the last-level cache), and `--inplace`
@@ -72,6 +73,15 @@ const SHAPES: &[Shape] = &[
     // MobileNetV2's at 14x14.
     Shape { name: "1x1 576->96 @14", cin: 576, cout: 96, hw: 14, k: 1, stride: 1, residual: true },
     Shape { name: "1x1 96->576 @14", cin: 96, cout: 576, hw: 14, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 384->64 @14", cin: 384, cout: 64, hw: 14, k: 1, stride: 1, residual: true },
+    // MobileNetV2's and EfficientNet-B0's 7x7 projections and heads (channels in lanes on avx2).
+    Shape { name: "1x1 320->1280 @7", cin: 320, cout: 1280, hw: 7, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 960->320 @7", cin: 960, cout: 320, hw: 7, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 960->160 @7", cin: 960, cout: 160, hw: 7, k: 1, stride: 1, residual: true },
+    Shape { name: "1x1 576->160 @7", cin: 576, cout: 160, hw: 7, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 1152->320 @7", cin: 1152, cout: 320, hw: 7, k: 1, stride: 1, residual: false },
+    Shape { name: "1x1 1152->192 @7", cin: 1152, cout: 192, hw: 7, k: 1, stride: 1, residual: true },
+    Shape { name: "1x1 672->192 @7", cin: 672, cout: 192, hw: 7, k: 1, stride: 1, residual: false },
 ];
 
 /// The shape's convolution, of `kind` or the kind its geometry gets by default.
@@ -296,7 +306,8 @@ fn main() {
                     if plan.tiles_outer { " T" } else { " P" }
                 );
                 let timed = |threads| time(&sp, isa, threads, iters, run);
-                match (timed(1), timed(2)) {
+                let two = if flag("--one") { timed(1) } else { timed(2) };
+                match (timed(1), two) {
                     (Ok((t1, name)), Ok((t2, _))) => {
                         let (g1, g2) = (flops / t1 * 1e-9, flops / t2 * 1e-9);
                         println!(

@@ -15,12 +15,13 @@
 //!    the scratch, so every tap of every pixel is a constant offset and padding needs no branch.
 //!    Unpadded convolutions read the input in place.
 //! 2. **K blocks**: the input channels in blocks of `kc` whose slice of the panel (`kc*KH*KW x 32`
-//!    floats, at most [`B_SLICE_BYTES`]) stays in cache while every pixel tile of the block runs
-//!    over it; each tile starts from the previous block's sums and leaves its raw sums, pixel-major,
-//!    in the item's accumulator area (`pixel * 32 + channel`). Meanwhile the block's tiles hint the
-//!    weights that follow its slice (the next block's, or the next panel's) into L2, each an equal
-//!    share at the pace of its K loop ([`KLoop::prefetch_next`]), so the next block's first tile
-//!    does not wait on memory: at batch 1, one thread, avx512, MobileNetV2 took 0.97x the time,
+//!    floats, at most [`b_slice_bytes`]: 64 KiB on avx512, 8 KiB on avx2 so that it stays in L1)
+//!    stays in cache while every pixel tile of the block runs over it (on avx2 every tile over one
+//!    half of the panel's channels, then every tile over the other); each tile starts from the
+//!    previous block's sums and leaves its raw sums, pixel-major, in the item's accumulator area
+//!    (`pixel * 32 + channel`). Meanwhile the block's tiles hint the weights that follow its slice
+//!    (the next block's, or the next panel's) into L2, each an equal share at the pace of its K
+//!    loop ([`KLoop::prefetch_next`]), so the next block's first tile does not wait on memory: at batch 1, one thread, avx512, MobileNetV2 took 0.97x the time,
 //!    EfficientNet-B0 0.97x, ResNet-50/101 0.99x; batch 8 0.99-1.0x.
 //! 3. **Epilogue**: the accumulator area is transposed four pixels by four channels (eight
 //!    shuffles) into channel-major vectors, the fused epilogue applied (bias, affine, residual,
@@ -50,13 +51,56 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 
 /// Most bytes of a K block's slice of the weight panel (read once per pixel tile of the block).
-const B_SLICE_BYTES: usize = 64 * 1024;
+///
+/// avx512: 64 KiB (a tile reads the whole slice, 128 bytes per K index).
+///
+/// avx2: 8 KiB, 64 K indices of a 1x1 layer, the block's tiles running one half of the panel at a
+/// time ([`ChanVecPlan::halves_outer`]). A tile reads half of each 128-byte row of the slice, one
+/// line per K index, and one or two lines of input (a run of pixels of one channel plane) beside
+/// it; at 64 KiB the block's tiles swept up to 512 of each per K block, twice L1 (32 KiB), so
+/// every tap missed L1 twice. At 8 KiB the half-slice (4 KiB) and the block's input lines stay in
+/// L1 while the block's tiles run over them, for the price of storing and reloading the
+/// accumulators once per 64 K indices. Measured with `cargo bench --bench kernels -- --isa avx2
+/// --chanvec @7` (one thread, Zen 3, AVX2, peak 102 GFLOP/s, medians of three interleaved runs,
+/// GFLOP/s before -> after this and the tile split of [`split`]): batch 1, 320->1280 69 -> 91,
+/// 960->320 85 -> 91, 960->160 80 -> 88, 576->160 81 -> 90, 1152->320 82 -> 90, 1152->192 76 ->
+/// 89, 672->192 89 -> 91, 2048->512 75 -> 85, 512->2048 75 -> 89, 3x3 512->512 71 -> 83; batch 8,
+/// 320->1280 62 -> 85, 960->320 70 -> 88, 960->160 68 -> 85, 576->160 78 -> 89, 1152->320 67 ->
+/// 86, 1152->192 62 -> 86, 672->192 69 -> 88, 2048->512 61 -> 82, 512->2048 59 -> 84, 3x3
+/// 512->512 70 -> 81. 16 KiB slices were 2-10% slower than 8 KiB at batch 8, 4 KiB 2-4% slower at
+/// both batches; the halves' order alone is worth 0-3%.
+///
+/// sse: 64 KiB. Its Cranelift tile is bound by its own instructions, not by L1 misses: 8 KiB
+/// slices, halves outside, were 1-3% slower on the same shapes (Zen 3).
+fn b_slice_bytes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 | Isa::Sse => 64 * 1024,
+        Isa::Avx2 => 8 * 1024,
+    }
+}
 /// Work items per sample worth aiming for (two threads balance at batch 1).
 const TARGET_ITEMS: usize = 16;
-/// Most pixel tiles in a block. A block's tiles are unrolled in the kernel (each with its K loop
-/// and transposing epilogue), so this bounds the code: a 56x56 plane in blocks of 14 tiles made
-/// 6-12k instructions per kernel and doubled ResNet-50's JIT time, for no measured speed.
+/// Most pixel tiles in a block (but flat blocks on avx2: [`max_block_tiles`]). A block's tiles
+/// are unrolled in the kernel (each with its K loop and transposing epilogue), so this bounds the
+/// code: a 56x56 plane in blocks of 14 tiles made 6-12k instructions per kernel and doubled
+/// ResNet-50's JIT time, for no measured speed.
 const MAX_BLOCK_TILES: usize = 4;
+
+/// Most pixel tiles in a flat block (1x1, stride 1, unpadded: one run of pixels) on `isa`.
+///
+/// avx2: 10, so a 7x7 plane (10 tiles of 5 and 4 pixels) is one block where the work split allows
+/// (16 or more panels of 32 channels per sample; half a plane at 8-15 panels, the split aiming at
+/// 16 items per sample), and each K block's half-slice of the weights, in L1
+/// ([`b_slice_bytes`]), serves every tile of the plane instead of four: `cargo bench --bench
+/// kernels -- --isa avx2 --chanvec`, one thread, Zen 3, medians of three, GFLOP/s at 4 -> 10
+/// tiles: batch 1 320->1280 at 7x7 90 -> 94, 960->320 93 -> 94, 1152->320 91 -> 93; batch 8 89
+/// -> 91, 90 -> 91, 89 -> 90; 1024->256 at 14x14 unchanged (92 at batch 1, 83 at batch 8).
+fn max_block_tiles(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => 10,
+        Isa::Avx512 | Isa::Sse => MAX_BLOCK_TILES,
+    }
+}
 
 /// A tile of output pixels inside a block: the first pixel (index into the block's pixels and
 /// accumulator rows), how many, and its A offset from the block's first window (floats).
@@ -78,6 +122,10 @@ pub struct ChanVecPlan {
     /// Output channels per tile (`nv * lanes`) and tiles per panel.
     pub nr: usize,
     pub halves: usize,
+    /// Whether a K block runs its tiles one half of the panel at a time (every tile over the first
+    /// half's slice, then over the second's; see [`b_slice_bytes`]) rather than both halves of one
+    /// tile, then the next tile. The same sums in the same order: only the order of tiles changes.
+    pub halves_outer: bool,
     /// Input channels per K block, and K blocks.
     pub kc: usize,
     pub kblocks: usize,
@@ -118,12 +166,44 @@ fn vectors(isa: Isa) -> usize {
     }
 }
 
-/// `len` pixels in tiles of at most `max` rows, balanced (`ceil(len / tiles)` each, the last
+/// `len` pixels in tiles of at most `max` rows, near-balanced (`ceil(len / tiles)` each, the last
 /// shorter): `(start, rows)`.
-fn split(len: usize, max: usize) -> Vec<(usize, usize)> {
+fn split_even(len: usize, max: usize) -> Vec<(usize, usize)> {
     let tiles = len.div_ceil(max);
     let rows = len.div_ceil(tiles);
     (0..len).step_by(rows).map(|s| (s, rows.min(len - s))).collect()
+}
+
+/// Fewest tile rows that keep the FMA units busy: a tile of `rows x 2` vectors runs `2 * rows`
+/// independent accumulator chains, and two FMA pipes of 4 cycles' latency (Zen 3, Zen 4) need 8
+/// in flight, so a shorter tile takes as long as a 4-row one.
+const MIN_BUSY_ROWS: usize = 4;
+/// A tile's fixed cost in rows' worth of FMA time (its B loads per tap, the call, its epilogue).
+const TILE_OVERHEAD_ROWS: f64 = 0.5;
+
+/// `len` pixels in tiles of at most `max` rows: of the near-balanced splits with at most `max`,
+/// `max - 1`, ... rows per tile, the one with the least estimated time (each tile costs
+/// `max(rows, MIN_BUSY_ROWS) + TILE_OVERHEAD_ROWS`; ties go to taller tiles). A 7x7 plane on avx2
+/// (6-row tiles) is then 9 x 5 + 4 pixels instead of 8 x 6 + 1, whose one-row tile ran at a
+/// quarter of the FMA rate (two accumulator chains); planes that split well keep `max`.
+///
+/// avx2 only: avx512 and sse keep [`split_even`]. (avx512's 14-row tiles leave a one-row tile only
+/// at planes the models we measure do not have, 15x15 or 18x18 for instance; unmeasured there.)
+fn split(isa: Isa, len: usize, max: usize) -> Vec<(usize, usize)> {
+    if isa != Isa::Avx2 {
+        return split_even(len, max);
+    }
+    let cost = |tiles: &[(usize, usize)]| -> f64 {
+        tiles.iter().map(|&(_, r)| r.max(MIN_BUSY_ROWS) as f64 + TILE_OVERHEAD_ROWS).sum()
+    };
+    let mut best = split_even(len, max);
+    for m in (MIN_BUSY_ROWS.min(max)..max).rev() {
+        let tiles = split_even(len, m);
+        if cost(&tiles) < cost(&best) {
+            best = tiles;
+        }
+    }
+    best
 }
 
 /// The geometry and work split of a `chanvec` kernel.
@@ -144,8 +224,9 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
     let (blocks, block, last_block, block_a, tiles, last_tiles) = if flat {
         // Pixel `p` reads input float `p`: balanced tiles over the whole plane, `per` of them a
         // block (the epilogue handles a partial quad, so tiles need not be multiples of 4).
-        let all = split(oh * ow, max);
-        let per = all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len())).min(MAX_BLOCK_TILES);
+        let all = split(isa, oh * ow, max);
+        let per =
+            all.len().div_ceil(TARGET_ITEMS.div_ceil(ppg).clamp(1, all.len())).min(max_block_tiles(isa));
         let blocks = all.len().div_ceil(per);
         let block = all[per - 1].0 + all[per - 1].1;
         let base = (blocks - 1) * block;
@@ -154,7 +235,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         };
         (blocks, block, oh * ow - base, block, tiles(&all[..per], 0), tiles(&all[(blocks - 1) * per..], base))
     } else {
-        let row_tiles = split(ow, max);
+        let row_tiles = split(isa, ow, max);
         let most_rows = (MAX_BLOCK_TILES / row_tiles.len()).max(1);
         let blocks = TARGET_ITEMS.div_ceil(ppg).max(oh.div_ceil(most_rows)).clamp(1, oh);
         let rows = oh.div_ceil(blocks);
@@ -181,7 +262,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         )
     };
     let taps = c.kernel[0] * c.kernel[1];
-    let kc_max = (B_SLICE_BYTES / (taps * CHANVEC_PANEL * 4)).max(1);
+    let kc_max = (b_slice_bytes(isa) / (taps * CHANVEC_PANEL * 4)).max(1);
     let kblocks = cin.div_ceil(kc_max);
     let kc = cin.div_ceil(kblocks);
     let kblocks = cin.div_ceil(kc);
@@ -203,6 +284,7 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
         chan_len,
         nr,
         halves: CHANVEC_PANEL / nr,
+        halves_outer: isa == Isa::Avx2,
         kc,
         kblocks,
         blocks,
@@ -373,42 +455,43 @@ fn k_blocks(
         let a0 = cx.offset(block_src, kb, v.kc * v.chan_len);
         let b0 = cx.offset(panel_b, kb, v.kc * taps * CHANVEC_PANEL);
         let channels_b = channels * taps * CHANVEC_PANEL * 4;
-        for (ti, t) in pixel_tiles.iter().enumerate() {
-            for half in 0..v.halves {
-                let slot = ti * v.halves + half;
-                let ahead =
-                    (kloop.prefetch_next > 0).then(|| cx.add_floats(b0, (channels_b + slot * share) / 4));
-                let out_spec = match (&in_tile, last) {
-                    (Some(epilogue), true) => TileOut::Final {
-                        row: CHANVEC_PANEL,
-                        pieces: (0..plan.nv)
-                            .map(|j| vec![Piece::leading(j, plan.lanes, plan.lanes)])
-                            .collect(),
-                        epilogue: Epilogue {
-                            relu_rows: vec![spec.op.relu == Relu::All; t.rows],
-                            ..epilogue.clone()
-                        },
-                        // The accumulator area is read back at once by the transpose.
-                        stream: false,
+        let order: Vec<(usize, usize)> = if v.halves_outer {
+            (0..v.halves).flat_map(|h| (0..pixel_tiles.len()).map(move |t| (t, h))).collect()
+        } else {
+            (0..pixel_tiles.len()).flat_map(|t| (0..v.halves).map(move |h| (t, h))).collect()
+        };
+        for (ti, half) in order {
+            let t = &pixel_tiles[ti];
+            let slot = ti * v.halves + half;
+            let ahead = (kloop.prefetch_next > 0).then(|| cx.add_floats(b0, (channels_b + slot * share) / 4));
+            let out_spec = match (&in_tile, last) {
+                (Some(epilogue), true) => TileOut::Final {
+                    row: CHANVEC_PANEL,
+                    pieces: (0..plan.nv).map(|j| vec![Piece::leading(j, plan.lanes, plan.lanes)]).collect(),
+                    epilogue: Epilogue {
+                        relu_rows: vec![spec.op.relu == Relu::All; t.rows],
+                        ..epilogue.clone()
                     },
-                    _ => TileOut::Partial { row: CHANVEC_PANEL },
-                };
-                let tile_spec = TileSpec {
-                    isa: plan.isa,
-                    rows: t.rows,
-                    rows_a,
-                    nv: plan.nv,
-                    kloop: kloop.clone(),
-                    init: (!first).then_some(CHANVEC_PANEL),
-                    out: out_spec,
-                };
-                let a = cx.add_floats(a0, t.a);
-                let b = cx.add_floats(b0, half * v.nr);
-                let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
-                let init = (!first).then_some(out);
-                let epi = (in_tile.is_some() && last).then(|| cx.add_floats(panel_epi, half * v.nr));
-                tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init, ahead });
-            }
+                    // The accumulator area is read back at once by the transpose.
+                    stream: false,
+                },
+                _ => TileOut::Partial { row: CHANVEC_PANEL },
+            };
+            let tile_spec = TileSpec {
+                isa: plan.isa,
+                rows: t.rows,
+                rows_a,
+                nv: plan.nv,
+                kloop: kloop.clone(),
+                init: (!first).then_some(CHANVEC_PANEL),
+                out: out_spec,
+            };
+            let a = cx.add_floats(a0, t.a);
+            let b = cx.add_floats(b0, half * v.nr);
+            let out = cx.add_floats(acc, t.at * CHANVEC_PANEL + half * v.nr);
+            let init = (!first).then_some(out);
+            let epi = (in_tile.is_some() && last).then(|| cx.add_floats(panel_epi, half * v.nr));
+            tiles.emit(cx, &tile_spec, TileArgs { a, b, out, epi, res: None, init, ahead });
         }
     };
     let zero = cx.ic(0);
@@ -604,6 +687,55 @@ impl Chan {
         match self.activation {
             Some(act) => crate::codegen::eltwise::activation(cx, VEC, act, y),
             None => y,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(tiles: &[(usize, usize)]) -> Vec<usize> {
+        tiles.iter().map(|&(_, r)| r).collect()
+    }
+
+    /// The split covers the run exactly, in order, with at most `max` rows per tile.
+    fn covers(tiles: &[(usize, usize)], len: usize, max: usize) {
+        let mut next = 0;
+        for &(s, r) in tiles {
+            assert_eq!(s, next);
+            assert!(r >= 1 && r <= max, "{tiles:?}");
+            next += r;
+        }
+        assert_eq!(next, len);
+    }
+
+    #[test]
+    fn seven_by_seven_planes_on_avx2_have_no_one_row_tile() {
+        let tiles = split(Isa::Avx2, 49, max_rows(Isa::Avx2));
+        covers(&tiles, 49, 6);
+        assert_eq!(rows(&tiles), [5, 5, 5, 5, 5, 5, 5, 5, 5, 4]);
+    }
+
+    #[test]
+    fn planes_that_split_well_keep_the_tallest_tiles() {
+        // 14x14 on avx2: 32 x 6 + 4; avx512 and sse split every plane as before (7x7 on avx512:
+        // 13, 13, 13, 10).
+        for (len, isa) in
+            [(196, Isa::Avx2), (49, Isa::Avx512), (196, Isa::Avx512), (7, Isa::Avx2), (14, Isa::Avx2)]
+        {
+            let max = max_rows(isa);
+            let tiles = split(isa, len, max);
+            covers(&tiles, len, max);
+            assert_eq!(tiles, split_even(len, max), "{len} on {isa}");
+        }
+        for len in 1..300 {
+            for isa in Isa::ALL {
+                covers(&split(isa, len, max_rows(isa)), len, max_rows(isa));
+                if isa != Isa::Avx2 {
+                    assert_eq!(split(isa, len, max_rows(isa)), split_even(len, max_rows(isa)));
+                }
+            }
         }
     }
 }

@@ -787,6 +787,11 @@ fn chanvec_convolutions() {
         (3, 20, 11, 5, 1, 2, false),
         (5, 8, 1, 1, 1, 0, false),
         (8, 12, 30, 1, 1, 0, true),
+        // A MobileNetV2-like projection: K blocks (of 64 channels on avx2), a residual, 7x7 in
+        // tiles of 5 and 4 pixels on avx2.
+        (160, 64, 7, 1, 1, 0, true),
+        // 16 panels: on avx2 the whole 7x7 plane is one block of 10 tiles.
+        (70, 512, 7, 1, 1, 0, true),
     ] {
         let mut c = case(cin, cout, hw, k, stride, pad);
         c.kind = ConvKind::ChanVec;
