@@ -21,8 +21,9 @@
 //!    previous block's sums and leaves its raw sums, pixel-major, in the item's accumulator area
 //!    (`pixel * 32 + channel`). Meanwhile the block's tiles hint the weights that follow its slice
 //!    (the next block's, or the next panel's) into L2, each an equal share at the pace of its K
-//!    loop ([`KLoop::prefetch_next`]), so the next block's first tile does not wait on memory: at batch 1, one thread, avx512, MobileNetV2 took 0.97x the time,
-//!    EfficientNet-B0 0.97x, ResNet-50/101 0.99x; batch 8 0.99-1.0x.
+//!    loop ([`KLoop::prefetch_next`]), so the next block's first tile does not wait on memory:
+//!    at batch 1, one thread, avx512, MobileNetV2 took 0.97x the time, EfficientNet-B0 0.97x,
+//!    ResNet-50/101 0.99x; batch 8 0.99-1.0x.
 //! 3. **Epilogue**: the accumulator area is transposed four pixels by four channels (eight
 //!    shuffles) into channel-major vectors, the fused epilogue applied (bias, affine, residual,
 //!    post-affine, ReLU, in the IR's order), and stored as runs of four pixels of each output

@@ -233,8 +233,8 @@ pub struct DepthwisePlan {
     /// contiguous outputs of `defer` channels ([`DepthwiseActSpec`]); 0 when they stay in the
     /// stencil's epilogue.
     pub defer: usize,
-    /// Lanes mode (AVX2, no residual, fewer than [`LANES_MODE_COLUMNS`] output columns): each work item is one
-    /// group of up to eight channels computed with the channels in the vector lanes
+    /// Lanes mode (AVX2, no residual, fewer than [`LANES_MODE_COLUMNS`] output columns): each
+    /// work item is one group of up to eight channels computed with the channels in the lanes
     /// ([`DepthwiseLanesSpec`]); the planar fields above are unused.
     pub lanes: bool,
     /// Scratch floats in all.

@@ -732,7 +732,7 @@ impl Routine {
             }
             Routine::DepthwiseAct(s) => format!("{} depthwise activation over {}", s.isa, s.len),
             Routine::DepthwiseLanes(s) => format!(
-                "{} depthwise in channel lanes, {}x{} taps stride {}, {}x{}, {} channels, {} rows from {} input rows at {}",
+                "{} depthwise in channel lanes, {}x{} stride {}, {}x{}, {} ch, {} rows <- {} at {}",
                 s.isa, s.k, s.k, s.stride, s.h, s.w, s.channels, s.rows, s.in_rows, s.top
             ),
             Routine::DepthwiseFlat(s) => format!(
