@@ -292,17 +292,40 @@ fn at_once(per_row: usize, k: usize) -> usize {
     (accumulators / per_row).max(1)
 }
 
+/// A depthwise layer's sizes: channels, input and output plane, window, stride, padding, the
+/// ISA's lanes and the phase planes' columns.
+#[derive(Clone, Copy)]
+struct Geometry {
+    channels: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    lanes: usize,
+    wq: usize,
+}
+
+impl Geometry {
+    fn of(plan: &ConvPlan, spec: &ConvSpec) -> Geometry {
+        let c = &spec.op.conv;
+        let [channels, h, w] = spec.input;
+        let [_, oh, ow] = plan.out;
+        let (k, s, pad) = (c.kernel[0], c.stride[0], c.padding[0]);
+        let wq = (w + 2 * pad).div_ceil(s);
+        Geometry { channels, h, w, oh, ow, k, s, pad, lanes: plan.isa.lanes(), wq }
+    }
+}
+
 /// The geometry and work split of a depthwise kernel.
 pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
-    let c = &spec.op.conv;
-    let [channels, h, w] = spec.input;
-    let [_, oh, ow] = plan.out;
-    let (k, s, pad) = (c.kernel[0], c.stride[0], c.padding[0]);
-    let lanes = plan.isa.lanes();
-    let wq = (w + 2 * pad).div_ceil(s);
+    let g = Geometry::of(plan, spec);
+    let Geometry { channels, h, oh, ow, k, s, pad, lanes, wq, .. } = g;
     // Lanes mode on AVX2 up to 28x28 outputs (see [`LANES_MODE_COLUMNS`]).
     if plan.isa == Isa::Avx2 && !spec.op.residual && ow < LANES_MODE_COLUMNS {
-        lanes_plan(plan, spec);
+        lanes_plan(plan, spec, g);
         return;
     }
     // Row mode for rows of two vectors or more; on AVX-512 (k-masked tails) also for rows of
@@ -386,17 +409,11 @@ pub(super) fn plan(plan: &mut ConvPlan, spec: &ConvSpec) {
 
 /// The lanes-mode plan ([`DepthwisePlan::lanes`]): one item per group of `L` channels, the
 /// bands of [`lanes_band_rows`], the scratch of the tallest band's layout.
-fn lanes_plan(plan: &mut ConvPlan, spec: &ConvSpec) {
-    let c = &spec.op.conv;
-    let [channels, h, w] = spec.input;
-    let [_, oh, ow] = plan.out;
-    let (k, s, pad) = (c.kernel[0], c.stride[0], c.padding[0]);
-    let lanes = plan.isa.lanes();
-    let wq = (w + 2 * pad).div_ceil(s);
+fn lanes_plan(plan: &mut ConvPlan, spec: &ConvSpec, g: Geometry) {
+    let Geometry { channels, h, w, oh, ow, k, s, pad, lanes, wq } = g;
     let band = lanes_band_rows(s, k, w + 2 * pad, ow, oh);
     let bands = bands(h, k, s, pad, oh, band);
-    let first = &bands[0];
-    let layout = lanes_spec(spec, plan, lanes, first).layout();
+    let layout = lanes_spec(spec, plan, lanes, band, &bands[0]).layout();
     plan.block = lanes;
     plan.blocks = channels.div_ceil(lanes);
     plan.depthwise = Some(DepthwisePlan {
@@ -571,8 +588,14 @@ fn lanes_band_rows(s: usize, k: usize, wp: usize, ow: usize, oh: usize) -> usize
 }
 
 /// The lanes-mode routine of `channels` channels (at most the ISA's lanes) of this convolution,
-/// for the bands of `run`.
-fn lanes_spec(spec: &ConvSpec, plan: &ConvPlan, channels: usize, run: &BandRun) -> DepthwiseLanesSpec {
+/// for the bands of `run`, the layer's bands being `band` rows tall.
+fn lanes_spec(
+    spec: &ConvSpec,
+    plan: &ConvPlan,
+    channels: usize,
+    band: usize,
+    run: &BandRun,
+) -> DepthwiseLanesSpec {
     let c = &spec.op.conv;
     let layout = &plan.layout;
     let [_, h, w] = spec.input;
@@ -583,7 +606,7 @@ fn lanes_spec(spec: &ConvSpec, plan: &ConvPlan, channels: usize, run: &BandRun) 
         h,
         w,
         channels,
-        band: plan.depthwise.as_ref().map_or(run.rows, |d| d.band),
+        band,
         rows: run.rows,
         in_rows: run.h,
         top: run.top,
@@ -630,7 +653,7 @@ fn lanes_item(
                 let xb = cx.add_floats(xb, run.i0 * w);
                 let yb = cx.offset(y, i, d.band * ow);
                 let yb = cx.add_floats(yb, run.oy0 * ow);
-                let lanes_spec = lanes_spec(spec, plan, n, run);
+                let lanes_spec = lanes_spec(spec, plan, n, d.band, run);
                 tiles.depthwise_lanes(cx, &lanes_spec, [xb, weights, yb, epi, cx.scratch]);
             });
         }
