@@ -59,7 +59,7 @@ pub use error::Error;
 pub use model::write_random_weights;
 pub use model::{is_bundle, BoundsCheck, BuildTimes, Model, Options};
 pub use netc_compiler::codegen::{Isa, IsaChoice};
-pub use netc_runtime::jit::Session;
 pub use netc_runtime::jit::WeightBuf;
+pub use netc_runtime::jit::{MicroBatch, Session};
 pub use netc_runtime::{Tensor, TensorView};
 pub use summary::{summary, LayerRow, Summary};

@@ -5,7 +5,7 @@ use netc_compiler::codegen::{CompileOptions, IsaChoice};
 use netc_compiler::ir::Graph;
 use netc_compiler::lower::Program;
 use netc_runtime::bundle::{self, Bundle};
-use netc_runtime::jit::{self, Executable, Session, WeightBuf};
+use netc_runtime::jit::{self, Executable, MicroBatch, Session, WeightBuf};
 use netc_runtime::{Tensor, TensorView};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// Threads of each run, the caller's included (default: the machine's available parallelism).
     pub threads: Option<usize>,
+    /// How a batch is split into micro-batches run one after the other (default: as the cost
+    /// model of `netc_runtime::jit::micro_batch` says).
+    pub micro_batch: MicroBatch,
     /// The kernels' instruction set (default: the widest the CPU has, or `NETC_ISA`).
     pub isa: IsaChoice,
     /// Run the optimiser on `.net` sources (default true; a bundle is optimised already).
@@ -56,6 +59,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             threads: None,
+            micro_batch: MicroBatch::Auto,
             isa: IsaChoice::Auto,
             optimize: true,
             disabled_passes: Vec::new(),
@@ -80,6 +84,7 @@ pub struct BuildTimes {
 pub struct Model {
     exe: Executable,
     threads: usize,
+    micro_batch: MicroBatch,
     sessions: Mutex<Vec<Session>>,
     times: BuildTimes,
 }
@@ -179,6 +184,7 @@ impl Model {
         Ok(Model {
             exe,
             threads,
+            micro_batch: options.micro_batch,
             sessions: Mutex::new(Vec::new()),
             times: BuildTimes { load, jit: jit_start.elapsed() },
         })
@@ -218,7 +224,7 @@ impl Model {
 
     /// A new session with the model's thread count, for [`Model::run_in`].
     pub fn session(&self) -> Session {
-        Session::new(self.threads)
+        Session::new(self.threads).with_micro_batch(self.micro_batch)
     }
 
     /// The shapes of the outputs for a batch of `n`, batch dimension first.

@@ -259,6 +259,53 @@ fn the_isa_can_be_forced_and_a_missing_one_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NETC_ISA=mmx is not an ISA"));
 }
 
+/// `--micro-batch` (run and bench): a number of images per pass, `whole` or `auto`; bench reports
+/// the passes' size, and `run` writes the same logits in passes as in one; a bad value is a clear
+/// usage error.
+#[test]
+fn micro_batches_can_be_chosen_and_a_bad_size_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bundle) = resnet18_bundle(dir.path());
+    for (setting, samples) in [("2", 2), ("whole", 3), ("7", 3)] {
+        let args = [
+            "bench",
+            &bundle,
+            "--batch",
+            "3",
+            "--micro-batch",
+            setting,
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--format",
+            "json",
+        ];
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        assert_eq!(v["micro_batch"].as_u64(), Some(samples), "{setting}: {v}");
+    }
+    let input = dir.path().join("in.npy");
+    let shape = vec![3, 3, 224, 224];
+    let batch = netc_runtime::Tensor::new(shape.clone(), netc_runtime::fill::input(&shape)).unwrap();
+    netc_runtime::io::npy::write(&input, &batch).unwrap();
+    let logits = |setting: &str| {
+        let out = dir.path().join(format!("out-{setting}.npy"));
+        let (input, out_arg) = (input.to_str().unwrap(), out.to_str().unwrap());
+        ok(&["run", &bundle, "--input", input, "--output", out_arg, "--micro-batch", setting]);
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(logits("1"), logits("whole"), "the logits of passes of one image and of the whole batch");
+    for bad in ["0", "-2", "half"] {
+        let setting = format!("--micro-batch={bad}");
+        let (code, _, err) = run(&["bench", &bundle, &setting, "--iters", "1"]);
+        assert_ne!(code, 0, "{bad}");
+        assert!(
+            err.contains("--micro-batch") && err.contains("auto, whole or a positive number"),
+            "{bad}: {err}"
+        );
+    }
+}
+
 #[test]
 fn kernels_can_be_dumped_as_clif_and_assembly_named_by_their_nodes() {
     let net = model("resnet18");

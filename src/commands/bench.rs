@@ -50,6 +50,8 @@ pub struct Args {
     #[command(flatten)]
     pub isa: super::exec::IsaArgs,
     #[command(flatten)]
+    pub micro_batch: super::exec::MicroBatchArgs,
+    #[command(flatten)]
     pub opt: super::OptArgs,
 }
 
@@ -66,12 +68,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batch = args.batch as usize;
     let build = Instant::now();
     let source = Source::open(&args.file, args.weights.as_deref(), args.allow_nonfinite)?;
-    let model = source.model(&args.opt, &args.isa, threads)?;
+    let model = source.model(&args.opt, &args.isa, &args.micro_batch, threads)?;
     let build_s = build.elapsed().as_secs_f64();
     let jit_ms = model.build_times().jit.as_secs_f64() * 1e3;
     let load_ms = build_s * 1e3 - jit_ms;
     let exe = model.executable();
     let mut session = model.session();
+    let micro_batch = exe.micro_batch(&session, batch);
     let inputs: Vec<Tensor> = exe
         .graph()
         .inputs
@@ -132,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "min_ms": min,
         "images_per_s": batch as f64 / (median / 1e3),
         "batch": batch,
+        "micro_batch": micro_batch,
         "threads": threads,
         "iters": args.iters,
         "build_s": build_s,
@@ -147,8 +151,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&result)? + "\n",
         Format::Text => format!(
-            "{}: batch {batch}, {threads} threads, {}: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; load {load_ms:.0} ms, jit {jit_ms:.0} ms, first run {first_run_ms:.0} ms)\n",
+            "{}: batch {batch}{}, {threads} threads, {}: median {median:.2} ms, p90 {p90:.2} ms, {:.1} images/s ({} timed batches; load {load_ms:.0} ms, jit {jit_ms:.0} ms, first run {first_run_ms:.0} ms)\n",
             exe.graph().name,
+            if micro_batch < batch { format!(" (micro-batches of {micro_batch})") } else { String::new() },
             exe.isa(),
             batch as f64 / (median / 1e3),
             args.iters

@@ -6,7 +6,7 @@ use netc_compiler::codegen::IsaChoice;
 use netc_compiler::ir::Graph;
 use netc_compiler::lower::Program;
 use netc_runtime::bundle::Bundle;
-use netc_runtime::jit::{self, WeightBuf};
+use netc_runtime::jit::{self, MicroBatch, WeightBuf};
 use netc_runtime::weights::BindOptions;
 use netc_runtime::{BoundWeights, WeightFile};
 use std::path::Path;
@@ -33,6 +33,17 @@ pub struct IsaArgs {
     /// proved for this ISA by `netc compile`; this forces it for the others too.
     #[arg(long)]
     pub check_bounds: bool,
+}
+
+/// The micro-batch option of `run` and `bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MicroBatchArgs {
+    /// Run a batch as consecutive micro-batches of at most this many images: auto (when the whole
+    /// batch's activations would spill out of the last-level cache between layers and the weights
+    /// are cheap to read again: MobileNetV2 at batch 8 runs in pairs), whole (one pass), or a
+    /// number. Results are the same either way; speed and activation memory differ.
+    #[arg(long, value_name = "auto|whole|N", value_parser = MicroBatch::parse, default_value = "auto")]
+    pub micro_batch: MicroBatch,
 }
 
 impl Source {
@@ -105,8 +116,14 @@ impl Source {
     }
 
     /// Builds the JIT model: kernels compiled for `isa`, weights packed (or mapped from the
-    /// bundle), runs on `threads` threads.
-    pub fn model(&self, opt: &super::OptArgs, isa: &IsaArgs, threads: usize) -> anyhow::Result<netc::Model> {
+    /// bundle), runs on `threads` threads in micro-batches as `micro_batch` says.
+    pub fn model(
+        &self,
+        opt: &super::OptArgs,
+        isa: &IsaArgs,
+        micro_batch: &MicroBatchArgs,
+        threads: usize,
+    ) -> anyhow::Result<netc::Model> {
         let program = self.program(opt)?;
         let weights = match self {
             Source::Bundle(b) => WeightBuf::from_bundle(b, &program)?,
@@ -116,8 +133,13 @@ impl Source {
             }
         };
         let check_bounds = if isa.check_bounds { netc::BoundsCheck::Always } else { netc::BoundsCheck::Auto };
-        let options =
-            netc::Options { threads: Some(threads), isa: isa.isa, check_bounds, ..Default::default() };
+        let options = netc::Options {
+            threads: Some(threads),
+            isa: isa.isa,
+            check_bounds,
+            micro_batch: micro_batch.micro_batch,
+            ..Default::default()
+        };
         // A bundle's kernels were proved by `netc compile` for the ISAs it records.
         let proved = match self {
             Source::Bundle(b) => b.bounds_proved(isa.isa),

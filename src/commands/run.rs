@@ -104,6 +104,8 @@ pub struct Args {
     #[command(flatten)]
     pub isa: super::exec::IsaArgs,
     #[command(flatten)]
+    pub micro_batch: super::exec::MicroBatchArgs,
+    #[command(flatten)]
     pub opt: super::OptArgs,
 }
 
@@ -193,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let skipped = match args.backend {
             Backend::Jit => {
-                let model = source.model(&args.opt, &args.isa, threads)?;
+                let model = source.model(&args.opt, &args.isa, &args.micro_batch, threads)?;
                 labels.check_graph(model.graph())?;
                 let spec = InputSpec::new(model.graph())?;
                 let infer = |batch: Tensor| Ok(model.run_all(&[batch.view()])?);
@@ -215,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let (model, outputs, images) = match args.backend {
         Backend::Jit => {
-            let model = source.model(&args.opt, &args.isa, threads)?;
+            let model = source.model(&args.opt, &args.isa, &args.micro_batch, threads)?;
             labels.check_graph(model.graph())?;
             let (batch, images) = load_inputs(&InputSpec::new(model.graph())?, &args.input)?;
             (model.graph().name.clone(), model.run_all(&[batch.view()])?, images)

@@ -7,15 +7,18 @@
 //! [`pack()`], or read in place from a compiled bundle's mapping, which it co-owns). It is `Send +
 //! Sync`, so many threads can run one model. Everything a run mutates lives in a [`Session`]: the
 //! activation arena (kept between runs of the same batch size), the caller's scratch and the
-//! persistent worker pool. [`Executable::run`] binds the batch size, copies the inputs into the
-//! session's arena, calls the kernels in plan order (each kernel's work items split over the
+//! persistent worker pool. [`Executable::run`] binds the batch size (runs it as consecutive
+//! micro-batches when the whole batch's activations would not stay in cache, see
+//! [`micro_batch`]), copies the inputs into the session's arena, calls the kernels in plan order (each kernel's work items split over the
 //! session's threads, which meet at a barrier between kernels) and copies the outputs out. The
 //! code does not depend on the batch size: a kernel's work items scale with it, so one compilation
 //! serves every batch.
 
+pub mod micro_batch;
 pub mod pack;
 mod threads;
 
+pub use micro_batch::MicroBatch;
 pub use pack::pack;
 
 use crate::bundle::{BlobSpan, Bundle};
@@ -97,6 +100,8 @@ pub struct Executable {
     /// copy in the arena (see [`reads_in_place`]).
     inputs_in_place: Vec<bool>,
     scratch: usize,
+    /// Each step's per-sample traffic and work, for choosing micro-batches.
+    costs: Vec<micro_batch::StepCost>,
 }
 
 /// The mutable state of runs of one thread of control: the arena, the caller's scratch and the
@@ -104,6 +109,7 @@ pub struct Executable {
 /// millisecond, then park).
 pub struct Session {
     threads: usize,
+    micro_batch: MicroBatch,
     /// The arena of the last batch size run, reused while the batch size stays the same. Its base
     /// is 64-byte aligned, so values the plan places at multiples of 16 floats are too (the
     /// `gemm1x1` kernels stream aligned outputs past the cache).
@@ -115,7 +121,20 @@ pub struct Session {
 impl Session {
     /// A session whose runs use `threads` threads (the caller's included; at least 1).
     pub fn new(threads: usize) -> Session {
-        Session { threads: threads.max(1), arena: AlignedF32::default(), scratch: Vec::new(), pool: None }
+        Session {
+            threads: threads.max(1),
+            micro_batch: MicroBatch::Auto,
+            arena: AlignedF32::default(),
+            scratch: Vec::new(),
+            pool: None,
+        }
+    }
+
+    /// This session, splitting batches into micro-batches as `micro_batch` says (default
+    /// [`MicroBatch::Auto`]; see [`micro_batch`]).
+    pub fn with_micro_batch(mut self, micro_batch: MicroBatch) -> Session {
+        self.micro_batch = micro_batch;
+        self
     }
 
     /// Threads of each run, the caller's included.
@@ -159,7 +178,8 @@ impl Executable {
             .collect();
         let pointers = places.iter().zip(&weights).map(|((ins, _), w)| ins.len() + w.len()).sum();
         let inputs_in_place = program.graph().inputs.iter().map(|&v| reads_in_place(&program, v)).collect();
-        Ok(Executable { program, kernels, weights, places, pointers, inputs_in_place, scratch })
+        let costs = step_costs(&program);
+        Ok(Executable { program, kernels, weights, places, pointers, inputs_in_place, scratch, costs })
     }
 
     /// Whether graph input `i` is read where the caller holds it (no copy into the arena) when
@@ -231,14 +251,77 @@ impl Executable {
             .collect()
     }
 
+    /// The samples per pass `session` runs a batch of `n` in (see [`micro_batch`]).
+    pub fn micro_batch(&self, session: &Session, n: usize) -> usize {
+        match session.micro_batch {
+            MicroBatch::Auto => micro_batch::choose(&self.costs, n, micro_batch::last_level_cache_bytes()),
+            MicroBatch::Whole => n,
+            MicroBatch::Samples(m) => m.get().min(n),
+        }
+        .max(1)
+    }
+
+    /// Runs the batch in micro-batches of [`Executable::micro_batch`] samples, one after the
+    /// other, each on views of the caller's inputs and outputs; with `times`, each step's time is
+    /// the sum over the micro-batches.
     fn run_timed(
         &self,
         session: &mut Session,
         inputs: &[TensorView],
         outputs: &mut [&mut [f32]],
-        times: Option<&mut Vec<f64>>,
+        mut times: Option<&mut Vec<f64>>,
     ) -> Result<(), JitError> {
         let batch = self.check_inputs(inputs)?;
+        let per_pass = self.micro_batch(session, batch);
+        // One arena for the largest pass, kept for the next run.
+        self.fit_arena(session, per_pass)?;
+        if per_pass >= batch {
+            return self.run_pass(session, inputs, outputs, times);
+        }
+        self.check_outputs(batch, outputs)?;
+        let output_lens: Vec<usize> = self
+            .program
+            .graph()
+            .inference_outputs()
+            .map(|v| self.program.graph().shape(v).elements())
+            .collect();
+        let mut pass_shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.to_vec()).collect();
+        let mut pass_times = Vec::new();
+        let mut start = 0;
+        while start < batch {
+            let n = per_pass.min(batch - start);
+            for shape in &mut pass_shapes {
+                shape[0] = n;
+            }
+            let pass_inputs: Vec<TensorView> = inputs
+                .iter()
+                .zip(&pass_shapes)
+                .map(|(t, shape)| {
+                    let len = t.sample_len();
+                    TensorView { shape, data: &t.data[start * len..(start + n) * len] }
+                })
+                .collect();
+            let mut pass_outputs: Vec<&mut [f32]> = outputs
+                .iter_mut()
+                .zip(&output_lens)
+                .map(|(o, &len)| &mut o[start * len..(start + n) * len])
+                .collect();
+            pass_times.clear();
+            let record = times.as_ref().map(|_| &mut pass_times);
+            self.run_pass(session, &pass_inputs, &mut pass_outputs, record)?;
+            if let Some(times) = times.as_deref_mut() {
+                if times.is_empty() {
+                    times.resize(pass_times.len(), 0.0);
+                }
+                times.iter_mut().zip(&pass_times).for_each(|(t, p)| *t += p);
+            }
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Checks that `outputs` holds one buffer of exactly its `[batch, ...]` floats per output.
+    fn check_outputs(&self, batch: usize, outputs: &[&mut [f32]]) -> Result<(), JitError> {
         let graph = self.program.graph();
         let output_values: Vec<ValueId> = graph.inference_outputs().collect();
         if outputs.len() != output_values.len() {
@@ -259,17 +342,42 @@ impl Executable {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Makes the session's arena exactly the size a pass of `samples` samples needs (kept while
+    /// the size stays the same).
+    fn fit_arena(&self, session: &mut Session, samples: usize) -> Result<(), JitError> {
         let floats = self
             .program
             .plan()
             .arena
-            .checked_mul(batch)
-            .ok_or(JitError::Memory { bytes: usize::MAX, batch })?;
+            .checked_mul(samples)
+            .ok_or(JitError::Memory { bytes: usize::MAX, batch: samples })?;
         if session.arena.len() != floats {
             session.arena = AlignedF32::default();
-            session.arena =
-                AlignedF32::try_zeros(floats).ok_or(JitError::Memory { bytes: floats * 4, batch })?;
+            session.arena = AlignedF32::try_zeros(floats)
+                .ok_or(JitError::Memory { bytes: floats * 4, batch: samples })?;
         }
+        Ok(())
+    }
+
+    /// Runs one pass over all of `inputs`' samples in the session's arena (which
+    /// [`Executable::fit_arena`] made large enough), writing `outputs`.
+    fn run_pass(
+        &self,
+        session: &mut Session,
+        inputs: &[TensorView],
+        outputs: &mut [&mut [f32]],
+        times: Option<&mut Vec<f64>>,
+    ) -> Result<(), JitError> {
+        let batch = self.check_inputs(inputs)?;
+        self.check_outputs(batch, outputs)?;
+        if session.arena.len() < self.program.plan().arena * batch {
+            self.fit_arena(session, batch)?;
+        }
+        let graph = self.program.graph();
+        let output_values: Vec<ValueId> = graph.inference_outputs().collect();
         // The inputs the kernels read where they are (whole samples back to back, as the plan lays
         // them out); the others are copied into the arena.
         let in_place: Vec<Option<(ValueId, *const f32)>> = graph
@@ -400,6 +508,24 @@ impl Executable {
         }
         Ok(())
     }
+}
+
+/// Each step's work and traffic per sample (see [`micro_batch::choose`]).
+fn step_costs(program: &Program) -> Vec<micro_batch::StepCost> {
+    let graph = program.graph();
+    let bytes = |v: ValueId| graph.shape(v).elements() as f64 * 4.0;
+    program
+        .steps()
+        .iter()
+        .map(|step| {
+            let node = graph.node(step.node);
+            micro_batch::StepCost {
+                flops: 2.0 * node.op.macs(&node.shape) as f64,
+                activation_bytes: step.inputs.iter().map(|&v| bytes(v)).sum::<f64>() + bytes(step.output),
+                weight_bytes: step.weights.iter().map(|w| w.1 as f64 * 4.0).sum(),
+            }
+        })
+        .collect()
 }
 
 /// Whether the kernels can read graph input `v` where the caller holds it, skipping its copy into
